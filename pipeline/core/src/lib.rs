@@ -1,0 +1,20 @@
+//! Shared types of trailspark.
+//!
+//! Everything that more than one crate must agree on lives here: the canonical signal record
+//! ([`signal::SignalRecord`]), how a raw payload becomes one ([`normalize`]), dot-path access
+//! into payloads ([`path`]), tenancy and its config events ([`tenancy`]), the entries of the
+//! durable log and their byte encoding ([`log`]), and secret handling ([`secret`]).
+//!
+//! The crate is deliberately free of I/O and async: it is pure data and pure functions, so the
+//! HTTP edge, the log, the dataflow and the tests all share one definition of each rule.
+
+pub mod log;
+pub mod normalize;
+pub mod path;
+pub mod secret;
+pub mod signal;
+pub mod tenancy;
+
+pub use log::{LogEntry, ProductOrgRecord};
+pub use signal::{Identifiers, SignalRecord};
+pub use tenancy::{ApiKey, ConfigEvent, EndpointType, OrgId, Registry, Role};

@@ -1,0 +1,304 @@
+//! From a raw JSON payload to a [`SignalRecord`]: source resolution (spec 5.3), identifier
+//! extraction (spec 5.1, 5.2, 7.1), event type and time (spec 6.1), and the content hash.
+//!
+//! Content hash (ours; spec 6.5 is a proposal and DESIGN.md refines it): SHA-256 over the org
+//! id and the canonical JSON of the payload, where canonical means keys sorted at every level
+//! and no insignificant whitespace, and where the transport-only top-level fields `sentAt`,
+//! `receivedAt` and `writeKey` are left out. An SDK's retry of the same event therefore hashes
+//! the same even though its `sentAt` moved; two events that differ in `timestamp` do not.
+
+use chrono::DateTime;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::path;
+use crate::signal::{Identifiers, SignalRecord};
+use crate::tenancy::OrgId;
+
+/// Segment call types, the values of `type` that mark a payload as Segment-shaped.
+pub const SEGMENT_TYPES: &[&str] = &["identify", "track", "page", "screen", "group", "alias"];
+
+/// Top-level fields that describe the delivery, not the event, and so stay out of the hash.
+const TRANSPORT_FIELDS: &[&str] = &["sentAt", "receivedAt", "writeKey"];
+
+/// Where a signal came in and what the request said about its source.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Context<'a> {
+    pub org_id: OrgId,
+    pub api_key_id: u64,
+    pub received_at: i64,
+    /// The `{source}` segment of the source-specific webhook URL (E2).
+    pub url_source: Option<&'a str>,
+    /// The `X-Source` header.
+    pub header_source: Option<&'a str>,
+}
+
+/// Detects the source from the payload's top-level keys (spec 5.3, with our order: the
+/// vendor keys first, because `type` is a common generic key).
+pub fn detect_source(payload: &Value) -> &'static str {
+    let Some(obj) = payload.as_object() else {
+        return "generic";
+    };
+    if obj.contains_key("mktLeadId") {
+        "marketo"
+    } else if obj.contains_key("portalId") || obj.contains_key("hs_object_id") {
+        "hubspot"
+    } else if obj.contains_key("sObject") {
+        "salesforce"
+    } else if obj
+        .get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| SEGMENT_TYPES.contains(&t))
+    {
+        "segment"
+    } else {
+        "generic"
+    }
+}
+
+/// Resolves the source with the precedence URL > `X-Source` > body `source` > detection.
+pub fn resolve_source(ctx: &Context<'_>, payload: &Value) -> String {
+    let explicit = [
+        ctx.url_source,
+        ctx.header_source,
+        payload.get("source").and_then(Value::as_str),
+    ];
+    explicit
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .find(|s| !s.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(|| detect_source(payload).to_string())
+}
+
+/// The first non-empty email in the spec's lookup order, trimmed and lowercased (spec 5.2).
+pub fn extract_email(payload: &Value) -> Option<String> {
+    ["email", "traits.email", "context.traits.email", "properties.email"]
+        .iter()
+        .find_map(|p| path::get_str(payload, p))
+        .map(|e| e.to_lowercase())
+}
+
+fn first_str(payload: &Value, paths: &[&str]) -> Option<String> {
+    paths.iter().find_map(|p| path::get_str(payload, p))
+}
+
+/// Extracts every identifier the pipeline knows, accepting the camelCase spellings of the
+/// spec and Segment, and the snake_case ones that generic producers often send.
+pub fn extract_identifiers(payload: &Value) -> Identifiers {
+    Identifiers {
+        email: extract_email(payload),
+        anonymous_id: first_str(payload, &["anonymousId", "anonymous_id"]),
+        user_id: first_str(payload, &["userId", "user_id"]),
+        product_user_id: first_str(
+            payload,
+            &["productUserId", "product_user_id", "traits.productUserId"],
+        ),
+        crm_id: first_str(payload, &["crmId", "crm_id", "traits.crmId"]),
+        map_id: first_str(payload, &["mapId", "map_id"]),
+        device_id: first_str(payload, &["deviceId", "device_id", "context.device.id"]),
+        product_org_id: first_str(
+            payload,
+            &["productOrgId", "product_org_id", "groupId", "context.groupId"],
+        ),
+        mkt_lead_id: first_str(payload, &["mktLeadId"]),
+        phone: first_str(payload, &["phone", "traits.phone", "context.traits.phone"]),
+    }
+}
+
+/// Segment call type when Segment-shaped, else the `event` field, else `unknown`.
+pub fn event_type(payload: &Value) -> String {
+    if let Some(t) = payload.get("type").and_then(Value::as_str) {
+        if SEGMENT_TYPES.contains(&t) {
+            return t.to_string();
+        }
+    }
+    path::get_str(payload, "event").unwrap_or_else(|| "unknown".to_string())
+}
+
+/// `event` (track, generic), else `name` (page, screen).
+pub fn event_name(payload: &Value) -> Option<String> {
+    path::get_str(payload, "event").or_else(|| path::get_str(payload, "name"))
+}
+
+/// Parses an RFC 3339 / ISO 8601 timestamp into Unix milliseconds.
+pub fn parse_time(s: &str) -> Option<i64> {
+    DateTime::parse_from_rfc3339(s.trim())
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// The event time: `timestamp`, else `originalTimestamp`, else the receipt time.
+pub fn event_time(payload: &Value, received_at: i64) -> i64 {
+    ["timestamp", "originalTimestamp"]
+        .iter()
+        .find_map(|f| payload.get(*f).and_then(Value::as_str).and_then(parse_time))
+        .unwrap_or(received_at)
+}
+
+/// The org-scoped content hash (see the module docs).
+pub fn content_hash(org_id: OrgId, payload: &Value) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(org_id.0.to_le_bytes());
+    match payload.as_object() {
+        Some(obj) if TRANSPORT_FIELDS.iter().any(|f| obj.contains_key(*f)) => {
+            let mut trimmed = obj.clone();
+            for f in TRANSPORT_FIELDS {
+                trimmed.remove(*f);
+            }
+            canonical_into(&Value::Object(trimmed), &mut hasher);
+        }
+        _ => canonical_into(payload, &mut hasher),
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// Writes the canonical JSON of `value` into the hasher. `serde_json::Map` is ordered by key
+/// (the `preserve_order` feature is off in this workspace), so plain serialization is
+/// canonical; the assertion in the tests guards that assumption.
+fn canonical_into(value: &Value, hasher: &mut Sha256) {
+    struct HashWriter<'a>(&'a mut Sha256);
+    impl std::io::Write for HashWriter<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    serde_json::to_writer(HashWriter(hasher), value).expect("writing to a hasher cannot fail");
+}
+
+/// The dedup key of a Segment `messageId`, scoped to the org.
+pub fn message_id_key(org_id: OrgId, message_id: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"messageId\0");
+    hasher.update(org_id.0.to_le_bytes());
+    hasher.update(message_id.as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+/// Builds the canonical record of one payload. `raw` is the payload text to store unchanged;
+/// `payload` is its parsed form. The payload must be a JSON object (callers check).
+pub fn normalize(ctx: &Context<'_>, payload: &Value, raw: String) -> SignalRecord {
+    let ids = extract_identifiers(payload);
+    let anonymous = ids.anonymous_id.is_some() && !ids.is_identifiable();
+    SignalRecord {
+        org_id: ctx.org_id,
+        api_key_id: ctx.api_key_id,
+        received_at: ctx.received_at,
+        event_at: event_time(payload, ctx.received_at),
+        source: resolve_source(ctx, payload),
+        event_type: event_type(payload),
+        event_name: event_name(payload),
+        message_id: path::get_str(payload, "messageId"),
+        content_hash: content_hash(ctx.org_id, payload),
+        anonymous,
+        ids,
+        payload: raw,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ctx() -> Context<'static> {
+        Context {
+            org_id: OrgId(1),
+            api_key_id: 9,
+            received_at: 1_700_000_000_000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn detection_follows_the_spec_table() {
+        assert_eq!(detect_source(&json!({"mktLeadId": 1})), "marketo");
+        assert_eq!(detect_source(&json!({"portalId": 1})), "hubspot");
+        assert_eq!(detect_source(&json!({"hs_object_id": 1})), "hubspot");
+        assert_eq!(detect_source(&json!({"sObject": "Lead"})), "salesforce");
+        assert_eq!(detect_source(&json!({"type": "identify"})), "segment");
+        assert_eq!(detect_source(&json!({"type": "form"})), "generic");
+        // Vendor keys beat Segment's `type`.
+        assert_eq!(detect_source(&json!({"type": "track", "sObject": "x"})), "salesforce");
+        assert_eq!(detect_source(&json!({})), "generic");
+    }
+
+    #[test]
+    fn source_precedence_is_url_header_body_detection() {
+        let p = json!({"mktLeadId": 1, "source": "custom"});
+        let mut c = ctx();
+        assert_eq!(resolve_source(&c, &p), "custom");
+        c.header_source = Some("marketing");
+        assert_eq!(resolve_source(&c, &p), "marketing");
+        c.url_source = Some("website");
+        assert_eq!(resolve_source(&c, &p), "website");
+        assert_eq!(resolve_source(&ctx(), &json!({"mktLeadId": 1})), "marketo");
+    }
+
+    #[test]
+    fn email_lookup_order_and_case() {
+        assert_eq!(extract_email(&json!({"traits": {"email": " A@B.com "}})).unwrap(), "a@b.com");
+        assert_eq!(extract_email(&json!({"context": {"traits": {"email": "c@d.io"}}})).unwrap(), "c@d.io");
+        assert_eq!(extract_email(&json!({"properties": {"email": "e@f.io"}})).unwrap(), "e@f.io");
+        assert_eq!(
+            extract_email(&json!({"email": "top@x.io", "traits": {"email": "t@x.io"}})).unwrap(),
+            "top@x.io"
+        );
+        assert_eq!(extract_email(&json!({"email": "", "traits": {"email": "t@x.io"}})).unwrap(), "t@x.io");
+    }
+
+    #[test]
+    fn anonymous_only_when_nothing_identifies() {
+        let r = normalize(&ctx(), &json!({"anonymousId": "A1"}), String::new());
+        assert!(r.anonymous);
+        let r = normalize(&ctx(), &json!({"anonymousId": "A1", "phone": "+1"}), String::new());
+        assert!(!r.anonymous);
+        let r = normalize(&ctx(), &json!({}), String::new());
+        assert!(!r.anonymous, "no anonymousId means nothing to rehydrate by, so not cold");
+    }
+
+    #[test]
+    fn event_time_falls_back_to_receipt() {
+        let r = normalize(&ctx(), &json!({"timestamp": "2024-01-15T14:30:00Z"}), String::new());
+        assert_eq!(r.event_at, 1_705_329_000_000);
+        let r = normalize(&ctx(), &json!({"timestamp": "not a time"}), String::new());
+        assert_eq!(r.event_at, ctx().received_at);
+    }
+
+    #[test]
+    fn event_type_and_name() {
+        let p = json!({"type": "track", "event": "Signed Up"});
+        assert_eq!(event_type(&p), "track");
+        assert_eq!(event_name(&p).as_deref(), Some("Signed Up"));
+        let p = json!({"type": "page", "name": "Pricing"});
+        assert_eq!(event_name(&p).as_deref(), Some("Pricing"));
+        assert_eq!(event_type(&json!({"event": "form_submit"})), "form_submit");
+        assert_eq!(event_type(&json!({"email": "x"})), "unknown");
+    }
+
+    #[test]
+    fn hash_is_canonical_and_ignores_transport_fields() {
+        let a: Value = serde_json::from_str(r#"{"b":1,"a":{"y":2,"x":1}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{ "a" : {"x":1,"y":2}, "b":1, "sentAt":"t"}"#).unwrap();
+        assert_eq!(content_hash(OrgId(1), &a), content_hash(OrgId(1), &b));
+        assert_ne!(content_hash(OrgId(1), &a), content_hash(OrgId(2), &a));
+        let c = json!({"b": 1, "a": {"x": 1, "y": 3}});
+        assert_ne!(content_hash(OrgId(1), &a), content_hash(OrgId(1), &c));
+        // Key order of the serialized map is sorted (preserve_order must stay off).
+        assert_eq!(serde_json::to_string(&a).unwrap(), r#"{"a":{"x":1,"y":2},"b":1}"#);
+    }
+
+    #[test]
+    fn dedup_key_prefers_message_id() {
+        let r1 = normalize(&ctx(), &json!({"messageId": "m1", "event": "a"}), String::new());
+        let r2 = normalize(&ctx(), &json!({"messageId": "m1", "event": "a", "x": 1}), String::new());
+        assert_eq!(r1.dedup_key(), r2.dedup_key());
+        let r3 = normalize(&ctx(), &json!({"event": "a"}), String::new());
+        assert_eq!(r3.dedup_key(), r3.content_hash);
+    }
+}

@@ -1,0 +1,368 @@
+//! Tenancy: organizations, admin tokens with roles, API keys, and the config events that
+//! create and change them.
+//!
+//! Config changes are events on the durable log (DESIGN.md: "config changes are log events
+//! too"), so the [`Registry`] is a pure fold over [`ConfigEvent`]s: replaying the log rebuilds
+//! it exactly. Validation happens before an event is appended; [`Registry::apply`] trusts its
+//! input, so a replay can never fail halfway.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{path, secret};
+
+/// An organization (tenant). Numeric so that it is a safe NATS subject token and cheap to
+/// carry through the dataflow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OrgId(pub u64);
+
+impl fmt::Display for OrgId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The org created on first start.
+pub const DEFAULT_ORG: OrgId = OrgId(1);
+
+/// Roles in ascending order of power; each has every permission of those below it (spec 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Editor,
+    Admin,
+    Owner,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Editor => "editor",
+            Role::Admin => "admin",
+            Role::Owner => "owner",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s.to_ascii_lowercase().as_str() {
+            "viewer" => Some(Role::Viewer),
+            "editor" => Some(Role::Editor),
+            "admin" => Some(Role::Admin),
+            "owner" => Some(Role::Owner),
+            _ => None,
+        }
+    }
+}
+
+/// What an API key may be used for (spec 3.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointType {
+    SignalStaging,
+    ProductOrg,
+}
+
+impl EndpointType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointType::SignalStaging => "signal_staging",
+            EndpointType::ProductOrg => "product_org",
+        }
+    }
+}
+
+/// Field-mapping template of a Product Org Updates key (spec 12): dot paths into the payload.
+/// Only `product_org_id` is required.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductOrgTemplate {
+    pub product_org_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_count: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mrr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_active_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature_flags: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom_fields: BTreeMap<String, String>,
+}
+
+impl ProductOrgTemplate {
+    /// Every path must be a well-formed dot path; names the first bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        let named = [
+            ("product_org_id", Some(&self.product_org_id)),
+            ("name", self.name.as_ref()),
+            ("plan_id", self.plan_id.as_ref()),
+            ("plan_name", self.plan_name.as_ref()),
+            ("user_count", self.user_count.as_ref()),
+            ("mrr", self.mrr.as_ref()),
+            ("trial_status", self.trial_status.as_ref()),
+            ("last_active_at", self.last_active_at.as_ref()),
+            ("feature_flags", self.feature_flags.as_ref()),
+        ];
+        let custom = self.custom_fields.iter().map(|(k, v)| (k.as_str(), Some(v)));
+        for (field, p) in named.into_iter().chain(custom) {
+            if let Some(p) = p {
+                if !path::is_valid(p) {
+                    return Err(format!("template.{field}: `{p}` is not a dot-notation path"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An API key as stored: the key itself only as its hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub id: u64,
+    pub org_id: OrgId,
+    pub name: String,
+    pub endpoint_type: EndpointType,
+    /// Hex SHA-256 of the full `sk_…` key.
+    pub key_hash: String,
+    /// The first characters of the key, for listings.
+    pub prefix: String,
+    /// Shared secret required in `X-Api-Secret` (or as the HMAC key of `X-Signature`). Kept
+    /// in clear because HMAC verification needs it; it never leaves the server after creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// Unix milliseconds; `None` never expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<ProductOrgTemplate>,
+}
+
+/// An admin (management API) token: bound to an org and a role.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminToken {
+    pub id: u64,
+    pub org_id: OrgId,
+    pub role: Role,
+    pub name: String,
+    pub token_hash: String,
+    /// The server administrator may create orgs.
+    #[serde(default)]
+    pub server_admin: bool,
+    pub created_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Org {
+    pub id: OrgId,
+    pub name: String,
+    pub created_at: i64,
+}
+
+/// A change to tenancy configuration, as written to the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ConfigEvent {
+    OrgCreated(Org),
+    TokenCreated(AdminToken),
+    TokenRevoked { id: u64, at: i64 },
+    KeyCreated(ApiKey),
+    KeyRevoked { id: u64, at: i64 },
+    KeyTemplateSet { id: u64, template: ProductOrgTemplate },
+}
+
+/// Why a presented API key is not accepted (each maps to a 401 with its own code).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyRejection {
+    Unknown,
+    Revoked,
+    Expired,
+}
+
+/// Who a bearer token belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub org_id: OrgId,
+    pub role: Role,
+    pub server_admin: bool,
+    /// `None` for the token given by `TRAILSPARK_ADMIN_TOKEN`, which is not stored.
+    pub token_id: Option<u64>,
+}
+
+/// Tenancy state: the fold of all config events.
+#[derive(Clone, Debug, Default)]
+pub struct Registry {
+    orgs: BTreeMap<OrgId, Org>,
+    keys: BTreeMap<u64, ApiKey>,
+    key_by_hash: HashMap<String, u64>,
+    tokens: BTreeMap<u64, AdminToken>,
+    token_by_hash: HashMap<String, u64>,
+}
+
+impl Registry {
+    pub fn apply(&mut self, event: &ConfigEvent) {
+        match event {
+            ConfigEvent::OrgCreated(org) => {
+                self.orgs.insert(org.id, org.clone());
+            }
+            ConfigEvent::TokenCreated(t) => {
+                self.token_by_hash.insert(t.token_hash.clone(), t.id);
+                self.tokens.insert(t.id, t.clone());
+            }
+            ConfigEvent::TokenRevoked { id, at } => {
+                if let Some(t) = self.tokens.get_mut(id) {
+                    t.revoked_at.get_or_insert(*at);
+                }
+            }
+            ConfigEvent::KeyCreated(k) => {
+                self.key_by_hash.insert(k.key_hash.clone(), k.id);
+                self.keys.insert(k.id, k.clone());
+            }
+            ConfigEvent::KeyRevoked { id, at } => {
+                if let Some(k) = self.keys.get_mut(id) {
+                    k.revoked_at.get_or_insert(*at);
+                }
+            }
+            ConfigEvent::KeyTemplateSet { id, template } => {
+                if let Some(k) = self.keys.get_mut(id) {
+                    k.template = Some(template.clone());
+                }
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.orgs.is_empty()
+    }
+
+    pub fn org(&self, id: OrgId) -> Option<&Org> {
+        self.orgs.get(&id)
+    }
+
+    pub fn orgs(&self) -> impl Iterator<Item = &Org> {
+        self.orgs.values()
+    }
+
+    pub fn next_org_id(&self) -> OrgId {
+        OrgId(self.orgs.keys().next_back().map_or(1, |o| o.0 + 1))
+    }
+
+    pub fn next_key_id(&self) -> u64 {
+        self.keys.keys().next_back().map_or(1, |k| k + 1)
+    }
+
+    pub fn next_token_id(&self) -> u64 {
+        self.tokens.keys().next_back().map_or(1, |k| k + 1)
+    }
+
+    pub fn key(&self, id: u64) -> Option<&ApiKey> {
+        self.keys.get(&id)
+    }
+
+    pub fn keys_of(&self, org: OrgId) -> impl Iterator<Item = &ApiKey> {
+        self.keys.values().filter(move |k| k.org_id == org)
+    }
+
+    pub fn token(&self, id: u64) -> Option<&AdminToken> {
+        self.tokens.get(&id)
+    }
+
+    pub fn tokens_of(&self, org: OrgId) -> impl Iterator<Item = &AdminToken> {
+        self.tokens.values().filter(move |t| t.org_id == org)
+    }
+
+    /// Checks a presented API key at time `now` (Unix ms).
+    pub fn check_key(&self, presented: &str, now: i64) -> Result<&ApiKey, KeyRejection> {
+        let id = self
+            .key_by_hash
+            .get(&secret::hash(presented))
+            .ok_or(KeyRejection::Unknown)?;
+        let key = &self.keys[id];
+        if key.revoked_at.is_some() {
+            Err(KeyRejection::Revoked)
+        } else if key.expires_at.is_some_and(|e| e <= now) {
+            Err(KeyRejection::Expired)
+        } else {
+            Ok(key)
+        }
+    }
+
+    /// The principal of a presented admin token, if it is known and not revoked.
+    pub fn authenticate(&self, presented: &str) -> Option<Principal> {
+        let id = self.token_by_hash.get(&secret::hash(presented))?;
+        let t = &self.tokens[id];
+        t.revoked_at.is_none().then_some(Principal {
+            org_id: t.org_id,
+            role: t.role,
+            server_admin: t.server_admin,
+            token_id: Some(t.id),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: u64, raw: &str, expires_at: Option<i64>) -> ApiKey {
+        ApiKey {
+            id,
+            org_id: OrgId(1),
+            name: "k".into(),
+            endpoint_type: EndpointType::SignalStaging,
+            key_hash: secret::hash(raw),
+            prefix: secret::display_prefix(raw),
+            secret: None,
+            expires_at,
+            created_at: 0,
+            revoked_at: None,
+            template: None,
+        }
+    }
+
+    #[test]
+    fn key_states() {
+        let mut r = Registry::default();
+        r.apply(&ConfigEvent::KeyCreated(key(1, "sk_a", None)));
+        r.apply(&ConfigEvent::KeyCreated(key(2, "sk_b", Some(100))));
+        assert_eq!(r.check_key("sk_a", 1_000).unwrap().id, 1);
+        assert_eq!(r.check_key("sk_x", 1_000), Err(KeyRejection::Unknown));
+        assert_eq!(r.check_key("sk_b", 99).unwrap().id, 2);
+        assert_eq!(r.check_key("sk_b", 100), Err(KeyRejection::Expired));
+        r.apply(&ConfigEvent::KeyRevoked { id: 1, at: 5 });
+        assert_eq!(r.check_key("sk_a", 1_000), Err(KeyRejection::Revoked));
+        assert_eq!(r.next_key_id(), 3);
+    }
+
+    #[test]
+    fn roles_are_ordered() {
+        assert!(Role::Owner > Role::Admin && Role::Admin > Role::Editor && Role::Editor > Role::Viewer);
+        assert_eq!(Role::parse("Editor"), Some(Role::Editor));
+        assert_eq!(Role::parse("root"), None);
+    }
+
+    #[test]
+    fn template_paths_are_validated() {
+        let mut t = ProductOrgTemplate { product_org_id: "groupId".into(), ..Default::default() };
+        assert!(t.validate().is_ok());
+        t.custom_fields.insert("projects".into(), "metrics..total".into());
+        assert!(t.validate().unwrap_err().contains("template.projects"));
+    }
+}

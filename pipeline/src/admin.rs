@@ -1,0 +1,248 @@
+//! The management API under `/api/admin` (JSON, bearer tokens bound to an org and a role).
+//!
+//! | route | who |
+//! |---|---|
+//! | `POST /api/admin/orgs`, `GET /api/admin/orgs` | server administrator |
+//! | `POST/GET /api/admin/keys`, `DELETE /api/admin/keys/{id}`, `PUT /api/admin/keys/{id}/template` | Admin or above |
+//! | `POST/GET /api/admin/tokens`, `DELETE /api/admin/tokens/{id}` | Admin or above |
+//! | `GET /api/admin/whoami` | any token |
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use trailspark_core::tenancy::{AdminToken, ApiKey, EndpointType, Principal, ProductOrgTemplate, Role};
+use trailspark_sources::body;
+use trailspark_sources::routes::{Reply, Request};
+use warp::http::{Method, StatusCode};
+
+use crate::state::{AppState, ConfigError, NewKey};
+
+const ADMIN_BODY_LIMIT: usize = 64 * 1024;
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Reply {
+    Reply::json(status, json!({"error": code, "code": code, "message": message.into()}))
+}
+
+impl From<ConfigError> for Reply {
+    fn from(e: ConfigError) -> Reply {
+        match &e {
+            ConfigError::Invalid(m) => error(StatusCode::BAD_REQUEST, "invalid_request", m.clone()),
+            ConfigError::Forbidden(m) => error(StatusCode::FORBIDDEN, "forbidden", m.clone()),
+            ConfigError::NotFound(_) => error(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+            ConfigError::Log(_) => {
+                let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "log_unavailable", e.to_string());
+                r.retry_after = Some(1);
+                r
+            }
+        }
+    }
+}
+
+pub fn rfc3339(ms: i64) -> Value {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
+        .unwrap_or(Value::Null)
+}
+
+fn opt_time(ms: Option<i64>) -> Value {
+    ms.map(rfc3339).unwrap_or(Value::Null)
+}
+
+pub fn key_json(k: &ApiKey, now: i64) -> Value {
+    json!({
+        "id": k.id,
+        "org_id": k.org_id,
+        "name": k.name,
+        "endpoint_type": k.endpoint_type.as_str(),
+        "prefix": k.prefix,
+        "has_secret": k.secret.is_some(),
+        "created_at": rfc3339(k.created_at),
+        "expires_at": opt_time(k.expires_at),
+        "revoked_at": opt_time(k.revoked_at),
+        "active": k.revoked_at.is_none() && k.expires_at.is_none_or(|e| e > now),
+        "template": k.template,
+    })
+}
+
+fn token_json(t: &AdminToken) -> Value {
+    json!({
+        "id": t.id,
+        "org_id": t.org_id,
+        "role": t.role.as_str(),
+        "name": t.name,
+        "created_at": rfc3339(t.created_at),
+        "revoked_at": opt_time(t.revoked_at),
+    })
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    let v = req.headers.get("authorization")?.to_str().ok()?.trim();
+    v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::trim)
+}
+
+fn require(p: &Principal, role: Role) -> Result<(), Reply> {
+    if p.role >= role {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this needs the {} role or above; the token is {}", role.as_str(), p.role.as_str()),
+        ))
+    }
+}
+
+async fn json_body<T: for<'de> Deserialize<'de>>(req: Request) -> Result<T, Reply> {
+    let len = req.headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let raw = body::read_limited(req.body, len, ADMIN_BODY_LIMIT).await.map_err(Reply::from)?;
+    serde_json::from_slice(&raw).map_err(|e| error(StatusCode::BAD_REQUEST, "invalid_request", format!("body: {e}")))
+}
+
+/// Parses `expires_at`: RFC 3339 or null.
+fn parse_expiry(v: &Option<String>) -> Result<Option<i64>, Reply> {
+    match v {
+        None => Ok(None),
+        Some(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| Some(t.timestamp_millis()))
+            .map_err(|_| error(StatusCode::BAD_REQUEST, "invalid_request", format!("expires_at `{s}` is not RFC 3339"))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateOrg {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    name: String,
+    #[serde(default = "default_endpoint")]
+    endpoint_type: EndpointType,
+    #[serde(default)]
+    secret: bool,
+    #[serde(default)]
+    expires_at: Option<String>,
+    #[serde(default)]
+    template: Option<ProductOrgTemplate>,
+}
+
+fn default_endpoint() -> EndpointType {
+    EndpointType::SignalStaging
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateToken {
+    role: Role,
+    #[serde(default)]
+    name: String,
+}
+
+/// Handles `/api/admin/...`; `None` when the path is not an admin path.
+pub async fn route(state: Arc<AppState>, req: Request) -> Option<Reply> {
+    let path = req.path.trim_matches('/').to_string();
+    let segs: Vec<&str> = path.split('/').collect();
+    if segs.len() < 2 || segs[0] != "api" || segs[1] != "admin" {
+        return None;
+    }
+    let Some(principal) = bearer(&req).and_then(|t| state.principal(t)) else {
+        return Some(error(StatusCode::UNAUTHORIZED, "unauthorized", "a valid `Authorization: Bearer <token>` is required"));
+    };
+    Some(dispatch(&state, principal, &segs[2..], req).await.unwrap_or_else(|r| r))
+}
+
+async fn dispatch(state: &AppState, p: Principal, segs: &[&str], req: Request) -> Result<Reply, Reply> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let id = |s: &str| s.parse::<u64>().map_err(|_| error(StatusCode::NOT_FOUND, "not_found", format!("no such id `{s}`")));
+    let method = req.method.clone();
+    match (segs, &method) {
+        (["whoami"], &Method::GET) => Ok(Reply::json(
+            StatusCode::OK,
+            json!({"org_id": p.org_id, "role": p.role.as_str(), "server_admin": p.server_admin}),
+        )),
+        (["orgs"], &Method::POST) => {
+            if !p.server_admin {
+                return Err(error(StatusCode::FORBIDDEN, "forbidden", "only the server administrator creates orgs"));
+            }
+            let body: CreateOrg = json_body(req).await?;
+            let (org, token) = state.create_org(&body.name, false).await?;
+            Ok(Reply::json(
+                StatusCode::CREATED,
+                json!({"id": org.id, "name": org.name, "owner_token": token, "created_at": rfc3339(org.created_at)}),
+            ))
+        }
+        (["orgs"], &Method::GET) => {
+            if !p.server_admin {
+                return Err(error(StatusCode::FORBIDDEN, "forbidden", "only the server administrator lists orgs"));
+            }
+            let reg = state.registry.read().unwrap();
+            let orgs: Vec<Value> = reg
+                .orgs()
+                .map(|o| json!({"id": o.id, "name": o.name, "created_at": rfc3339(o.created_at)}))
+                .collect();
+            Ok(Reply::json(StatusCode::OK, json!({"orgs": orgs})))
+        }
+        (["keys"], &Method::POST) => {
+            require(&p, Role::Admin)?;
+            let body: CreateKey = json_body(req).await?;
+            let new = NewKey {
+                name: body.name,
+                endpoint_type: body.endpoint_type,
+                secret: body.secret,
+                expires_at: parse_expiry(&body.expires_at)?,
+                template: body.template,
+            };
+            let created = state.create_key(p.org_id, new).await?;
+            let mut v = key_json(&created.key, now);
+            v["key"] = json!(created.plaintext);
+            if let Some(s) = created.secret {
+                v["secret"] = json!(s);
+            }
+            Ok(Reply::json(StatusCode::CREATED, v))
+        }
+        (["keys"], &Method::GET) => {
+            require(&p, Role::Admin)?;
+            let reg = state.registry.read().unwrap();
+            let keys: Vec<Value> = reg.keys_of(p.org_id).map(|k| key_json(k, now)).collect();
+            Ok(Reply::json(StatusCode::OK, json!({"keys": keys})))
+        }
+        (["keys", k], &Method::DELETE) => {
+            require(&p, Role::Admin)?;
+            let key = state.revoke_key(p.org_id, id(k)?).await?;
+            Ok(Reply::json(StatusCode::OK, key_json(&key, now)))
+        }
+        (["keys", k, "template"], &Method::PUT) => {
+            require(&p, Role::Admin)?;
+            let kid = id(k)?;
+            let template: ProductOrgTemplate = json_body(req).await?;
+            let key = state.set_template(p.org_id, kid, template).await?;
+            Ok(Reply::json(StatusCode::OK, key_json(&key, now)))
+        }
+        (["tokens"], &Method::POST) => {
+            require(&p, Role::Admin)?;
+            let body: CreateToken = json_body(req).await?;
+            let (t, plaintext) = state.create_token(&p, body.role, &body.name).await?;
+            let mut v = token_json(&t);
+            v["token"] = json!(plaintext);
+            Ok(Reply::json(StatusCode::CREATED, v))
+        }
+        (["tokens"], &Method::GET) => {
+            require(&p, Role::Admin)?;
+            let reg = state.registry.read().unwrap();
+            let tokens: Vec<Value> = reg.tokens_of(p.org_id).map(token_json).collect();
+            Ok(Reply::json(StatusCode::OK, json!({"tokens": tokens})))
+        }
+        (["tokens", t], &Method::DELETE) => {
+            require(&p, Role::Admin)?;
+            let tok = state.revoke_token(p.org_id, id(t)?).await?;
+            Ok(Reply::json(StatusCode::OK, token_json(&tok)))
+        }
+        (["whoami"] | ["orgs"] | ["keys"] | ["keys", _] | ["keys", _, "template"] | ["tokens"] | ["tokens", _], _) => {
+            Err(error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{method} is not allowed here")))
+        }
+        _ => Err(error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")),
+    }
+}

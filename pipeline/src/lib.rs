@@ -1,0 +1,9 @@
+//! The trailspark server: the durable log ([`log`]), server state and config operations
+//! ([`state`]), the admin API ([`admin`]), the HTTP server ([`server`]) and start-up
+//! ([`open`]). The binary in `main.rs` is the CLI over these.
+
+pub mod admin;
+pub mod log;
+pub mod open;
+pub mod server;
+pub mod state;

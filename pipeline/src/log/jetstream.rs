@@ -1,0 +1,163 @@
+//! The log on NATS JetStream.
+//!
+//! One stream, `TRAILSPARK_SIGNALS`, holds every log entry so that its sequence numbers are
+//! one total order, as the journal's positions are: signals on `trailspark.signals.<org>.<source>`,
+//! product-org updates on `trailspark.product_orgs.<org>`, config events on `trailspark.config`.
+//! A signal's `Nats-Msg-Id` is its dedup key, so JetStream's duplicate window absorbs retries
+//! and answers them with the original sequence. An append resolves only after the publish
+//! acks of all its entries, which is what makes a 202 mean "durable".
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
+use futures_util::StreamExt;
+use trailspark_core::LogEntry;
+use trailspark_sources::Receipt;
+
+use super::LogError;
+
+pub const STREAM: &str = "TRAILSPARK_SIGNALS";
+pub const CONFIG_SUBJECT: &str = "trailspark.config";
+const ENCODING_HEADER: &str = "Trailspark-Encoding";
+const ENCODING: &str = "entry-v1";
+
+/// Stream settings (operators tune them per deployment).
+#[derive(Clone, Debug)]
+pub struct StreamSettings {
+    pub replicas: usize,
+    /// Zero keeps messages forever.
+    pub max_age: Duration,
+    /// Negative means unlimited.
+    pub max_bytes: i64,
+    pub duplicate_window: Duration,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings { replicas: 1, max_age: Duration::ZERO, max_bytes: -1, duplicate_window: Duration::from_secs(120) }
+    }
+}
+
+#[derive(Clone)]
+pub struct JetStreamLog {
+    js: jetstream::Context,
+    head: Arc<AtomicU64>,
+}
+
+/// A subject token from a free-form label: NATS tokens cannot hold `.`, `*`, `>` or spaces.
+pub fn subject_token(label: &str) -> String {
+    let t: String = label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .take(64)
+        .collect();
+    if t.is_empty() { "_".into() } else { t }
+}
+
+pub fn subject_of(entry: &LogEntry) -> String {
+    match entry {
+        LogEntry::Signal(s) => format!("trailspark.signals.{}.{}", s.org_id, subject_token(&s.source)),
+        LogEntry::ProductOrgUpdate(p) => format!("trailspark.product_orgs.{}", p.org_id),
+        LogEntry::Config(_) => CONFIG_SUBJECT.to_string(),
+    }
+}
+
+fn nats_err(e: impl std::fmt::Display) -> LogError {
+    LogError::Nats(e.to_string())
+}
+
+impl JetStreamLog {
+    /// Connects and makes sure the stream exists.
+    pub async fn connect(client: async_nats::Client, settings: &StreamSettings) -> Result<JetStreamLog, LogError> {
+        let js = jetstream::new(client);
+        let stream = js
+            .get_or_create_stream(stream::Config {
+                name: STREAM.to_string(),
+                subjects: vec![
+                    "trailspark.signals.>".into(),
+                    "trailspark.product_orgs.>".into(),
+                    CONFIG_SUBJECT.into(),
+                ],
+                storage: stream::StorageType::File,
+                num_replicas: settings.replicas,
+                max_age: settings.max_age,
+                max_bytes: settings.max_bytes,
+                duplicate_window: settings.duplicate_window,
+                ..Default::default()
+            })
+            .await
+            .map_err(nats_err)?;
+        let last = stream.cached_info().state.last_sequence;
+        Ok(JetStreamLog { js, head: Arc::new(AtomicU64::new(last)) })
+    }
+
+    pub fn head(&self) -> u64 {
+        self.head.load(Ordering::Acquire)
+    }
+
+    /// Publishes the entries in order (pipelined), then waits for every ack.
+    pub async fn append(&self, entries: Vec<LogEntry>) -> Result<Vec<Receipt>, LogError> {
+        let mut acks = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            let mut msg = PublishMessage::build()
+                .payload(entry.encode().into())
+                .header(ENCODING_HEADER, ENCODING);
+            if let LogEntry::Signal(s) = entry {
+                msg = msg.message_id(s.dedup_key());
+            }
+            acks.push(self.js.send_publish(subject_of(entry), msg).await.map_err(nats_err)?);
+        }
+        let mut receipts = Vec::with_capacity(acks.len());
+        for ack in acks {
+            let ack = ack.await.map_err(nats_err)?;
+            self.head.fetch_max(ack.sequence, Ordering::AcqRel);
+            receipts.push(Receipt { position: ack.sequence, duplicate: ack.duplicate });
+        }
+        Ok(receipts)
+    }
+
+    /// Reads every entry on `filter` (all subjects when `None`) from the start of the stream
+    /// up to its current end, in order.
+    pub async fn read(
+        &self,
+        filter: Option<&str>,
+        f: &mut (dyn FnMut(u64, LogEntry) -> Result<(), LogError> + Send),
+    ) -> Result<(), LogError> {
+        let mut stream = self.js.get_stream(STREAM).await.map_err(nats_err)?;
+        let info = stream.info().await.map_err(nats_err)?;
+        if info.state.messages == 0 {
+            return Ok(());
+        }
+        if let Some(subject) = filter {
+            if stream.get_last_raw_message_by_subject(subject).await.is_err() {
+                return Ok(());
+            }
+        }
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: filter.unwrap_or("").to_string(),
+                deliver_policy: consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(nats_err)?;
+        let mut messages = consumer.messages().await.map_err(nats_err)?;
+        while let Some(msg) = tokio::time::timeout(Duration::from_secs(30), messages.next())
+            .await
+            .map_err(|_| LogError::Nats("timed out reading the stream".into()))?
+        {
+            let msg = msg.map_err(nats_err)?;
+            let info = msg.info().map_err(nats_err)?;
+            let (seq, pending) = (info.stream_sequence, info.pending);
+            let entry = LogEntry::decode(&msg.payload)
+                .map_err(|e| LogError::Corrupt(format!("stream sequence {seq}: {e}")))?;
+            f(seq, entry)?;
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,507 @@
+//! The embedded log: an append-only journal of segment files in the data directory.
+//!
+//! Format: each segment `NNNNNNNNNNNNNNNNNNNN.log` is named by the position of its first
+//! record; a record is `[u32 len][u32 crc32(body)][body]` (little-endian), where the body is a
+//! [`LogEntry`] encoding. Positions are dense and start at 1.
+//!
+//! Durability: one writer thread owns the file. Appenders send their entries over a bounded
+//! channel and wait; the writer takes everything queued, writes it, issues one `fdatasync`,
+//! and only then answers all of them (group commit: concurrent requests share one fsync, so
+//! throughput does not collapse to one fsync per request). A full channel is refused at
+//! once, which the HTTP edge answers with 503 and `Retry-After`.
+//!
+//! Recovery: a crash can leave a partial record at the end of the last segment. On open the
+//! last segment is scanned and cut at the first record whose length or checksum does not
+//! hold, so a torn tail is never replayed; such damage anywhere else is reported as an error
+//! instead, because it is not something a crash produces.
+//!
+//! Retries: the writer keeps the dedup keys of recently appended signals (a window in time,
+//! as JetStream's duplicate window) and answers a retry with the original's position without
+//! appending it again. Exact deduplication over all time is the dataflow's job.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use tokio::sync::oneshot;
+use trailspark_core::LogEntry;
+use trailspark_sources::Receipt;
+
+use super::LogError;
+
+const HEADER: usize = 8;
+/// No record is larger than this; a larger length field is damage, not data.
+const MAX_RECORD: usize = 64 * 1024 * 1024;
+
+/// Settings of the embedded journal.
+#[derive(Clone, Debug)]
+pub struct JournalConfig {
+    pub dir: PathBuf,
+    /// A segment is closed and a new one started once it reaches this size.
+    pub segment_bytes: u64,
+    /// Appends that may wait for the writer before new ones are refused.
+    pub queue: usize,
+    /// How long (ms) a signal's dedup key is remembered for retries.
+    pub dedup_window_ms: i64,
+    /// Most dedup keys remembered, whatever their age.
+    pub dedup_capacity: usize,
+}
+
+impl JournalConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        JournalConfig {
+            dir: dir.into(),
+            segment_bytes: 64 * 1024 * 1024,
+            queue: 16 * 1024,
+            dedup_window_ms: 120_000,
+            dedup_capacity: 1_000_000,
+        }
+    }
+}
+
+struct AppendRequest {
+    entries: Vec<LogEntry>,
+    reply: oneshot::Sender<Result<Vec<Receipt>, LogError>>,
+}
+
+/// A handle to the journal's writer; cheap to clone.
+#[derive(Clone)]
+pub struct Journal {
+    tx: SyncSender<AppendRequest>,
+    head: Arc<AtomicU64>,
+}
+
+fn segment_name(first: u64) -> String {
+    format!("{first:020}.log")
+}
+
+/// The segments of a journal directory, in order, with their first positions.
+fn segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut segs = Vec::new();
+    if !dir.exists() {
+        return Ok(segs);
+    }
+    for e in fs::read_dir(dir)? {
+        let p = e?.path();
+        let first = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".log"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(first) = first {
+            segs.push((first, p));
+        }
+    }
+    segs.sort();
+    Ok(segs)
+}
+
+/// Reads one segment. Returns the byte length of its valid prefix and whether a damaged
+/// record was found after it.
+fn scan_segment(
+    path: &Path,
+    first: u64,
+    f: &mut dyn FnMut(u64, LogEntry) -> Result<(), LogError>,
+) -> Result<(u64, u64, bool), LogError> {
+    let mut data = Vec::new();
+    File::open(path)?.read_to_end(&mut data)?;
+    let mut off = 0usize;
+    let mut pos = first;
+    while off < data.len() {
+        let rest = &data[off..];
+        if rest.len() < HEADER {
+            return Ok((off as u64, pos, true));
+        }
+        let len = u32::from_le_bytes(rest[0..4].try_into().unwrap()) as usize;
+        let crc = u32::from_le_bytes(rest[4..8].try_into().unwrap());
+        if len == 0 || len > MAX_RECORD || rest.len() < HEADER + len {
+            return Ok((off as u64, pos, true));
+        }
+        let body = &rest[HEADER..HEADER + len];
+        if crc32fast::hash(body) != crc {
+            return Ok((off as u64, pos, true));
+        }
+        let entry = LogEntry::decode(body)
+            .map_err(|e| LogError::Corrupt(format!("{} at offset {off}: {e}", path.display())))?;
+        f(pos, entry)?;
+        pos += 1;
+        off += HEADER + len;
+    }
+    Ok((off as u64, pos, false))
+}
+
+/// Reads every entry of a journal without changing it (a torn tail is simply where reading
+/// stops). Used by `trailspark log dump` and by readers other than the writer.
+pub fn read(dir: &Path, f: &mut dyn FnMut(u64, LogEntry) -> Result<(), LogError>) -> Result<u64, LogError> {
+    let segs = segments(dir)?;
+    let mut next = 1;
+    for (i, (first, path)) in segs.iter().enumerate() {
+        let (_, end, torn) = scan_segment(path, *first, f)?;
+        next = end;
+        if torn && i + 1 < segs.len() {
+            return Err(LogError::Corrupt(format!("{} is damaged before its end", path.display())));
+        }
+    }
+    Ok(next)
+}
+
+fn encode_record(entry: &LogEntry, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER]);
+    entry.encode_into(out);
+    let body = &out[start + HEADER..];
+    let len = body.len() as u32;
+    let crc = crc32fast::hash(body);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Remembers recent dedup keys, in arrival order, bounded in age and count.
+struct DedupWindow {
+    by_key: HashMap<String, u64>,
+    order: VecDeque<(i64, String)>,
+    window_ms: i64,
+    capacity: usize,
+}
+
+impl DedupWindow {
+    fn new(window_ms: i64, capacity: usize) -> Self {
+        DedupWindow { by_key: HashMap::new(), order: VecDeque::new(), window_ms, capacity }
+    }
+
+    fn expire(&mut self, now: i64) {
+        while let Some((t, _)) = self.order.front() {
+            if *t > now - self.window_ms && self.order.len() <= self.capacity {
+                break;
+            }
+            let (_, k) = self.order.pop_front().unwrap();
+            self.by_key.remove(&k);
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<u64> {
+        self.by_key.get(key).copied()
+    }
+
+    fn insert(&mut self, key: String, pos: u64, at: i64) {
+        if self.by_key.insert(key.clone(), pos).is_none() {
+            self.order.push_back((at, key));
+        }
+    }
+
+    fn remove(&mut self, key: &str) {
+        self.by_key.remove(key);
+    }
+}
+
+struct Writer {
+    cfg: JournalConfig,
+    file: File,
+    seg_len: u64,
+    next: u64,
+    dedup: DedupWindow,
+    head: Arc<AtomicU64>,
+    failed: Option<String>,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal in `cfg.dir`, replays every entry into `replay`, cuts a
+    /// torn tail, and starts the writer thread.
+    pub fn open(
+        cfg: JournalConfig,
+        replay: &mut dyn FnMut(u64, LogEntry) -> Result<(), LogError>,
+    ) -> Result<Journal, LogError> {
+        fs::create_dir_all(&cfg.dir)?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut dedup = DedupWindow::new(cfg.dedup_window_ms, cfg.dedup_capacity);
+        let mut segs = segments(&cfg.dir)?;
+        if segs.is_empty() {
+            let p = cfg.dir.join(segment_name(1));
+            File::create(&p)?.sync_all()?;
+            sync_dir(&cfg.dir)?;
+            segs.push((1, p));
+        }
+        let mut next = 1;
+        let mut tail_len = 0;
+        let last = segs.len() - 1;
+        for (i, (first, path)) in segs.iter().enumerate() {
+            let mut f = |pos: u64, entry: LogEntry| {
+                if let LogEntry::Signal(s) = &entry {
+                    if s.received_at > now - cfg.dedup_window_ms {
+                        dedup.insert(s.dedup_key(), pos, s.received_at);
+                    }
+                }
+                replay(pos, entry)
+            };
+            let (valid, end, torn) = scan_segment(path, *first, &mut f)?;
+            if torn && i < last {
+                return Err(LogError::Corrupt(format!("{} is damaged before its end", path.display())));
+            }
+            if torn {
+                let size = fs::metadata(path)?.len();
+                tracing::warn!(
+                    segment = %path.display(),
+                    kept_bytes = valid,
+                    dropped_bytes = size - valid,
+                    "Cut a torn record off the end of the journal."
+                );
+                let f = OpenOptions::new().write(true).open(path)?;
+                f.set_len(valid)?;
+                f.sync_all()?;
+            }
+            next = end;
+            tail_len = valid;
+        }
+        dedup.expire(now);
+        let (first, path) = &segs[last];
+        let mut file = OpenOptions::new().append(true).open(path)?;
+        file.seek(SeekFrom::End(0))?;
+        tracing::info!(dir = %cfg.dir.display(), next_position = next, first_of_segment = first, "Journal opened.");
+        let head = Arc::new(AtomicU64::new(next - 1));
+        let (tx, rx) = mpsc::sync_channel(cfg.queue);
+        let writer = Writer { cfg, file, seg_len: tail_len, next, dedup, head: head.clone(), failed: None };
+        thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(LogError::from)?;
+        Ok(Journal { tx, head })
+    }
+
+    /// Appends entries; resolves once they are fsync'd. Refuses at once when the queue is full.
+    pub fn append(
+        &self,
+        entries: Vec<LogEntry>,
+    ) -> impl std::future::Future<Output = Result<Vec<Receipt>, LogError>> + Send + 'static {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.tx.try_send(AppendRequest { entries, reply });
+        async move {
+            match sent {
+                Ok(()) => rx.await.unwrap_or(Err(LogError::Closed)),
+                Err(TrySendError::Full(_)) => Err(LogError::Overloaded),
+                Err(TrySendError::Disconnected(_)) => Err(LogError::Closed),
+            }
+        }
+    }
+
+    /// The position of the last durable entry.
+    pub fn head(&self) -> u64 {
+        self.head.load(Ordering::Acquire)
+    }
+}
+
+impl Writer {
+    fn run(mut self, rx: Receiver<AppendRequest>) {
+        let mut buf = Vec::with_capacity(1 << 20);
+        while let Ok(first) = rx.recv() {
+            let mut group = vec![first];
+            let mut bytes: usize = 0;
+            while group.len() < 4096 && bytes < 8 << 20 {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        bytes += r.entries.len() * 512;
+                        group.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(group, &mut buf);
+        }
+        tracing::info!("Journal writer stopped.");
+    }
+
+    fn commit(&mut self, group: Vec<AppendRequest>, buf: &mut Vec<u8>) {
+        if let Some(err) = &self.failed {
+            for r in group {
+                let _ = r.reply.send(Err(LogError::Io(err.clone())));
+            }
+            return;
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        self.dedup.expire(now);
+        buf.clear();
+        let start_next = self.next;
+        let mut added_keys = Vec::new();
+        let mut receipts: Vec<Vec<Receipt>> = Vec::with_capacity(group.len());
+        for req in &group {
+            let mut rs = Vec::with_capacity(req.entries.len());
+            for entry in &req.entries {
+                if let LogEntry::Signal(s) = entry {
+                    let key = s.dedup_key();
+                    if let Some(pos) = self.dedup.get(&key) {
+                        rs.push(Receipt { position: pos, duplicate: true });
+                        continue;
+                    }
+                    self.dedup.insert(key.clone(), self.next, s.received_at.max(now));
+                    added_keys.push(key);
+                }
+                encode_record(entry, buf);
+                rs.push(Receipt { position: self.next, duplicate: false });
+                self.next += 1;
+            }
+            receipts.push(rs);
+        }
+        let result = self.write_durably(buf);
+        match result {
+            Ok(()) => {
+                self.head.store(self.next - 1, Ordering::Release);
+                for (req, rs) in group.into_iter().zip(receipts) {
+                    let _ = req.reply.send(Ok(rs));
+                }
+                if self.seg_len >= self.cfg.segment_bytes {
+                    if let Err(e) = self.roll() {
+                        tracing::error!(error = %e, "Could not start a new journal segment.");
+                        self.failed = Some(e.to_string());
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Journal write failed; refusing appends until restart.");
+                // Nothing of this group was acknowledged; undo its bookkeeping and try to cut
+                // the partial write so the file stays a clean prefix.
+                self.next = start_next;
+                for k in &added_keys {
+                    self.dedup.remove(k);
+                }
+                let _ = self.file.set_len(self.seg_len);
+                self.failed = Some(e.to_string());
+                for req in group {
+                    let _ = req.reply.send(Err(LogError::Io(e.to_string())));
+                }
+            }
+        }
+    }
+
+    fn write_durably(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.file.write_all(buf)?;
+        self.file.sync_data()?;
+        self.seg_len += buf.len() as u64;
+        Ok(())
+    }
+
+    fn roll(&mut self) -> std::io::Result<()> {
+        let path = self.cfg.dir.join(segment_name(self.next));
+        let file = OpenOptions::new().create_new(true).append(true).open(&path)?;
+        file.sync_all()?;
+        sync_dir(&self.cfg.dir)?;
+        self.file = file;
+        self.seg_len = 0;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trailspark_core::normalize::{normalize, Context};
+    use trailspark_core::tenancy::OrgId;
+
+    fn signal(n: u64) -> LogEntry {
+        let payload = serde_json::json!({"event": "e", "n": n});
+        let ctx = Context { org_id: OrgId(1), api_key_id: 1, received_at: chrono::Utc::now().timestamp_millis(), ..Default::default() };
+        LogEntry::Signal(normalize(&ctx, &payload, payload.to_string()))
+    }
+
+    fn collect(dir: &Path) -> Vec<(u64, LogEntry)> {
+        let mut out = Vec::new();
+        read(dir, &mut |p, e| {
+            out.push((p, e));
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn appends_replay_in_order_across_segments_and_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = JournalConfig::new(dir.path());
+        cfg.segment_bytes = 300; // force several segments
+        let j = Journal::open(cfg.clone(), &mut |_, _| Ok(())).unwrap();
+        for n in 0..20 {
+            let r = j.append(vec![signal(n)]).await.unwrap();
+            assert_eq!(r[0], Receipt { position: n + 1, duplicate: false });
+        }
+        assert!(segments(dir.path()).unwrap().len() > 2);
+        drop(j);
+        let mut seen = Vec::new();
+        let j = Journal::open(cfg, &mut |p, _| {
+            seen.push(p);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, (1..=20).collect::<Vec<_>>());
+        // Retries within the window are answered with the original position, also after a restart.
+        let r = j.append(vec![signal(3), signal(100)]).await.unwrap();
+        assert_eq!(r, vec![Receipt { position: 4, duplicate: true }, Receipt { position: 21, duplicate: false }]);
+        assert_eq!(j.head(), 21);
+    }
+
+    #[tokio::test]
+    async fn torn_tail_is_cut_and_appends_continue() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = JournalConfig::new(dir.path());
+        let j = Journal::open(cfg.clone(), &mut |_, _| Ok(())).unwrap();
+        j.append(vec![signal(1), signal(2)]).await.unwrap();
+        drop(j);
+        let seg = segments(dir.path()).unwrap()[0].1.clone();
+        let good = fs::metadata(&seg).unwrap().len();
+        // A crash mid-write: a header promising more bytes than follow, then garbage.
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, b'S', 1, 2]).unwrap();
+        drop(f);
+        assert_eq!(collect(dir.path()).len(), 2, "readers stop at the torn tail");
+        let j = Journal::open(cfg.clone(), &mut |_, _| Ok(())).unwrap();
+        assert_eq!(fs::metadata(&seg).unwrap().len(), good);
+        let r = j.append(vec![signal(3)]).await.unwrap();
+        assert_eq!(r[0].position, 3);
+        drop(j);
+        assert_eq!(collect(dir.path()).len(), 3);
+    }
+
+    #[tokio::test]
+    async fn flipped_bit_in_last_record_is_cut_not_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = JournalConfig::new(dir.path());
+        let j = Journal::open(cfg.clone(), &mut |_, _| Ok(())).unwrap();
+        j.append(vec![signal(1)]).await.unwrap();
+        j.append(vec![signal(2)]).await.unwrap();
+        drop(j);
+        let seg = segments(dir.path()).unwrap()[0].1.clone();
+        let mut bytes = fs::read(&seg).unwrap();
+        let n = bytes.len();
+        bytes[n - 3] ^= 0x40;
+        fs::write(&seg, bytes).unwrap();
+        let mut count = 0;
+        Journal::open(cfg, &mut |_, _| {
+            count += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(count, 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_share_fsyncs_and_get_distinct_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(JournalConfig::new(dir.path()), &mut |_, _| Ok(())).unwrap();
+        let tasks: Vec<_> = (0..200).map(|n| tokio::spawn(j.append(vec![signal(n)]))).collect();
+        let mut positions = Vec::new();
+        for t in tasks {
+            positions.push(t.await.unwrap().unwrap()[0].position);
+        }
+        positions.sort();
+        assert_eq!(positions, (1..=200).collect::<Vec<_>>());
+    }
+}

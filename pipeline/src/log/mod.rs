@@ -1,0 +1,82 @@
+//! The durable log, the source of truth (DESIGN.md §3): an embedded journal by default, or a
+//! JetStream stream with `--nats`. Everything else is derived from it by replay.
+
+pub mod jetstream;
+pub mod journal;
+
+use thiserror::Error;
+use trailspark_core::LogEntry;
+use trailspark_sources::{IngestError, Receipt};
+
+pub use self::jetstream::JetStreamLog;
+pub use self::journal::{Journal, JournalConfig};
+
+#[derive(Debug, Error)]
+pub enum LogError {
+    #[error("log queue is full")]
+    Overloaded,
+    #[error("log writer has stopped")]
+    Closed,
+    #[error("log I/O: {0}")]
+    Io(String),
+    #[error("log is damaged: {0}")]
+    Corrupt(String),
+    #[error("NATS: {0}")]
+    Nats(String),
+    #[error("{0}")]
+    Replay(String),
+}
+
+impl From<std::io::Error> for LogError {
+    fn from(e: std::io::Error) -> Self {
+        LogError::Io(e.to_string())
+    }
+}
+
+impl From<LogError> for IngestError {
+    fn from(e: LogError) -> Self {
+        match e {
+            LogError::Overloaded => IngestError::Overloaded,
+            LogError::Closed | LogError::Nats(_) | LogError::Io(_) => IngestError::Unavailable(e.to_string()),
+            other => IngestError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// The log in use.
+#[derive(Clone)]
+pub enum Log {
+    Journal(Journal),
+    JetStream(JetStreamLog),
+}
+
+impl Log {
+    /// Appends entries and resolves once they are durable (fsync or JetStream ack).
+    pub fn append(
+        &self,
+        entries: Vec<LogEntry>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Receipt>, LogError>> + Send + 'static>> {
+        match self {
+            Log::Journal(j) => Box::pin(j.append(entries)),
+            Log::JetStream(js) => {
+                let js = js.clone();
+                Box::pin(async move { js.append(entries).await })
+            }
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Log::Journal(_) => "journal",
+            Log::JetStream(_) => "jetstream",
+        }
+    }
+
+    /// Position of the last durable entry known to this process.
+    pub fn head(&self) -> u64 {
+        match self {
+            Log::Journal(j) => j.head(),
+            Log::JetStream(js) => js.head(),
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! `trailspark`: the server and its command-line tools.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use trailspark::admin::{key_json, rfc3339};
+use trailspark::log::jetstream::StreamSettings;
+use trailspark::open::{self, LogLocation};
+use trailspark::server;
+use trailspark::state::{AppState, NewKey};
+use trailspark_core::tenancy::{EndpointType, OrgId, ProductOrgTemplate, DEFAULT_ORG};
+use trailspark_core::LogEntry;
+
+#[derive(Parser)]
+#[command(name = "trailspark", version, about = "Self-hostable signal pipeline for B2B lead scoring")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the log is: the data directory's journal, or JetStream with `--nats`.
+#[derive(Args, Clone)]
+struct LogOpts {
+    /// Data directory (journal, lock, archive).
+    #[arg(long, env = "TRAILSPARK_DATA_DIR", default_value = "trailspark-data")]
+    data_dir: PathBuf,
+    /// NATS server URL; when set, the log is the JetStream stream TRAILSPARK_SIGNALS.
+    #[arg(long = "nats", env = "TRAILSPARK_NATS_URL")]
+    nats_url: Option<String>,
+    /// JetStream stream replicas.
+    #[arg(long, env = "TRAILSPARK_NATS_REPLICAS", default_value_t = 1)]
+    nats_replicas: usize,
+    /// JetStream stream max age in seconds (0 = keep forever).
+    #[arg(long, env = "TRAILSPARK_NATS_MAX_AGE_SECS", default_value_t = 0)]
+    nats_max_age_secs: u64,
+    /// JetStream stream max bytes (-1 = unlimited).
+    #[arg(long, env = "TRAILSPARK_NATS_MAX_BYTES", default_value_t = -1, allow_negative_numbers = true)]
+    nats_max_bytes: i64,
+}
+
+impl LogOpts {
+    fn location(&self) -> LogLocation {
+        LogLocation {
+            data_dir: self.data_dir.clone(),
+            nats_url: self.nats_url.clone(),
+            stream: StreamSettings {
+                replicas: self.nats_replicas,
+                max_age: Duration::from_secs(self.nats_max_age_secs),
+                max_bytes: self.nats_max_bytes,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        #[command(flatten)]
+        log: LogOpts,
+        /// Address to listen on (port 0 picks a free port, printed at start).
+        #[arg(long, env = "TRAILSPARK_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// The server administrator's token (may create orgs; Owner of the default org).
+        #[arg(long, env = "TRAILSPARK_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+    },
+    /// Manage organizations.
+    Orgs {
+        #[command(subcommand)]
+        cmd: OrgsCmd,
+    },
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        cmd: KeysCmd,
+    },
+    /// Inspect the log.
+    Log {
+        #[command(subcommand)]
+        cmd: LogCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum OrgsCmd {
+    /// Create an organization and print its Owner token (shown once).
+    Create {
+        #[command(flatten)]
+        log: LogOpts,
+        #[arg(long)]
+        name: String,
+    },
+    /// List organizations.
+    List {
+        #[command(flatten)]
+        log: LogOpts,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Create an API key and print it (shown once).
+    Create {
+        #[command(flatten)]
+        log: LogOpts,
+        #[arg(long, default_value_t = DEFAULT_ORG.0)]
+        org: u64,
+        #[arg(long)]
+        name: String,
+        /// signal_staging or product_org.
+        #[arg(long, default_value = "signal_staging")]
+        endpoint_type: String,
+        /// Generate a shared secret required in X-Api-Secret (or as the X-Signature HMAC key).
+        #[arg(long)]
+        secret: bool,
+        /// Expiry, RFC 3339.
+        #[arg(long)]
+        expires_at: Option<String>,
+        /// Product-org payload template, JSON (required for product_org keys).
+        #[arg(long)]
+        template: Option<String>,
+    },
+    /// List an org's keys (never the keys themselves).
+    List {
+        #[command(flatten)]
+        log: LogOpts,
+        #[arg(long, default_value_t = DEFAULT_ORG.0)]
+        org: u64,
+    },
+    /// Revoke a key.
+    Revoke {
+        #[command(flatten)]
+        log: LogOpts,
+        #[arg(long, default_value_t = DEFAULT_ORG.0)]
+        org: u64,
+        id: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum LogCmd {
+    /// Print every log entry as one JSON line: position, kind, and the entry.
+    Dump {
+        #[command(flatten)]
+        log: LogOpts,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRAILSPARK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_tracing();
+    match Cli::parse().command {
+        Command::Serve { log, listen, admin_token } => serve(log, listen, admin_token).await,
+        Command::Orgs { cmd } => orgs(cmd).await,
+        Command::Keys { cmd } => keys(cmd).await,
+        Command::Log { cmd: LogCmd::Dump { log } } => dump(log).await,
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("Shutting down.");
+}
+
+async fn serve(log: LogOpts, listen: SocketAddr, admin_token: Option<String>) -> anyhow::Result<()> {
+    let loc = log.location();
+    let opened = open::open(&loc).await?;
+    let stats = opened.stats;
+    tracing::info!(
+        log = opened.log.kind(),
+        entries = stats.entries,
+        signals = stats.signals,
+        config_events = stats.config_events,
+        "Log replayed."
+    );
+    let first_start = opened.registry.is_empty();
+    let state = AppState::new(opened.registry, opened.log.clone(), admin_token.as_deref());
+    let listener = server::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    if first_start {
+        let (org, owner) = state.create_org("Default", admin_token.is_none()).await?;
+        let key = state
+            .create_key(
+                org.id,
+                NewKey {
+                    name: "Default key".into(),
+                    endpoint_type: EndpointType::SignalStaging,
+                    secret: false,
+                    expires_at: None,
+                    template: None,
+                },
+            )
+            .await?;
+        println!("trailspark: first start; created organization {} (\"{}\").", org.id, org.name);
+        if admin_token.is_none() {
+            println!("  Owner token (also the server administrator's), shown once: {owner}");
+        } else {
+            println!("  Owner token, shown once: {owner}");
+            println!("  TRAILSPARK_ADMIN_TOKEN is the server administrator's token.");
+        }
+        println!("  Signal Staging API key, shown once: {}", key.plaintext);
+        println!("  Send a test signal:");
+        println!(
+            "    curl -X POST http://{addr}/api/signal-staging/webhook/{} -H 'Content-Type: application/json' \
+             -d '{{\"email\":\"test@example.com\",\"event\":\"test\"}}'",
+            key.plaintext
+        );
+        println!("  Manage keys with: curl -H 'Authorization: Bearer <owner token>' http://{addr}/api/admin/keys");
+    }
+    println!("trailspark: listening on http://{addr}");
+    tracing::info!(%addr, log = state.log.kind(), "Serving.");
+    server::serve(state, listener, shutdown_signal()).await;
+    Ok(())
+}
+
+async fn open_state(log: &LogOpts) -> anyhow::Result<(std::sync::Arc<AppState>, open::Opened)> {
+    let opened = open::open(&log.location()).await?;
+    let state = AppState::new(opened.registry.clone(), opened.log.clone(), None);
+    Ok((state, opened))
+}
+
+async fn orgs(cmd: OrgsCmd) -> anyhow::Result<()> {
+    match cmd {
+        OrgsCmd::Create { log, name } => {
+            let (state, _opened) = open_state(&log).await?;
+            let (org, token) = state.create_org(&name, false).await?;
+            println!("{}", json!({"id": org.id, "name": org.name, "owner_token": token}));
+        }
+        OrgsCmd::List { log } => {
+            let (state, _opened) = open_state(&log).await?;
+            for o in state.registry.read().unwrap().orgs() {
+                println!("{}", json!({"id": o.id, "name": o.name, "created_at": rfc3339(o.created_at)}));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
+    let now = chrono::Utc::now().timestamp_millis();
+    match cmd {
+        KeysCmd::Create { log, org, name, endpoint_type, secret, expires_at, template } => {
+            let endpoint_type = match endpoint_type.as_str() {
+                "signal_staging" => EndpointType::SignalStaging,
+                "product_org" => EndpointType::ProductOrg,
+                other => bail!("--endpoint-type must be signal_staging or product_org, not {other}"),
+            };
+            let expires_at = expires_at
+                .map(|s| chrono::DateTime::parse_from_rfc3339(&s).map(|t| t.timestamp_millis()))
+                .transpose()
+                .context("--expires-at must be RFC 3339")?;
+            let template: Option<ProductOrgTemplate> =
+                template.map(|t| serde_json::from_str(&t)).transpose().context("--template must be a JSON template")?;
+            let (state, _opened) = open_state(&log).await?;
+            let created = state
+                .create_key(OrgId(org), NewKey { name, endpoint_type, secret, expires_at, template })
+                .await?;
+            let mut v = key_json(&created.key, now);
+            v["key"] = json!(created.plaintext);
+            if let Some(s) = created.secret {
+                v["secret"] = json!(s);
+            }
+            println!("{v}");
+        }
+        KeysCmd::List { log, org } => {
+            let (state, _opened) = open_state(&log).await?;
+            for k in state.registry.read().unwrap().keys_of(OrgId(org)) {
+                println!("{}", key_json(k, now));
+            }
+        }
+        KeysCmd::Revoke { log, org, id } => {
+            let (state, _opened) = open_state(&log).await?;
+            let k = state.revoke_key(OrgId(org), id).await?;
+            println!("{}", key_json(&k, now));
+        }
+    }
+    Ok(())
+}
+
+async fn dump(log: LogOpts) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    let mut write_err = None;
+    open::read_all(&log.location(), &mut |pos, entry| {
+        let line = match &entry {
+            LogEntry::Signal(s) => {
+                let mut v = serde_json::to_value(s).expect("records serialize");
+                v["payload"] = serde_json::from_str(&s.payload).unwrap_or(json!(s.payload));
+                json!({"position": pos, "kind": "signal", "signal": v})
+            }
+            LogEntry::ProductOrgUpdate(p) => {
+                let mut v = serde_json::to_value(p).expect("records serialize");
+                v["payload"] = serde_json::from_str(&p.payload).unwrap_or(json!(p.payload));
+                json!({"position": pos, "kind": "product_org_update", "update": v})
+            }
+            LogEntry::Config(c) => json!({"position": pos, "kind": "config", "config": redact(c)}),
+        };
+        if let Err(e) = writeln!(out, "{line}") {
+            write_err = Some(e);
+        }
+        Ok(())
+    })
+    .await?;
+    if let Some(e) = write_err {
+        return Err(e.into());
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Config events without key secrets (hashes are harmless; secrets are not).
+fn redact(c: &trailspark_core::ConfigEvent) -> serde_json::Value {
+    let mut v = serde_json::to_value(c).expect("config events serialize");
+    if let Some(s) = v.get_mut("secret") {
+        *s = json!("<redacted>");
+    }
+    v
+}

@@ -1,0 +1,105 @@
+//! The ingestion edge's errors, each with its HTTP status and a stable machine-readable code.
+
+use thiserror::Error;
+use warp::http::StatusCode;
+
+/// An error answered to a producer. `code` values are part of the interface (spec 18).
+#[derive(Debug, Clone, Error)]
+pub enum IngestError {
+    #[error("body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("{0}")]
+    NotAnObject(String),
+    #[error("JSON nesting is deeper than {0} levels")]
+    TooDeep(usize),
+    #[error("body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("{0}")]
+    TooManyItems(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("unknown API key")]
+    InvalidApiKey,
+    #[error("API key has been revoked")]
+    KeyInactive,
+    #[error("API key has expired")]
+    KeyExpired,
+    #[error("this API key requires its secret in X-Api-Secret or an X-Signature HMAC")]
+    MissingSecret,
+    #[error("X-Api-Secret or X-Signature does not match the key's secret")]
+    InvalidSecret,
+    #[error("this API key is a {0} key and cannot be used on this endpoint")]
+    WrongEndpointType(&'static str),
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("method not allowed; use POST")]
+    MethodNotAllowed,
+    #[error("no such endpoint")]
+    NotFound,
+    #[error("Content-Encoding {0} is not supported (use gzip or none)")]
+    UnsupportedEncoding(String),
+    #[error("ingestion is overloaded; retry shortly")]
+    Overloaded,
+    #[error("the log is unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl IngestError {
+    pub fn status(&self) -> StatusCode {
+        use IngestError::*;
+        match self {
+            InvalidJson(_) | NotAnObject(_) | TooDeep(_) | TooManyItems(_) | BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            InvalidApiKey | KeyInactive | KeyExpired | MissingSecret | InvalidSecret => {
+                StatusCode::UNAUTHORIZED
+            }
+            WrongEndpointType(_) => StatusCode::FORBIDDEN,
+            Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            NotFound => StatusCode::NOT_FOUND,
+            Overloaded | Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        use IngestError::*;
+        match self {
+            InvalidJson(_) => "invalid_json",
+            NotAnObject(_) => "not_an_object",
+            TooDeep(_) => "too_deep",
+            TooLarge(_) => "payload_too_large",
+            TooManyItems(_) => "too_many_items",
+            BadRequest(_) => "bad_request",
+            InvalidApiKey => "invalid_api_key",
+            KeyInactive => "api_key_inactive",
+            KeyExpired => "api_key_expired",
+            MissingSecret => "missing_secret",
+            InvalidSecret => "invalid_secret",
+            WrongEndpointType(_) => "wrong_endpoint_type",
+            Unprocessable(_) => "unprocessable",
+            MethodNotAllowed => "method_not_allowed",
+            NotFound => "not_found",
+            UnsupportedEncoding(_) => "unsupported_encoding",
+            Overloaded => "overloaded",
+            Unavailable(_) => "log_unavailable",
+            Internal(_) => "internal_error",
+        }
+    }
+
+    /// Seconds a client should wait before retrying, for the 503s.
+    pub fn retry_after(&self) -> Option<u32> {
+        matches!(self, IngestError::Overloaded | IngestError::Unavailable(_)).then_some(1)
+    }
+
+    /// The JSON error body: `{"error": code, "code": code, "message": text}`. `code` repeats
+    /// `error` because Segment's SDKs read `code` and `message` from error bodies.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({"error": self.code(), "code": self.code(), "message": self.to_string()})
+    }
+}

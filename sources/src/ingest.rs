@@ -1,0 +1,135 @@
+//! The boundary between the HTTP edge and the log: what the edge needs from the server, and
+//! the shared step that turns normalized items into a response with per-item results.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::{json, Value};
+use trailspark_core::tenancy::{ApiKey, KeyRejection};
+use trailspark_core::{LogEntry, SignalRecord};
+
+use crate::error::IngestError;
+
+/// What the server provides to the ingestion routes. Implemented by the pipeline over its
+/// registry and its log; tests can implement it over plain collections.
+pub trait Ingest: Send + Sync + 'static {
+    /// Looks up a presented API key at time `now_ms`.
+    fn check_key(&self, presented: &str, now_ms: i64) -> Result<ApiKey, KeyRejection>;
+
+    /// Makes `entries` durable, in order, and answers one receipt per entry. Resolves only
+    /// once every entry is durable (journal fsync or JetStream ack); on error, none of the
+    /// entries may be reported as accepted.
+    fn submit(
+        &self,
+        entries: Vec<LogEntry>,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Receipt>, IngestError>> + Send + 'static>>;
+}
+
+/// Where an entry landed on the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// The log position; for a recognised retry, the position of the original.
+    pub position: u64,
+    /// The entry was a retry of one already on the log and was not appended again.
+    pub duplicate: bool,
+}
+
+/// The message of the single-signal 202 (spec 4.2, exact).
+pub const ACCEPTED_MESSAGE: &str = "Signal received and queued for processing";
+
+/// The 202 body of one accepted signal: the spec's four fields plus our `log_position`
+/// (for read-your-writes waits) and `duplicate`.
+pub fn accepted_body(record: &SignalRecord, receipt: Receipt) -> Value {
+    json!({
+        "id": receipt.position,
+        "message": ACCEPTED_MESSAGE,
+        "source": record.source,
+        "cold_storage": record.anonymous,
+        "log_position": receipt.position,
+        "duplicate": receipt.duplicate,
+    })
+}
+
+/// One item of a batch, bulk or Segment batch request, after parsing and normalization.
+pub struct ItemOutcome {
+    pub index: usize,
+    /// 1-based line in the body, for bulk bodies.
+    pub line: Option<u64>,
+    pub record: Result<SignalRecord, IngestError>,
+}
+
+/// Totals and per-item results of a multi-item request.
+pub struct ItemResults {
+    pub accepted: usize,
+    pub rejected: usize,
+    pub results: Vec<Value>,
+}
+
+impl ItemResults {
+    pub fn new() -> Self {
+        ItemResults { accepted: 0, rejected: 0, results: Vec::new() }
+    }
+
+    pub fn reject(&mut self, index: usize, line: Option<u64>, err: &IngestError) {
+        self.rejected += 1;
+        let mut r = json!({"index": index, "error": err.code(), "message": err.to_string()});
+        if let Some(line) = line {
+            r["line"] = json!(line);
+        }
+        self.results.push(r);
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({"accepted": self.accepted, "rejected": self.rejected, "results": self.results})
+    }
+}
+
+impl Default for ItemResults {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Submits the good items of `outcomes` in one append (one durable write for the whole
+/// request) and records per-item results in `into`, in item order.
+pub async fn submit_items(
+    ingest: &dyn Ingest,
+    outcomes: Vec<ItemOutcome>,
+    into: &mut ItemResults,
+) -> Result<(), IngestError> {
+    let mut entries = Vec::with_capacity(outcomes.len());
+    let mut slots = Vec::with_capacity(outcomes.len());
+    for o in outcomes {
+        match o.record {
+            Ok(rec) => {
+                slots.push((o.index, o.line, Ok((rec.source.clone(), rec.anonymous))));
+                entries.push(LogEntry::Signal(rec));
+            }
+            Err(e) => slots.push((o.index, o.line, Err(e))),
+        }
+    }
+    let receipts = if entries.is_empty() { Vec::new() } else { ingest.submit(entries).await? };
+    let mut receipts = receipts.into_iter();
+    for (index, line, slot) in slots {
+        match slot {
+            Ok((source, cold)) => {
+                let r = receipts.next().ok_or_else(|| IngestError::Internal("missing receipt".into()))?;
+                into.accepted += 1;
+                let mut v = json!({
+                    "index": index,
+                    "id": r.position,
+                    "source": source,
+                    "cold_storage": cold,
+                    "log_position": r.position,
+                    "duplicate": r.duplicate,
+                });
+                if let Some(line) = line {
+                    v["line"] = json!(line);
+                }
+                into.results.push(v);
+            }
+            Err(e) => into.reject(index, line, &e),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,19 @@
+//! The ingestion edges of trailspark: webhook endpoints E1–E5 (spec 4), the Segment HTTP
+//! tracking API, payload parsing with size and depth bounds, and API-key authentication.
+//!
+//! The crate knows nothing of how signals become durable: it hands normalized log entries to
+//! an [`Ingest`] implementation (the pipeline's log) and answers once that says they are
+//! durable.
+
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod ingest;
+pub mod parse;
+pub mod routes;
+pub mod segment;
+
+pub use body::BodyStream;
+pub use error::IngestError;
+pub use ingest::{Ingest, Receipt};
+pub use routes::{route, Reply, Request};

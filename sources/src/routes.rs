@@ -1,0 +1,386 @@
+//! The ingestion endpoints E1–E5 (spec 4) and their dispatch.
+//!
+//! Dispatch is an explicit match on path segments rather than a tree of warp filters: the
+//! spec's routes overlap (`/webhook/{key}/batch` versus `/webhook/{source}/{key}`), and an
+//! explicit match makes the precedence, the 404s and the 405s plain to read and to test.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use trailspark_core::normalize::{self, Context};
+use trailspark_core::tenancy::{ApiKey, EndpointType};
+use trailspark_core::{path, LogEntry, ProductOrgRecord};
+use warp::http::{HeaderMap, Method, StatusCode};
+
+use crate::auth;
+use crate::body::{self, BodyStream};
+use crate::error::IngestError;
+use crate::ingest::{accepted_body, submit_items, Ingest, ItemOutcome, ItemResults};
+use crate::parse::{self, Framing, Piece, Splitter};
+use crate::segment;
+
+/// Largest single event (E1, E2, E5 bodies and each batch/bulk item): 32 KiB (spec 18).
+pub const EVENT_LIMIT: usize = 32 * 1024;
+/// Largest batch request (E3): 500 KiB.
+pub const BATCH_LIMIT: usize = 500 * 1024;
+/// Most items in one batch request.
+pub const BATCH_MAX_ITEMS: usize = 500;
+/// Largest bulk request (E4), read as a stream: 25 MiB.
+pub const BULK_LIMIT: usize = 25 * 1024 * 1024;
+/// Most items in one bulk request.
+pub const BULK_MAX_ITEMS: usize = 10_000;
+/// Bulk items are appended in chunks of this many, so memory stays bounded by the chunk.
+const BULK_CHUNK: usize = 1_000;
+
+/// An HTTP request as the routes see it.
+pub struct Request {
+    pub method: Method,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: BodyStream,
+}
+
+/// A JSON reply.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+    pub retry_after: Option<u32>,
+}
+
+impl Reply {
+    pub fn json(status: StatusCode, body: Value) -> Reply {
+        Reply { status, body, retry_after: None }
+    }
+}
+
+impl From<IngestError> for Reply {
+    fn from(e: IngestError) -> Reply {
+        Reply { status: e.status(), body: e.body(), retry_after: e.retry_after() }
+    }
+}
+
+pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
+    header(headers, "content-length").and_then(|v| v.trim().parse().ok())
+}
+
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+enum Endpoint<'a> {
+    Single { key: &'a str, source: Option<&'a str> },
+    Batch { key: &'a str },
+    Bulk { key: &'a str },
+    ProductOrg { key: &'a str },
+    Segment { kind: &'a str },
+}
+
+/// Matches an ingestion path. `None`: not an ingestion path at all; `Some(Err)`: under an
+/// ingestion prefix but no such endpoint.
+fn match_path(path: &str) -> Option<Result<Endpoint<'_>, IngestError>> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let ep = match segs.as_slice() {
+        ["api", "signal-staging", "webhook", key] => Endpoint::Single { key, source: None },
+        ["api", "signal-staging", "webhook", key, "batch"] => Endpoint::Batch { key },
+        ["api", "signal-staging", "webhook", source, key] => {
+            Endpoint::Single { key, source: Some(source) }
+        }
+        ["api", "signal-staging", "bulk", key] => Endpoint::Bulk { key },
+        ["api", "product-orgs", "webhook", key] => Endpoint::ProductOrg { key },
+        ["v1", kind] if segment::KINDS.contains(kind) => Endpoint::Segment { kind },
+        ["api", "signal-staging", ..] | ["api", "product-orgs", ..] | ["v1", ..] => {
+            return Some(Err(IngestError::NotFound))
+        }
+        _ => return None,
+    };
+    Some(Ok(ep))
+}
+
+/// Handles a request if its path is an ingestion path; `None` lets the server try others.
+pub async fn route(ingest: Arc<dyn Ingest>, mut req: Request) -> Option<Reply> {
+    let path = std::mem::take(&mut req.path);
+    let endpoint = match match_path(&path)? {
+        Ok(ep) => ep,
+        Err(e) => return Some(e.into()),
+    };
+    if req.method != Method::POST {
+        return Some(IngestError::MethodNotAllowed.into());
+    }
+    let result = match endpoint {
+        Endpoint::Single { key, source } => single(&*ingest, key, source, req).await,
+        Endpoint::Batch { key } => batch(&*ingest, key, req).await,
+        Endpoint::Bulk { key } => bulk(&*ingest, key, req).await,
+        Endpoint::ProductOrg { key } => product_org(&*ingest, key, req).await,
+        Endpoint::Segment { kind } => segment::handle(&*ingest, kind, req).await,
+    };
+    Some(result.unwrap_or_else(Reply::from))
+}
+
+/// Checks the key and its endpoint type.
+pub(crate) fn authenticate(
+    ingest: &dyn Ingest,
+    presented: &str,
+    wanted: EndpointType,
+) -> Result<ApiKey, IngestError> {
+    let key = ingest.check_key(presented, now_ms()).map_err(auth::rejection)?;
+    auth::check_type(&key, wanted)?;
+    Ok(key)
+}
+
+pub(crate) fn check_secret(key: &ApiKey, headers: &HeaderMap, raw: &[u8]) -> Result<(), IngestError> {
+    auth::check_secret(key, header(headers, "x-api-secret"), header(headers, "x-signature"), raw)
+}
+
+/// A source label from the URL must be a plain token: it becomes part of NATS subjects.
+fn valid_source_label(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn context<'a>(key: &ApiKey, url_source: Option<&'a str>, headers: &'a HeaderMap) -> Context<'a> {
+    Context {
+        org_id: key.org_id,
+        api_key_id: key.id,
+        received_at: now_ms(),
+        url_source,
+        header_source: header(headers, "x-source"),
+    }
+}
+
+/// Normalizes one item's raw text; errors are per item.
+fn item_record(ctx: &Context<'_>, raw: &[u8]) -> Result<trailspark_core::SignalRecord, IngestError> {
+    if raw.len() > EVENT_LIMIT {
+        return Err(IngestError::TooLarge(EVENT_LIMIT));
+    }
+    let value = parse::parse_object(raw, "")?;
+    let text = std::str::from_utf8(raw).map_err(|_| IngestError::InvalidJson("not UTF-8".into()))?;
+    Ok(normalize::normalize(ctx, &value, text.trim().to_string()))
+}
+
+async fn read_body(req: Request, limit: usize) -> Result<(HeaderMap, Bytes), IngestError> {
+    let len = content_length(&req.headers);
+    let raw = body::read_limited(req.body, len, limit).await?;
+    Ok((req.headers, raw))
+}
+
+/// E1 and E2: one signal.
+async fn single(ingest: &dyn Ingest, key: &str, source: Option<&str>, req: Request) -> Result<Reply, IngestError> {
+    if let Some(s) = source {
+        if !valid_source_label(s) {
+            return Err(IngestError::BadRequest(format!(
+                "source `{s}` in the URL must be 1-64 letters, digits, `_` or `-`"
+            )));
+        }
+    }
+    let key = authenticate(ingest, key, EndpointType::SignalStaging)?;
+    let (headers, raw) = read_body(req, EVENT_LIMIT).await?;
+    check_secret(&key, &headers, &raw)?;
+    let value = parse::parse_object(&raw, "; send arrays to the /batch endpoint")?;
+    let text = String::from_utf8(raw.to_vec()).map_err(|_| IngestError::InvalidJson("not UTF-8".into()))?;
+    let record = normalize::normalize(&context(&key, source, &headers), &value, text.trim().to_string());
+    let receipt = ingest.submit(vec![LogEntry::Signal(record.clone())]).await?;
+    Ok(Reply::json(StatusCode::ACCEPTED, accepted_body(&record, receipt[0])))
+}
+
+/// E3: an array of signals, each through the E1 logic, with per-item results.
+async fn batch(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Reply, IngestError> {
+    let key = authenticate(ingest, key, EndpointType::SignalStaging)?;
+    let (headers, raw) = read_body(req, BATCH_LIMIT).await?;
+    check_secret(&key, &headers, &raw)?;
+    let items = parse::split_batch(&raw)?;
+    if items.len() > BATCH_MAX_ITEMS {
+        return Err(IngestError::TooManyItems(format!(
+            "a batch holds at most {BATCH_MAX_ITEMS} items, got {}; use the bulk endpoint",
+            items.len()
+        )));
+    }
+    let ctx = context(&key, None, &headers);
+    let outcomes = items
+        .iter()
+        .enumerate()
+        .map(|(index, item)| ItemOutcome { index, line: None, record: item_record(&ctx, item.get().as_bytes()) })
+        .collect();
+    let mut results = ItemResults::new();
+    submit_items(ingest, outcomes, &mut results).await?;
+    Ok(Reply::json(StatusCode::ACCEPTED, results.to_json()))
+}
+
+/// E4: a streamed bulk body (JSON array, NDJSON, or `{"batch": […]}`), appended in chunks.
+async fn bulk(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Reply, IngestError> {
+    use futures_util::StreamExt;
+    let key = authenticate(ingest, key, EndpointType::SignalStaging)?;
+    if content_length(&req.headers).is_some_and(|n| n > BULK_LIMIT as u64) {
+        return Err(IngestError::TooLarge(BULK_LIMIT));
+    }
+    if key.secret.is_some() && header(&req.headers, "x-api-secret").is_none() {
+        // An HMAC needs the whole body before anything may be accepted; bulk bodies are
+        // streamed, so keys with a secret must present it in X-Api-Secret here.
+        return Err(if header(&req.headers, "x-signature").is_some() {
+            IngestError::BadRequest("the bulk endpoint takes X-Api-Secret, not X-Signature".into())
+        } else {
+            IngestError::MissingSecret
+        });
+    }
+    check_secret(&key, &req.headers, b"")?;
+    let ctype = header(&req.headers, "content-type").unwrap_or("").to_ascii_lowercase();
+    let framing = if ctype.contains("ndjson") || ctype.contains("jsonl") || ctype.contains("jsonlines") {
+        Framing::Lines
+    } else {
+        Framing::Json
+    };
+    let ctx = context(&key, None, &req.headers);
+    // Wrapper objects (`{"batch": […]}`) are the one shape that is not split while streaming;
+    // they are bounded by the request limit instead of the item limit.
+    let mut splitter = Splitter::new(framing, BULK_LIMIT);
+    let mut body = req.body;
+    let mut pieces = Vec::new();
+    let mut pending = Vec::new();
+    let mut results = ItemResults::new();
+    let mut total = 0usize;
+    let mut index = 0usize;
+    let mut first_position = None;
+    let mut failure = None;
+    loop {
+        let chunk = match body.next().await {
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) => {
+                failure = Some(IngestError::BadRequest(format!("reading body: {e}")));
+                None
+            }
+            None => None,
+        };
+        let done = chunk.is_none();
+        let step = match &chunk {
+            Some(c) => {
+                total += c.len();
+                if total > BULK_LIMIT {
+                    Err(IngestError::TooLarge(BULK_LIMIT))
+                } else {
+                    splitter.feed(c, &mut pieces)
+                }
+            }
+            None if failure.is_none() => {
+                let s = std::mem::replace(&mut splitter, Splitter::new(framing, 0));
+                s.finish(&mut pieces)
+            }
+            None => Ok(()),
+        };
+        if let Err(e) = step {
+            failure = Some(e);
+        }
+        for Piece { line, bytes } in pieces.drain(..) {
+            for (line, item) in expand_wrapper(line, bytes) {
+                let record = if index >= BULK_MAX_ITEMS {
+                    Err(IngestError::TooManyItems(format!("a bulk request holds at most {BULK_MAX_ITEMS} items")))
+                } else {
+                    item.and_then(|b| item_record(&ctx, &b))
+                };
+                let line = (framing == Framing::Lines).then_some(line);
+                pending.push(ItemOutcome { index, line, record });
+                index += 1;
+            }
+        }
+        if pending.len() >= BULK_CHUNK || (done || failure.is_some()) && !pending.is_empty() {
+            let before = results.results.len();
+            submit_items(ingest, std::mem::take(&mut pending), &mut results).await?;
+            if first_position.is_none() {
+                first_position = results.results[before..].iter().find_map(|r| r["log_position"].as_u64());
+            }
+        }
+        if done || failure.is_some() {
+            break;
+        }
+    }
+    let mut body = results.to_json();
+    body["job_id"] = json!(format!("bulk-{}", first_position.unwrap_or(0)));
+    if let Some(e) = failure {
+        // Everything accepted before the fault stays accepted (and a retry is deduplicated);
+        // the error body says what was kept.
+        let mut err = e.body();
+        for (k, v) in body.as_object().unwrap() {
+            err[k] = v.clone();
+        }
+        return Ok(Reply { status: e.status(), body: err, retry_after: None });
+    }
+    Ok(Reply::json(StatusCode::ACCEPTED, body))
+}
+
+/// Expands a `{"batch": […]}` / `{"signals": […]}` wrapper into its items; any other piece
+/// is one item.
+fn expand_wrapper(line: u64, bytes: Vec<u8>) -> Vec<(u64, Result<Vec<u8>, IngestError>)> {
+    let looks_wrapped = bytes.len() > EVENT_LIMIT
+        || bytes.windows(8).take(64).any(|w| w == b"\"batch\":" || w == b"signals\"");
+    if looks_wrapped {
+        if let Ok(items) = parse::split_batch(&bytes) {
+            return items.into_iter().map(|i| (line, Ok(i.get().as_bytes().to_vec()))).collect();
+        }
+    }
+    vec![(line, Ok(bytes))]
+}
+
+/// E5: a product-org update, stored for the product-org processing downstream.
+async fn product_org(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Reply, IngestError> {
+    let key = authenticate(ingest, key, EndpointType::ProductOrg)?;
+    let (headers, raw) = read_body(req, EVENT_LIMIT).await?;
+    check_secret(&key, &headers, &raw)?;
+    let value = parse::parse_object(&raw, "")?;
+    if let Some(t) = &key.template {
+        if path::get(&value, &t.product_org_id).is_none_or(Value::is_null) {
+            return Err(IngestError::Unprocessable(format!(
+                "no Product Org ID at `{}` in the payload",
+                t.product_org_id
+            )));
+        }
+    }
+    let text = String::from_utf8(raw.to_vec()).map_err(|_| IngestError::InvalidJson("not UTF-8".into()))?;
+    let entry = LogEntry::ProductOrgUpdate(ProductOrgRecord {
+        org_id: key.org_id,
+        api_key_id: key.id,
+        received_at: now_ms(),
+        payload: text.trim().to_string(),
+    });
+    let r = ingest.submit(vec![entry]).await?;
+    Ok(Reply::json(
+        StatusCode::ACCEPTED,
+        json!({
+            "id": r[0].position,
+            "message": "Product org update received and queued for processing",
+            "log_position": r[0].position,
+            "duplicate": r[0].duplicate,
+        }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_route_wins_over_source_route() {
+        assert!(matches!(
+            match_path("/api/signal-staging/webhook/sk_1/batch"),
+            Some(Ok(Endpoint::Batch { key: "sk_1" }))
+        ));
+        assert!(matches!(
+            match_path("/api/signal-staging/webhook/website/sk_1"),
+            Some(Ok(Endpoint::Single { key: "sk_1", source: Some("website") }))
+        ));
+        assert!(matches!(match_path("/api/signal-staging/nope"), Some(Err(IngestError::NotFound))));
+        assert!(match_path("/api/admin/keys").is_none());
+        assert!(matches!(match_path("/v1/batch"), Some(Ok(Endpoint::Segment { kind: "batch" }))));
+        assert!(matches!(match_path("/v1/nope"), Some(Err(IngestError::NotFound))));
+    }
+
+    #[test]
+    fn source_labels() {
+        assert!(valid_source_label("website"));
+        assert!(valid_source_label("my-forms_2"));
+        assert!(!valid_source_label("a.b"));
+        assert!(!valid_source_label(""));
+    }
+}
