@@ -1,0 +1,313 @@
+//! Test harness: runs the real `trailspark` binary (and a real `nats-server`) on free
+//! loopback ports, and talks to them over HTTP like any client would.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const ADMIN_TOKEN: &str = "ts_test_admin_token_0123456789";
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_trailspark")
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running `trailspark serve`.
+pub struct Server {
+    pub child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub nats_url: Option<String>,
+    pub base: String,
+    /// The first-start Signal Staging key, when this process created it.
+    pub first_key: Option<String>,
+    pub owner_token: Option<String>,
+}
+
+impl Server {
+    pub fn start(data_dir: &Path, nats_url: Option<&str>) -> Server {
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .env("TRAILSPARK_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("TRAILSPARK_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(url) = nats_url {
+            cmd.arg("--nats").arg(url);
+        }
+        let mut child = cmd.spawn().expect("spawning trailspark");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (mut key, mut token, mut base) = (None, None, None);
+        while base.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).expect("trailspark did not report its address in time");
+            if let Some(k) = line.split("API key, shown once: ").nth(1) {
+                key = Some(k.trim().to_string());
+            }
+            if let Some(t) = line.split("Owner token, shown once: ").nth(1) {
+                token = Some(t.trim().to_string());
+            }
+            if let Some(a) = line.split("listening on ").nth(1) {
+                base = Some(a.trim().to_string());
+            }
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || while rx.recv().is_ok() {});
+        let s = Server {
+            child: Some(child),
+            data_dir: data_dir.to_path_buf(),
+            nats_url: nats_url.map(str::to_string),
+            base: base.unwrap(),
+            first_key: key,
+            owner_token: token,
+        };
+        s.wait_healthy();
+        s
+    }
+
+    pub fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = client().get(format!("{}/healthz", self.base)).send() {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "server never became healthy");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// kill -9, then start again on the same log (the first-start secrets are kept).
+    pub fn restart(&mut self) {
+        self.kill9();
+        let fresh = Server::start(&self.data_dir, self.nats_url.as_deref());
+        let (key, token) = (self.first_key.take(), self.owner_token.take());
+        *self = fresh;
+        self.first_key = key;
+        self.owner_token = token;
+    }
+
+    /// Creates a key through the admin API; returns the full creation response.
+    pub fn create_key(&self, body: Value) -> Value {
+        let r = client()
+            .post(self.url("/api/admin/keys"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 201, "creating key {body}");
+        r.json().unwrap()
+    }
+
+    pub fn new_key(&self) -> String {
+        self.create_key(serde_json::json!({"name": "test", "endpoint_type": "signal_staging"}))["key"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    pub fn post_signal(&self, key: &str, body: &str) -> reqwest::blocking::Response {
+        client()
+            .post(self.url(&format!("/api/signal-staging/webhook/{key}")))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .unwrap()
+    }
+
+    /// `trailspark log dump` for this server's log.
+    pub fn dump(&self) -> Vec<Value> {
+        dump_log(&self.data_dir, self.nats_url.as_deref())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn dump_log(data_dir: &Path, nats_url: Option<&str>) -> Vec<Value> {
+    let mut cmd = Command::new(bin());
+    cmd.args(["log", "dump", "--data-dir"]).arg(data_dir);
+    if let Some(url) = nats_url {
+        cmd.arg("--nats").arg(url);
+    }
+    let out = cmd.output().expect("running log dump");
+    assert!(out.status.success(), "log dump failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The signals of a dump.
+pub fn signals(dump: &[Value]) -> Vec<&Value> {
+    dump.iter().filter(|e| e["kind"] == "signal").map(|e| &e["signal"]).collect()
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+/// A `nats-server -js` of the test's own, on a free port, with its own store directory.
+pub struct Nats {
+    child: Option<Child>,
+    pub port: u16,
+    pub store: tempfile::TempDir,
+}
+
+fn nats_server_bin() -> String {
+    for c in ["nats-server", "/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"] {
+        if Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()) {
+            return c.to_string();
+        }
+    }
+    panic!("nats-server is not installed; `apt-get install -y nats-server` (scripts/test does this)");
+}
+
+impl Nats {
+    pub fn start() -> Nats {
+        let store = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut n = Nats { child: None, port, store };
+        n.spawn();
+        n
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(nats_server_bin())
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning nats-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Sends unique signals from several threads until `s` is killed with -9 after `run_for`,
+/// restarts it, re-sends every signal whose answer was lost, and checks that the log holds
+/// each signal that got a 202 exactly once. Returns (acked before the kill, retried).
+pub fn kill9_under_load(s: &mut Server, run_for: Duration) -> (usize, usize) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let key = s.new_key();
+    let url = s.url(&format!("/api/signal-staging/webhook/{key}"));
+    let acked = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let lost = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let (url, acked, lost, stop) = (url.clone(), acked.clone(), lost.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let c = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let nonce = t * 1_000_000_000 + i;
+                    i += 1;
+                    let body = format!(r#"{{"event":"load","email":"u{nonce}@x.io","nonce":{nonce}}}"#);
+                    match c.post(&url).header("content-type", "application/json").body(body).send() {
+                        Ok(r) if r.status() == 202 => acked.lock().unwrap().push(nonce),
+                        _ => {
+                            lost.lock().unwrap().push(nonce);
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(run_for);
+    s.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    s.restart();
+    let key_url = s.url(&format!("/api/signal-staging/webhook/{key}"));
+    let lost = lost.lock().unwrap().clone();
+    for &nonce in &lost {
+        let body = format!(r#"{{"event":"load","email":"u{nonce}@x.io","nonce":{nonce}}}"#);
+        let r = client().post(&key_url).header("content-type", "application/json").body(body).send().unwrap();
+        assert_eq!(r.status(), 202, "a retry after restart is accepted");
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 50, "the load ran ({} acked)", acked.len());
+    let dump = s.dump();
+    let mut counts = std::collections::HashMap::<u64, usize>::new();
+    for sig in signals(&dump) {
+        if let Some(n) = sig["payload"]["nonce"].as_u64() {
+            *counts.entry(n).or_default() += 1;
+        }
+    }
+    for n in acked.iter().chain(lost.iter()) {
+        assert_eq!(counts.get(n).copied().unwrap_or(0), 1, "signal {n} must be in the log exactly once");
+    }
+    (acked.len(), lost.len())
+}
