@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use trailspark_core::tenancy::{AdminToken, ApiKey, EndpointType, Principal, ProductOrgTemplate, Role};
+use trailspark_core::tenancy::{
+    AdminToken, ApiKey, EndpointType, Principal, ProductOrgTemplate, Role,
+};
 use trailspark_sources::body;
 use trailspark_sources::routes::{Reply, Request};
 use warp::http::{Method, StatusCode};
@@ -21,7 +23,10 @@ use crate::state::{AppState, ConfigError, NewKey};
 const ADMIN_BODY_LIMIT: usize = 64 * 1024;
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Reply {
-    Reply::json(status, json!({"error": code, "code": code, "message": message.into()}))
+    Reply::json(
+        status,
+        json!({"error": code, "code": code, "message": message.into()}),
+    )
 }
 
 impl From<ConfigError> for Reply {
@@ -31,7 +36,11 @@ impl From<ConfigError> for Reply {
             ConfigError::Forbidden(m) => error(StatusCode::FORBIDDEN, "forbidden", m.clone()),
             ConfigError::NotFound(_) => error(StatusCode::NOT_FOUND, "not_found", e.to_string()),
             ConfigError::Log(_) => {
-                let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "log_unavailable", e.to_string());
+                let mut r = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "log_unavailable",
+                    e.to_string(),
+                );
                 r.retry_after = Some(1);
                 r
             }
@@ -78,7 +87,9 @@ fn token_json(t: &AdminToken) -> Value {
 
 fn bearer(req: &Request) -> Option<&str> {
     let v = req.headers.get("authorization")?.to_str().ok()?.trim();
-    v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::trim)
+    v.strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+        .map(str::trim)
 }
 
 fn require(p: &Principal, role: Role) -> Result<(), Reply> {
@@ -88,15 +99,31 @@ fn require(p: &Principal, role: Role) -> Result<(), Reply> {
         Err(error(
             StatusCode::FORBIDDEN,
             "forbidden",
-            format!("this needs the {} role or above; the token is {}", role.as_str(), p.role.as_str()),
+            format!(
+                "this needs the {} role or above; the token is {}",
+                role.as_str(),
+                p.role.as_str()
+            ),
         ))
     }
 }
 
 async fn json_body<T: for<'de> Deserialize<'de>>(req: Request) -> Result<T, Reply> {
-    let len = req.headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-    let raw = body::read_limited(req.body, len, ADMIN_BODY_LIMIT).await.map_err(Reply::from)?;
-    serde_json::from_slice(&raw).map_err(|e| error(StatusCode::BAD_REQUEST, "invalid_request", format!("body: {e}")))
+    let len = req
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let raw = body::read_limited(req.body, len, ADMIN_BODY_LIMIT)
+        .await
+        .map_err(Reply::from)?;
+    serde_json::from_slice(&raw).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("body: {e}"),
+        )
+    })
 }
 
 /// Parses `expires_at`: RFC 3339 or null.
@@ -105,7 +132,13 @@ fn parse_expiry(v: &Option<String>) -> Result<Option<i64>, Reply> {
         None => Ok(None),
         Some(s) => chrono::DateTime::parse_from_rfc3339(s)
             .map(|t| Some(t.timestamp_millis()))
-            .map_err(|_| error(StatusCode::BAD_REQUEST, "invalid_request", format!("expires_at `{s}` is not RFC 3339"))),
+            .map_err(|_| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    format!("expires_at `{s}` is not RFC 3339"),
+                )
+            }),
     }
 }
 
@@ -149,14 +182,35 @@ pub async fn route(state: Arc<AppState>, req: Request) -> Option<Reply> {
         return None;
     }
     let Some(principal) = bearer(&req).and_then(|t| state.principal(t)) else {
-        return Some(error(StatusCode::UNAUTHORIZED, "unauthorized", "a valid `Authorization: Bearer <token>` is required"));
+        return Some(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid `Authorization: Bearer <token>` is required",
+        ));
     };
-    Some(dispatch(&state, principal, &segs[2..], req).await.unwrap_or_else(|r| r))
+    Some(
+        dispatch(&state, principal, &segs[2..], req)
+            .await
+            .unwrap_or_else(|r| r),
+    )
 }
 
-async fn dispatch(state: &AppState, p: Principal, segs: &[&str], req: Request) -> Result<Reply, Reply> {
+async fn dispatch(
+    state: &AppState,
+    p: Principal,
+    segs: &[&str],
+    req: Request,
+) -> Result<Reply, Reply> {
     let now = chrono::Utc::now().timestamp_millis();
-    let id = |s: &str| s.parse::<u64>().map_err(|_| error(StatusCode::NOT_FOUND, "not_found", format!("no such id `{s}`")));
+    let id = |s: &str| {
+        s.parse::<u64>().map_err(|_| {
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no such id `{s}`"),
+            )
+        })
+    };
     let method = req.method.clone();
     match (segs, &method) {
         (["whoami"], &Method::GET) => Ok(Reply::json(
@@ -165,7 +219,11 @@ async fn dispatch(state: &AppState, p: Principal, segs: &[&str], req: Request) -
         )),
         (["orgs"], &Method::POST) => {
             if !p.server_admin {
-                return Err(error(StatusCode::FORBIDDEN, "forbidden", "only the server administrator creates orgs"));
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "only the server administrator creates orgs",
+                ));
             }
             let body: CreateOrg = json_body(req).await?;
             let (org, token) = state.create_org(&body.name, false).await?;
@@ -176,7 +234,11 @@ async fn dispatch(state: &AppState, p: Principal, segs: &[&str], req: Request) -
         }
         (["orgs"], &Method::GET) => {
             if !p.server_admin {
-                return Err(error(StatusCode::FORBIDDEN, "forbidden", "only the server administrator lists orgs"));
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "only the server administrator lists orgs",
+                ));
             }
             let reg = state.registry.read().unwrap();
             let orgs: Vec<Value> = reg
@@ -240,9 +302,24 @@ async fn dispatch(state: &AppState, p: Principal, segs: &[&str], req: Request) -
             let tok = state.revoke_token(p.org_id, id(t)?).await?;
             Ok(Reply::json(StatusCode::OK, token_json(&tok)))
         }
-        (["whoami"] | ["orgs"] | ["keys"] | ["keys", _] | ["keys", _, "template"] | ["tokens"] | ["tokens", _], _) => {
-            Err(error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{method} is not allowed here")))
-        }
-        _ => Err(error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")),
+        (
+            ["whoami"]
+            | ["orgs"]
+            | ["keys"]
+            | ["keys", _]
+            | ["keys", _, "template"]
+            | ["tokens"]
+            | ["tokens", _],
+            _,
+        ) => Err(error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed here"),
+        )),
+        _ => Err(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint",
+        )),
     }
 }

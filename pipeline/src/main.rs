@@ -16,7 +16,11 @@ use trailspark_core::tenancy::{EndpointType, OrgId, ProductOrgTemplate, DEFAULT_
 use trailspark_core::LogEntry;
 
 #[derive(Parser)]
-#[command(name = "trailspark", version, about = "Self-hostable signal pipeline for B2B lead scoring")]
+#[command(
+    name = "trailspark",
+    version,
+    about = "Self-hostable signal pipeline for B2B lead scoring"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -155,17 +159,26 @@ enum LogCmd {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRAILSPARK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     init_tracing();
     match Cli::parse().command {
-        Command::Serve { log, listen, admin_token } => serve(log, listen, admin_token).await,
+        Command::Serve {
+            log,
+            listen,
+            admin_token,
+        } => serve(log, listen, admin_token).await,
         Command::Orgs { cmd } => orgs(cmd).await,
         Command::Keys { cmd } => keys(cmd).await,
-        Command::Log { cmd: LogCmd::Dump { log } } => dump(log).await,
+        Command::Log {
+            cmd: LogCmd::Dump { log },
+        } => dump(log).await,
     }
 }
 
@@ -180,7 +193,11 @@ async fn shutdown_signal() {
     tracing::info!("Shutting down.");
 }
 
-async fn serve(log: LogOpts, listen: SocketAddr, admin_token: Option<String>) -> anyhow::Result<()> {
+async fn serve(
+    log: LogOpts,
+    listen: SocketAddr,
+    admin_token: Option<String>,
+) -> anyhow::Result<()> {
     let loc = log.location();
     let opened = open::open(&loc).await?;
     let stats = opened.stats;
@@ -193,7 +210,9 @@ async fn serve(log: LogOpts, listen: SocketAddr, admin_token: Option<String>) ->
     );
     let first_start = opened.registry.is_empty();
     let state = AppState::new(opened.registry, opened.log.clone(), admin_token.as_deref());
-    let listener = server::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let listener = server::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     if first_start {
         let (org, owner) = state.create_org("Default", admin_token.is_none()).await?;
@@ -209,7 +228,10 @@ async fn serve(log: LogOpts, listen: SocketAddr, admin_token: Option<String>) ->
                 },
             )
             .await?;
-        println!("trailspark: first start; created organization {} (\"{}\").", org.id, org.name);
+        println!(
+            "trailspark: first start; created organization {} (\"{}\").",
+            org.id, org.name
+        );
         if admin_token.is_none() {
             println!("  Owner token (also the server administrator's), shown once: {owner}");
         } else {
@@ -242,12 +264,18 @@ async fn orgs(cmd: OrgsCmd) -> anyhow::Result<()> {
         OrgsCmd::Create { log, name } => {
             let (state, _opened) = open_state(&log).await?;
             let (org, token) = state.create_org(&name, false).await?;
-            println!("{}", json!({"id": org.id, "name": org.name, "owner_token": token}));
+            println!(
+                "{}",
+                json!({"id": org.id, "name": org.name, "owner_token": token})
+            );
         }
         OrgsCmd::List { log } => {
             let (state, _opened) = open_state(&log).await?;
             for o in state.registry.read().unwrap().orgs() {
-                println!("{}", json!({"id": o.id, "name": o.name, "created_at": rfc3339(o.created_at)}));
+                println!(
+                    "{}",
+                    json!({"id": o.id, "name": o.name, "created_at": rfc3339(o.created_at)})
+                );
             }
         }
     }
@@ -257,21 +285,42 @@ async fn orgs(cmd: OrgsCmd) -> anyhow::Result<()> {
 async fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
     let now = chrono::Utc::now().timestamp_millis();
     match cmd {
-        KeysCmd::Create { log, org, name, endpoint_type, secret, expires_at, template } => {
+        KeysCmd::Create {
+            log,
+            org,
+            name,
+            endpoint_type,
+            secret,
+            expires_at,
+            template,
+        } => {
             let endpoint_type = match endpoint_type.as_str() {
                 "signal_staging" => EndpointType::SignalStaging,
                 "product_org" => EndpointType::ProductOrg,
-                other => bail!("--endpoint-type must be signal_staging or product_org, not {other}"),
+                other => {
+                    bail!("--endpoint-type must be signal_staging or product_org, not {other}")
+                }
             };
             let expires_at = expires_at
                 .map(|s| chrono::DateTime::parse_from_rfc3339(&s).map(|t| t.timestamp_millis()))
                 .transpose()
                 .context("--expires-at must be RFC 3339")?;
-            let template: Option<ProductOrgTemplate> =
-                template.map(|t| serde_json::from_str(&t)).transpose().context("--template must be a JSON template")?;
+            let template: Option<ProductOrgTemplate> = template
+                .map(|t| serde_json::from_str(&t))
+                .transpose()
+                .context("--template must be a JSON template")?;
             let (state, _opened) = open_state(&log).await?;
             let created = state
-                .create_key(OrgId(org), NewKey { name, endpoint_type, secret, expires_at, template })
+                .create_key(
+                    OrgId(org),
+                    NewKey {
+                        name,
+                        endpoint_type,
+                        secret,
+                        expires_at,
+                        template,
+                    },
+                )
                 .await?;
             let mut v = key_json(&created.key, now);
             v["key"] = json!(created.plaintext);

@@ -37,9 +37,14 @@ pub struct Opened {
 
 /// Takes the data directory's exclusive lock: one process writes a journal at a time.
 fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
-    fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+    fs::create_dir_all(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))?;
     let path = dir.join("LOCK");
-    let f = File::options().create(true).truncate(false).write(true).open(&path)?;
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
     match f.try_lock() {
         Ok(()) => Ok(f),
         Err(_) => bail!(
@@ -86,19 +91,32 @@ pub async fn open(loc: &LogLocation) -> anyhow::Result<Opened> {
                     Ok(())
                 })
             })?;
-            Ok(Opened { log: Log::Journal(journal), registry, stats, _lock: Some(lock) })
+            Ok(Opened {
+                log: Log::Journal(journal),
+                registry,
+                stats,
+                _lock: Some(lock),
+            })
         }
         Some(url) => {
             let client = connect_nats(url).await?;
-            let js = tokio::time::timeout(Duration::from_secs(30), JetStreamLog::connect(client, &loc.stream))
-                .await
-                .map_err(|_| anyhow::anyhow!("timed out waiting for JetStream at {url}"))??;
+            let js = tokio::time::timeout(
+                Duration::from_secs(30),
+                JetStreamLog::connect(client, &loc.stream),
+            )
+            .await
+            .map_err(|_| anyhow::anyhow!("timed out waiting for JetStream at {url}"))??;
             js.read(Some(jetstream::CONFIG_SUBJECT), &mut |_, e| {
                 fold(&mut registry, &mut stats, &e);
                 Ok(())
             })
             .await?;
-            Ok(Opened { log: Log::JetStream(js), registry, stats, _lock: None })
+            Ok(Opened {
+                log: Log::JetStream(Box::new(js)),
+                registry,
+                stats,
+                _lock: None,
+            })
         }
     }
 }

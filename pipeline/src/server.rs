@@ -27,23 +27,37 @@ fn to_response(reply: Reply) -> Response<Vec<u8>> {
 }
 
 fn not_found() -> Reply {
-    Reply::json(StatusCode::NOT_FOUND, json!({"error": "not_found", "code": "not_found", "message": "no such endpoint"}))
+    Reply::json(
+        StatusCode::NOT_FOUND,
+        json!({"error": "not_found", "code": "not_found", "message": "no such endpoint"}),
+    )
 }
 
 async fn handle(state: Arc<AppState>, req: Request) -> Reply {
     let path = req.path.as_str();
-    if path.starts_with("/api/signal-staging/") || path.starts_with("/api/product-orgs/") || path.starts_with("/v1/") {
+    if path.starts_with("/api/signal-staging/")
+        || path.starts_with("/api/product-orgs/")
+        || path.starts_with("/v1/")
+    {
         let ingest: Arc<dyn Ingest> = state;
-        return trailspark_sources::route(ingest, req).await.unwrap_or_else(not_found);
+        return trailspark_sources::route(ingest, req)
+            .await
+            .unwrap_or_else(not_found);
     }
     if path == "/api/admin" || path.starts_with("/api/admin/") {
         return admin::route(state, req).await.unwrap_or_else(not_found);
     }
     if path == "/healthz" {
         if req.method != Method::GET && req.method != Method::HEAD {
-            return Reply::json(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "method_not_allowed", "code": "method_not_allowed", "message": "use GET"}));
+            return Reply::json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": "method_not_allowed", "code": "method_not_allowed", "message": "use GET"}),
+            );
         }
-        return Reply::json(StatusCode::OK, json!({"status": "ok", "log": state.log.kind(), "log_head": state.log.head()}));
+        return Reply::json(
+            StatusCode::OK,
+            json!({"status": "ok", "log": state.log.kind(), "log_head": state.log.head()}),
+        );
     }
     not_found()
 }
@@ -52,23 +66,35 @@ async fn handle(state: Arc<AppState>, req: Request) -> Reply {
 fn body_bytes<B: Buf>(
     body: impl futures_util::Stream<Item = Result<B, warp::Error>> + Send + 'static,
 ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
-    body.map(|r| r.map(|mut b| b.copy_to_bytes(b.remaining())).map_err(std::io::Error::other))
+    body.map(|r| {
+        r.map(|mut b| b.copy_to_bytes(b.remaining()))
+            .map_err(std::io::Error::other)
+    })
 }
 
 /// The whole HTTP surface as one filter.
-pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (Response<Vec<u8>>,), Error = warp::Rejection> + Clone {
+pub fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Response<Vec<u8>>,), Error = warp::Rejection> + Clone {
     warp::method()
         .and(warp::path::full())
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
-        .then(move |method: Method, path: warp::path::FullPath, headers: HeaderMap, body| {
-            let state = state.clone();
-            let body: BodyStream = Box::pin(body_bytes(body));
-            async move {
-                let req = Request { method, path: path.as_str().to_string(), headers, body };
-                to_response(handle(state, req).await)
-            }
-        })
+        .then(
+            move |method: Method, path: warp::path::FullPath, headers: HeaderMap, body| {
+                let state = state.clone();
+                let body: BodyStream = Box::pin(body_bytes(body));
+                async move {
+                    let req = Request {
+                        method,
+                        path: path.as_str().to_string(),
+                        headers,
+                        body,
+                    };
+                    to_response(handle(state, req).await)
+                }
+            },
+        )
 }
 
 /// Serves until `shutdown` resolves.
@@ -77,7 +103,11 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    warp::serve(routes(state)).incoming(listener).graceful(shutdown).run().await;
+    warp::serve(routes(state))
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await;
 }
 
 /// Binds the listen address, reporting failure instead of panicking.

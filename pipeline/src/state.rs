@@ -8,8 +8,8 @@ use std::sync::{Arc, RwLock};
 use thiserror::Error;
 use trailspark_core::secret;
 use trailspark_core::tenancy::{
-    AdminToken, ApiKey, ConfigEvent, EndpointType, KeyRejection, Org, OrgId, Principal, ProductOrgTemplate, Registry,
-    Role, DEFAULT_ORG,
+    AdminToken, ApiKey, ConfigEvent, EndpointType, KeyRejection, Org, OrgId, Principal,
+    ProductOrgTemplate, Registry, Role, DEFAULT_ORG,
 };
 use trailspark_core::LogEntry;
 use trailspark_sources::{Ingest, IngestError, Receipt};
@@ -73,7 +73,12 @@ impl AppState {
     pub fn principal(&self, token: &str) -> Option<Principal> {
         if let Some(h) = &self.env_admin_hash {
             if secret::eq(secret::hash(token).as_bytes(), h.as_bytes()) {
-                return Some(Principal { org_id: DEFAULT_ORG, role: Role::Owner, server_admin: true, token_id: None });
+                return Some(Principal {
+                    org_id: DEFAULT_ORG,
+                    role: Role::Owner,
+                    server_admin: true,
+                    token_id: None,
+                });
             }
         }
         self.registry.read().unwrap().authenticate(token)
@@ -81,7 +86,9 @@ impl AppState {
 
     /// Appends config events durably, then applies them.
     async fn commit(&self, events: Vec<ConfigEvent>) -> Result<(), ConfigError> {
-        self.log.append(events.iter().cloned().map(LogEntry::Config).collect()).await?;
+        self.log
+            .append(events.iter().cloned().map(LogEntry::Config).collect())
+            .await?;
         let mut reg = self.registry.write().unwrap();
         for e in &events {
             reg.apply(e);
@@ -91,15 +98,25 @@ impl AppState {
 
     /// Creates an org with an Owner token. `server_admin` marks the token as the server
     /// administrator's (only for the first org when no environment token is set).
-    pub async fn create_org(&self, name: &str, server_admin: bool) -> Result<(Org, String), ConfigError> {
+    pub async fn create_org(
+        &self,
+        name: &str,
+        server_admin: bool,
+    ) -> Result<(Org, String), ConfigError> {
         let name = name.trim();
         if name.is_empty() || name.len() > 200 {
-            return Err(ConfigError::Invalid("`name` must be 1-200 characters".into()));
+            return Err(ConfigError::Invalid(
+                "`name` must be 1-200 characters".into(),
+            ));
         }
         let _g = self.config_lock.lock().await;
         let (org, token) = {
             let reg = self.registry.read().unwrap();
-            let org = Org { id: reg.next_org_id(), name: name.to_string(), created_at: now_ms() };
+            let org = Org {
+                id: reg.next_org_id(),
+                name: name.to_string(),
+                created_at: now_ms(),
+            };
             let plaintext = secret::generate("ts_");
             let token = AdminToken {
                 id: reg.next_token_id(),
@@ -113,16 +130,31 @@ impl AppState {
             };
             ((org, plaintext), token)
         };
-        self.commit(vec![ConfigEvent::OrgCreated(org.0.clone()), ConfigEvent::TokenCreated(token)]).await?;
+        self.commit(vec![
+            ConfigEvent::OrgCreated(org.0.clone()),
+            ConfigEvent::TokenCreated(token),
+        ])
+        .await?;
         Ok(org)
     }
 
-    pub async fn create_token(&self, by: &Principal, role: Role, name: &str) -> Result<(AdminToken, String), ConfigError> {
+    pub async fn create_token(
+        &self,
+        by: &Principal,
+        role: Role,
+        name: &str,
+    ) -> Result<(AdminToken, String), ConfigError> {
         if role == Role::Owner {
-            return Err(ConfigError::Invalid("an org has exactly one Owner; create admin, editor or viewer tokens".into()));
+            return Err(ConfigError::Invalid(
+                "an org has exactly one Owner; create admin, editor or viewer tokens".into(),
+            ));
         }
         if role > by.role {
-            return Err(ConfigError::Forbidden(format!("a {} cannot create a {} token", by.role.as_str(), role.as_str())));
+            return Err(ConfigError::Forbidden(format!(
+                "a {} cannot create a {} token",
+                by.role.as_str(),
+                role.as_str()
+            )));
         }
         let _g = self.config_lock.lock().await;
         let plaintext = secret::generate("ts_");
@@ -139,24 +171,33 @@ impl AppState {
                 revoked_at: None,
             }
         };
-        self.commit(vec![ConfigEvent::TokenCreated(token.clone())]).await?;
+        self.commit(vec![ConfigEvent::TokenCreated(token.clone())])
+            .await?;
         Ok((token, plaintext))
     }
 
     pub async fn revoke_token(&self, org: OrgId, id: u64) -> Result<AdminToken, ConfigError> {
         let _g = self.config_lock.lock().await;
-        let exists = self.registry.read().unwrap().token(id).is_some_and(|t| t.org_id == org);
+        let exists = self
+            .registry
+            .read()
+            .unwrap()
+            .token(id)
+            .is_some_and(|t| t.org_id == org);
         if !exists {
             return Err(ConfigError::NotFound(format!("token {id}")));
         }
-        self.commit(vec![ConfigEvent::TokenRevoked { id, at: now_ms() }]).await?;
+        self.commit(vec![ConfigEvent::TokenRevoked { id, at: now_ms() }])
+            .await?;
         Ok(self.registry.read().unwrap().token(id).cloned().unwrap())
     }
 
     pub async fn create_key(&self, org: OrgId, new: NewKey) -> Result<CreatedKey, ConfigError> {
         let name = new.name.trim();
         if name.is_empty() || name.len() > 200 {
-            return Err(ConfigError::Invalid("`name` must be 1-200 characters".into()));
+            return Err(ConfigError::Invalid(
+                "`name` must be 1-200 characters".into(),
+            ));
         }
         match (&new.endpoint_type, &new.template) {
             (EndpointType::ProductOrg, None) => {
@@ -165,7 +206,9 @@ impl AppState {
                 ))
             }
             (EndpointType::SignalStaging, Some(_)) => {
-                return Err(ConfigError::Invalid("only product_org keys take a `template`".into()))
+                return Err(ConfigError::Invalid(
+                    "only product_org keys take a `template`".into(),
+                ))
             }
             (_, Some(t)) => t.validate().map_err(ConfigError::Invalid)?,
             _ => {}
@@ -189,42 +232,74 @@ impl AppState {
             revoked_at: None,
             template: new.template,
         };
-        self.commit(vec![ConfigEvent::KeyCreated(key.clone())]).await?;
-        Ok(CreatedKey { key, plaintext, secret: secret_value })
+        self.commit(vec![ConfigEvent::KeyCreated(key.clone())])
+            .await?;
+        Ok(CreatedKey {
+            key,
+            plaintext,
+            secret: secret_value,
+        })
     }
 
     pub async fn revoke_key(&self, org: OrgId, id: u64) -> Result<ApiKey, ConfigError> {
         let _g = self.config_lock.lock().await;
-        let exists = self.registry.read().unwrap().key(id).is_some_and(|k| k.org_id == org);
+        let exists = self
+            .registry
+            .read()
+            .unwrap()
+            .key(id)
+            .is_some_and(|k| k.org_id == org);
         if !exists {
             return Err(ConfigError::NotFound(format!("key {id}")));
         }
-        self.commit(vec![ConfigEvent::KeyRevoked { id, at: now_ms() }]).await?;
+        self.commit(vec![ConfigEvent::KeyRevoked { id, at: now_ms() }])
+            .await?;
         Ok(self.registry.read().unwrap().key(id).cloned().unwrap())
     }
 
-    pub async fn set_template(&self, org: OrgId, id: u64, template: ProductOrgTemplate) -> Result<ApiKey, ConfigError> {
+    pub async fn set_template(
+        &self,
+        org: OrgId,
+        id: u64,
+        template: ProductOrgTemplate,
+    ) -> Result<ApiKey, ConfigError> {
         template.validate().map_err(ConfigError::Invalid)?;
         let _g = self.config_lock.lock().await;
-        let key = self.registry.read().unwrap().key(id).filter(|k| k.org_id == org).cloned();
+        let key = self
+            .registry
+            .read()
+            .unwrap()
+            .key(id)
+            .filter(|k| k.org_id == org)
+            .cloned();
         match key {
             None => return Err(ConfigError::NotFound(format!("key {id}"))),
             Some(k) if k.endpoint_type != EndpointType::ProductOrg => {
-                return Err(ConfigError::Invalid("only product_org keys take a template".into()))
+                return Err(ConfigError::Invalid(
+                    "only product_org keys take a template".into(),
+                ))
             }
             Some(_) => {}
         }
-        self.commit(vec![ConfigEvent::KeyTemplateSet { id, template }]).await?;
+        self.commit(vec![ConfigEvent::KeyTemplateSet { id, template }])
+            .await?;
         Ok(self.registry.read().unwrap().key(id).cloned().unwrap())
     }
 }
 
 impl Ingest for AppState {
     fn check_key(&self, presented: &str, now_ms: i64) -> Result<ApiKey, KeyRejection> {
-        self.registry.read().unwrap().check_key(presented, now_ms).cloned()
+        self.registry
+            .read()
+            .unwrap()
+            .check_key(presented, now_ms)
+            .cloned()
     }
 
-    fn submit(&self, entries: Vec<LogEntry>) -> Pin<Box<dyn Future<Output = Result<Vec<Receipt>, IngestError>> + Send>> {
+    fn submit(
+        &self,
+        entries: Vec<LogEntry>,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Receipt>, IngestError>> + Send>> {
         let fut = self.log.append(entries);
         Box::pin(async move { fut.await.map_err(IngestError::from) })
     }

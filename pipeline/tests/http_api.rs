@@ -13,9 +13,16 @@ fn start() -> (tempfile::TempDir, Server) {
 
 fn status_and_json(r: reqwest::blocking::Response) -> (u16, Value) {
     let status = r.status().as_u16();
-    let ctype = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
+    let ctype = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
     let body: Value = r.json().unwrap_or(Value::Null);
-    assert_eq!(ctype.as_deref(), Some("application/json"), "every answer is JSON: {body}");
+    assert_eq!(
+        ctype.as_deref(),
+        Some("application/json"),
+        "every answer is JSON: {body}"
+    );
     (status, body)
 }
 
@@ -23,15 +30,23 @@ fn status_and_json(r: reqwest::blocking::Response) -> (u16, Value) {
 fn first_start_prints_a_working_key_and_owner_token() {
     let (_d, s) = start();
     let key = s.first_key.clone().expect("first start prints a key");
-    let token = s.owner_token.clone().expect("first start prints an owner token");
-    let (st, body) = status_and_json(s.post_signal(&key, r#"{"email":"test@example.com","event":"test"}"#));
+    let token = s
+        .owner_token
+        .clone()
+        .expect("first start prints an owner token");
+    let (st, body) =
+        status_and_json(s.post_signal(&key, r#"{"email":"test@example.com","event":"test"}"#));
     assert_eq!(st, 202);
     assert!(body["id"].is_u64());
     assert_eq!(body["message"], "Signal received and queued for processing");
     assert_eq!(body["source"], "generic");
     assert_eq!(body["cold_storage"], false);
     assert_eq!(body["log_position"], body["id"]);
-    let r = client().get(s.url("/api/admin/whoami")).bearer_auth(&token).send().unwrap();
+    let r = client()
+        .get(s.url("/api/admin/whoami"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
     assert_eq!(status_and_json(r).1["role"], "owner");
 }
 
@@ -39,12 +54,19 @@ fn first_start_prints_a_working_key_and_owner_token() {
 fn key_states_answer_401_with_their_codes() {
     let (_d, s) = start();
     let (st, body) = status_and_json(s.post_signal("sk_nope", "{}"));
-    assert_eq!((st, body["error"].as_str().unwrap()), (401, "invalid_api_key"));
+    assert_eq!(
+        (st, body["error"].as_str().unwrap()),
+        (401, "invalid_api_key")
+    );
 
     let created = s.create_key(json!({"name": "k", "endpoint_type": "signal_staging"}));
     let key = created["key"].as_str().unwrap();
     assert!(key.starts_with("sk_"));
-    assert_eq!(s.post_signal(key, "{}").status(), 202, "a key without expiry works");
+    assert_eq!(
+        s.post_signal(key, "{}").status(),
+        202,
+        "a key without expiry works"
+    );
     let r = client()
         .delete(s.url(&format!("/api/admin/keys/{}", created["id"])))
         .bearer_auth(ADMIN_TOKEN)
@@ -52,11 +74,17 @@ fn key_states_answer_401_with_their_codes() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let (st, body) = status_and_json(s.post_signal(key, "{}"));
-    assert_eq!((st, body["error"].as_str().unwrap()), (401, "api_key_inactive"));
+    assert_eq!(
+        (st, body["error"].as_str().unwrap()),
+        (401, "api_key_inactive")
+    );
 
     let expired = s.create_key(json!({"name": "old", "expires_at": "2020-01-01T00:00:00Z"}));
     let (st, body) = status_and_json(s.post_signal(expired["key"].as_str().unwrap(), "{}"));
-    assert_eq!((st, body["error"].as_str().unwrap()), (401, "api_key_expired"));
+    assert_eq!(
+        (st, body["error"].as_str().unwrap()),
+        (401, "api_key_expired")
+    );
     let soon = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
     let k = s.create_key(json!({"name": "soon", "expires_at": soon.to_rfc3339()}));
     let k = k["key"].as_str().unwrap();
@@ -74,14 +102,20 @@ fn secrets_and_hmac_signatures() {
     let url = s.url(&format!("/api/signal-staging/webhook/{key}"));
     let body = r#"{"email":"a@b.io","event":"x"}"#;
     let post = |h: Option<(&str, String)>| {
-        let mut rb = client().post(&url).header("content-type", "application/json").body(body);
+        let mut rb = client()
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body);
         if let Some((k, v)) = h {
             rb = rb.header(k, v);
         }
         status_and_json(rb.send().unwrap())
     };
     assert_eq!(post(None).1["error"], "missing_secret");
-    assert_eq!(post(Some(("X-Api-Secret", "wrong".into()))).1["error"], "invalid_secret");
+    assert_eq!(
+        post(Some(("X-Api-Secret", "wrong".into()))).1["error"],
+        "invalid_secret"
+    );
     assert_eq!(post(Some(("X-Api-Secret", secret.into()))).0, 202);
     let sig = trailspark_sources::auth::sign(secret, body.as_bytes());
     assert_eq!(post(Some(("X-Signature", sig))).0, 202);
@@ -97,7 +131,11 @@ fn secrets_and_hmac_signatures() {
         .unwrap();
     assert_eq!(r.status(), 202);
     // The listing never shows the key or the secret.
-    let list = client().get(s.url("/api/admin/keys")).bearer_auth(ADMIN_TOKEN).send().unwrap();
+    let list = client()
+        .get(s.url("/api/admin/keys"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .unwrap();
     let text = list.text().unwrap();
     assert!(!text.contains(key) && !text.contains(secret));
     assert!(text.contains("\"has_secret\":true"));
@@ -113,13 +151,30 @@ fn bad_bodies_are_refused_and_never_stored() {
         ("".into(), 400, "invalid_json"),
         ("[1,2]".into(), 400, "not_an_object"),
         ("\"text\"".into(), 400, "not_an_object"),
-        (format!("{}1{}", "[".repeat(100), "]".repeat(100)), 400, "too_deep"),
-        (format!("{{\"a\":{}}}", format!("{}{}", "{\"b\":".repeat(40), format!("1{}", "}".repeat(40)))), 400, "too_deep"),
-        (format!("{{\"pad\":\"{}\"}}", "x".repeat(33 * 1024)), 413, "payload_too_large"),
+        (
+            format!("{}1{}", "[".repeat(100), "]".repeat(100)),
+            400,
+            "too_deep",
+        ),
+        (
+            format!("{{\"a\":{}1{}}}", "{\"b\":".repeat(40), "}".repeat(40)),
+            400,
+            "too_deep",
+        ),
+        (
+            format!("{{\"pad\":\"{}\"}}", "x".repeat(33 * 1024)),
+            413,
+            "payload_too_large",
+        ),
     ];
     for (body, status, code) in &cases {
         let (st, b) = status_and_json(s.post_signal(&key, body));
-        assert_eq!((st, b["error"].as_str().unwrap()), (*status, *code), "body {:.40}", body);
+        assert_eq!(
+            (st, b["error"].as_str().unwrap()),
+            (*status, *code),
+            "body {:.40}",
+            body
+        );
         assert!(b["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
     // Chunked (no Content-Length) bodies over the limit are cut off too.
@@ -131,7 +186,11 @@ fn bad_bodies_are_refused_and_never_stored() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 413);
-    assert_eq!(signals(&s.dump()).len(), before, "nothing from a refused request is stored");
+    assert_eq!(
+        signals(&s.dump()).len(),
+        before,
+        "nothing from a refused request is stored"
+    );
     // The service is still fine afterwards.
     assert_eq!(s.post_signal(&key, "{}").status(), 202);
 }
@@ -145,15 +204,37 @@ fn futures_like_body(data: Vec<u8>) -> reqwest::blocking::Body {
 fn methods_and_paths() {
     let (_d, s) = start();
     let key = s.new_key();
-    let r = client().get(s.url(&format!("/api/signal-staging/webhook/{key}"))).send().unwrap();
-    assert_eq!(status_and_json(r), (405, status_and_json_err("method_not_allowed")));
-    let r = client().put(s.url(&format!("/api/product-orgs/webhook/{key}"))).send().unwrap();
+    let r = client()
+        .get(s.url(&format!("/api/signal-staging/webhook/{key}")))
+        .send()
+        .unwrap();
+    assert_eq!(
+        status_and_json(r),
+        (405, status_and_json_err("method_not_allowed"))
+    );
+    let r = client()
+        .put(s.url(&format!("/api/product-orgs/webhook/{key}")))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 405);
-    for p in ["/nope", "/api/signal-staging/elsewhere/x", "/v1/unknown", "/api/admin/unknown"] {
-        let r = client().post(s.url(p)).bearer_auth(ADMIN_TOKEN).body("{}").send().unwrap();
+    for p in [
+        "/nope",
+        "/api/signal-staging/elsewhere/x",
+        "/v1/unknown",
+        "/api/admin/unknown",
+    ] {
+        let r = client()
+            .post(s.url(p))
+            .bearer_auth(ADMIN_TOKEN)
+            .body("{}")
+            .send()
+            .unwrap();
         assert_eq!(r.status(), 404, "{p}");
     }
-    assert_eq!(client().get(s.url("/healthz")).send().unwrap().status(), 200);
+    assert_eq!(
+        client().get(s.url("/healthz")).send().unwrap().status(),
+        200
+    );
 }
 
 fn status_and_json_err(code: &str) -> Value {
@@ -177,15 +258,37 @@ fn source_resolution_through_http() {
     let e1 = format!("/api/signal-staging/webhook/{key}");
     assert_eq!(post(&e1, None, r#"{"mktLeadId":1}"#)["source"], "marketo");
     assert_eq!(post(&e1, None, r#"{"portalId":1}"#)["source"], "hubspot");
-    assert_eq!(post(&e1, None, r#"{"hs_object_id":1}"#)["source"], "hubspot");
-    assert_eq!(post(&e1, None, r#"{"sObject":"Lead"}"#)["source"], "salesforce");
-    assert_eq!(post(&e1, None, r#"{"type":"identify","userId":"u"}"#)["source"], "segment");
+    assert_eq!(
+        post(&e1, None, r#"{"hs_object_id":1}"#)["source"],
+        "hubspot"
+    );
+    assert_eq!(
+        post(&e1, None, r#"{"sObject":"Lead"}"#)["source"],
+        "salesforce"
+    );
+    assert_eq!(
+        post(&e1, None, r#"{"type":"identify","userId":"u"}"#)["source"],
+        "segment"
+    );
     assert_eq!(post(&e1, None, r#"{"event":"x"}"#)["source"], "generic");
-    assert_eq!(post(&e1, Some("marketing"), r#"{"mktLeadId":2}"#)["source"], "marketing");
-    assert_eq!(post(&e1, None, r#"{"source":"custom","mktLeadId":3}"#)["source"], "custom");
+    assert_eq!(
+        post(&e1, Some("marketing"), r#"{"mktLeadId":2}"#)["source"],
+        "marketing"
+    );
+    assert_eq!(
+        post(&e1, None, r#"{"source":"custom","mktLeadId":3}"#)["source"],
+        "custom"
+    );
     let e2 = format!("/api/signal-staging/webhook/website/{key}");
-    assert_eq!(post(&e2, Some("marketing"), r#"{"source":"custom","n":1}"#)["source"], "website");
-    let r = client().post(s.url(&format!("/api/signal-staging/webhook/a.b/{key}"))).body("{}").send().unwrap();
+    assert_eq!(
+        post(&e2, Some("marketing"), r#"{"source":"custom","n":1}"#)["source"],
+        "website"
+    );
+    let r = client()
+        .post(s.url(&format!("/api/signal-staging/webhook/a.b/{key}")))
+        .body("{}")
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 400);
 
     // The canonical record carries what was extracted.
@@ -200,9 +303,16 @@ fn source_resolution_through_http() {
     assert_eq!(sig["event_at"], 1_705_329_000_000i64);
     assert_eq!(sig["message_id"], "m-1");
     assert_eq!(sig["anonymous"], false);
-    assert_eq!(sig["payload"], serde_json::from_str::<Value>(body).unwrap(), "payload stored unchanged");
+    assert_eq!(
+        sig["payload"],
+        serde_json::from_str::<Value>(body).unwrap(),
+        "payload stored unchanged"
+    );
     // Anonymous-only: cold storage.
-    assert_eq!(post(&e1, None, r#"{"anonymousId":"A9","event":"page"}"#)["cold_storage"], true);
+    assert_eq!(
+        post(&e1, None, r#"{"anonymousId":"A9","event":"page"}"#)["cold_storage"],
+        true
+    );
 }
 
 #[test]
@@ -213,14 +323,23 @@ fn batch_endpoint_answers_per_item() {
     let body = json!([{"email": "a@x.io", "event": "e1"}, 7, {"anonymousId": "A1"}, {"email": "a@x.io", "event": "e1"}]);
     let (st, b) = status_and_json(client().post(&url).json(&body).send().unwrap());
     assert_eq!(st, 202);
-    assert_eq!((b["accepted"].as_u64(), b["rejected"].as_u64()), (Some(3), Some(1)));
+    assert_eq!(
+        (b["accepted"].as_u64(), b["rejected"].as_u64()),
+        (Some(3), Some(1))
+    );
     let r = b["results"].as_array().unwrap();
     assert_eq!(r[1]["error"], "not_an_object");
     assert_eq!(r[2]["cold_storage"], true);
     assert_eq!(r[3]["duplicate"], true, "an identical item is a retry");
     assert_eq!(r[3]["id"], r[0]["id"]);
     for wrapper in ["batch", "signals"] {
-        let (st, b) = status_and_json(client().post(&url).json(&json!({wrapper: [{"n": wrapper}]})).send().unwrap());
+        let (st, b) = status_and_json(
+            client()
+                .post(&url)
+                .json(&json!({wrapper: [{"n": wrapper}]}))
+                .send()
+                .unwrap(),
+        );
         assert_eq!((st, b["accepted"].as_u64()), (202, Some(1)));
     }
     let too_many: Vec<Value> = (0..501).map(|i| json!({"i": i})).collect();
@@ -231,7 +350,14 @@ fn batch_endpoint_answers_per_item() {
     // An item over 32 KiB is refused on its own.
     let big = json!([{"pad": "x".repeat(33 * 1024)}, {"ok": 1}]);
     let (st, b) = status_and_json(client().post(&url).json(&big).send().unwrap());
-    assert_eq!((st, b["results"][0]["error"].as_str().unwrap(), b["accepted"].as_u64()), (202, "payload_too_large", Some(1)));
+    assert_eq!(
+        (
+            st,
+            b["results"][0]["error"].as_str().unwrap(),
+            b["accepted"].as_u64()
+        ),
+        (202, "payload_too_large", Some(1))
+    );
 }
 
 #[test]
@@ -244,9 +370,17 @@ fn bulk_endpoint_streams_ndjson_and_arrays() {
         nd.push_str(&format!("{{\"email\":\"u{i}@x.io\",\"event\":\"imp\"}}\n"));
     }
     nd.push_str("{broken\n");
-    let r = client().post(&url).header("content-type", "application/x-ndjson").body(nd).send().unwrap();
+    let r = client()
+        .post(&url)
+        .header("content-type", "application/x-ndjson")
+        .body(nd)
+        .send()
+        .unwrap();
     let (st, b) = status_and_json(r);
-    assert_eq!((st, b["accepted"].as_u64(), b["rejected"].as_u64()), (202, Some(2500), Some(1)));
+    assert_eq!(
+        (st, b["accepted"].as_u64(), b["rejected"].as_u64()),
+        (202, Some(2500), Some(1))
+    );
     assert!(b["job_id"].as_str().unwrap().starts_with("bulk-"));
     assert_eq!(b["results"][2500]["line"], 2501);
     let arr: Vec<Value> = (0..10).map(|i| json!({"n": i, "event": "arr"})).collect();
@@ -254,11 +388,23 @@ fn bulk_endpoint_streams_ndjson_and_arrays() {
     assert_eq!((st, b["accepted"].as_u64()), (202, Some(10)));
     // Over the item cap: the excess items are refused, the rest kept.
     let many: String = (0..10_005).map(|i| format!("{{\"m\":{i}}}\n")).collect();
-    let r = client().post(&url).header("content-type", "application/x-ndjson").body(many).send().unwrap();
+    let r = client()
+        .post(&url)
+        .header("content-type", "application/x-ndjson")
+        .body(many)
+        .send()
+        .unwrap();
     let (st, b) = status_and_json(r);
-    assert_eq!((st, b["accepted"].as_u64(), b["rejected"].as_u64()), (202, Some(10_000), Some(5)));
+    assert_eq!(
+        (st, b["accepted"].as_u64(), b["rejected"].as_u64()),
+        (202, Some(10_000), Some(5))
+    );
     // Declared length over 25 MiB: refused before the body is read.
-    let head = raw_request(&s, &format!("/api/signal-staging/bulk/{key}"), 26 * 1024 * 1024);
+    let head = raw_request(
+        &s,
+        &format!("/api/signal-staging/bulk/{key}"),
+        26 * 1024 * 1024,
+    );
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
 }
 
@@ -277,23 +423,47 @@ fn raw_request(s: &Server, path: &str, length: usize) -> String {
 fn product_org_endpoint_and_endpoint_types() {
     let (_d, s) = start();
     let staging = s.new_key();
-    let r = client().post(s.url("/api/admin/keys")).bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"name": "po", "endpoint_type": "product_org"})).send().unwrap();
+    let r = client()
+        .post(s.url("/api/admin/keys"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": "po", "endpoint_type": "product_org"}))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 400, "a product_org key needs a template");
     let po = s.create_key(json!({"name": "po", "endpoint_type": "product_org", "template": {"product_org_id": "groupId", "name": "traits.name"}}));
     let po_key = po["key"].as_str().unwrap();
-    let e5 = |k: &str, body: &str| status_and_json(client().post(s.url(&format!("/api/product-orgs/webhook/{k}"))).body(body.to_string()).send().unwrap());
+    let e5 = |k: &str, body: &str| {
+        status_and_json(
+            client()
+                .post(s.url(&format!("/api/product-orgs/webhook/{k}")))
+                .body(body.to_string())
+                .send()
+                .unwrap(),
+        )
+    };
     let (st, b) = e5(&staging, r#"{"groupId":"ws_1"}"#);
-    assert_eq!((st, b["error"].as_str().unwrap()), (403, "wrong_endpoint_type"));
+    assert_eq!(
+        (st, b["error"].as_str().unwrap()),
+        (403, "wrong_endpoint_type")
+    );
     let (st, b) = status_and_json(s.post_signal(po_key, "{}"));
-    assert_eq!((st, b["error"].as_str().unwrap()), (403, "wrong_endpoint_type"));
+    assert_eq!(
+        (st, b["error"].as_str().unwrap()),
+        (403, "wrong_endpoint_type")
+    );
     let (st, b) = e5(po_key, r#"{"traits":{"name":"Acme"}}"#);
     assert_eq!(st, 422);
     assert!(b["message"].as_str().unwrap().contains("groupId"));
-    let (st, b) = e5(po_key, r#"{"type":"group","groupId":"ws_1","traits":{"name":"Acme","mrr":49900}}"#);
+    let (st, b) = e5(
+        po_key,
+        r#"{"type":"group","groupId":"ws_1","traits":{"name":"Acme","mrr":49900}}"#,
+    );
     assert_eq!(st, 202, "{b}");
     let dump = s.dump();
-    let upd = dump.iter().find(|e| e["kind"] == "product_org_update").unwrap();
+    let upd = dump
+        .iter()
+        .find(|e| e["kind"] == "product_org_update")
+        .unwrap();
     assert_eq!(upd["update"]["payload"]["groupId"], "ws_1");
 }
 
@@ -301,46 +471,147 @@ fn product_org_endpoint_and_endpoint_types() {
 fn admin_roles_and_tenancy() {
     let (_d, s) = start();
     let mk_token = |role: &str| -> String {
-        let r = client().post(s.url("/api/admin/tokens")).bearer_auth(ADMIN_TOKEN).json(&json!({"role": role, "name": role})).send().unwrap();
+        let r = client()
+            .post(s.url("/api/admin/tokens"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"role": role, "name": role}))
+            .send()
+            .unwrap();
         assert_eq!(r.status(), 201);
-        r.json::<Value>().unwrap()["token"].as_str().unwrap().to_string()
+        r.json::<Value>().unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     let viewer = mk_token("viewer");
     let editor = mk_token("editor");
     let admin = mk_token("admin");
-    let create = |tok: &str| client().post(s.url("/api/admin/keys")).bearer_auth(tok).json(&json!({"name": "x"})).send().unwrap().status();
+    let create = |tok: &str| {
+        client()
+            .post(s.url("/api/admin/keys"))
+            .bearer_auth(tok)
+            .json(&json!({"name": "x"}))
+            .send()
+            .unwrap()
+            .status()
+    };
     assert_eq!(create(&viewer), 403);
     assert_eq!(create(&editor), 403);
     assert_eq!(create(&admin), 201);
-    assert_eq!(client().get(s.url("/api/admin/keys")).send().unwrap().status(), 401);
-    assert_eq!(client().get(s.url("/api/admin/keys")).bearer_auth("ts_wrong").send().unwrap().status(), 401);
+    assert_eq!(
+        client()
+            .get(s.url("/api/admin/keys"))
+            .send()
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        client()
+            .get(s.url("/api/admin/keys"))
+            .bearer_auth("ts_wrong")
+            .send()
+            .unwrap()
+            .status(),
+        401
+    );
     // An admin cannot mint an owner, nor orgs.
-    let r = client().post(s.url("/api/admin/tokens")).bearer_auth(&admin).json(&json!({"role": "owner"})).send().unwrap();
+    let r = client()
+        .post(s.url("/api/admin/tokens"))
+        .bearer_auth(&admin)
+        .json(&json!({"role": "owner"}))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 400);
-    let r = client().post(s.url("/api/admin/orgs")).bearer_auth(&admin).json(&json!({"name": "x"})).send().unwrap();
+    let r = client()
+        .post(s.url("/api/admin/orgs"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "x"}))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 403);
     // The server administrator creates an org; its owner manages only its own keys.
-    let r = client().post(s.url("/api/admin/orgs")).bearer_auth(ADMIN_TOKEN).json(&json!({"name": "Acme"})).send().unwrap();
+    let r = client()
+        .post(s.url("/api/admin/orgs"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": "Acme"}))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 201);
     let org: Value = r.json().unwrap();
     let owner2 = org["owner_token"].as_str().unwrap();
     assert_eq!(org["id"], 2);
-    let k2: Value = client().post(s.url("/api/admin/keys")).bearer_auth(owner2).json(&json!({"name": "acme"})).send().unwrap().json().unwrap();
+    let k2: Value = client()
+        .post(s.url("/api/admin/keys"))
+        .bearer_auth(owner2)
+        .json(&json!({"name": "acme"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(k2["org_id"], 2);
-    let default_keys: Value = client().get(s.url("/api/admin/keys")).bearer_auth(ADMIN_TOKEN).send().unwrap().json().unwrap();
-    assert!(default_keys["keys"].as_array().unwrap().iter().all(|k| k["org_id"] == 1));
-    let r = client().delete(s.url(&format!("/api/admin/keys/{}", k2["id"]))).bearer_auth(ADMIN_TOKEN).send().unwrap();
+    let default_keys: Value = client()
+        .get(s.url("/api/admin/keys"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(default_keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|k| k["org_id"] == 1));
+    let r = client()
+        .delete(s.url(&format!("/api/admin/keys/{}", k2["id"])))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 404, "another org's key is not visible");
     // Revoked tokens stop working.
-    let list: Value = client().get(s.url("/api/admin/tokens")).bearer_auth(ADMIN_TOKEN).send().unwrap().json().unwrap();
-    let vid = list["tokens"].as_array().unwrap().iter().find(|t| t["role"] == "viewer").unwrap()["id"].clone();
-    let r = client().delete(s.url(&format!("/api/admin/tokens/{vid}"))).bearer_auth(&admin).send().unwrap();
+    let list: Value = client()
+        .get(s.url("/api/admin/tokens"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let vid = list["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["role"] == "viewer")
+        .unwrap()["id"]
+        .clone();
+    let r = client()
+        .delete(s.url(&format!("/api/admin/tokens/{vid}")))
+        .bearer_auth(&admin)
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(client().get(s.url("/api/admin/whoami")).bearer_auth(&viewer).send().unwrap().status(), 401);
+    assert_eq!(
+        client()
+            .get(s.url("/api/admin/whoami"))
+            .bearer_auth(&viewer)
+            .send()
+            .unwrap()
+            .status(),
+        401
+    );
     // Bad admin bodies are 400 with a message.
-    let r = client().post(s.url("/api/admin/keys")).bearer_auth(ADMIN_TOKEN).body("{nope").send().unwrap();
+    let r = client()
+        .post(s.url("/api/admin/keys"))
+        .bearer_auth(ADMIN_TOKEN)
+        .body("{nope")
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 400);
-    let r = client().post(s.url("/api/admin/keys")).bearer_auth(ADMIN_TOKEN).json(&json!({"name": "x", "expires_at": "tomorrow"})).send().unwrap();
+    let r = client()
+        .post(s.url("/api/admin/keys"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": "x", "expires_at": "tomorrow"}))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 400);
 }
 
@@ -349,36 +620,73 @@ fn config_and_signals_survive_restart_and_cli_works_on_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Server::start(dir.path(), None);
     let key = s.new_key();
-    let first = s.post_signal(&key, r#"{"event":"before"}"#).json::<Value>().unwrap()["id"].as_u64().unwrap();
+    let first = s
+        .post_signal(&key, r#"{"event":"before"}"#)
+        .json::<Value>()
+        .unwrap()["id"]
+        .as_u64()
+        .unwrap();
     // The CLI refuses to write while the server holds the data directory.
     let out = std::process::Command::new(bin())
-        .args(["keys", "create", "--name", "cli", "--data-dir"]).arg(dir.path())
-        .output().unwrap();
+        .args(["keys", "create", "--name", "cli", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
     s.restart();
-    let second = s.post_signal(&key, r#"{"event":"after"}"#).json::<Value>().unwrap()["id"].as_u64().unwrap();
+    let second = s
+        .post_signal(&key, r#"{"event":"after"}"#)
+        .json::<Value>()
+        .unwrap()["id"]
+        .as_u64()
+        .unwrap();
     assert!(second > first, "positions continue after a restart");
     s.kill9();
     let out = std::process::Command::new(bin())
-        .args(["keys", "create", "--name", "cli", "--data-dir"]).arg(dir.path())
-        .output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        .args(["keys", "create", "--name", "cli", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let created: Value = serde_json::from_slice(&out.stdout).unwrap();
     let cli_key = created["key"].as_str().unwrap().to_string();
-    let out = std::process::Command::new(bin()).args(["orgs", "create", "--name", "Beta", "--data-dir"]).arg(dir.path()).output().unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["orgs", "create", "--name", "Beta", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     let org: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(org["owner_token"].as_str().unwrap().starts_with("ts_"));
-    let out = std::process::Command::new(bin()).args(["keys", "list", "--data-dir"]).arg(dir.path()).output().unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["keys", "list", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     let listing = String::from_utf8(out.stdout).unwrap();
     assert!(listing.contains("\"name\":\"cli\"") && !listing.contains(&cli_key));
     let out = std::process::Command::new(bin())
-        .args(["keys", "revoke", "--data-dir"]).arg(dir.path()).arg(created["id"].to_string())
-        .output().unwrap();
+        .args(["keys", "revoke", "--data-dir"])
+        .arg(dir.path())
+        .arg(created["id"].to_string())
+        .output()
+        .unwrap();
     assert!(out.status.success());
     s.restart();
     assert_eq!(s.post_signal(&key, "{}").status(), 202);
-    assert_eq!(s.post_signal(&cli_key, "{}").status(), 401, "revoked by the CLI");
-    let r = client().get(s.url("/api/admin/whoami")).bearer_auth(org["owner_token"].as_str().unwrap()).send().unwrap();
+    assert_eq!(
+        s.post_signal(&cli_key, "{}").status(),
+        401,
+        "revoked by the CLI"
+    );
+    let r = client()
+        .get(s.url("/api/admin/whoami"))
+        .bearer_auth(org["owner_token"].as_str().unwrap())
+        .send()
+        .unwrap();
     assert_eq!(r.json::<Value>().unwrap()["org_id"], 2);
 }

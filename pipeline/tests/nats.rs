@@ -17,19 +17,35 @@ fn jetstream_log_accepts_dedups_and_replays_config() {
     let a: Value = s.post_signal(&key, body).json().unwrap();
     let b: Value = s.post_signal(&key, body).json().unwrap();
     assert_eq!(a["duplicate"], false);
-    assert_eq!(b["duplicate"], true, "JetStream's duplicate window recognises the retry");
+    assert_eq!(
+        b["duplicate"], true,
+        "JetStream's duplicate window recognises the retry"
+    );
     assert_eq!(a["id"], b["id"]);
-    let health: Value = client().get(s.url("/healthz")).send().unwrap().json().unwrap();
+    let health: Value = client()
+        .get(s.url("/healthz"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(health["log"], "jetstream");
     // Config lives in the stream: after a restart with an empty data dir the key still works.
     s.kill9();
     let other_dir = tempfile::tempdir().unwrap();
     let s2 = Server::start(other_dir.path(), Some(&nats.url()));
-    assert!(s2.first_key.is_none(), "not a first start: the org came back from the stream");
+    assert!(
+        s2.first_key.is_none(),
+        "not a first start: the org came back from the stream"
+    );
     assert_eq!(s2.post_signal(&key, r#"{"event":"after"}"#).status(), 202);
     let dump = s2.dump();
     let sigs = signals(&dump);
-    assert_eq!(sigs.iter().filter(|s| s["payload"]["messageId"] == "m-42").count(), 1);
+    assert_eq!(
+        sigs.iter()
+            .filter(|s| s["payload"]["messageId"] == "m-42")
+            .count(),
+        1
+    );
     assert!(sigs.iter().any(|s| s["payload"]["event"] == "after"));
 }
 

@@ -13,7 +13,10 @@ fn python() -> String {
 
 fn send_with(kind: &str, s: &Server, key: &str, run: &str) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/sdk_send.py");
-    let out = Command::new(python()).args([script, kind, &s.base, key, run]).output().expect("running python3");
+    let out = Command::new(python())
+        .args([script, kind, &s.base, key, run])
+        .output()
+        .expect("running python3");
     assert!(
         out.status.success(),
         "{kind} SDK failed (install it with `pip install segment-analytics-python rudder-sdk-python`; scripts/test does):\n{}",
@@ -28,17 +31,26 @@ fn check_arrivals(s: &Server, run: &str) {
         .filter(|sig| sig["ids"]["user_id"] == format!("user-{run}"))
         .cloned()
         .collect();
-    let types: Vec<&str> = mine.iter().map(|s| s["event_type"].as_str().unwrap()).collect();
+    let types: Vec<&str> = mine
+        .iter()
+        .map(|s| s["event_type"].as_str().unwrap())
+        .collect();
     for t in ["identify", "track", "page", "group"] {
         assert!(types.contains(&t), "{t} arrived ({types:?})");
     }
     for sig in &mine {
         assert_eq!(sig["source"], "segment");
         assert!(sig["message_id"].is_string(), "the SDK's messageId is kept");
-        assert!(sig["payload"]["context"]["library"]["name"].is_string(), "batch context merged into each message");
+        assert!(
+            sig["payload"]["context"]["library"]["name"].is_string(),
+            "batch context merged into each message"
+        );
     }
     let identify = mine.iter().find(|s| s["event_type"] == "identify").unwrap();
-    assert_eq!(identify["ids"]["email"], format!("person-{run}@example.com"));
+    assert_eq!(
+        identify["ids"]["email"],
+        format!("person-{run}@example.com")
+    );
     assert_eq!(identify["ids"]["anonymous_id"], format!("anon-{run}"));
     let track = mine.iter().find(|s| s["event_type"] == "track").unwrap();
     assert_eq!(track["event_name"], "Signed Up");
@@ -57,6 +69,12 @@ fn segment_and_rudderstack_sdks_deliver() {
     check_arrivals(&s, "rud1");
     // A wrong write key is refused, and the SDK reports it.
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/sdk_send.py");
-    let out = Command::new(python()).args([script, "segment", &s.base, "sk_wrong", "bad"]).output().unwrap();
-    assert!(!out.status.success(), "a bad write key must surface as an SDK error");
+    let out = Command::new(python())
+        .args([script, "segment", &s.base, "sk_wrong", "bad"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a bad write key must surface as an SDK error"
+    );
 }

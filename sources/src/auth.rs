@@ -54,16 +54,22 @@ pub fn check_secret(
 }
 
 fn verify_signature(secret: &str, header: &str, body: &[u8]) -> Result<(), IngestError> {
-    let hex_sig = header.trim().strip_prefix("sha256=").ok_or(IngestError::InvalidSecret)?;
+    let hex_sig = header
+        .trim()
+        .strip_prefix("sha256=")
+        .ok_or(IngestError::InvalidSecret)?;
     let sig = hex::decode(hex_sig).map_err(|_| IngestError::InvalidSecret)?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(body);
-    mac.verify_slice(&sig).map_err(|_| IngestError::InvalidSecret)
+    mac.verify_slice(&sig)
+        .map_err(|_| IngestError::InvalidSecret)
 }
 
 /// The `X-Signature` value for `body` under `secret` (used by clients and tests).
 pub fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
@@ -93,13 +99,22 @@ mod tests {
     fn secrets_and_signatures() {
         let k = key(Some("s3cret"));
         assert!(check_secret(&k, Some("s3cret"), None, b"{}").is_ok());
-        assert!(matches!(check_secret(&k, Some("nope"), None, b"{}"), Err(IngestError::InvalidSecret)));
-        assert!(matches!(check_secret(&k, None, None, b"{}"), Err(IngestError::MissingSecret)));
+        assert!(matches!(
+            check_secret(&k, Some("nope"), None, b"{}"),
+            Err(IngestError::InvalidSecret)
+        ));
+        assert!(matches!(
+            check_secret(&k, None, None, b"{}"),
+            Err(IngestError::MissingSecret)
+        ));
         let sig = sign("s3cret", b"{\"a\":1}");
         assert!(check_secret(&k, None, Some(&sig), b"{\"a\":1}").is_ok());
         assert!(check_secret(&k, None, Some(&sig), b"{\"a\":2}").is_err());
         assert!(check_secret(&k, None, Some("sha256=zz"), b"{}").is_err());
-        assert!(check_secret(&k, None, Some(&sig[7..]), b"{\"a\":1}").is_err(), "prefix required");
+        assert!(
+            check_secret(&k, None, Some(&sig[7..]), b"{\"a\":1}").is_err(),
+            "prefix required"
+        );
         // A key without a secret ignores the headers.
         assert!(check_secret(&key(None), Some("anything"), None, b"{}").is_ok());
     }

@@ -24,7 +24,8 @@ pub async fn read_limited(
     if content_length.is_some_and(|n| n > limit as u64) {
         return Err(IngestError::TooLarge(limit));
     }
-    let mut buf = BytesMut::with_capacity(content_length.unwrap_or(1024).min(limit as u64) as usize);
+    let mut buf =
+        BytesMut::with_capacity(content_length.unwrap_or(1024).min(limit as u64) as usize);
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| IngestError::BadRequest(format!("reading body: {e}")))?;
         if buf.len() + chunk.len() > limit {
@@ -63,7 +64,9 @@ mod tests {
     use std::io::Write;
 
     fn stream_of(chunks: Vec<&'static [u8]>) -> BodyStream {
-        Box::pin(stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from_static(c)))))
+        Box::pin(stream::iter(
+            chunks.into_iter().map(|c| Ok(Bytes::from_static(c))),
+        ))
     }
 
     #[tokio::test]
@@ -76,7 +79,9 @@ mod tests {
             read_limited(stream_of(vec![b"abc", b"def"]), None, 5).await,
             Err(IngestError::TooLarge(5))
         ));
-        let ok = read_limited(stream_of(vec![b"abc", b"de"]), None, 5).await.unwrap();
+        let ok = read_limited(stream_of(vec![b"abc", b"de"]), None, 5)
+            .await
+            .unwrap();
         assert_eq!(&ok[..], b"abcde");
     }
 
@@ -85,8 +90,17 @@ mod tests {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         enc.write_all(&vec![b'a'; 10_000]).unwrap();
         let gz = Bytes::from(enc.finish().unwrap());
-        assert_eq!(decode(Some("gzip"), gz.clone(), 10_000).unwrap().len(), 10_000);
-        assert!(matches!(decode(Some("gzip"), gz, 9_999), Err(IngestError::TooLarge(_))));
-        assert!(matches!(decode(Some("br"), Bytes::new(), 1), Err(IngestError::UnsupportedEncoding(_))));
+        assert_eq!(
+            decode(Some("gzip"), gz.clone(), 10_000).unwrap().len(),
+            10_000
+        );
+        assert!(matches!(
+            decode(Some("gzip"), gz, 9_999),
+            Err(IngestError::TooLarge(_))
+        ));
+        assert!(matches!(
+            decode(Some("br"), Bytes::new(), 1),
+            Err(IngestError::UnsupportedEncoding(_))
+        ));
     }
 }

@@ -67,7 +67,11 @@ pub struct ItemResults {
 
 impl ItemResults {
     pub fn new() -> Self {
-        ItemResults { accepted: 0, rejected: 0, results: Vec::new() }
+        ItemResults {
+            accepted: 0,
+            rejected: 0,
+            results: Vec::new(),
+        }
     }
 
     pub fn reject(&mut self, index: usize, line: Option<u64>, err: &IngestError) {
@@ -108,12 +112,18 @@ pub async fn submit_items(
             Err(e) => slots.push((o.index, o.line, Err(e))),
         }
     }
-    let receipts = if entries.is_empty() { Vec::new() } else { ingest.submit(entries).await? };
+    let receipts = if entries.is_empty() {
+        Vec::new()
+    } else {
+        ingest.submit(entries).await?
+    };
     let mut receipts = receipts.into_iter();
     for (index, line, slot) in slots {
         match slot {
             Ok((source, cold)) => {
-                let r = receipts.next().ok_or_else(|| IngestError::Internal("missing receipt".into()))?;
+                let r = receipts
+                    .next()
+                    .ok_or_else(|| IngestError::Internal("missing receipt".into()))?;
                 into.accepted += 1;
                 let mut v = json!({
                     "index": index,

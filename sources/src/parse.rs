@@ -97,7 +97,13 @@ pub fn split_batch(bytes: &[u8]) -> Result<Vec<&RawValue>, IngestError> {
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'[') => serde_json::from_slice::<Vec<&RawValue>>(bytes).map_err(json_error),
         Some(b'{') => match serde_json::from_slice::<Wrapped>(bytes) {
-            Ok(Wrapped { batch: Some(items), .. }) | Ok(Wrapped { signals: Some(items), .. }) => Ok(items),
+            Ok(Wrapped {
+                batch: Some(items), ..
+            })
+            | Ok(Wrapped {
+                signals: Some(items),
+                ..
+            }) => Ok(items),
             _ => Err(shape_error()),
         },
         _ => Err(shape_error()),
@@ -173,7 +179,10 @@ impl Splitter {
     fn emit(&mut self, out: &mut Vec<Piece>) {
         let bytes = std::mem::take(&mut self.cur);
         if bytes.iter().any(|b| !b.is_ascii_whitespace()) {
-            out.push(Piece { line: self.cur_line, bytes });
+            out.push(Piece {
+                line: self.cur_line,
+                bytes,
+            });
         }
     }
 
@@ -215,7 +224,9 @@ impl Splitter {
             return if b.is_ascii_whitespace() {
                 Ok(())
             } else {
-                Err(IngestError::InvalidJson("data after the end of the array".into()))
+                Err(IngestError::InvalidJson(
+                    "data after the end of the array".into(),
+                ))
             };
         }
         if self.in_str {
@@ -277,12 +288,11 @@ impl Splitter {
         match self.framing {
             Framing::Lines => self.emit(out),
             Framing::Json => {
-                if self.in_str || self.depth > 0 && self.mode != Mode::Done {
-                    if self.mode == Mode::Array {
-                        return Err(IngestError::InvalidJson("unterminated array".into()));
-                    }
-                    // A truncated last value is still handed out; parsing will reject it.
+                // The outer array's `]` moves the mode to Done, so Array here means unclosed.
+                if self.mode == Mode::Array {
+                    return Err(IngestError::InvalidJson("unterminated array".into()));
                 }
+                // A truncated last top-level value is still handed out; parsing rejects it.
                 self.emit(out);
             }
         }
@@ -301,27 +311,51 @@ mod tests {
             s.feed(c, &mut out)?;
         }
         s.finish(&mut out)?;
-        Ok(out.into_iter().map(|p| String::from_utf8(p.bytes).unwrap().trim().to_string()).collect())
+        Ok(out
+            .into_iter()
+            .map(|p| String::from_utf8(p.bytes).unwrap().trim().to_string())
+            .collect())
     }
 
     #[test]
     fn depth_bound() {
         let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
-        assert!(matches!(parse_value(deep.as_bytes()), Err(IngestError::TooDeep(_))));
+        assert!(matches!(
+            parse_value(deep.as_bytes()),
+            Err(IngestError::TooDeep(_))
+        ));
         let very_deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
-        assert!(matches!(parse_value(very_deep.as_bytes()), Err(IngestError::TooDeep(_))));
+        assert!(matches!(
+            parse_value(very_deep.as_bytes()),
+            Err(IngestError::TooDeep(_))
+        ));
         assert_eq!(depth(&serde_json::json!({"a": [1, {"b": 2}]})), 3);
-        assert!(matches!(parse_object(b"[1]", ""), Err(IngestError::NotAnObject(_))));
-        assert!(matches!(parse_object(b"{", ""), Err(IngestError::InvalidJson(_))));
+        assert!(matches!(
+            parse_object(b"[1]", ""),
+            Err(IngestError::NotAnObject(_))
+        ));
+        assert!(matches!(
+            parse_object(b"{", ""),
+            Err(IngestError::InvalidJson(_))
+        ));
     }
 
     #[test]
     fn batch_shapes() {
         assert_eq!(split_batch(br#"[{"a":1},{"b":2}]"#).unwrap().len(), 2);
         assert_eq!(split_batch(br#"{"batch":[{"a":1}]}"#).unwrap().len(), 1);
-        assert_eq!(split_batch(br#"{"signals":[{"a":1}],"x":1}"#).unwrap()[0].get(), r#"{"a":1}"#);
-        assert!(matches!(split_batch(br#"{"a":1}"#), Err(IngestError::BadRequest(_))));
-        assert!(matches!(split_batch(b"[1,"), Err(IngestError::InvalidJson(_))));
+        assert_eq!(
+            split_batch(br#"{"signals":[{"a":1}],"x":1}"#).unwrap()[0].get(),
+            r#"{"a":1}"#
+        );
+        assert!(matches!(
+            split_batch(br#"{"a":1}"#),
+            Err(IngestError::BadRequest(_))
+        ));
+        assert!(matches!(
+            split_batch(b"[1,"),
+            Err(IngestError::InvalidJson(_))
+        ));
     }
 
     #[test]
@@ -329,7 +363,11 @@ mod tests {
         let body = r#" [ {"a":"}],{"}, {"b":[1,2]} ,3, "x\"y" ] "#;
         for chunk in [1, 2, 3, 7, 100] {
             let items = split_all(Framing::Json, body, chunk).unwrap();
-            assert_eq!(items, vec![r#"{"a":"}],{"}"#, r#"{"b":[1,2]}"#, "3", r#""x\"y""#], "chunk {chunk}");
+            assert_eq!(
+                items,
+                vec![r#"{"a":"}],{"}"#, r#"{"b":[1,2]}"#, "3", r#""x\"y""#],
+                "chunk {chunk}"
+            );
         }
         let seq = "{\"a\":1}\n{\"b\":\n 2}\n\n{\"c\":3}";
         for chunk in [1, 4, 100] {

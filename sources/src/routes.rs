@@ -51,13 +51,21 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(status: StatusCode, body: Value) -> Reply {
-        Reply { status, body, retry_after: None }
+        Reply {
+            status,
+            body,
+            retry_after: None,
+        }
     }
 }
 
 impl From<IngestError> for Reply {
     fn from(e: IngestError) -> Reply {
-        Reply { status: e.status(), body: e.body(), retry_after: e.retry_after() }
+        Reply {
+            status: e.status(),
+            body: e.body(),
+            retry_after: e.retry_after(),
+        }
     }
 }
 
@@ -74,11 +82,22 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 enum Endpoint<'a> {
-    Single { key: &'a str, source: Option<&'a str> },
-    Batch { key: &'a str },
-    Bulk { key: &'a str },
-    ProductOrg { key: &'a str },
-    Segment { kind: &'a str },
+    Single {
+        key: &'a str,
+        source: Option<&'a str>,
+    },
+    Batch {
+        key: &'a str,
+    },
+    Bulk {
+        key: &'a str,
+    },
+    ProductOrg {
+        key: &'a str,
+    },
+    Segment {
+        kind: &'a str,
+    },
 }
 
 /// Matches an ingestion path. `None`: not an ingestion path at all; `Some(Err)`: under an
@@ -88,9 +107,10 @@ fn match_path(path: &str) -> Option<Result<Endpoint<'_>, IngestError>> {
     let ep = match segs.as_slice() {
         ["api", "signal-staging", "webhook", key] => Endpoint::Single { key, source: None },
         ["api", "signal-staging", "webhook", key, "batch"] => Endpoint::Batch { key },
-        ["api", "signal-staging", "webhook", source, key] => {
-            Endpoint::Single { key, source: Some(source) }
-        }
+        ["api", "signal-staging", "webhook", source, key] => Endpoint::Single {
+            key,
+            source: Some(source),
+        },
         ["api", "signal-staging", "bulk", key] => Endpoint::Bulk { key },
         ["api", "product-orgs", "webhook", key] => Endpoint::ProductOrg { key },
         ["v1", kind] if segment::KINDS.contains(kind) => Endpoint::Segment { kind },
@@ -128,18 +148,32 @@ pub(crate) fn authenticate(
     presented: &str,
     wanted: EndpointType,
 ) -> Result<ApiKey, IngestError> {
-    let key = ingest.check_key(presented, now_ms()).map_err(auth::rejection)?;
+    let key = ingest
+        .check_key(presented, now_ms())
+        .map_err(auth::rejection)?;
     auth::check_type(&key, wanted)?;
     Ok(key)
 }
 
-pub(crate) fn check_secret(key: &ApiKey, headers: &HeaderMap, raw: &[u8]) -> Result<(), IngestError> {
-    auth::check_secret(key, header(headers, "x-api-secret"), header(headers, "x-signature"), raw)
+pub(crate) fn check_secret(
+    key: &ApiKey,
+    headers: &HeaderMap,
+    raw: &[u8],
+) -> Result<(), IngestError> {
+    auth::check_secret(
+        key,
+        header(headers, "x-api-secret"),
+        header(headers, "x-signature"),
+        raw,
+    )
 }
 
 /// A source label from the URL must be a plain token: it becomes part of NATS subjects.
 fn valid_source_label(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn context<'a>(key: &ApiKey, url_source: Option<&'a str>, headers: &'a HeaderMap) -> Context<'a> {
@@ -153,12 +187,16 @@ fn context<'a>(key: &ApiKey, url_source: Option<&'a str>, headers: &'a HeaderMap
 }
 
 /// Normalizes one item's raw text; errors are per item.
-fn item_record(ctx: &Context<'_>, raw: &[u8]) -> Result<trailspark_core::SignalRecord, IngestError> {
+fn item_record(
+    ctx: &Context<'_>,
+    raw: &[u8],
+) -> Result<trailspark_core::SignalRecord, IngestError> {
     if raw.len() > EVENT_LIMIT {
         return Err(IngestError::TooLarge(EVENT_LIMIT));
     }
     let value = parse::parse_object(raw, "")?;
-    let text = std::str::from_utf8(raw).map_err(|_| IngestError::InvalidJson("not UTF-8".into()))?;
+    let text =
+        std::str::from_utf8(raw).map_err(|_| IngestError::InvalidJson("not UTF-8".into()))?;
     Ok(normalize::normalize(ctx, &value, text.trim().to_string()))
 }
 
@@ -169,7 +207,12 @@ async fn read_body(req: Request, limit: usize) -> Result<(HeaderMap, Bytes), Ing
 }
 
 /// E1 and E2: one signal.
-async fn single(ingest: &dyn Ingest, key: &str, source: Option<&str>, req: Request) -> Result<Reply, IngestError> {
+async fn single(
+    ingest: &dyn Ingest,
+    key: &str,
+    source: Option<&str>,
+    req: Request,
+) -> Result<Reply, IngestError> {
     if let Some(s) = source {
         if !valid_source_label(s) {
             return Err(IngestError::BadRequest(format!(
@@ -181,10 +224,20 @@ async fn single(ingest: &dyn Ingest, key: &str, source: Option<&str>, req: Reque
     let (headers, raw) = read_body(req, EVENT_LIMIT).await?;
     check_secret(&key, &headers, &raw)?;
     let value = parse::parse_object(&raw, "; send arrays to the /batch endpoint")?;
-    let text = String::from_utf8(raw.to_vec()).map_err(|_| IngestError::InvalidJson("not UTF-8".into()))?;
-    let record = normalize::normalize(&context(&key, source, &headers), &value, text.trim().to_string());
-    let receipt = ingest.submit(vec![LogEntry::Signal(record.clone())]).await?;
-    Ok(Reply::json(StatusCode::ACCEPTED, accepted_body(&record, receipt[0])))
+    let text = String::from_utf8(raw.to_vec())
+        .map_err(|_| IngestError::InvalidJson("not UTF-8".into()))?;
+    let record = normalize::normalize(
+        &context(&key, source, &headers),
+        &value,
+        text.trim().to_string(),
+    );
+    let receipt = ingest
+        .submit(vec![LogEntry::Signal(record.clone())])
+        .await?;
+    Ok(Reply::json(
+        StatusCode::ACCEPTED,
+        accepted_body(&record, receipt[0]),
+    ))
 }
 
 /// E3: an array of signals, each through the E1 logic, with per-item results.
@@ -203,7 +256,11 @@ async fn batch(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Reply, In
     let outcomes = items
         .iter()
         .enumerate()
-        .map(|(index, item)| ItemOutcome { index, line: None, record: item_record(&ctx, item.get().as_bytes()) })
+        .map(|(index, item)| ItemOutcome {
+            index,
+            line: None,
+            record: item_record(&ctx, item.get().as_bytes()),
+        })
         .collect();
     let mut results = ItemResults::new();
     submit_items(ingest, outcomes, &mut results).await?;
@@ -227,12 +284,15 @@ async fn bulk(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Reply, Ing
         });
     }
     check_secret(&key, &req.headers, b"")?;
-    let ctype = header(&req.headers, "content-type").unwrap_or("").to_ascii_lowercase();
-    let framing = if ctype.contains("ndjson") || ctype.contains("jsonl") || ctype.contains("jsonlines") {
-        Framing::Lines
-    } else {
-        Framing::Json
-    };
+    let ctype = header(&req.headers, "content-type")
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let framing =
+        if ctype.contains("ndjson") || ctype.contains("jsonl") || ctype.contains("jsonlines") {
+            Framing::Lines
+        } else {
+            Framing::Json
+        };
     let ctx = context(&key, None, &req.headers);
     // Wrapper objects (`{"batch": […]}`) are the one shape that is not split while streaming;
     // they are bounded by the request limit instead of the item limit.
@@ -276,12 +336,18 @@ async fn bulk(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Reply, Ing
         for Piece { line, bytes } in pieces.drain(..) {
             for (line, item) in expand_wrapper(line, bytes) {
                 let record = if index >= BULK_MAX_ITEMS {
-                    Err(IngestError::TooManyItems(format!("a bulk request holds at most {BULK_MAX_ITEMS} items")))
+                    Err(IngestError::TooManyItems(format!(
+                        "a bulk request holds at most {BULK_MAX_ITEMS} items"
+                    )))
                 } else {
                     item.and_then(|b| item_record(&ctx, &b))
                 };
                 let line = (framing == Framing::Lines).then_some(line);
-                pending.push(ItemOutcome { index, line, record });
+                pending.push(ItemOutcome {
+                    index,
+                    line,
+                    record,
+                });
                 index += 1;
             }
         }
@@ -289,7 +355,9 @@ async fn bulk(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Reply, Ing
             let before = results.results.len();
             submit_items(ingest, std::mem::take(&mut pending), &mut results).await?;
             if first_position.is_none() {
-                first_position = results.results[before..].iter().find_map(|r| r["log_position"].as_u64());
+                first_position = results.results[before..]
+                    .iter()
+                    .find_map(|r| r["log_position"].as_u64());
             }
         }
         if done || failure.is_some() {
@@ -305,7 +373,11 @@ async fn bulk(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Reply, Ing
         for (k, v) in body.as_object().unwrap() {
             err[k] = v.clone();
         }
-        return Ok(Reply { status: e.status(), body: err, retry_after: None });
+        return Ok(Reply {
+            status: e.status(),
+            body: err,
+            retry_after: None,
+        });
     }
     Ok(Reply::json(StatusCode::ACCEPTED, body))
 }
@@ -314,10 +386,16 @@ async fn bulk(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Reply, Ing
 /// is one item.
 fn expand_wrapper(line: u64, bytes: Vec<u8>) -> Vec<(u64, Result<Vec<u8>, IngestError>)> {
     let looks_wrapped = bytes.len() > EVENT_LIMIT
-        || bytes.windows(8).take(64).any(|w| w == b"\"batch\":" || w == b"signals\"");
+        || bytes
+            .windows(8)
+            .take(64)
+            .any(|w| w == b"\"batch\":" || w == b"signals\"");
     if looks_wrapped {
         if let Ok(items) = parse::split_batch(&bytes) {
-            return items.into_iter().map(|i| (line, Ok(i.get().as_bytes().to_vec()))).collect();
+            return items
+                .into_iter()
+                .map(|i| (line, Ok(i.get().as_bytes().to_vec())))
+                .collect();
         }
     }
     vec![(line, Ok(bytes))]
@@ -337,7 +415,8 @@ async fn product_org(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Rep
             )));
         }
     }
-    let text = String::from_utf8(raw.to_vec()).map_err(|_| IngestError::InvalidJson("not UTF-8".into()))?;
+    let text = String::from_utf8(raw.to_vec())
+        .map_err(|_| IngestError::InvalidJson("not UTF-8".into()))?;
     let entry = LogEntry::ProductOrgUpdate(ProductOrgRecord {
         org_id: key.org_id,
         api_key_id: key.id,
@@ -368,12 +447,24 @@ mod tests {
         ));
         assert!(matches!(
             match_path("/api/signal-staging/webhook/website/sk_1"),
-            Some(Ok(Endpoint::Single { key: "sk_1", source: Some("website") }))
+            Some(Ok(Endpoint::Single {
+                key: "sk_1",
+                source: Some("website")
+            }))
         ));
-        assert!(matches!(match_path("/api/signal-staging/nope"), Some(Err(IngestError::NotFound))));
+        assert!(matches!(
+            match_path("/api/signal-staging/nope"),
+            Some(Err(IngestError::NotFound))
+        ));
         assert!(match_path("/api/admin/keys").is_none());
-        assert!(matches!(match_path("/v1/batch"), Some(Ok(Endpoint::Segment { kind: "batch" }))));
-        assert!(matches!(match_path("/v1/nope"), Some(Err(IngestError::NotFound))));
+        assert!(matches!(
+            match_path("/v1/batch"),
+            Some(Ok(Endpoint::Segment { kind: "batch" }))
+        ));
+        assert!(matches!(
+            match_path("/v1/nope"),
+            Some(Err(IngestError::NotFound))
+        ));
     }
 
     #[test]

@@ -20,13 +20,19 @@ use crate::routes::{authenticate, check_secret, content_length, header, now_ms, 
 use crate::routes::{BATCH_LIMIT, BATCH_MAX_ITEMS, EVENT_LIMIT};
 
 /// The path kinds served under `/v1/`; `import` is Segment's alias of `batch`.
-pub const KINDS: &[&str] = &["batch", "import", "track", "identify", "page", "screen", "group", "alias"];
+pub const KINDS: &[&str] = &[
+    "batch", "import", "track", "identify", "page", "screen", "group", "alias",
+];
 
 /// The write key from `Authorization: Basic base64(key:)`.
 fn basic_user(headers: &HeaderMap) -> Option<String> {
     let v = header(headers, "authorization")?.trim();
-    let b64 = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic "))?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
+    let b64 = v
+        .strip_prefix("Basic ")
+        .or_else(|| v.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let user = text.split(':').next().unwrap_or("");
     (!user.is_empty()).then(|| user.to_string())
@@ -52,7 +58,11 @@ fn merge_context(item: &mut Map<String, Value>, batch_ctx: Option<&Map<String, V
     }
 }
 
-pub(crate) async fn handle(ingest: &dyn Ingest, kind: &str, req: Request) -> Result<Reply, IngestError> {
+pub(crate) async fn handle(
+    ingest: &dyn Ingest,
+    kind: &str,
+    req: Request,
+) -> Result<Reply, IngestError> {
     let is_batch = kind == "batch" || kind == "import";
     let limit = if is_batch { BATCH_LIMIT } else { EVENT_LIMIT };
     let len = content_length(&req.headers);
@@ -61,7 +71,12 @@ pub(crate) async fn handle(ingest: &dyn Ingest, kind: &str, req: Request) -> Res
     let decoded = body::decode(header(&headers, "content-encoding"), raw.clone(), limit)?;
     let value = parse::parse_object(&decoded, "")?;
     let presented = basic_user(&headers)
-        .or_else(|| value.get("writeKey").and_then(Value::as_str).map(str::to_string))
+        .or_else(|| {
+            value
+                .get("writeKey")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
         .ok_or(IngestError::InvalidApiKey)?;
     let key = authenticate(ingest, &presented, EndpointType::SignalStaging)?;
     check_secret(&key, &headers, &raw)?;
@@ -73,14 +88,22 @@ pub(crate) async fn handle(ingest: &dyn Ingest, kind: &str, req: Request) -> Res
         url_source: None,
         header_source: header(&headers, "x-source"),
     };
-    let Value::Object(mut body) = value else { unreachable!("parse_object returns objects") };
+    let Value::Object(mut body) = value else {
+        unreachable!("parse_object returns objects")
+    };
     let (messages, batch_ctx) = if is_batch {
         let items = match body.remove("batch") {
             Some(Value::Array(items)) => items,
-            _ => return Err(IngestError::BadRequest("body must have a `batch` array".into())),
+            _ => {
+                return Err(IngestError::BadRequest(
+                    "body must have a `batch` array".into(),
+                ))
+            }
         };
         if items.len() > BATCH_MAX_ITEMS {
-            return Err(IngestError::TooManyItems(format!("a batch holds at most {BATCH_MAX_ITEMS} messages")));
+            return Err(IngestError::TooManyItems(format!(
+                "a batch holds at most {BATCH_MAX_ITEMS} messages"
+            )));
         }
         let bctx = match body.remove("context") {
             Some(Value::Object(m)) => Some(m),
@@ -88,7 +111,8 @@ pub(crate) async fn handle(ingest: &dyn Ingest, kind: &str, req: Request) -> Res
         };
         (items, bctx)
     } else {
-        body.entry("type").or_insert_with(|| Value::String(kind.to_string()));
+        body.entry("type")
+            .or_insert_with(|| Value::String(kind.to_string()));
         (vec![Value::Object(body)], None)
     };
 
@@ -99,8 +123,14 @@ pub(crate) async fn handle(ingest: &dyn Ingest, kind: &str, req: Request) -> Res
             let record = match msg {
                 Value::Object(mut m) => {
                     merge_context(&mut m, batch_ctx.as_ref());
-                    if !m.get("type").and_then(Value::as_str).is_some_and(|t| normalize::SEGMENT_TYPES.contains(&t)) {
-                        Err(IngestError::BadRequest("message `type` must be a Segment call type".into()))
+                    if !m
+                        .get("type")
+                        .and_then(Value::as_str)
+                        .is_some_and(|t| normalize::SEGMENT_TYPES.contains(&t))
+                    {
+                        Err(IngestError::BadRequest(
+                            "message `type` must be a Segment call type".into(),
+                        ))
                     } else {
                         m.remove("writeKey");
                         let v = Value::Object(m);
@@ -112,9 +142,16 @@ pub(crate) async fn handle(ingest: &dyn Ingest, kind: &str, req: Request) -> Res
                         }
                     }
                 }
-                other => Err(IngestError::NotAnObject(format!("message must be an object, got {}", parse::kind(&other)))),
+                other => Err(IngestError::NotAnObject(format!(
+                    "message must be an object, got {}",
+                    parse::kind(&other)
+                ))),
             };
-            ItemOutcome { index, line: None, record }
+            ItemOutcome {
+                index,
+                line: None,
+                record,
+            }
         })
         .collect();
     let mut results = ItemResults::new();
@@ -148,7 +185,10 @@ mod tests {
     #[test]
     fn context_merge_keeps_item_keys() {
         let bctx = json!({"library": {"name": "lib"}, "ip": "1.1.1.1"});
-        let mut item = json!({"context": {"ip": "2.2.2.2"}}).as_object().unwrap().clone();
+        let mut item = json!({"context": {"ip": "2.2.2.2"}})
+            .as_object()
+            .unwrap()
+            .clone();
         merge_context(&mut item, bctx.as_object());
         assert_eq!(item["context"]["ip"], "2.2.2.2");
         assert_eq!(item["context"]["library"]["name"], "lib");

@@ -106,7 +106,11 @@ impl LogEntry {
 
 /// Splits `[u32 len][meta][payload]` into metadata bytes and the payload text.
 fn split_meta(rest: &[u8]) -> Result<(&[u8], String), DecodeError> {
-    let len_bytes: [u8; 4] = rest.get(..4).ok_or(DecodeError::Truncated)?.try_into().unwrap();
+    let len_bytes: [u8; 4] = rest
+        .get(..4)
+        .ok_or(DecodeError::Truncated)?
+        .try_into()
+        .unwrap();
     let len = u32::from_le_bytes(len_bytes) as usize;
     let meta = rest.get(4..4 + len).ok_or(DecodeError::Truncated)?;
     let payload = std::str::from_utf8(&rest[4 + len..]).map_err(|_| DecodeError::Utf8)?;
@@ -133,7 +137,11 @@ mod tests {
 
     #[test]
     fn other_kinds_round_trip_and_garbage_is_an_error() {
-        let c = LogEntry::Config(ConfigEvent::OrgCreated(Org { id: OrgId(2), name: "x".into(), created_at: 1 }));
+        let c = LogEntry::Config(ConfigEvent::OrgCreated(Org {
+            id: OrgId(2),
+            name: "x".into(),
+            created_at: 1,
+        }));
         assert_eq!(LogEntry::decode(&c.encode()).unwrap(), c);
         let p = LogEntry::ProductOrgUpdate(ProductOrgRecord {
             org_id: OrgId(2),

@@ -74,10 +74,15 @@ pub fn resolve_source(ctx: &Context<'_>, payload: &Value) -> String {
 
 /// The first non-empty email in the spec's lookup order, trimmed and lowercased (spec 5.2).
 pub fn extract_email(payload: &Value) -> Option<String> {
-    ["email", "traits.email", "context.traits.email", "properties.email"]
-        .iter()
-        .find_map(|p| path::get_str(payload, p))
-        .map(|e| e.to_lowercase())
+    [
+        "email",
+        "traits.email",
+        "context.traits.email",
+        "properties.email",
+    ]
+    .iter()
+    .find_map(|p| path::get_str(payload, p))
+    .map(|e| e.to_lowercase())
 }
 
 fn first_str(payload: &Value, paths: &[&str]) -> Option<String> {
@@ -100,7 +105,12 @@ pub fn extract_identifiers(payload: &Value) -> Identifiers {
         device_id: first_str(payload, &["deviceId", "device_id", "context.device.id"]),
         product_org_id: first_str(
             payload,
-            &["productOrgId", "product_org_id", "groupId", "context.groupId"],
+            &[
+                "productOrgId",
+                "product_org_id",
+                "groupId",
+                "context.groupId",
+            ],
         ),
         mkt_lead_id: first_str(payload, &["mktLeadId"]),
         phone: first_str(payload, &["phone", "traits.phone", "context.traits.phone"]),
@@ -141,34 +151,50 @@ pub fn event_time(payload: &Value, received_at: i64) -> i64 {
 pub fn content_hash(org_id: OrgId, payload: &Value) -> String {
     let mut hasher = Sha256::new();
     hasher.update(org_id.0.to_le_bytes());
+    let mut w = HashWriter(&mut hasher);
     match payload.as_object() {
-        Some(obj) if TRANSPORT_FIELDS.iter().any(|f| obj.contains_key(*f)) => {
-            let mut trimmed = obj.clone();
-            for f in TRANSPORT_FIELDS {
-                trimmed.remove(*f);
+        // Written field by field, so that transport fields are skipped without copying the
+        // payload. `serde_json::Map` iterates in key order (its `preserve_order` feature is
+        // off in this workspace; a test guards that), so the output is canonical.
+        Some(obj) => {
+            w.put(b"{");
+            let mut first = true;
+            for (k, v) in obj
+                .iter()
+                .filter(|(k, _)| !TRANSPORT_FIELDS.contains(&k.as_str()))
+            {
+                if !first {
+                    w.put(b",");
+                }
+                first = false;
+                serde_json::to_writer(&mut w, k).expect("writing to a hasher cannot fail");
+                w.put(b":");
+                serde_json::to_writer(&mut w, v).expect("writing to a hasher cannot fail");
             }
-            canonical_into(&Value::Object(trimmed), &mut hasher);
+            w.put(b"}");
         }
-        _ => canonical_into(payload, &mut hasher),
+        None => serde_json::to_writer(&mut w, payload).expect("writing to a hasher cannot fail"),
     }
     hex::encode(hasher.finalize())
 }
 
-/// Writes the canonical JSON of `value` into the hasher. `serde_json::Map` is ordered by key
-/// (the `preserve_order` feature is off in this workspace), so plain serialization is
-/// canonical; the assertion in the tests guards that assumption.
-fn canonical_into(value: &Value, hasher: &mut Sha256) {
-    struct HashWriter<'a>(&'a mut Sha256);
-    impl std::io::Write for HashWriter<'_> {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.update(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+/// Feeds serialized JSON straight into the hash, with no intermediate buffer.
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl HashWriter<'_> {
+    fn put(&mut self, b: &[u8]) {
+        self.0.update(b);
     }
-    serde_json::to_writer(HashWriter(hasher), value).expect("writing to a hasher cannot fail");
+}
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The dedup key of a Segment `messageId`, scoped to the org.
@@ -224,7 +250,10 @@ mod tests {
         assert_eq!(detect_source(&json!({"type": "identify"})), "segment");
         assert_eq!(detect_source(&json!({"type": "form"})), "generic");
         // Vendor keys beat Segment's `type`.
-        assert_eq!(detect_source(&json!({"type": "track", "sObject": "x"})), "salesforce");
+        assert_eq!(
+            detect_source(&json!({"type": "track", "sObject": "x"})),
+            "salesforce"
+        );
         assert_eq!(detect_source(&json!({})), "generic");
     }
 
@@ -242,29 +271,52 @@ mod tests {
 
     #[test]
     fn email_lookup_order_and_case() {
-        assert_eq!(extract_email(&json!({"traits": {"email": " A@B.com "}})).unwrap(), "a@b.com");
-        assert_eq!(extract_email(&json!({"context": {"traits": {"email": "c@d.io"}}})).unwrap(), "c@d.io");
-        assert_eq!(extract_email(&json!({"properties": {"email": "e@f.io"}})).unwrap(), "e@f.io");
+        assert_eq!(
+            extract_email(&json!({"traits": {"email": " A@B.com "}})).unwrap(),
+            "a@b.com"
+        );
+        assert_eq!(
+            extract_email(&json!({"context": {"traits": {"email": "c@d.io"}}})).unwrap(),
+            "c@d.io"
+        );
+        assert_eq!(
+            extract_email(&json!({"properties": {"email": "e@f.io"}})).unwrap(),
+            "e@f.io"
+        );
         assert_eq!(
             extract_email(&json!({"email": "top@x.io", "traits": {"email": "t@x.io"}})).unwrap(),
             "top@x.io"
         );
-        assert_eq!(extract_email(&json!({"email": "", "traits": {"email": "t@x.io"}})).unwrap(), "t@x.io");
+        assert_eq!(
+            extract_email(&json!({"email": "", "traits": {"email": "t@x.io"}})).unwrap(),
+            "t@x.io"
+        );
     }
 
     #[test]
     fn anonymous_only_when_nothing_identifies() {
         let r = normalize(&ctx(), &json!({"anonymousId": "A1"}), String::new());
         assert!(r.anonymous);
-        let r = normalize(&ctx(), &json!({"anonymousId": "A1", "phone": "+1"}), String::new());
+        let r = normalize(
+            &ctx(),
+            &json!({"anonymousId": "A1", "phone": "+1"}),
+            String::new(),
+        );
         assert!(!r.anonymous);
         let r = normalize(&ctx(), &json!({}), String::new());
-        assert!(!r.anonymous, "no anonymousId means nothing to rehydrate by, so not cold");
+        assert!(
+            !r.anonymous,
+            "no anonymousId means nothing to rehydrate by, so not cold"
+        );
     }
 
     #[test]
     fn event_time_falls_back_to_receipt() {
-        let r = normalize(&ctx(), &json!({"timestamp": "2024-01-15T14:30:00Z"}), String::new());
+        let r = normalize(
+            &ctx(),
+            &json!({"timestamp": "2024-01-15T14:30:00Z"}),
+            String::new(),
+        );
         assert_eq!(r.event_at, 1_705_329_000_000);
         let r = normalize(&ctx(), &json!({"timestamp": "not a time"}), String::new());
         assert_eq!(r.event_at, ctx().received_at);
@@ -284,19 +336,31 @@ mod tests {
     #[test]
     fn hash_is_canonical_and_ignores_transport_fields() {
         let a: Value = serde_json::from_str(r#"{"b":1,"a":{"y":2,"x":1}}"#).unwrap();
-        let b: Value = serde_json::from_str(r#"{ "a" : {"x":1,"y":2}, "b":1, "sentAt":"t"}"#).unwrap();
+        let b: Value =
+            serde_json::from_str(r#"{ "a" : {"x":1,"y":2}, "b":1, "sentAt":"t"}"#).unwrap();
         assert_eq!(content_hash(OrgId(1), &a), content_hash(OrgId(1), &b));
         assert_ne!(content_hash(OrgId(1), &a), content_hash(OrgId(2), &a));
         let c = json!({"b": 1, "a": {"x": 1, "y": 3}});
         assert_ne!(content_hash(OrgId(1), &a), content_hash(OrgId(1), &c));
         // Key order of the serialized map is sorted (preserve_order must stay off).
-        assert_eq!(serde_json::to_string(&a).unwrap(), r#"{"a":{"x":1,"y":2},"b":1}"#);
+        assert_eq!(
+            serde_json::to_string(&a).unwrap(),
+            r#"{"a":{"x":1,"y":2},"b":1}"#
+        );
     }
 
     #[test]
     fn dedup_key_prefers_message_id() {
-        let r1 = normalize(&ctx(), &json!({"messageId": "m1", "event": "a"}), String::new());
-        let r2 = normalize(&ctx(), &json!({"messageId": "m1", "event": "a", "x": 1}), String::new());
+        let r1 = normalize(
+            &ctx(),
+            &json!({"messageId": "m1", "event": "a"}),
+            String::new(),
+        );
+        let r2 = normalize(
+            &ctx(),
+            &json!({"messageId": "m1", "event": "a", "x": 1}),
+            String::new(),
+        );
         assert_eq!(r1.dedup_key(), r2.dedup_key());
         let r3 = normalize(&ctx(), &json!({"event": "a"}), String::new());
         assert_eq!(r3.dedup_key(), r3.content_hash);

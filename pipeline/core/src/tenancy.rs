@@ -15,7 +15,9 @@ use crate::{path, secret};
 
 /// An organization (tenant). Numeric so that it is a safe NATS subject token and cheap to
 /// carry through the dataflow.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct OrgId(pub u64);
 
@@ -116,11 +118,16 @@ impl ProductOrgTemplate {
             ("last_active_at", self.last_active_at.as_ref()),
             ("feature_flags", self.feature_flags.as_ref()),
         ];
-        let custom = self.custom_fields.iter().map(|(k, v)| (k.as_str(), Some(v)));
+        let custom = self
+            .custom_fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), Some(v)));
         for (field, p) in named.into_iter().chain(custom) {
             if let Some(p) = p {
                 if !path::is_valid(p) {
-                    return Err(format!("template.{field}: `{p}` is not a dot-notation path"));
+                    return Err(format!(
+                        "template.{field}: `{p}` is not a dot-notation path"
+                    ));
                 }
             }
         }
@@ -182,10 +189,19 @@ pub struct Org {
 pub enum ConfigEvent {
     OrgCreated(Org),
     TokenCreated(AdminToken),
-    TokenRevoked { id: u64, at: i64 },
+    TokenRevoked {
+        id: u64,
+        at: i64,
+    },
     KeyCreated(ApiKey),
-    KeyRevoked { id: u64, at: i64 },
-    KeyTemplateSet { id: u64, template: ProductOrgTemplate },
+    KeyRevoked {
+        id: u64,
+        at: i64,
+    },
+    KeyTemplateSet {
+        id: u64,
+        template: ProductOrgTemplate,
+    },
 }
 
 /// Why a presented API key is not accepted (each maps to a 401 with its own code).
@@ -353,16 +369,22 @@ mod tests {
 
     #[test]
     fn roles_are_ordered() {
-        assert!(Role::Owner > Role::Admin && Role::Admin > Role::Editor && Role::Editor > Role::Viewer);
+        assert!(
+            Role::Owner > Role::Admin && Role::Admin > Role::Editor && Role::Editor > Role::Viewer
+        );
         assert_eq!(Role::parse("Editor"), Some(Role::Editor));
         assert_eq!(Role::parse("root"), None);
     }
 
     #[test]
     fn template_paths_are_validated() {
-        let mut t = ProductOrgTemplate { product_org_id: "groupId".into(), ..Default::default() };
+        let mut t = ProductOrgTemplate {
+            product_org_id: "groupId".into(),
+            ..Default::default()
+        };
         assert!(t.validate().is_ok());
-        t.custom_fields.insert("projects".into(), "metrics..total".into());
+        t.custom_fields
+            .insert("projects".into(), "metrics..total".into());
         assert!(t.validate().unwrap_err().contains("template.projects"));
     }
 }

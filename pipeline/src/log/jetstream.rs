@@ -36,7 +36,12 @@ pub struct StreamSettings {
 
 impl Default for StreamSettings {
     fn default() -> Self {
-        StreamSettings { replicas: 1, max_age: Duration::ZERO, max_bytes: -1, duplicate_window: Duration::from_secs(120) }
+        StreamSettings {
+            replicas: 1,
+            max_age: Duration::ZERO,
+            max_bytes: -1,
+            duplicate_window: Duration::from_secs(120),
+        }
     }
 }
 
@@ -50,15 +55,29 @@ pub struct JetStreamLog {
 pub fn subject_token(label: &str) -> String {
     let t: String = label
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(64)
         .collect();
-    if t.is_empty() { "_".into() } else { t }
+    if t.is_empty() {
+        "_".into()
+    } else {
+        t
+    }
 }
 
 pub fn subject_of(entry: &LogEntry) -> String {
     match entry {
-        LogEntry::Signal(s) => format!("trailspark.signals.{}.{}", s.org_id, subject_token(&s.source)),
+        LogEntry::Signal(s) => format!(
+            "trailspark.signals.{}.{}",
+            s.org_id,
+            subject_token(&s.source)
+        ),
         LogEntry::ProductOrgUpdate(p) => format!("trailspark.product_orgs.{}", p.org_id),
         LogEntry::Config(_) => CONFIG_SUBJECT.to_string(),
     }
@@ -70,7 +89,10 @@ fn nats_err(e: impl std::fmt::Display) -> LogError {
 
 impl JetStreamLog {
     /// Connects and makes sure the stream exists.
-    pub async fn connect(client: async_nats::Client, settings: &StreamSettings) -> Result<JetStreamLog, LogError> {
+    pub async fn connect(
+        client: async_nats::Client,
+        settings: &StreamSettings,
+    ) -> Result<JetStreamLog, LogError> {
         let js = jetstream::new(client);
         let stream = js
             .get_or_create_stream(stream::Config {
@@ -90,7 +112,10 @@ impl JetStreamLog {
             .await
             .map_err(nats_err)?;
         let last = stream.cached_info().state.last_sequence;
-        Ok(JetStreamLog { js, head: Arc::new(AtomicU64::new(last)) })
+        Ok(JetStreamLog {
+            js,
+            head: Arc::new(AtomicU64::new(last)),
+        })
     }
 
     pub fn head(&self) -> u64 {
@@ -107,13 +132,21 @@ impl JetStreamLog {
             if let LogEntry::Signal(s) = entry {
                 msg = msg.message_id(s.dedup_key());
             }
-            acks.push(self.js.send_publish(subject_of(entry), msg).await.map_err(nats_err)?);
+            acks.push(
+                self.js
+                    .send_publish(subject_of(entry), msg)
+                    .await
+                    .map_err(nats_err)?,
+            );
         }
         let mut receipts = Vec::with_capacity(acks.len());
         for ack in acks {
             let ack = ack.await.map_err(nats_err)?;
             self.head.fetch_max(ack.sequence, Ordering::AcqRel);
-            receipts.push(Receipt { position: ack.sequence, duplicate: ack.duplicate });
+            receipts.push(Receipt {
+                position: ack.sequence,
+                duplicate: ack.duplicate,
+            });
         }
         Ok(receipts)
     }
@@ -131,7 +164,11 @@ impl JetStreamLog {
             return Ok(());
         }
         if let Some(subject) = filter {
-            if stream.get_last_raw_message_by_subject(subject).await.is_err() {
+            if stream
+                .get_last_raw_message_by_subject(subject)
+                .await
+                .is_err()
+            {
                 return Ok(());
             }
         }

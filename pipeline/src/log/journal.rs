@@ -23,8 +23,8 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread;
 
@@ -137,14 +137,20 @@ fn scan_segment(
 
 /// Reads every entry of a journal without changing it (a torn tail is simply where reading
 /// stops). Used by `trailspark log dump` and by readers other than the writer.
-pub fn read(dir: &Path, f: &mut dyn FnMut(u64, LogEntry) -> Result<(), LogError>) -> Result<u64, LogError> {
+pub fn read(
+    dir: &Path,
+    f: &mut dyn FnMut(u64, LogEntry) -> Result<(), LogError>,
+) -> Result<u64, LogError> {
     let segs = segments(dir)?;
     let mut next = 1;
     for (i, (first, path)) in segs.iter().enumerate() {
         let (_, end, torn) = scan_segment(path, *first, f)?;
         next = end;
         if torn && i + 1 < segs.len() {
-            return Err(LogError::Corrupt(format!("{} is damaged before its end", path.display())));
+            return Err(LogError::Corrupt(format!(
+                "{} is damaged before its end",
+                path.display()
+            )));
         }
     }
     Ok(next)
@@ -175,7 +181,12 @@ struct DedupWindow {
 
 impl DedupWindow {
     fn new(window_ms: i64, capacity: usize) -> Self {
-        DedupWindow { by_key: HashMap::new(), order: VecDeque::new(), window_ms, capacity }
+        DedupWindow {
+            by_key: HashMap::new(),
+            order: VecDeque::new(),
+            window_ms,
+            capacity,
+        }
     }
 
     fn expire(&mut self, now: i64) {
@@ -244,7 +255,10 @@ impl Journal {
             };
             let (valid, end, torn) = scan_segment(path, *first, &mut f)?;
             if torn && i < last {
-                return Err(LogError::Corrupt(format!("{} is damaged before its end", path.display())));
+                return Err(LogError::Corrupt(format!(
+                    "{} is damaged before its end",
+                    path.display()
+                )));
             }
             if torn {
                 let size = fs::metadata(path)?.len();
@@ -268,7 +282,15 @@ impl Journal {
         tracing::info!(dir = %cfg.dir.display(), next_position = next, first_of_segment = first, "Journal opened.");
         let head = Arc::new(AtomicU64::new(next - 1));
         let (tx, rx) = mpsc::sync_channel(cfg.queue);
-        let writer = Writer { cfg, file, seg_len: tail_len, next, dedup, head: head.clone(), failed: None };
+        let writer = Writer {
+            cfg,
+            file,
+            seg_len: tail_len,
+            next,
+            dedup,
+            head: head.clone(),
+            failed: None,
+        };
         thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || writer.run(rx))
@@ -337,14 +359,21 @@ impl Writer {
                 if let LogEntry::Signal(s) = entry {
                     let key = s.dedup_key();
                     if let Some(pos) = self.dedup.get(&key) {
-                        rs.push(Receipt { position: pos, duplicate: true });
+                        rs.push(Receipt {
+                            position: pos,
+                            duplicate: true,
+                        });
                         continue;
                     }
-                    self.dedup.insert(key.clone(), self.next, s.received_at.max(now));
+                    self.dedup
+                        .insert(key.clone(), self.next, s.received_at.max(now));
                     added_keys.push(key);
                 }
                 encode_record(entry, buf);
-                rs.push(Receipt { position: self.next, duplicate: false });
+                rs.push(Receipt {
+                    position: self.next,
+                    duplicate: false,
+                });
                 self.next += 1;
             }
             receipts.push(rs);
@@ -392,7 +421,10 @@ impl Writer {
 
     fn roll(&mut self) -> std::io::Result<()> {
         let path = self.cfg.dir.join(segment_name(self.next));
-        let file = OpenOptions::new().create_new(true).append(true).open(&path)?;
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)?;
         file.sync_all()?;
         sync_dir(&self.cfg.dir)?;
         self.file = file;
@@ -409,7 +441,12 @@ mod tests {
 
     fn signal(n: u64) -> LogEntry {
         let payload = serde_json::json!({"event": "e", "n": n});
-        let ctx = Context { org_id: OrgId(1), api_key_id: 1, received_at: chrono::Utc::now().timestamp_millis(), ..Default::default() };
+        let ctx = Context {
+            org_id: OrgId(1),
+            api_key_id: 1,
+            received_at: chrono::Utc::now().timestamp_millis(),
+            ..Default::default()
+        };
         LogEntry::Signal(normalize(&ctx, &payload, payload.to_string()))
     }
 
@@ -431,7 +468,13 @@ mod tests {
         let j = Journal::open(cfg.clone(), &mut |_, _| Ok(())).unwrap();
         for n in 0..20 {
             let r = j.append(vec![signal(n)]).await.unwrap();
-            assert_eq!(r[0], Receipt { position: n + 1, duplicate: false });
+            assert_eq!(
+                r[0],
+                Receipt {
+                    position: n + 1,
+                    duplicate: false
+                }
+            );
         }
         assert!(segments(dir.path()).unwrap().len() > 2);
         drop(j);
@@ -444,7 +487,19 @@ mod tests {
         assert_eq!(seen, (1..=20).collect::<Vec<_>>());
         // Retries within the window are answered with the original position, also after a restart.
         let r = j.append(vec![signal(3), signal(100)]).await.unwrap();
-        assert_eq!(r, vec![Receipt { position: 4, duplicate: true }, Receipt { position: 21, duplicate: false }]);
+        assert_eq!(
+            r,
+            vec![
+                Receipt {
+                    position: 4,
+                    duplicate: true
+                },
+                Receipt {
+                    position: 21,
+                    duplicate: false
+                }
+            ]
+        );
         assert_eq!(j.head(), 21);
     }
 
@@ -459,9 +514,14 @@ mod tests {
         let good = fs::metadata(&seg).unwrap().len();
         // A crash mid-write: a header promising more bytes than follow, then garbage.
         let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
-        f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, b'S', 1, 2]).unwrap();
+        f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, b'S', 1, 2])
+            .unwrap();
         drop(f);
-        assert_eq!(collect(dir.path()).len(), 2, "readers stop at the torn tail");
+        assert_eq!(
+            collect(dir.path()).len(),
+            2,
+            "readers stop at the torn tail"
+        );
         let j = Journal::open(cfg.clone(), &mut |_, _| Ok(())).unwrap();
         assert_eq!(fs::metadata(&seg).unwrap().len(), good);
         let r = j.append(vec![signal(3)]).await.unwrap();
@@ -496,7 +556,9 @@ mod tests {
     async fn concurrent_appends_share_fsyncs_and_get_distinct_positions() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(JournalConfig::new(dir.path()), &mut |_, _| Ok(())).unwrap();
-        let tasks: Vec<_> = (0..200).map(|n| tokio::spawn(j.append(vec![signal(n)]))).collect();
+        let tasks: Vec<_> = (0..200)
+            .map(|n| tokio::spawn(j.append(vec![signal(n)])))
+            .collect();
         let mut positions = Vec::new();
         for t in tasks {
             positions.push(t.await.unwrap().unwrap()[0].position);

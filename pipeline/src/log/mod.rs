@@ -37,7 +37,9 @@ impl From<LogError> for IngestError {
     fn from(e: LogError) -> Self {
         match e {
             LogError::Overloaded => IngestError::Overloaded,
-            LogError::Closed | LogError::Nats(_) | LogError::Io(_) => IngestError::Unavailable(e.to_string()),
+            LogError::Closed | LogError::Nats(_) | LogError::Io(_) => {
+                IngestError::Unavailable(e.to_string())
+            }
             other => IngestError::Internal(other.to_string()),
         }
     }
@@ -47,7 +49,7 @@ impl From<LogError> for IngestError {
 #[derive(Clone)]
 pub enum Log {
     Journal(Journal),
-    JetStream(JetStreamLog),
+    JetStream(Box<JetStreamLog>),
 }
 
 impl Log {
@@ -55,7 +57,9 @@ impl Log {
     pub fn append(
         &self,
         entries: Vec<LogEntry>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Receipt>, LogError>> + Send + 'static>> {
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Vec<Receipt>, LogError>> + Send + 'static>,
+    > {
         match self {
             Log::Journal(j) => Box::pin(j.append(entries)),
             Log::JetStream(js) => {

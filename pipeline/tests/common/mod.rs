@@ -18,7 +18,11 @@ pub fn bin() -> &'static str {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running `trailspark serve`.
@@ -62,7 +66,9 @@ impl Server {
         let (mut key, mut token, mut base) = (None, None, None);
         while base.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).expect("trailspark did not report its address in time");
+            let line = rx
+                .recv_timeout(left)
+                .expect("trailspark did not report its address in time");
             if let Some(k) = line.split("API key, shown once: ").nth(1) {
                 key = Some(k.trim().to_string());
             }
@@ -135,7 +141,8 @@ impl Server {
     }
 
     pub fn new_key(&self) -> String {
-        self.create_key(serde_json::json!({"name": "test", "endpoint_type": "signal_staging"}))["key"]
+        self.create_key(serde_json::json!({"name": "test", "endpoint_type": "signal_staging"}))
+            ["key"]
             .as_str()
             .unwrap()
             .to_string()
@@ -169,7 +176,11 @@ pub fn dump_log(data_dir: &Path, nats_url: Option<&str>) -> Vec<Value> {
         cmd.arg("--nats").arg(url);
     }
     let out = cmd.output().expect("running log dump");
-    assert!(out.status.success(), "log dump failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "log dump failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -179,11 +190,17 @@ pub fn dump_log(data_dir: &Path, nats_url: Option<&str>) -> Vec<Value> {
 
 /// The signals of a dump.
 pub fn signals(dump: &[Value]) -> Vec<&Value> {
-    dump.iter().filter(|e| e["kind"] == "signal").map(|e| &e["signal"]).collect()
+    dump.iter()
+        .filter(|e| e["kind"] == "signal")
+        .map(|e| &e["signal"])
+        .collect()
 }
 
 pub fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 /// A `nats-server -js` of the test's own, on a free port, with its own store directory.
@@ -194,26 +211,48 @@ pub struct Nats {
 }
 
 fn nats_server_bin() -> String {
-    for c in ["nats-server", "/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"] {
-        if Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()) {
+    for c in [
+        "nats-server",
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+        "/usr/local/bin/nats-server",
+    ] {
+        if Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
             return c.to_string();
         }
     }
-    panic!("nats-server is not installed; `apt-get install -y nats-server` (scripts/test does this)");
+    panic!(
+        "nats-server is not installed; `apt-get install -y nats-server` (scripts/test does this)"
+    );
 }
 
 impl Nats {
     pub fn start() -> Nats {
         let store = tempfile::tempdir().unwrap();
         let port = free_port();
-        let mut n = Nats { child: None, port, store };
+        let mut n = Nats {
+            child: None,
+            port,
+            store,
+        };
         n.spawn();
         n
     }
 
     fn spawn(&mut self) {
         let child = Command::new(nats_server_bin())
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
             .arg(self.store.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -265,13 +304,22 @@ pub fn kill9_under_load(s: &mut Server, run_for: Duration) -> (usize, usize) {
         .map(|t| {
             let (url, acked, lost, stop) = (url.clone(), acked.clone(), lost.clone(), stop.clone());
             std::thread::spawn(move || {
-                let c = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+                let c = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .unwrap();
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let nonce = t * 1_000_000_000 + i;
                     i += 1;
-                    let body = format!(r#"{{"event":"load","email":"u{nonce}@x.io","nonce":{nonce}}}"#);
-                    match c.post(&url).header("content-type", "application/json").body(body).send() {
+                    let body =
+                        format!(r#"{{"event":"load","email":"u{nonce}@x.io","nonce":{nonce}}}"#);
+                    match c
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                    {
                         Ok(r) if r.status() == 202 => acked.lock().unwrap().push(nonce),
                         _ => {
                             lost.lock().unwrap().push(nonce);
@@ -294,7 +342,12 @@ pub fn kill9_under_load(s: &mut Server, run_for: Duration) -> (usize, usize) {
     let lost = lost.lock().unwrap().clone();
     for &nonce in &lost {
         let body = format!(r#"{{"event":"load","email":"u{nonce}@x.io","nonce":{nonce}}}"#);
-        let r = client().post(&key_url).header("content-type", "application/json").body(body).send().unwrap();
+        let r = client()
+            .post(&key_url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .unwrap();
         assert_eq!(r.status(), 202, "a retry after restart is accepted");
     }
     let acked = acked.lock().unwrap().clone();
@@ -307,7 +360,11 @@ pub fn kill9_under_load(s: &mut Server, run_for: Duration) -> (usize, usize) {
         }
     }
     for n in acked.iter().chain(lost.iter()) {
-        assert_eq!(counts.get(n).copied().unwrap_or(0), 1, "signal {n} must be in the log exactly once");
+        assert_eq!(
+            counts.get(n).copied().unwrap_or(0),
+            1,
+            "signal {n} must be in the log exactly once"
+        );
     }
     (acked.len(), lost.len())
 }

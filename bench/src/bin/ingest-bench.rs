@@ -1,0 +1,319 @@
+//! Load test of the webhook endpoint, against a baseline in the same run.
+//!
+//! Runs, one after the other on this machine, with the same load generator:
+//! 1. `baseline`: a plain warp server (a separate process) that answers every POST with the
+//!    202 body and does nothing else: the cost of HTTP alone;
+//! 2. `trailspark E1`: `trailspark serve` on its embedded defaults (journal, group-committed
+//!    fsync), single-event webhooks;
+//! 3. `trailspark E3 x100`: batches of 100 signals;
+//! 4. `trailspark E1 (JetStream)`: with `--nats` against a nats-server of its own, when one is
+//!    installed.
+//!
+//! Each request carries a unique payload, so dedup never short-cuts the work. Prints a
+//! markdown table with requests/s, signals/s, latency percentiles, and the ratio to baseline.
+//!
+//! `cargo build --release -p trailspark -p trailspark-bench && target/release/ingest-bench`
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+#[derive(Parser)]
+struct Args {
+    /// Seconds per scenario.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Concurrent connections of the load generator.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// The trailspark binary (default: next to this one).
+    #[arg(long)]
+    trailspark: Option<std::path::PathBuf>,
+    /// Internal: serve the baseline on this address.
+    #[arg(long, hide = true)]
+    serve_baseline: Option<SocketAddr>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(addr) = args.serve_baseline {
+        return serve_baseline(addr);
+    }
+    let exe = std::env::current_exe()?;
+    let ts = args
+        .trailspark
+        .clone()
+        .unwrap_or_else(|| exe.with_file_name("trailspark"));
+    if !ts.exists() {
+        bail!(
+            "{} not found; build it with `cargo build --release -p trailspark`",
+            ts.display()
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut rows = Vec::new();
+
+    let port = free_port();
+    let mut baseline = Command::new(&exe)
+        .args(["--serve-baseline", &format!("127.0.0.1:{port}")])
+        .spawn()?;
+    wait_port(port)?;
+    let base_url = format!("http://127.0.0.1:{port}/api/signal-staging/webhook/sk_x");
+    rows.push((
+        "baseline: plain warp answering 202",
+        rt.block_on(load(&base_url, 1, &args))?,
+    ));
+    baseline.kill()?;
+    baseline.wait()?;
+
+    let dir = tempfile::tempdir()?;
+    let (mut child, base, key) = start_trailspark(&ts, dir.path(), None)?;
+    let e1 = format!("{base}/api/signal-staging/webhook/{key}");
+    rows.push((
+        "trailspark E1 single event (journal)",
+        rt.block_on(load(&e1, 1, &args))?,
+    ));
+    let e3 = format!("{base}/api/signal-staging/webhook/{key}/batch");
+    rows.push((
+        "trailspark E3 batch of 100 (journal)",
+        rt.block_on(load(&e3, 100, &args))?,
+    ));
+    child.kill()?;
+    child.wait()?;
+
+    if let Some(nats) = nats_server_bin() {
+        let store = tempfile::tempdir()?;
+        let nport = free_port();
+        let mut ns = Command::new(nats)
+            .args(["-js", "-a", "127.0.0.1", "-p", &nport.to_string(), "-sd"])
+            .arg(store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        wait_port(nport)?;
+        let dir = tempfile::tempdir()?;
+        let (mut child, base, key) =
+            start_trailspark(&ts, dir.path(), Some(&format!("nats://127.0.0.1:{nport}")))?;
+        let e1 = format!("{base}/api/signal-staging/webhook/{key}");
+        rows.push((
+            "trailspark E1 single event (JetStream)",
+            rt.block_on(load(&e1, 1, &args))?,
+        ));
+        child.kill()?;
+        child.wait()?;
+        ns.kill()?;
+        ns.wait()?;
+    }
+
+    let base_rps = rows[0].1.rps;
+    println!(
+        "| scenario | requests/s | signals/s | p50 ms | p99 ms | non-2xx | vs baseline (req/s) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (name, r) in &rows {
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {:.2} |",
+            r.rps,
+            r.rps * r.per_request as f64,
+            r.p50_ms,
+            r.p99_ms,
+            r.errors,
+            r.rps / base_rps
+        );
+    }
+    println!(
+        "\n{} s per scenario, {} connections, machine: {} cores",
+        args.seconds,
+        args.concurrency,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    Ok(())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listening on port {port}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+fn nats_server_bin() -> Option<&'static str> {
+    ["nats-server", "/usr/sbin/nats-server"]
+        .into_iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+}
+
+/// Starts `trailspark serve` and reads its address and first-start key from stdout.
+fn start_trailspark(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    nats: Option<&str>,
+) -> anyhow::Result<(Child, String, String)> {
+    let mut cmd = Command::new(bin);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("TRAILSPARK_LOG", "warn")
+        .stdout(Stdio::piped());
+    if let Some(url) = nats {
+        cmd.args(["--nats", url]);
+    }
+    let mut child = cmd.spawn()?;
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let (mut key, mut base) = (None, None);
+    let mut lines = out.lines();
+    while base.is_none() {
+        let line = lines.next().context("trailspark exited early")??;
+        if let Some(k) = line.split("API key, shown once: ").nth(1) {
+            key = Some(k.trim().to_string());
+        }
+        if let Some(a) = line.split("listening on ").nth(1) {
+            base = Some(a.trim().to_string());
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Ok((child, base.unwrap(), key.context("no first-start key")?))
+}
+
+struct LoadResult {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+    per_request: usize,
+}
+
+fn body(n: u64, per_request: usize) -> String {
+    let one = |i: u64| {
+        format!(
+            r#"{{"email":"user{i}@example.com","event":"form_submission","properties":{{"form_name":"Request Demo","page_url":"https://yoursite.com/demo","n":{i}}}}}"#
+        )
+    };
+    if per_request == 1 {
+        one(n)
+    } else {
+        let items: Vec<String> = (0..per_request as u64)
+            .map(|k| one(n * per_request as u64 + k))
+            .collect();
+        format!("[{}]", items.join(","))
+    }
+}
+
+/// Closed-loop load: `concurrency` tasks, each sending its next request when the last one
+/// answered, for the configured time (after a one-second warm-up).
+async fn load(url: &str, per_request: usize, args: &Args) -> anyhow::Result<LoadResult> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
+    let counter = Arc::new(AtomicU64::new(rand_seed()));
+    let errors = Arc::new(AtomicU64::new(0));
+    let warm_until = Instant::now() + Duration::from_secs(1);
+    let end = warm_until + Duration::from_secs(args.seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..args.concurrency {
+        let (client, url, counter, errors) = (
+            client.clone(),
+            url.to_string(),
+            counter.clone(),
+            errors.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let now = Instant::now();
+                if now >= end {
+                    break;
+                }
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let r = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body(n, per_request))
+                    .send()
+                    .await;
+                let ok = match r {
+                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                if now >= warm_until {
+                    if ok {
+                        lat.push(now.elapsed().as_micros() as u32);
+                    } else {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await?);
+    }
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    Ok(LoadResult {
+        rps: all.len() as f64 / args.seconds as f64,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        errors: errors.load(Ordering::Relaxed),
+        per_request,
+    })
+}
+
+fn rand_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        % 1_000_000_000
+        * 1000
+}
+
+/// The baseline: the same JSON 202 answer, with no parsing, auth or durability.
+fn serve_baseline(addr: SocketAddr) -> anyhow::Result<()> {
+    use warp::Filter;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let route = warp::post().and(warp::body::bytes()).map(|_b: warp::hyper::body::Bytes| {
+            warp::reply::with_status(
+                warp::reply::json(&serde_json::json!({"id": 1, "message": "Signal received and queued for processing", "source": "generic", "cold_storage": false})),
+                warp::http::StatusCode::ACCEPTED,
+            )
+        });
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        warp::serve(route).incoming(listener).run().await;
+    });
+    Ok(())
+}
