@@ -42,11 +42,7 @@ fn first_start_prints_a_working_key_and_owner_token() {
     assert_eq!(body["source"], "generic");
     assert_eq!(body["cold_storage"], false);
     assert_eq!(body["log_position"], body["id"]);
-    let r = client()
-        .get(s.url("/api/admin/whoami"))
-        .bearer_auth(&token)
-        .send()
-        .unwrap();
+    let r = s.admin(reqwest::Method::GET, "/api/admin/whoami", &token, None);
     assert_eq!(status_and_json(r).1["role"], "owner");
 }
 
@@ -67,11 +63,12 @@ fn key_states_answer_401_with_their_codes() {
         202,
         "a key without expiry works"
     );
-    let r = client()
-        .delete(s.url(&format!("/api/admin/keys/{}", created["id"])))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .unwrap();
+    let r = s.admin(
+        reqwest::Method::DELETE,
+        &format!("/api/admin/keys/{}", created["id"]),
+        ADMIN_TOKEN,
+        None,
+    );
     assert_eq!(r.status(), 200);
     let (st, body) = status_and_json(s.post_signal(key, "{}"));
     assert_eq!(
@@ -131,11 +128,7 @@ fn secrets_and_hmac_signatures() {
         .unwrap();
     assert_eq!(r.status(), 202);
     // The listing never shows the key or the secret.
-    let list = client()
-        .get(s.url("/api/admin/keys"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .unwrap();
+    let list = s.admin(reqwest::Method::GET, "/api/admin/keys", ADMIN_TOKEN, None);
     let text = list.text().unwrap();
     assert!(!text.contains(key) && !text.contains(secret));
     assert!(text.contains("\"has_secret\":true"));
@@ -423,12 +416,12 @@ fn raw_request(s: &Server, path: &str, length: usize) -> String {
 fn product_org_endpoint_and_endpoint_types() {
     let (_d, s) = start();
     let staging = s.new_key();
-    let r = client()
-        .post(s.url("/api/admin/keys"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"name": "po", "endpoint_type": "product_org"}))
-        .send()
-        .unwrap();
+    let r = s.admin(
+        reqwest::Method::POST,
+        "/api/admin/keys",
+        ADMIN_TOKEN,
+        Some(json!({"name": "po", "endpoint_type": "product_org"})),
+    );
     assert_eq!(r.status(), 400, "a product_org key needs a template");
     let po = s.create_key(json!({"name": "po", "endpoint_type": "product_org", "template": {"product_org_id": "groupId", "name": "traits.name"}}));
     let po_key = po["key"].as_str().unwrap();
@@ -471,12 +464,12 @@ fn product_org_endpoint_and_endpoint_types() {
 fn admin_roles_and_tenancy() {
     let (_d, s) = start();
     let mk_token = |role: &str| -> String {
-        let r = client()
-            .post(s.url("/api/admin/tokens"))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({"role": role, "name": role}))
-            .send()
-            .unwrap();
+        let r = s.admin(
+            reqwest::Method::POST,
+            "/api/admin/tokens",
+            ADMIN_TOKEN,
+            Some(json!({"role": role, "name": role})),
+        );
         assert_eq!(r.status(), 201);
         r.json::<Value>().unwrap()["token"]
             .as_str()
@@ -487,13 +480,13 @@ fn admin_roles_and_tenancy() {
     let editor = mk_token("editor");
     let admin = mk_token("admin");
     let create = |tok: &str| {
-        client()
-            .post(s.url("/api/admin/keys"))
-            .bearer_auth(tok)
-            .json(&json!({"name": "x"}))
-            .send()
-            .unwrap()
-            .status()
+        s.admin(
+            reqwest::Method::POST,
+            "/api/admin/keys",
+            tok,
+            Some(json!({"name": "x"})),
+        )
+        .status()
     };
     assert_eq!(create(&viewer), 403);
     assert_eq!(create(&editor), 403);
@@ -507,54 +500,48 @@ fn admin_roles_and_tenancy() {
         401
     );
     assert_eq!(
-        client()
-            .get(s.url("/api/admin/keys"))
-            .bearer_auth("ts_wrong")
-            .send()
-            .unwrap()
+        s.admin(reqwest::Method::GET, "/api/admin/keys", "ts_wrong", None)
             .status(),
         401
     );
     // An admin cannot mint an owner, nor orgs.
-    let r = client()
-        .post(s.url("/api/admin/tokens"))
-        .bearer_auth(&admin)
-        .json(&json!({"role": "owner"}))
-        .send()
-        .unwrap();
+    let r = s.admin(
+        reqwest::Method::POST,
+        "/api/admin/tokens",
+        &admin,
+        Some(json!({"role": "owner"})),
+    );
     assert_eq!(r.status(), 400);
-    let r = client()
-        .post(s.url("/api/admin/orgs"))
-        .bearer_auth(&admin)
-        .json(&json!({"name": "x"}))
-        .send()
-        .unwrap();
+    let r = s.admin(
+        reqwest::Method::POST,
+        "/api/admin/orgs",
+        &admin,
+        Some(json!({"name": "x"})),
+    );
     assert_eq!(r.status(), 403);
     // The server administrator creates an org; its owner manages only its own keys.
-    let r = client()
-        .post(s.url("/api/admin/orgs"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"name": "Acme"}))
-        .send()
-        .unwrap();
+    let r = s.admin(
+        reqwest::Method::POST,
+        "/api/admin/orgs",
+        ADMIN_TOKEN,
+        Some(json!({"name": "Acme"})),
+    );
     assert_eq!(r.status(), 201);
     let org: Value = r.json().unwrap();
     let owner2 = org["owner_token"].as_str().unwrap();
     assert_eq!(org["id"], 2);
-    let k2: Value = client()
-        .post(s.url("/api/admin/keys"))
-        .bearer_auth(owner2)
-        .json(&json!({"name": "acme"}))
-        .send()
-        .unwrap()
+    let k2: Value = s
+        .admin(
+            reqwest::Method::POST,
+            "/api/admin/keys",
+            owner2,
+            Some(json!({"name": "acme"})),
+        )
         .json()
         .unwrap();
     assert_eq!(k2["org_id"], 2);
-    let default_keys: Value = client()
-        .get(s.url("/api/admin/keys"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .unwrap()
+    let default_keys: Value = s
+        .admin(reqwest::Method::GET, "/api/admin/keys", ADMIN_TOKEN, None)
         .json()
         .unwrap();
     assert!(default_keys["keys"]
@@ -562,18 +549,16 @@ fn admin_roles_and_tenancy() {
         .unwrap()
         .iter()
         .all(|k| k["org_id"] == 1));
-    let r = client()
-        .delete(s.url(&format!("/api/admin/keys/{}", k2["id"])))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .unwrap();
+    let r = s.admin(
+        reqwest::Method::DELETE,
+        &format!("/api/admin/keys/{}", k2["id"]),
+        ADMIN_TOKEN,
+        None,
+    );
     assert_eq!(r.status(), 404, "another org's key is not visible");
     // Revoked tokens stop working.
-    let list: Value = client()
-        .get(s.url("/api/admin/tokens"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .unwrap()
+    let list: Value = s
+        .admin(reqwest::Method::GET, "/api/admin/tokens", ADMIN_TOKEN, None)
         .json()
         .unwrap();
     let vid = list["tokens"]
@@ -583,18 +568,15 @@ fn admin_roles_and_tenancy() {
         .find(|t| t["role"] == "viewer")
         .unwrap()["id"]
         .clone();
-    let r = client()
-        .delete(s.url(&format!("/api/admin/tokens/{vid}")))
-        .bearer_auth(&admin)
-        .send()
-        .unwrap();
+    let r = s.admin(
+        reqwest::Method::DELETE,
+        &format!("/api/admin/tokens/{vid}"),
+        &admin,
+        None,
+    );
     assert_eq!(r.status(), 200);
     assert_eq!(
-        client()
-            .get(s.url("/api/admin/whoami"))
-            .bearer_auth(&viewer)
-            .send()
-            .unwrap()
+        s.admin(reqwest::Method::GET, "/api/admin/whoami", &viewer, None)
             .status(),
         401
     );
@@ -606,76 +588,51 @@ fn admin_roles_and_tenancy() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 400);
-    let r = client()
-        .post(s.url("/api/admin/keys"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"name": "x", "expires_at": "tomorrow"}))
-        .send()
-        .unwrap();
+    let r = s.admin(
+        reqwest::Method::POST,
+        "/api/admin/keys",
+        ADMIN_TOKEN,
+        Some(json!({"name": "x", "expires_at": "tomorrow"})),
+    );
     assert_eq!(r.status(), 400);
 }
 
 #[test]
 fn config_and_signals_survive_restart_and_cli_works_on_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();
+    // `trailspark <args> --data-dir DIR`: (succeeded, stdout, stderr).
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(bin())
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
     let mut s = Server::start(dir.path(), None);
     let key = s.new_key();
-    let first = s
-        .post_signal(&key, r#"{"event":"before"}"#)
-        .json::<Value>()
-        .unwrap()["id"]
-        .as_u64()
-        .unwrap();
+    let id_of = |r: reqwest::blocking::Response| r.json::<Value>().unwrap()["id"].as_u64().unwrap();
+    let first = id_of(s.post_signal(&key, r#"{"event":"before"}"#));
     // The CLI refuses to write while the server holds the data directory.
-    let out = std::process::Command::new(bin())
-        .args(["keys", "create", "--name", "cli", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
+    let (ok, _, err) = cli(&["keys", "create", "--name", "cli"]);
+    assert!(!ok && err.contains("in use"), "{err}");
     s.restart();
-    let second = s
-        .post_signal(&key, r#"{"event":"after"}"#)
-        .json::<Value>()
-        .unwrap()["id"]
-        .as_u64()
-        .unwrap();
+    let second = id_of(s.post_signal(&key, r#"{"event":"after"}"#));
     assert!(second > first, "positions continue after a restart");
     s.kill9();
-    let out = std::process::Command::new(bin())
-        .args(["keys", "create", "--name", "cli", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (ok, out, err) = cli(&["keys", "create", "--name", "cli"]);
+    assert!(ok, "{err}");
+    let created: Value = serde_json::from_str(&out).unwrap();
     let cli_key = created["key"].as_str().unwrap().to_string();
-    let out = std::process::Command::new(bin())
-        .args(["orgs", "create", "--name", "Beta", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let org: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (_, out, _) = cli(&["orgs", "create", "--name", "Beta"]);
+    let org: Value = serde_json::from_str(&out).unwrap();
     assert!(org["owner_token"].as_str().unwrap().starts_with("ts_"));
-    let out = std::process::Command::new(bin())
-        .args(["keys", "list", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let listing = String::from_utf8(out.stdout).unwrap();
+    let (_, listing, _) = cli(&["keys", "list"]);
     assert!(listing.contains("\"name\":\"cli\"") && !listing.contains(&cli_key));
-    let out = std::process::Command::new(bin())
-        .args(["keys", "revoke", "--data-dir"])
-        .arg(dir.path())
-        .arg(created["id"].to_string())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let (ok, _, err) = cli(&["keys", "revoke", &created["id"].to_string()]);
+    assert!(ok, "{err}");
     s.restart();
     assert_eq!(s.post_signal(&key, "{}").status(), 202);
     assert_eq!(
@@ -683,10 +640,7 @@ fn config_and_signals_survive_restart_and_cli_works_on_the_data_dir() {
         401,
         "revoked by the CLI"
     );
-    let r = client()
-        .get(s.url("/api/admin/whoami"))
-        .bearer_auth(org["owner_token"].as_str().unwrap())
-        .send()
-        .unwrap();
+    let owner = org["owner_token"].as_str().unwrap();
+    let r = s.admin(reqwest::Method::GET, "/api/admin/whoami", owner, None);
     assert_eq!(r.json::<Value>().unwrap()["org_id"], 2);
 }

@@ -128,6 +128,21 @@ impl Server {
         self.owner_token = token;
     }
 
+    /// An admin API call with a bearer token and an optional JSON body.
+    pub fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> reqwest::blocking::Response {
+        let mut rb = client().request(method, self.url(path)).bearer_auth(token);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        rb.send().unwrap()
+    }
+
     /// Creates a key through the admin API; returns the full creation response.
     pub fn create_key(&self, body: Value) -> Value {
         let r = client()
