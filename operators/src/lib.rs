@@ -1,6 +1,17 @@
-//! The dataflow operators of trailspark: dedup, identity resolution, mapping rules, signal
-//! groups, usage metering, product orgs, lead profiles; each a plain function from
-//! collections to collections, tested against a sequential reference.
+//! The dataflow operators of trailspark, each a plain function from differential collections
+//! to differential collections (DESIGN.md; STYLE.md rule 3), and each with a sequential
+//! reference implementation that the tests hold it to on random inputs, at 1 and 2 workers
+//! and in shuffled arrival orders.
 //!
-//! Empty for now: the log and the canonical record they consume exist (`trailspark-core`,
-//! the pipeline's log); the operators arrive with the Dataflow issue.
+//! - [`dedup`]: unique staged signals.
+//! - [`identity`]: identity resolution as connected components, with guard rails, leads and
+//!   rehydration of anonymous signals.
+
+pub mod dedup;
+pub mod identity;
+pub mod types;
+
+#[cfg(test)]
+pub(crate) mod testing;
+
+pub use types::{IdKind, Ident, Org, Signal, Time};

@@ -1,0 +1,116 @@
+//! The records that flow through the dataflow. They are compact on purpose: identifiers,
+//! positions and the fields the operators read, not whole canonical records.
+
+use serde::{Deserialize, Serialize};
+use trailspark_core::SignalRecord;
+
+/// An organization id (the tenant). Every key in the dataflow starts with it, so that orgs
+/// never mix and work spreads across workers by org.
+pub type Org = u64;
+
+/// Logical time: the log position at which an epoch closes.
+pub type Time = u64;
+
+/// Kinds of identifiers in the identity graph. The order matters: a lead's key is its
+/// smallest persistent identifier, so email comes first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum IdKind {
+    Email,
+    UserId,
+    ProductUserId,
+    CrmId,
+    MapId,
+    AnonymousId,
+    DeviceId,
+}
+
+impl IdKind {
+    /// Persistent identifiers create and match leads (spec 7.1: email, productUserId, crmId,
+    /// mapId; `userId` is the customer's own product user id, spec 5.1). Anonymous and device
+    /// ids only link.
+    pub fn persistent(self) -> bool {
+        !matches!(self, IdKind::AnonymousId | IdKind::DeviceId)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdKind::Email => "email",
+            IdKind::UserId => "user_id",
+            IdKind::ProductUserId => "product_user_id",
+            IdKind::CrmId => "crm_id",
+            IdKind::MapId => "map_id",
+            IdKind::AnonymousId => "anonymous_id",
+            IdKind::DeviceId => "device_id",
+        }
+    }
+}
+
+/// A node of the identity graph.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Ident {
+    pub org: Org,
+    pub kind: IdKind,
+    pub value: String,
+}
+
+impl Ident {
+    pub fn new(org: Org, kind: IdKind, value: impl Into<String>) -> Self {
+        Ident {
+            org,
+            kind,
+            value: value.into(),
+        }
+    }
+}
+
+/// A signal as the dataflow sees it. Fields are ordered so that, within one org, the natural
+/// order is by log position (dedup keeps the first occurrence by taking the minimum).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Signal {
+    pub org: Org,
+    /// Log position: the signal's id.
+    pub pos: u64,
+    /// Dedup key (messageId-based or content hash), see `SignalRecord::dedup_key`.
+    pub dedup: String,
+    /// Receipt time, Unix ms (usage is counted by receipt month).
+    pub received_at: i64,
+    /// Event time, Unix ms.
+    pub event_at: i64,
+    pub source: String,
+    pub event_type: String,
+    pub event_name: Option<String>,
+    /// Identifiers carried by the signal, sorted, without duplicates.
+    pub ids: Vec<(IdKind, String)>,
+}
+
+impl Signal {
+    /// The compact form of a canonical record at log position `pos`.
+    pub fn from_record(pos: u64, r: &SignalRecord) -> Signal {
+        let i = &r.ids;
+        let mut ids: Vec<(IdKind, String)> = [
+            (IdKind::Email, &i.email),
+            (IdKind::UserId, &i.user_id),
+            (IdKind::ProductUserId, &i.product_user_id),
+            (IdKind::CrmId, &i.crm_id),
+            (IdKind::MapId, &i.map_id),
+            (IdKind::AnonymousId, &i.anonymous_id),
+            (IdKind::DeviceId, &i.device_id),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k, v.clone())))
+        .collect();
+        ids.sort();
+        ids.dedup();
+        Signal {
+            org: r.org_id.0,
+            pos,
+            dedup: r.dedup_key(),
+            received_at: r.received_at,
+            event_at: r.event_at,
+            source: r.source.clone(),
+            event_type: r.event_type.clone(),
+            event_name: r.event_name.clone(),
+            ids,
+        }
+    }
+}
