@@ -222,7 +222,7 @@ pub fn resolve_reference(facts: &[(SignalKey, Ident)], cfg: &IdentityConfig) -> 
     let nodes: BTreeSet<Ident> = facts.iter().map(|(_, n)| n.clone()).collect();
     let index: BTreeMap<&Ident, usize> = nodes.iter().enumerate().map(|(i, n)| (n, i)).collect();
     let mut parent: Vec<usize> = (0..nodes.len()).collect();
-    fn find(p: &mut Vec<usize>, mut i: usize) -> usize {
+    fn find(p: &mut [usize], mut i: usize) -> usize {
         while p[i] != i {
             p[i] = p[p[i]];
             i = p[i];
