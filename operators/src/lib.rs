@@ -6,9 +6,11 @@
 //! - [`dedup`]: unique staged signals.
 //! - [`identity`]: identity resolution as connected components, with guard rails, leads and
 //!   rehydration of anonymous signals.
+//! - [`rules`]: mapping rules as versioned data joined with staged signals.
 
 pub mod dedup;
 pub mod identity;
+pub mod rules;
 pub mod types;
 
 #[cfg(test)]

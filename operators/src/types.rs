@@ -1,6 +1,8 @@
 //! The records that flow through the dataflow. They are compact on purpose: identifiers,
 //! positions and the fields the operators read, not whole canonical records.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use trailspark_core::SignalRecord;
 
@@ -81,6 +83,9 @@ pub struct Signal {
     pub event_name: Option<String>,
     /// Identifiers carried by the signal, sorted, without duplicates.
     pub ids: Vec<(IdKind, String)>,
+    /// The payload text, shared: arrangements clone records, and a shared string makes that a
+    /// pointer copy. Rules read it (conditions and field mappings on payload paths).
+    pub payload: Arc<str>,
 }
 
 impl Signal {
@@ -111,6 +116,19 @@ impl Signal {
             event_type: r.event_type.clone(),
             event_name: r.event_name.clone(),
             ids,
+            payload: Arc::from(r.payload.as_str()),
         }
+    }
+
+    /// The parsed payload (`Null` if it does not parse, which the edge never lets happen).
+    pub fn payload_value(&self) -> serde_json::Value {
+        serde_json::from_str(&self.payload).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Unix ms to the calendar month `YYYYMM` (UTC), the unit of usage periods.
+    pub fn month_of(ms: i64) -> u32 {
+        use chrono::Datelike;
+        let t = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
+        t.year() as u32 * 100 + t.month()
     }
 }
