@@ -287,7 +287,7 @@ pub fn condition_holds(c: &Condition, signal: &Signal, payload: &Value) -> bool 
                 Op::StartsWith => lt.starts_with(&lo),
                 Op::EndsWith => lt.ends_with(&lo),
                 Op::In => {
-                    matches!(&c.value, Some(Operand::Many(list)) if list.iter().any(|x| *x == text))
+                    matches!(&c.value, Some(Operand::Many(list)) if list.contains(&text))
                 }
                 Op::Regex => one.is_some_and(|p| regex_matches(p, &text)),
                 Op::Gt | Op::Lt => {
