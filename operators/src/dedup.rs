@@ -59,6 +59,7 @@ mod tests {
             event_type: "e".into(),
             event_name: None,
             ids: vec![],
+            product_org: None,
             payload: "{}".into(),
         })
     }

@@ -7,8 +7,12 @@
 //! - [`identity`]: identity resolution as connected components, with guard rails, leads and
 //!   rehydration of anonymous signals.
 //! - [`rules`]: mapping rules as versioned data joined with staged signals.
+//! - [`groups`]: the signal-group key and title.
+//! - [`graph`]: all of it assembled: statuses, lead profiles, usage, signal groups.
 
 pub mod dedup;
+pub mod graph;
+pub mod groups;
 pub mod identity;
 pub mod rules;
 pub mod types;

@@ -559,6 +559,7 @@ mod tests {
             event_type: payload["event"].as_str().unwrap_or("unknown").into(),
             event_name: payload["event"].as_str().map(str::to_string),
             ids: vec![],
+            product_org: None,
             payload: Arc::from(payload.to_string().as_str()),
         }
     }

@@ -83,6 +83,8 @@ pub struct Signal {
     pub event_name: Option<String>,
     /// Identifiers carried by the signal, sorted, without duplicates.
     pub ids: Vec<(IdKind, String)>,
+    /// The product org the signal names (`productOrgId`, `groupId`), linking its lead to it.
+    pub product_org: Option<String>,
     /// The payload text, shared: arrangements clone records, and a shared string makes that a
     /// pointer copy. Rules read it (conditions and field mappings on payload paths).
     pub payload: Arc<str>,
@@ -116,6 +118,7 @@ impl Signal {
             event_type: r.event_type.clone(),
             event_name: r.event_name.clone(),
             ids,
+            product_org: r.ids.product_org_id.clone(),
             payload: Arc::from(r.payload.as_str()),
         }
     }
@@ -123,6 +126,32 @@ impl Signal {
     /// The parsed payload (`Null` if it does not parse, which the edge never lets happen).
     pub fn payload_value(&self) -> serde_json::Value {
         serde_json::from_str(&self.payload).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Whether the signal carries an anonymous id (it can wait cold for an identify).
+    pub fn has_anonymous_id(&self) -> bool {
+        self.ids.iter().any(|(k, _)| *k == IdKind::AnonymousId)
+    }
+
+    /// Scalar traits the payload states about the person (`traits`, `context.traits`), as text.
+    pub fn traits(&self, payload: &serde_json::Value) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for p in ["context.traits", "traits"] {
+            if let Some(serde_json::Value::Object(m)) = trailspark_core::path::get(payload, p) {
+                for (k, v) in m {
+                    let text = match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        serde_json::Value::Number(n) => n.to_string(),
+                        serde_json::Value::Bool(b) => b.to_string(),
+                        _ => continue,
+                    };
+                    out.retain(|(key, _): &(String, String)| key != k);
+                    out.push((k.clone(), text));
+                }
+            }
+        }
+        out.sort();
+        out
     }
 
     /// Unix ms to the calendar month `YYYYMM` (UTC), the unit of usage periods.

@@ -1,0 +1,757 @@
+//! The whole dataflow, assembled from the operators: from the log's signals and the rule
+//! versions to everything the read models show.
+//!
+//! ```text
+//! signals ─ dedup ─ unique ─┬─ match_rules(rules) ─ winner ──┬───────────────┐
+//!                           ├─ identifiers ──┐               │ mapped ids    │
+//!                           │                └─ resolve ◄────┘               │
+//!                           │                    │ signal_lead               │
+//!                           └────────────────────┴──► status ◄───────────────┘
+//!                                                      ├─► usage, lead profiles
+//!                           unique + winner ──────────────► signal groups
+//! ```
+//!
+//! The per-record decisions (a signal's status, a group's row, a lead's profile) are plain
+//! functions shared with the sequential reference, which checks the plumbing around them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use differential_dataflow::lattice::Lattice;
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+use timely::order::TotalOrder;
+use timely::progress::Timestamp;
+
+use crate::dedup::{dedup, dedup_reference};
+use crate::groups::{group_key, GroupKey};
+use crate::identity::{resolve, resolve_reference, signal_idents, IdentityConfig, SignalKey};
+use crate::rules::{match_rules, match_rules_reference, Match, RuleVersion, SignalType};
+use crate::types::{IdKind, Ident, Org, Signal};
+
+/// Processing status (spec 6.2). `Pending` is a signal held cold: anonymous, not yet
+/// attributable to a lead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pending,
+    Completed,
+    Failed,
+    Skipped,
+}
+
+/// What processing made of one staged signal.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Processed {
+    pub status: Status,
+    /// `No identifying field`, `Invalid path`, or `Rule not found` (spec 11).
+    pub error: Option<String>,
+    pub rule_id: Option<u64>,
+    pub rule_name: Option<String>,
+    pub signal_type: Option<SignalType>,
+    pub high_intent: bool,
+    pub lead: Option<Ident>,
+    pub source: String,
+    pub event_type: String,
+    pub received_at: i64,
+    pub event_at: i64,
+}
+
+/// Decides a signal's status from what is known about it (see `Status`).
+pub fn derive_status(
+    signal: &Signal,
+    cold: bool,
+    winner: Option<&Match>,
+    lead: Option<&Ident>,
+) -> Processed {
+    let (status, error) = match (winner, lead) {
+        (Some(m), _) if m.error.is_some() => (Status::Failed, m.error.clone()),
+        (Some(_), Some(_)) => (Status::Completed, None),
+        (_, None) if cold => (Status::Pending, None),
+        (Some(_), None) => (Status::Failed, Some("No identifying field".to_string())),
+        (None, _) => (Status::Skipped, Some("Rule not found".to_string())),
+    };
+    Processed {
+        status,
+        error,
+        rule_id: winner.map(|m| m.rule_id),
+        rule_name: winner.map(|m| m.rule_name.clone()),
+        signal_type: winner.map(|m| m.signal_type),
+        high_intent: winner.is_some_and(|m| m.high_intent),
+        lead: lead.cloned(),
+        source: signal.source.clone(),
+        event_type: signal.event_type.clone(),
+        received_at: signal.received_at,
+        event_at: signal.event_at,
+    }
+}
+
+/// A signal group's row.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct GroupRow {
+    pub count: u64,
+    /// Signals of the group that no rule maps; 0 puts the group on the mapped tab.
+    pub unmapped: u64,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    /// The sample: a signal with an email when the group has one (spec 8), else the earliest.
+    pub sample_pos: u64,
+    pub sample: Arc<str>,
+}
+
+/// One signal as a group member: (mapped, no email?, position, received at, payload). The
+/// tuple order makes "has an email, then earliest" the minimum.
+pub type Member = (bool, (bool, u64, i64, Arc<str>));
+
+pub fn group_row(members: &[&Member]) -> GroupRow {
+    let sample = members
+        .iter()
+        .map(|(_, m)| m)
+        .min()
+        .expect("groups are not empty");
+    GroupRow {
+        count: members.len() as u64,
+        unmapped: members.iter().filter(|(mapped, _)| !mapped).count() as u64,
+        first_seen: members.iter().map(|(_, m)| m.2).min().unwrap(),
+        last_seen: members.iter().map(|(_, m)| m.2).max().unwrap(),
+        sample_pos: sample.1,
+        sample: sample.3.clone(),
+    }
+}
+
+fn member(s: &Signal, mapped: bool) -> ((Org, GroupKey), Member) {
+    let payload = s.payload_value();
+    let has_email = s.ids.iter().any(|(k, _)| *k == IdKind::Email);
+    (
+        (s.org, group_key(s, &payload)),
+        (
+            mapped,
+            (!has_email, s.pos, s.received_at, s.payload.clone()),
+        ),
+    )
+}
+
+/// Usage meters, counted per org and calendar month (spec 14).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Meter {
+    /// Every signal on the log (retries the edge recognised never reach it).
+    RawSignals,
+    /// Unique staged signals.
+    StagedSignals,
+    /// Completed (mapped) signals.
+    MappedSignals,
+    /// Leads with at least one signal in the month.
+    Leads,
+}
+
+/// What a lead's profile is made of, per attributed signal.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LeadFact {
+    pub event_at: i64,
+    pub pos: u64,
+    pub signal_type: Option<SignalType>,
+    pub traits: Vec<(String, String)>,
+    pub product_org: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LeadProfile {
+    pub signals: u64,
+    pub first_activity: i64,
+    pub last_activity: i64,
+    /// Completed signals by rule signal type.
+    pub by_type: Vec<(SignalType, u64)>,
+    /// Merged traits: per key, the value of the latest signal by event time (then position).
+    pub traits: Vec<(String, String)>,
+    /// The latest product org named by the lead's signals.
+    pub product_org: Option<String>,
+}
+
+pub fn profile(facts: &[&LeadFact]) -> LeadProfile {
+    let mut ordered: Vec<&&LeadFact> = facts.iter().collect();
+    ordered.sort_by_key(|f| (f.event_at, f.pos));
+    let mut traits = BTreeMap::new();
+    let mut by_type = BTreeMap::new();
+    let mut product_org = None;
+    for f in &ordered {
+        for (k, v) in &f.traits {
+            traits.insert(k.clone(), v.clone());
+        }
+        if let Some(t) = f.signal_type {
+            *by_type.entry(t).or_insert(0u64) += 1;
+        }
+        if f.product_org.is_some() {
+            product_org = f.product_org.clone();
+        }
+    }
+    LeadProfile {
+        signals: facts.len() as u64,
+        first_activity: ordered.first().map_or(0, |f| f.event_at),
+        last_activity: ordered.last().map_or(0, |f| f.event_at),
+        by_type: by_type.into_iter().collect(),
+        traits: traits.into_iter().collect(),
+        product_org,
+    }
+}
+
+fn lead_fact(s: &Signal, p: &Processed, rule_fields: &[(String, String)]) -> LeadFact {
+    let mut traits = s.traits(&s.payload_value());
+    for (k, v) in rule_fields {
+        traits.retain(|(key, _)| key != k);
+        traits.push((k.clone(), v.clone()));
+    }
+    traits.sort();
+    LeadFact {
+        event_at: s.event_at,
+        pos: s.pos,
+        signal_type: if p.status == Status::Completed {
+            p.signal_type
+        } else {
+            None
+        },
+        traits,
+        product_org: s.product_org.clone(),
+    }
+}
+
+/// Everything the dataflow maintains.
+pub struct Outputs<'s, T: Timestamp + Lattice> {
+    pub unique: VecCollection<'s, T, Signal, isize>,
+    pub processed: VecCollection<'s, T, (SignalKey, Processed), isize>,
+    pub membership: VecCollection<'s, T, (Ident, Ident), isize>,
+    pub conflicts: VecCollection<'s, T, (Ident, IdKind), isize>,
+    pub groups: VecCollection<'s, T, ((Org, GroupKey), GroupRow), isize>,
+    pub usage: VecCollection<'s, T, ((Org, u32, Meter), isize), isize>,
+    pub leads: VecCollection<'s, T, (Ident, LeadProfile), isize>,
+}
+
+/// Tagged facts about one signal, folded into its status.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+enum Fact {
+    Signal(Signal, bool),
+    Rule(Match),
+    Lead(Ident),
+}
+
+/// Builds the dataflow over all signals on the log and the rule versions.
+pub fn build<'s, T>(
+    signals: VecCollection<'s, T, Signal, isize>,
+    rules: VecCollection<'s, T, RuleVersion, isize>,
+    cfg: &IdentityConfig,
+) -> Outputs<'s, T>
+where
+    T: Timestamp + Lattice + TotalOrder + std::hash::Hash,
+{
+    let unique = dedup(signals.clone());
+    let winner = match_rules(unique.clone(), rules);
+
+    let c = cfg.clone();
+    let intrinsic = unique.clone().flat_map(move |s| signal_idents(&s, &c));
+    let c = cfg.clone();
+    let mapped_ids = winner.clone().flat_map(move |((org, pos), m)| {
+        let c = c.clone();
+        m.ids
+            .into_iter()
+            .filter(move |(_, v)| c.allows(v))
+            .map(move |(k, v)| ((org, pos), Ident::new(org, k, v)))
+    });
+    let identity = resolve(intrinsic.concat(mapped_ids), cfg);
+
+    let c = cfg.clone();
+    let facts = unique
+        .clone()
+        .map(move |s| {
+            let cold = signal_idents(&s, &c)
+                .iter()
+                .any(|(_, i)| i.kind == IdKind::AnonymousId);
+            ((s.org, s.pos), Fact::Signal(s, cold))
+        })
+        .concat(winner.clone().map(|(k, m)| (k, Fact::Rule(m))))
+        .concat(
+            identity
+                .signal_lead
+                .clone()
+                .map(|(k, l)| (k, Fact::Lead(l))),
+        );
+    let decided = facts.reduce_named("Status", |_k, facts, out| {
+        let mut signal = None;
+        let (mut winner, mut lead) = (None, None);
+        for (f, _) in facts {
+            match f {
+                Fact::Signal(s, cold) => signal = Some((s, *cold)),
+                Fact::Rule(m) => winner = Some(m),
+                Fact::Lead(l) => lead = Some(l),
+            }
+        }
+        if let Some((s, cold)) = signal {
+            let p = derive_status(s, cold, winner, lead);
+            let fields = winner.map(|m| m.fields.clone()).unwrap_or_default();
+            let fact = lead_fact(s, &p, &fields);
+            out.push(((p, fact), 1));
+        }
+    });
+    let processed = decided.clone().map(|(k, (p, _))| (k, p));
+
+    // Lead profiles from attributed signals.
+    let leads = decided
+        .flat_map(|(_, (p, f))| p.lead.map(|l| (l, f)))
+        .reduce_named("LeadProfile", |_lead, facts, out| {
+            let facts: Vec<&LeadFact> = facts.iter().map(|(f, _)| *f).collect();
+            out.push((profile(&facts), 1));
+        });
+
+    // Usage per org and month.
+    let month = Signal::month_of;
+    let usage = signals
+        .map(move |s| (s.org, month(s.received_at), Meter::RawSignals))
+        .concat(
+            unique
+                .clone()
+                .map(move |s| (s.org, month(s.received_at), Meter::StagedSignals)),
+        )
+        .concat(
+            processed
+                .clone()
+                .filter(|(_, p)| p.status == Status::Completed)
+                .map(move |((org, _), p)| (org, month(p.received_at), Meter::MappedSignals)),
+        )
+        .concat(
+            processed
+                .clone()
+                .flat_map(move |((org, _), p)| p.lead.map(|l| (org, month(p.received_at), l)))
+                .distinct()
+                .map(|(org, m, _)| (org, m, Meter::Leads)),
+        )
+        .count();
+
+    // Signal groups, with each member's mapped flag.
+    let mapped_keys = winner.map(|(k, _)| k);
+    let by_key = unique.clone().map(|s| ((s.org, s.pos), s));
+    let mapped = by_key
+        .clone()
+        .semijoin(mapped_keys.clone())
+        .map(|(_, s)| member(&s, true));
+    let unmapped = by_key.antijoin(mapped_keys).map(|(_, s)| member(&s, false));
+    let groups = mapped
+        .concat(unmapped)
+        .reduce_named("Groups", |_k, members, out| {
+            let members: Vec<&Member> = members.iter().map(|(m, _)| *m).collect();
+            out.push((group_row(&members), 1));
+        });
+
+    Outputs {
+        unique,
+        processed,
+        membership: identity.membership,
+        conflicts: identity.conflicts,
+        groups,
+        usage,
+        leads,
+    }
+}
+
+/// The final state of every output, as plain sets (the reference's and the dataflow's).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct State {
+    pub unique: BTreeSet<Signal>,
+    pub processed: BTreeSet<(SignalKey, Processed)>,
+    pub membership: BTreeSet<(Ident, Ident)>,
+    pub groups: BTreeSet<((Org, GroupKey), GroupRow)>,
+    pub usage: BTreeSet<((Org, u32, Meter), isize)>,
+    pub leads: BTreeSet<(Ident, LeadProfile)>,
+}
+
+/// Sequential reference of [`build`].
+pub fn reference(signals: &[Signal], rules: &[RuleVersion], cfg: &IdentityConfig) -> State {
+    let unique = dedup_reference(signals);
+    let winners = match_rules_reference(&unique, rules);
+    let mut facts: Vec<(SignalKey, Ident)> =
+        unique.iter().flat_map(|s| signal_idents(s, cfg)).collect();
+    for ((org, pos), m) in &winners {
+        for (k, v) in &m.ids {
+            if cfg.allows(v) {
+                facts.push(((*org, *pos), Ident::new(*org, *k, v.clone())));
+            }
+        }
+    }
+    facts.sort();
+    facts.dedup();
+    let identity = resolve_reference(&facts, cfg);
+    let lead_of: BTreeMap<SignalKey, Ident> = identity.signal_lead.iter().cloned().collect();
+
+    let mut state = State {
+        unique: unique.iter().cloned().collect(),
+        membership: identity.membership,
+        ..Default::default()
+    };
+    let mut lead_facts: BTreeMap<Ident, Vec<LeadFact>> = BTreeMap::new();
+    let mut usage: BTreeMap<(Org, u32, Meter), isize> = BTreeMap::new();
+    let mut active: BTreeSet<(Org, u32, Ident)> = BTreeSet::new();
+    let mut members: BTreeMap<(Org, GroupKey), Vec<Member>> = BTreeMap::new();
+    for s in signals {
+        *usage
+            .entry((s.org, Signal::month_of(s.received_at), Meter::RawSignals))
+            .or_default() += 1;
+    }
+    for s in &unique {
+        let key = (s.org, s.pos);
+        let cold = signal_idents(s, cfg)
+            .iter()
+            .any(|(_, i)| i.kind == IdKind::AnonymousId);
+        let winner = winners.get(&key);
+        let p = derive_status(s, cold, winner, lead_of.get(&key));
+        let month = Signal::month_of(s.received_at);
+        *usage
+            .entry((s.org, month, Meter::StagedSignals))
+            .or_default() += 1;
+        if p.status == Status::Completed {
+            *usage
+                .entry((s.org, month, Meter::MappedSignals))
+                .or_default() += 1;
+        }
+        if let Some(l) = &p.lead {
+            active.insert((s.org, month, l.clone()));
+            let fields = winner.map(|m| m.fields.clone()).unwrap_or_default();
+            lead_facts
+                .entry(l.clone())
+                .or_default()
+                .push(lead_fact(s, &p, &fields));
+        }
+        let (gk, m) = member(s, winner.is_some());
+        members.entry(gk).or_default().push(m);
+        state.processed.insert((key, p));
+    }
+    for (org, month, _) in active {
+        *usage.entry((org, month, Meter::Leads)).or_default() += 1;
+    }
+    state.usage = usage.into_iter().collect();
+    state.leads = lead_facts
+        .into_iter()
+        .map(|(l, fs)| {
+            let refs: Vec<&LeadFact> = fs.iter().collect();
+            (l, profile(&refs))
+        })
+        .collect();
+    state.groups = members
+        .into_iter()
+        .map(|(k, ms)| {
+            let refs: Vec<&Member> = ms.iter().collect();
+            (k, group_row(&refs))
+        })
+        .collect();
+    state
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{
+        Combinator, Condition, LeadField, Op, Operand, RuleBook, RuleChange, RuleDef,
+    };
+    use crate::testing::{run, shuffle_into_batches};
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+    enum In {
+        S(Signal),
+        R(RuleVersion),
+    }
+
+    /// A signal built the way the pipeline builds them: from a canonical record.
+    fn signal(org: u64, pos: u64, received_at: i64, payload: Value) -> Signal {
+        let ctx = trailspark_core::normalize::Context {
+            org_id: trailspark_core::OrgId(org),
+            api_key_id: 1,
+            received_at,
+            ..Default::default()
+        };
+        let rec = trailspark_core::normalize::normalize(&ctx, &payload, payload.to_string());
+        Signal::from_record(pos, &rec)
+    }
+
+    fn rule_def(variant: u8, prio: i32) -> RuleDef {
+        let (conds, mappings) = match variant {
+            0 => (
+                vec![("event", "Form Filled")],
+                vec![(LeadField::Email, "traits.email".to_string())],
+            ),
+            1 => (
+                vec![("type", "page")],
+                vec![
+                    (LeadField::Email, "context.traits.email".to_string()),
+                    (LeadField::Title, "properties.title".to_string()),
+                ],
+            ),
+            2 => (
+                vec![("type", "identify")],
+                vec![(LeadField::Email, "traits.email".to_string())],
+            ),
+            _ => (
+                vec![],
+                vec![
+                    (LeadField::CrmId, "properties.crm".to_string()),
+                    (LeadField::Email, "traits".to_string()),
+                ],
+            ),
+        };
+        RuleDef {
+            name: format!("rule{variant}"),
+            signal_type: if variant == 1 {
+                SignalType::PageView
+            } else {
+                SignalType::FormFill
+            },
+            description: None,
+            high_intent: false,
+            priority: prio,
+            combinator: Combinator::All,
+            conditions: conds
+                .into_iter()
+                .map(|(f, v)| Condition {
+                    field: f.into(),
+                    op: Op::Equals,
+                    value: Some(Operand::One(v.into())),
+                })
+                .collect(),
+            mappings,
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        Event {
+            org: u64,
+            visitor: u8,
+            kind: u8,
+            month: u8,
+            page: u8,
+        },
+        Retry,
+        Rule {
+            kind: u8,
+            variant: u8,
+            prio: i32,
+            reprocess: bool,
+        },
+    }
+
+    fn arb_step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => (1u64..3, 0u8..6, 0u8..4, 0u8..2, 0u8..3).prop_map(|(org, visitor, kind, month, page)| Step::Event { org, visitor, kind, month, page }),
+            1 => Just(Step::Retry),
+            2 => (0u8..3, 0u8..4, 0i32..3, any::<bool>()).prop_map(|(kind, variant, prio, reprocess)| Step::Rule { kind, variant, prio, reprocess }),
+        ]
+    }
+
+    fn payload(visitor: u8, kind: u8, page: u8) -> Value {
+        let anon = format!("anon-{visitor}");
+        // Visitors 0 and 3 are one person on two devices; visitor 5's anonymous id is blocked.
+        let email = format!("person{}@x.io", visitor % 3);
+        let anon = if visitor == 5 {
+            "undefined".to_string()
+        } else {
+            anon
+        };
+        match kind {
+            0 => {
+                json!({"type": "page", "anonymousId": anon, "properties": {"url": format!("/p{page}"), "title": "T"}})
+            }
+            1 => {
+                json!({"type": "track", "event": "Form Filled", "anonymousId": anon, "properties": {"form_name": "Demo", "crm": format!("c{page}")}})
+            }
+            2 => {
+                json!({"type": "identify", "anonymousId": anon, "traits": {"email": email, "plan": format!("p{page}")}})
+            }
+            _ => {
+                json!({"event": "form_submit", "email": email, "properties": {"form_name": "Contact"}})
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10))]
+        #[test]
+        fn whole_graph_matches_reference(steps in proptest::collection::vec(arb_step(), 0..40), seed in any::<u64>()) {
+            let base = 1_767_225_600_000i64; // 2026-01-01
+            let mut book = RuleBook::default();
+            let mut inputs: Vec<(In, isize)> = Vec::new();
+            let mut signals: Vec<Signal> = Vec::new();
+            let mut rule_ids = Vec::new();
+            for (i, step) in steps.into_iter().enumerate() {
+                let pos = i as u64 + 1;
+                match step {
+                    Step::Event { org, visitor, kind, month, page } => {
+                        let s = signal(org, pos, base + month as i64 * 40 * 86_400_000 + pos as i64, payload(visitor, kind, page));
+                        signals.push(s.clone());
+                        inputs.push((In::S(s), 1));
+                    }
+                    Step::Retry => {
+                        if let Some(last) = signals.last() {
+                            let mut s = last.clone();
+                            s.pos = pos;
+                            signals.push(s.clone());
+                            inputs.push((In::S(s), 1));
+                        }
+                    }
+                    Step::Rule { kind, variant, prio, reprocess } => {
+                        let change = match (kind, rule_ids.last()) {
+                            (1, Some(&id)) => RuleChange::Update { rule_id: id, def: rule_def(variant, prio), reprocess },
+                            (2, Some(&id)) => RuleChange::Delete { rule_id: id },
+                            _ => {
+                                rule_ids.push(pos);
+                                RuleChange::Create { org: 1 + (variant as u64 % 2), rule_id: pos, created_at: pos as i64, def: rule_def(variant, prio), reprocess }
+                            }
+                        };
+                        inputs.extend(book.apply(pos, change).into_iter().map(|(r, d)| (In::R(r), d)));
+                    }
+                }
+            }
+            let versions: Vec<RuleVersion> = book.versions().cloned().collect();
+            let cfg = IdentityConfig::default();
+            let expected = reference(&signals, &versions, &cfg);
+            for workers in [1, 2] {
+                let batches = shuffle_into_batches(&inputs, 3, seed);
+                macro_rules! output {
+                    ($field:ident) => {{
+                        let got = run(workers, batches.clone(), |input| {
+                            let signals = input.clone().flat_map(|i| if let In::S(s) = i { Some(s) } else { None });
+                            let rules = input.flat_map(|i| if let In::R(r) = i { Some(r) } else { None });
+                            build(signals, rules, &IdentityConfig::default()).$field
+                        });
+                        got.into_iter().map(|(d, r)| { assert_eq!(r, 1, "{:?}", d); d }).collect::<BTreeSet<_>>()
+                    }};
+                }
+                let got = State {
+                    unique: output!(unique),
+                    processed: output!(processed),
+                    membership: output!(membership),
+                    groups: output!(groups),
+                    usage: output!(usage),
+                    leads: output!(leads),
+                };
+                prop_assert_eq!(&got.unique, &expected.unique);
+                prop_assert_eq!(&got.processed, &expected.processed);
+                prop_assert_eq!(&got.membership, &expected.membership);
+                prop_assert_eq!(&got.groups, &expected.groups);
+                prop_assert_eq!(&got.usage, &expected.usage);
+                prop_assert_eq!(&got.leads, &expected.leads);
+            }
+        }
+    }
+
+    #[test]
+    fn statuses() {
+        let s = signal(1, 1, 0, json!({"anonymousId": "a"}));
+        let m = Match {
+            priority: 0,
+            created_at: 0,
+            rule_id: 9,
+            version: 1,
+            rule_name: "R".into(),
+            signal_type: SignalType::FormFill,
+            high_intent: true,
+            error: None,
+            ids: vec![],
+            fields: vec![],
+        };
+        let lead = Ident::new(1, IdKind::Email, "x@y.io");
+        assert_eq!(
+            derive_status(&s, true, Some(&m), None).status,
+            Status::Pending
+        );
+        assert_eq!(
+            derive_status(&s, true, Some(&m), Some(&lead)).status,
+            Status::Completed
+        );
+        let failed = derive_status(&s, false, Some(&m), None);
+        assert_eq!(
+            (failed.status, failed.error.as_deref()),
+            (Status::Failed, Some("No identifying field"))
+        );
+        let skipped = derive_status(&s, false, None, Some(&lead));
+        assert_eq!(
+            (skipped.status, skipped.error.as_deref()),
+            (Status::Skipped, Some("Rule not found"))
+        );
+        let bad = Match {
+            error: Some("Invalid path".into()),
+            ..m
+        };
+        assert_eq!(
+            derive_status(&s, true, Some(&bad), Some(&lead))
+                .error
+                .as_deref(),
+            Some("Invalid path")
+        );
+    }
+
+    #[test]
+    fn anonymous_history_is_processed_when_identified_in_any_order() {
+        let pv = |pos| {
+            signal(
+                1,
+                pos,
+                0,
+                json!({"type": "page", "anonymousId": "A1", "properties": {"url": format!("/p{pos}")}}),
+            )
+        };
+        let identify = signal(
+            1,
+            10,
+            0,
+            json!({"type": "identify", "anonymousId": "A1", "traits": {"email": "X@Y.com"}}),
+        );
+        let mut book = RuleBook::default();
+        let d = rule_def(1, 0);
+        let versions: Vec<RuleVersion> = book
+            .apply(
+                0,
+                RuleChange::Create {
+                    org: 1,
+                    rule_id: 1,
+                    created_at: 0,
+                    def: d,
+                    reprocess: true,
+                },
+            )
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect();
+        let before = reference(
+            &[pv(1), pv(2), pv(3)],
+            &versions,
+            &IdentityConfig::default(),
+        );
+        assert!(
+            before
+                .processed
+                .iter()
+                .all(|(_, p)| p.status == Status::Pending),
+            "held cold"
+        );
+        assert!(before.leads.is_empty());
+        for order in [
+            vec![pv(1), pv(2), pv(3), identify.clone()],
+            vec![identify.clone(), pv(1), pv(2), pv(3)],
+        ] {
+            let after = reference(&order, &versions, &IdentityConfig::default());
+            let done: Vec<_> = after
+                .processed
+                .iter()
+                .filter(|(_, p)| p.status == Status::Completed)
+                .collect();
+            assert_eq!(
+                done.len(),
+                3,
+                "the three page views are mapped once identified"
+            );
+            assert_eq!(after.leads.len(), 1);
+            let (lead, profile) = after.leads.iter().next().unwrap();
+            assert_eq!(lead.value, "x@y.com");
+            assert_eq!(profile.signals, 4);
+            assert!(profile.traits.contains(&("email".into(), "X@Y.com".into())));
+        }
+    }
+}
