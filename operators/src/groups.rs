@@ -228,7 +228,8 @@ mod tests {
             json!({"event": "form_submit", "properties": {"form_name": "A", "page_url": "/q"}}),
             json!({"event": "other", "properties": {"form_name": "A", "page_url": "/p"}}),
         ] {
-            assert_ne!(group_key(&sig("form_submit", &changed), &changed), k);
+            let event = changed["event"].as_str().unwrap();
+            assert_ne!(group_key(&sig(event, &changed), &changed), k, "{changed}");
         }
         let mut other_source = sig("form_submit", &base);
         other_source.source = "website".into();

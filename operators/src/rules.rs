@@ -23,130 +23,12 @@ use serde_json::Value;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 use trailspark_core::path;
+pub use trailspark_core::rules::{
+    Combinator, Condition, LeadField, Op, Operand, RuleDef, SignalType,
+};
 
 use crate::identity::SignalKey;
 use crate::types::{IdKind, Org, Signal};
-
-/// The spec's six signal types (spec 6.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum SignalType {
-    #[serde(rename = "Page View")]
-    PageView,
-    #[serde(rename = "Form Fill")]
-    FormFill,
-    #[serde(rename = "Product Activity")]
-    ProductActivity,
-    #[serde(rename = "Sales Event")]
-    SalesEvent,
-    #[serde(rename = "Email Open")]
-    EmailOpen,
-    #[serde(rename = "Email Click")]
-    EmailClick,
-}
-
-/// Condition operators.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Op {
-    Equals,
-    NotEquals,
-    Contains,
-    StartsWith,
-    EndsWith,
-    Exists,
-    NotExists,
-    In,
-    Regex,
-    Gt,
-    Lt,
-}
-
-/// One condition: `field` is `source`, `event_type`, `event_name`, or a payload dot path.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Condition {
-    pub field: String,
-    pub op: Op,
-    /// The operand; for `in`, a list.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<Operand>,
-}
-
-/// A condition's operand, kept as text so that rules are ordered, hashable data.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Operand {
-    One(String),
-    Many(Vec<String>),
-}
-
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Combinator {
-    #[default]
-    All,
-    Any,
-}
-
-/// A lead field a rule fills from a payload path (spec 9.2). `Trait` is any other lead
-/// attribute, stored with the lead's traits.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LeadField {
-    Email,
-    MapId,
-    CdpId,
-    CrmId,
-    ProductUserId,
-    Title,
-    Trait(String),
-}
-
-impl LeadField {
-    /// The identity-graph kind of an identifying field. `cdp_id` is an anonymous tracking id:
-    /// it links, but never creates a lead on its own (spec 7.5).
-    pub fn id_kind(&self) -> Option<IdKind> {
-        match self {
-            LeadField::Email => Some(IdKind::Email),
-            LeadField::MapId => Some(IdKind::MapId),
-            LeadField::CdpId => Some(IdKind::AnonymousId),
-            LeadField::CrmId => Some(IdKind::CrmId),
-            LeadField::ProductUserId => Some(IdKind::ProductUserId),
-            LeadField::Title | LeadField::Trait(_) => None,
-        }
-    }
-
-    pub fn name(&self) -> String {
-        match self {
-            LeadField::Email => "email".into(),
-            LeadField::MapId => "map_id".into(),
-            LeadField::CdpId => "cdp_id".into(),
-            LeadField::CrmId => "crm_id".into(),
-            LeadField::ProductUserId => "product_user_id".into(),
-            LeadField::Title => "title".into(),
-            LeadField::Trait(t) => t.clone(),
-        }
-    }
-}
-
-/// What a rule is, as its author wrote it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct RuleDef {
-    pub name: String,
-    pub signal_type: SignalType,
-    #[serde(default)]
-    pub description: Option<String>,
-    #[serde(default)]
-    pub high_intent: bool,
-    #[serde(default)]
-    pub priority: i32,
-    #[serde(default)]
-    pub combinator: Combinator,
-    #[serde(default)]
-    pub conditions: Vec<Condition>,
-    pub mappings: Vec<(LeadField, String)>,
-}
 
 /// One version of a rule, in force for signals at positions `[from_pos, until_pos)`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -160,66 +42,16 @@ pub struct RuleVersion {
     pub def: Arc<RuleDef>,
 }
 
-impl RuleDef {
-    /// Checks a rule before it is saved (spec 9.2, 19.50-52).
-    pub fn validate(&self) -> Result<(), String> {
-        if self.name.trim().is_empty() {
-            return Err("`name` is required".into());
-        }
-        let ids: Vec<&LeadField> = self
-            .mappings
-            .iter()
-            .map(|(f, _)| f)
-            .filter(|f| f.id_kind().is_some())
-            .collect();
-        if ids.is_empty() {
-            return Err(
-                "map at least one identifying lead field (email, map_id, crm_id, product_user_id)"
-                    .into(),
-            );
-        }
-        if ids.iter().all(|f| **f == LeadField::CdpId) {
-            return Err(
-                "cdp_id alone does not identify a lead; map another identifying field too".into(),
-            );
-        }
-        for (f, p) in &self.mappings {
-            if !path::is_valid(p) {
-                return Err(format!(
-                    "mapping for `{}`: `{p}` is not a dot-notation path",
-                    f.name()
-                ));
-            }
-        }
-        for c in &self.conditions {
-            if !path::is_valid(&c.field) {
-                return Err(format!(
-                    "condition field `{}` is not a dot-notation path",
-                    c.field
-                ));
-            }
-            let needs_value = !matches!(c.op, Op::Exists | Op::NotExists);
-            match (&c.value, c.op) {
-                (None, _) if needs_value => {
-                    return Err(format!("condition on `{}` needs a `value`", c.field))
-                }
-                (Some(Operand::Many(_)), op) if op != Op::In => {
-                    return Err(format!(
-                        "condition on `{}`: only `in` takes a list",
-                        c.field
-                    ))
-                }
-                (Some(Operand::One(v)), Op::Regex) => {
-                    regex::Regex::new(v)
-                        .map_err(|e| format!("condition on `{}`: bad regex: {e}", c.field))?;
-                }
-                (Some(Operand::One(v)), Op::Gt | Op::Lt) if v.trim().parse::<f64>().is_err() => {
-                    return Err(format!("condition on `{}`: `{v}` is not a number", c.field))
-                }
-                _ => {}
-            }
-        }
-        Ok(())
+/// The identity-graph kind of an identifying lead field. `cdp_id` is an anonymous tracking
+/// id: it links, but never creates a lead on its own (spec 7.5).
+pub fn id_kind(field: &LeadField) -> Option<IdKind> {
+    match field {
+        LeadField::Email => Some(IdKind::Email),
+        LeadField::MapId => Some(IdKind::MapId),
+        LeadField::CdpId => Some(IdKind::AnonymousId),
+        LeadField::CrmId => Some(IdKind::CrmId),
+        LeadField::ProductUserId => Some(IdKind::ProductUserId),
+        LeadField::Title | LeadField::Trait(_) => None,
     }
 }
 
@@ -374,7 +206,7 @@ pub fn evaluate(rule: &RuleVersion, signal: &Signal, payload: &Value) -> Option<
                     if text.is_empty() {
                         continue;
                     }
-                    match field.id_kind() {
+                    match id_kind(field) {
                         Some(IdKind::Email) => m.ids.push((IdKind::Email, text.to_lowercase())),
                         Some(kind) => m.ids.push((kind, text)),
                         None => m.fields.push((field.name(), text)),
