@@ -8,10 +8,11 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use trailspark::admin::{key_json, rfc3339};
+use trailspark::engine::{Engine, EngineConfig};
 use trailspark::log::jetstream::StreamSettings;
 use trailspark::open::{self, LogLocation};
 use trailspark::server;
-use trailspark::state::{AppState, NewKey};
+use trailspark::state::{AppState, NewKey, Quota};
 use trailspark_core::tenancy::{EndpointType, OrgId, ProductOrgTemplate, DEFAULT_ORG};
 use trailspark_core::LogEntry;
 
@@ -73,6 +74,9 @@ enum Command {
         /// The server administrator's token (may create orgs; Owner of the default org).
         #[arg(long, env = "TRAILSPARK_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
+        /// Dataflow worker threads.
+        #[arg(long, env = "TRAILSPARK_WORKERS", default_value_t = 1)]
+        workers: usize,
     },
     /// Manage organizations.
     Orgs {
@@ -173,7 +177,8 @@ async fn main() -> anyhow::Result<()> {
             log,
             listen,
             admin_token,
-        } => serve(log, listen, admin_token).await,
+            workers,
+        } => serve(log, listen, admin_token, workers).await,
         Command::Orgs { cmd } => orgs(cmd).await,
         Command::Keys { cmd } => keys(cmd).await,
         Command::Log {
@@ -197,9 +202,14 @@ async fn serve(
     log: LogOpts,
     listen: SocketAddr,
     admin_token: Option<String>,
+    workers: usize,
 ) -> anyhow::Result<()> {
     let loc = log.location();
-    let opened = open::open(&loc).await?;
+    let engine = Engine::start(EngineConfig {
+        workers,
+        ..Default::default()
+    });
+    let opened = open::open(&loc, Some(engine.clone())).await?;
     let stats = opened.stats;
     tracing::info!(
         log = opened.log.kind(),
@@ -209,7 +219,13 @@ async fn serve(
         "Log replayed."
     );
     let first_start = opened.registry.is_empty();
-    let state = AppState::new(opened.registry, opened.log.clone(), admin_token.as_deref());
+    let quota = Quota::from_counts(stats.raw_signals.clone());
+    let state = AppState::new(
+        opened.registry,
+        opened.log.clone(),
+        admin_token.as_deref(),
+        Some((engine, quota)),
+    );
     let listener = server::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -254,8 +270,8 @@ async fn serve(
 }
 
 async fn open_state(log: &LogOpts) -> anyhow::Result<(std::sync::Arc<AppState>, open::Opened)> {
-    let opened = open::open(&log.location()).await?;
-    let state = AppState::new(opened.registry.clone(), opened.log.clone(), None);
+    let opened = open::open(&log.location(), None).await?;
+    let state = AppState::new(opened.registry.clone(), opened.log.clone(), None, None);
     Ok((state, opened))
 }
 

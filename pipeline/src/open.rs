@@ -2,11 +2,13 @@
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use trailspark_core::{LogEntry, Registry};
 
+use crate::engine::Engine;
 use crate::log::jetstream::StreamSettings;
 use crate::log::{jetstream, JetStreamLog, Journal, JournalConfig, Log, LogError};
 
@@ -19,12 +21,14 @@ pub struct LogLocation {
 }
 
 /// Counts of what a replay saw.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct ReplayStats {
     pub entries: u64,
     pub signals: u64,
     pub product_org_updates: u64,
     pub config_events: u64,
+    /// Raw signals per (org, month `YYYYMM`): the quota's starting point.
+    pub raw_signals: std::collections::HashMap<(trailspark_core::OrgId, u32), u64>,
 }
 
 /// An open log with the state rebuilt from it. Holding it holds the data directory's lock.
@@ -62,7 +66,11 @@ fn fold(registry: &mut Registry, stats: &mut ReplayStats, entry: &LogEntry) {
             stats.config_events += 1;
             registry.apply(e);
         }
-        LogEntry::Signal(_) => stats.signals += 1,
+        LogEntry::Signal(s) => {
+            stats.signals += 1;
+            let month = trailspark_operators::Signal::month_of(s.received_at);
+            *stats.raw_signals.entry((s.org_id, month)).or_default() += 1;
+        }
         LogEntry::ProductOrgUpdate(_) => stats.product_org_updates += 1,
     }
 }
@@ -77,26 +85,41 @@ pub async fn connect_nats(url: &str) -> anyhow::Result<async_nats::Client> {
         .with_context(|| format!("connecting to NATS at {url}"))
 }
 
-/// Opens the log at `loc` and replays it.
-pub async fn open(loc: &LogLocation) -> anyhow::Result<Opened> {
+/// Replayed entries are handed to the engine in batches of this many.
+const REPLAY_BATCH: usize = 50_000;
+
+/// Opens the log at `loc` and replays it: into the registry, and into `engine` when given
+/// (which then also receives every later commit, in log order).
+pub async fn open(loc: &LogLocation, engine: Option<Arc<Engine>>) -> anyhow::Result<Opened> {
     let mut registry = Registry::default();
     let mut stats = ReplayStats::default();
-    match &loc.nats_url {
+    let mut buf: Vec<(u64, LogEntry)> = Vec::new();
+    // Folds one replayed entry into the registry and, in batches, into the engine.
+    let mut replay = |pos: u64, e: LogEntry, buf: &mut Vec<(u64, LogEntry)>| {
+        fold(&mut registry, &mut stats, &e);
+        if let Some(engine) = &engine {
+            buf.push((pos, e));
+            if buf.len() >= REPLAY_BATCH {
+                tokio::task::block_in_place(|| engine.feed(&std::mem::take(buf)));
+            }
+        }
+    };
+    let log = match &loc.nats_url {
         None => {
             let lock = lock_data_dir(&loc.data_dir)?;
-            let cfg = JournalConfig::new(loc.data_dir.join("journal"));
+            let mut cfg = JournalConfig::new(loc.data_dir.join("journal"));
+            if let Some(engine) = engine.clone() {
+                cfg.on_commit = Some(Arc::new(move |entries: Vec<(u64, LogEntry)>| {
+                    engine.feed(&entries)
+                }));
+            }
             let journal = tokio::task::block_in_place(|| {
-                Journal::open(cfg, &mut |_, e| {
-                    fold(&mut registry, &mut stats, &e);
+                Journal::open(cfg, &mut |pos, e| {
+                    replay(pos, e, &mut buf);
                     Ok(())
                 })
             })?;
-            Ok(Opened {
-                log: Log::Journal(journal),
-                registry,
-                stats,
-                _lock: Some(lock),
-            })
+            (Log::Journal(journal), Some(lock))
         }
         Some(url) => {
             let client = connect_nats(url).await?;
@@ -106,19 +129,43 @@ pub async fn open(loc: &LogLocation) -> anyhow::Result<Opened> {
             )
             .await
             .map_err(|_| anyhow::anyhow!("timed out waiting for JetStream at {url}"))??;
-            js.read(Some(jetstream::CONFIG_SUBJECT), &mut |_, e| {
-                fold(&mut registry, &mut stats, &e);
+            // Without an engine only config matters; with one, everything is replayed and
+            // then followed.
+            let filter = if engine.is_some() {
+                None
+            } else {
+                Some(jetstream::CONFIG_SUBJECT)
+            };
+            let mut last = 0;
+            js.read(filter, &mut |pos, e| {
+                last = pos;
+                replay(pos, e, &mut buf);
                 Ok(())
             })
             .await?;
-            Ok(Opened {
-                log: Log::JetStream(Box::new(js)),
-                registry,
-                stats,
-                _lock: None,
-            })
+            if let Some(engine) = engine.clone() {
+                let tailer = js.clone();
+                let start = last.max(js.head()) + 1;
+                tokio::spawn(async move {
+                    let feed =
+                        move |pos, e| tokio::task::block_in_place(|| engine.feed(&[(pos, e)]));
+                    if let Err(e) = tailer.tail(start, feed).await {
+                        tracing::error!(error = %e, "Following the JetStream log stopped.");
+                    }
+                });
+            }
+            (Log::JetStream(Box::new(js)), None)
         }
+    };
+    if let Some(engine) = &engine {
+        tokio::task::block_in_place(|| engine.feed(&buf));
     }
+    Ok(Opened {
+        log: log.0,
+        registry,
+        stats,
+        _lock: log.1,
+    })
 }
 
 /// Reads every entry of the log without taking the lock (for `log dump`).

@@ -1,8 +1,6 @@
 //! Server state shared by the HTTP handlers: the tenancy registry and the log, plus the
 //! config operations (orgs, tokens, keys) used by both the admin API and the CLI.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
 use thiserror::Error;
@@ -12,8 +10,10 @@ use trailspark_core::tenancy::{
     ProductOrgTemplate, Registry, Role, DEFAULT_ORG,
 };
 use trailspark_core::LogEntry;
-use trailspark_sources::{Ingest, IngestError, Receipt};
+use trailspark_operators::Signal;
+use trailspark_sources::{Ingest, IngestError, Receipt, SubmitFuture};
 
+use crate::engine::Engine;
 use crate::log::{Log, LogError};
 
 /// Errors of config operations, mapped to HTTP statuses by the admin API.
@@ -46,9 +46,62 @@ pub struct CreatedKey {
     pub secret: Option<String>,
 }
 
+/// Raw signals counted per (org, month `YYYYMM`), for the plan's raw-signal limit. Exact at
+/// the edge: a signal's slot is reserved before its append and released if the append fails
+/// or the log recognises a retry, so concurrent requests can never overshoot the limit.
+#[derive(Default)]
+pub struct Quota {
+    counts: std::sync::Mutex<std::collections::HashMap<(OrgId, u32), u64>>,
+}
+
+impl Quota {
+    pub fn from_counts(counts: std::collections::HashMap<(OrgId, u32), u64>) -> Quota {
+        Quota {
+            counts: std::sync::Mutex::new(counts),
+        }
+    }
+
+    pub fn used(&self, org: OrgId, month: u32) -> u64 {
+        self.counts
+            .lock()
+            .unwrap()
+            .get(&(org, month))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Reserves a slot unless the plan forbids it; `Err` names the limit.
+    fn reserve(
+        &self,
+        org: OrgId,
+        month: u32,
+        plan: &trailspark_core::Plan,
+    ) -> Result<(), IngestError> {
+        let mut counts = self.counts.lock().unwrap();
+        let c = counts.entry((org, month)).or_default();
+        if plan.raw_signal_limit != 0 && !plan.overage && *c >= plan.raw_signal_limit {
+            return Err(IngestError::LimitReached {
+                limit: plan.raw_signal_limit,
+                period: format!("{}-{:02}", month / 100, month % 100),
+            });
+        }
+        *c += 1;
+        Ok(())
+    }
+
+    fn release(&self, org: OrgId, month: u32) {
+        if let Some(c) = self.counts.lock().unwrap().get_mut(&(org, month)) {
+            *c = c.saturating_sub(1);
+        }
+    }
+}
+
 pub struct AppState {
     pub registry: RwLock<Registry>,
     pub log: Log,
+    /// The dataflow and its read models (absent for offline CLI commands).
+    pub engine: Option<Arc<Engine>>,
+    pub quota: Arc<Quota>,
     /// Hash of `TRAILSPARK_ADMIN_TOKEN`, when set.
     env_admin_hash: Option<String>,
     /// Serializes config writes: read next ids, append, apply.
@@ -60,10 +113,21 @@ fn now_ms() -> i64 {
 }
 
 impl AppState {
-    pub fn new(registry: Registry, log: Log, env_admin_token: Option<&str>) -> Arc<AppState> {
+    pub fn new(
+        registry: Registry,
+        log: Log,
+        env_admin_token: Option<&str>,
+        engine: Option<(Arc<Engine>, Quota)>,
+    ) -> Arc<AppState> {
+        let (engine, quota) = match engine {
+            Some((e, q)) => (Some(e), Arc::new(q)),
+            None => (None, Arc::new(Quota::default())),
+        };
         Arc::new(AppState {
             registry: RwLock::new(registry),
             log,
+            engine,
+            quota,
             env_admin_hash: env_admin_token.map(secret::hash),
             config_lock: tokio::sync::Mutex::new(()),
         })
@@ -296,11 +360,63 @@ impl Ingest for AppState {
             .cloned()
     }
 
-    fn submit(
-        &self,
-        entries: Vec<LogEntry>,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<Receipt>, IngestError>> + Send>> {
-        let fut = self.log.append(entries);
-        Box::pin(async move { fut.await.map_err(IngestError::from) })
+    fn submit(&self, entries: Vec<LogEntry>) -> SubmitFuture {
+        // Reserve raw-signal slots; refused entries never reach the log.
+        let mut outcome: Vec<Option<IngestError>> = Vec::with_capacity(entries.len());
+        let mut reserved: Vec<Option<(OrgId, u32)>> = Vec::with_capacity(entries.len());
+        let mut accepted = Vec::with_capacity(entries.len());
+        {
+            let reg = self.registry.read().unwrap();
+            for e in entries {
+                let slot = match &e {
+                    LogEntry::Signal(s) => {
+                        let month = Signal::month_of(s.received_at);
+                        match self.quota.reserve(s.org_id, month, &reg.plan(s.org_id)) {
+                            Ok(()) => Some((s.org_id, month)),
+                            Err(err) => {
+                                outcome.push(Some(err));
+                                continue;
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+                outcome.push(None);
+                reserved.push(slot);
+                accepted.push(e);
+            }
+        }
+        let quota = self.quota.clone();
+        let fut = (!accepted.is_empty()).then(|| self.log.append(accepted));
+        Box::pin(async move {
+            let receipts: Vec<Receipt> = match fut {
+                None => Vec::new(),
+                Some(f) => match f.await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        for (org, month) in reserved.iter().flatten() {
+                            quota.release(*org, *month);
+                        }
+                        return Err(IngestError::from(e));
+                    }
+                },
+            };
+            // A recognised retry was not appended: it does not count.
+            for (r, slot) in receipts.iter().zip(&reserved) {
+                if let (true, Some((org, month))) = (r.duplicate, slot) {
+                    quota.release(*org, *month);
+                }
+            }
+            let mut receipts = receipts.into_iter();
+            Ok(outcome
+                .into_iter()
+                .map(|o| match o {
+                    Some(err) => Err(err),
+                    None => receipts
+                        .next()
+                        .ok_or_else(|| IngestError::Internal("missing receipt".into())),
+                })
+                .collect())
+        })
     }
 }

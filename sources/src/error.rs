@@ -32,6 +32,8 @@ pub enum IngestError {
     WrongEndpointType(&'static str),
     #[error("{0}")]
     Unprocessable(String),
+    #[error("the organization's raw signal limit of {limit} for {period} is reached; enable overages or upgrade the plan")]
+    LimitReached { limit: u64, period: String },
     #[error("method not allowed; use POST")]
     MethodNotAllowed,
     #[error("no such endpoint")]
@@ -60,6 +62,7 @@ impl IngestError {
             }
             WrongEndpointType(_) => StatusCode::FORBIDDEN,
             Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            LimitReached { .. } => StatusCode::TOO_MANY_REQUESTS,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             NotFound => StatusCode::NOT_FOUND,
             Overloaded | Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -83,6 +86,7 @@ impl IngestError {
             InvalidSecret => "invalid_secret",
             WrongEndpointType(_) => "wrong_endpoint_type",
             Unprocessable(_) => "unprocessable",
+            LimitReached { .. } => "limit_reached",
             MethodNotAllowed => "method_not_allowed",
             NotFound => "not_found",
             UnsupportedEncoding(_) => "unsupported_encoding",
@@ -100,6 +104,11 @@ impl IngestError {
     /// The JSON error body: `{"error": code, "code": code, "message": text}`. `code` repeats
     /// `error` because Segment's SDKs read `code` and `message` from error bodies.
     pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({"error": self.code(), "code": self.code(), "message": self.to_string()})
+        let mut b = serde_json::json!({"error": self.code(), "code": self.code(), "message": self.to_string()});
+        if let IngestError::LimitReached { limit, period } = self {
+            b["limit"] =
+                serde_json::json!({"name": "raw_signal_limit", "value": limit, "period": period});
+        }
+        b
     }
 }

@@ -16,14 +16,21 @@ pub trait Ingest: Send + Sync + 'static {
     /// Looks up a presented API key at time `now_ms`.
     fn check_key(&self, presented: &str, now_ms: i64) -> Result<ApiKey, KeyRejection>;
 
-    /// Makes `entries` durable, in order, and answers one receipt per entry. Resolves only
-    /// once every entry is durable (journal fsync or JetStream ack); on error, none of the
+    /// Makes `entries` durable, in order, and answers one result per entry: a receipt, or why
+    /// that entry was refused (e.g. the org's signal limit). Resolves only once every accepted
+    /// entry is durable (journal fsync or JetStream ack); on a whole-request error, none of the
     /// entries may be reported as accepted.
-    fn submit(
-        &self,
-        entries: Vec<LogEntry>,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<Receipt>, IngestError>> + Send + 'static>>;
+    fn submit(&self, entries: Vec<LogEntry>) -> SubmitFuture;
 }
+
+/// The answer of [`Ingest::submit`].
+pub type SubmitFuture = Pin<
+    Box<
+        dyn Future<Output = Result<Vec<Result<Receipt, IngestError>>, IngestError>>
+            + Send
+            + 'static,
+    >,
+>;
 
 /// Where an entry landed on the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +90,17 @@ impl ItemResults {
         self.results.push(r);
     }
 
+    /// `ok`, unless nothing was accepted and some item hit the signal limit: then 429, so
+    /// that clients back off as they would for a single signal.
+    pub fn status(&self, ok: warp::http::StatusCode) -> warp::http::StatusCode {
+        let limited = self.results.iter().any(|r| r["error"] == "limit_reached");
+        if self.accepted == 0 && limited {
+            warp::http::StatusCode::TOO_MANY_REQUESTS
+        } else {
+            ok
+        }
+    }
+
     pub fn to_json(&self) -> Value {
         json!({"accepted": self.accepted, "rejected": self.rejected, "results": self.results})
     }
@@ -121,9 +139,14 @@ pub async fn submit_items(
     for (index, line, slot) in slots {
         match slot {
             Ok((source, cold)) => {
-                let r = receipts
-                    .next()
-                    .ok_or_else(|| IngestError::Internal("missing receipt".into()))?;
+                let next = receipts.next();
+                let r = match next.ok_or_else(|| IngestError::Internal("missing receipt".into()))? {
+                    Ok(r) => r,
+                    Err(e) => {
+                        into.reject(index, line, &e);
+                        continue;
+                    }
+                };
                 into.accepted += 1;
                 let mut v = json!({
                     "index": index,

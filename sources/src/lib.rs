@@ -15,5 +15,5 @@ pub mod segment;
 
 pub use body::BodyStream;
 pub use error::IngestError;
-pub use ingest::{Ingest, Receipt};
+pub use ingest::{Ingest, Receipt, SubmitFuture};
 pub use routes::{route, Reply, Request};

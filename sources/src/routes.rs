@@ -231,12 +231,15 @@ async fn single(
         &value,
         text.trim().to_string(),
     );
-    let receipt = ingest
+    let mut results = ingest
         .submit(vec![LogEntry::Signal(record.clone())])
         .await?;
+    let receipt = results
+        .pop()
+        .ok_or_else(|| IngestError::Internal("missing receipt".into()))??;
     Ok(Reply::json(
         StatusCode::ACCEPTED,
-        accepted_body(&record, receipt[0]),
+        accepted_body(&record, receipt),
     ))
 }
 
@@ -264,7 +267,10 @@ async fn batch(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Reply, In
         .collect();
     let mut results = ItemResults::new();
     submit_items(ingest, outcomes, &mut results).await?;
-    Ok(Reply::json(StatusCode::ACCEPTED, results.to_json()))
+    Ok(Reply::json(
+        results.status(StatusCode::ACCEPTED),
+        results.to_json(),
+    ))
 }
 
 /// E4: a streamed bulk body (JSON array, NDJSON, or `{"batch": […]}`), appended in chunks.
@@ -379,7 +385,7 @@ async fn bulk(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Reply, Ing
             retry_after: None,
         });
     }
-    Ok(Reply::json(StatusCode::ACCEPTED, body))
+    Ok(Reply::json(results.status(StatusCode::ACCEPTED), body))
 }
 
 /// Expands a `{"batch": […]}` / `{"signals": […]}` wrapper into its items; any other piece
@@ -423,14 +429,17 @@ async fn product_org(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Rep
         received_at: now_ms(),
         payload: text.trim().to_string(),
     });
-    let r = ingest.submit(vec![entry]).await?;
+    let mut results = ingest.submit(vec![entry]).await?;
+    let r = results
+        .pop()
+        .ok_or_else(|| IngestError::Internal("missing receipt".into()))??;
     Ok(Reply::json(
         StatusCode::ACCEPTED,
         json!({
-            "id": r[0].position,
+            "id": r.position,
             "message": "Product org update received and queued for processing",
-            "log_position": r[0].position,
-            "duplicate": r[0].duplicate,
+            "log_position": r.position,
+            "duplicate": r.duplicate,
         }),
     ))
 }

@@ -157,6 +157,16 @@ pub(crate) async fn handle(
     let mut results = ItemResults::new();
     submit_items(ingest, outcomes, &mut results).await?;
     let mut body = results.to_json();
+    if results.status(StatusCode::OK) == StatusCode::TOO_MANY_REQUESTS {
+        let first = &results.results[0];
+        body["code"] = first["error"].clone();
+        body["message"] = first["message"].clone();
+        return Ok(Reply {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            body,
+            retry_after: Some(3600),
+        });
+    }
     if results.accepted == 0 && results.rejected > 0 {
         let first = &results.results[0];
         body["error"] = first["error"].clone();

@@ -18,4 +18,4 @@ pub mod tenancy;
 
 pub use log::{LogEntry, ProductOrgRecord};
 pub use signal::{Identifiers, SignalRecord};
-pub use tenancy::{ApiKey, ConfigEvent, EndpointType, OrgId, Registry, Role};
+pub use tenancy::{ApiKey, ConfigEvent, EndpointType, OrgId, Plan, Registry, Role};

@@ -11,6 +11,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::rules::RuleDef;
 use crate::{path, secret};
 
 /// An organization (tenant). Numeric so that it is a safe NATS subject token and cheap to
@@ -202,6 +203,55 @@ pub enum ConfigEvent {
         id: u64,
         template: ProductOrgTemplate,
     },
+    /// A mapping rule created; with `reprocess` it also applies to signals already on the log.
+    RuleCreated {
+        org_id: OrgId,
+        rule_id: u64,
+        created_at: i64,
+        def: RuleDef,
+        reprocess: bool,
+    },
+    /// A mapping rule edited; without `reprocess` the edit applies from its log position on.
+    RuleUpdated {
+        org_id: OrgId,
+        rule_id: u64,
+        at: i64,
+        def: RuleDef,
+        reprocess: bool,
+    },
+    /// A mapping rule deleted; what it produced earlier stays.
+    RuleDeleted {
+        org_id: OrgId,
+        rule_id: u64,
+        at: i64,
+    },
+    /// An org's plan limits (spec 14; 0 means unlimited).
+    PlanSet {
+        org_id: OrgId,
+        plan: Plan,
+    },
+}
+
+/// An org's plan limits. A limit of 0 means unlimited (spec 4.3, 14.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub raw_signal_limit: u64,
+    pub mapped_signal_limit: u64,
+    /// Usage overages: ingestion goes on past the limit and the excess is billed.
+    pub overage: bool,
+}
+
+/// A mapping rule as the API shows it: its latest definition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MappingRule {
+    pub id: u64,
+    pub org_id: OrgId,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub version: u64,
+    pub def: RuleDef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<i64>,
 }
 
 /// Why a presented API key is not accepted (each maps to a 401 with its own code).
@@ -230,6 +280,8 @@ pub struct Registry {
     key_by_hash: HashMap<String, u64>,
     tokens: BTreeMap<u64, AdminToken>,
     token_by_hash: HashMap<String, u64>,
+    rules: BTreeMap<u64, MappingRule>,
+    plans: BTreeMap<OrgId, Plan>,
 }
 
 impl Registry {
@@ -261,7 +313,68 @@ impl Registry {
                     k.template = Some(template.clone());
                 }
             }
+            ConfigEvent::RuleCreated {
+                org_id,
+                rule_id,
+                created_at,
+                def,
+                ..
+            } => {
+                self.rules.insert(
+                    *rule_id,
+                    MappingRule {
+                        id: *rule_id,
+                        org_id: *org_id,
+                        created_at: *created_at,
+                        updated_at: *created_at,
+                        version: 1,
+                        def: def.clone(),
+                        deleted_at: None,
+                    },
+                );
+            }
+            ConfigEvent::RuleUpdated {
+                rule_id, at, def, ..
+            } => {
+                if let Some(r) = self
+                    .rules
+                    .get_mut(rule_id)
+                    .filter(|r| r.deleted_at.is_none())
+                {
+                    r.def = def.clone();
+                    r.updated_at = *at;
+                    r.version += 1;
+                }
+            }
+            ConfigEvent::RuleDeleted { rule_id, at, .. } => {
+                if let Some(r) = self.rules.get_mut(rule_id) {
+                    r.deleted_at.get_or_insert(*at);
+                }
+            }
+            ConfigEvent::PlanSet { org_id, plan } => {
+                self.plans.insert(*org_id, *plan);
+            }
         }
+    }
+
+    /// An org's plan (no limits until one is set).
+    pub fn plan(&self, org: OrgId) -> Plan {
+        self.plans.get(&org).copied().unwrap_or_default()
+    }
+
+    pub fn rule(&self, id: u64) -> Option<&MappingRule> {
+        self.rules.get(&id)
+    }
+
+    /// An org's rules that are not deleted.
+    pub fn rules_of(&self, org: OrgId) -> impl Iterator<Item = &MappingRule> {
+        self.rules
+            .values()
+            .filter(move |r| r.org_id == org && r.deleted_at.is_none())
+    }
+
+    pub fn next_rule_id(&self) -> u64 {
+        self.rules.keys().next_back().map_or(1, |k| k + 1)
     }
 
     pub fn is_empty(&self) -> bool {

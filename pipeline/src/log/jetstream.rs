@@ -151,6 +151,40 @@ impl JetStreamLog {
         Ok(receipts)
     }
 
+    /// Follows the stream from `start` on, forever, handing each entry to `f` in order.
+    pub async fn tail(
+        &self,
+        start: u64,
+        f: impl Fn(u64, LogEntry) + Send + 'static,
+    ) -> Result<(), LogError> {
+        let stream = self.js.get_stream(STREAM).await.map_err(nats_err)?;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: start.max(1),
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(nats_err)?;
+        let mut messages = consumer.messages().await.map_err(nats_err)?;
+        while let Some(msg) = messages.next().await {
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Reading the JetStream log failed; retrying.");
+                    continue;
+                }
+            };
+            let seq = msg.info().map_err(nats_err)?.stream_sequence;
+            match LogEntry::decode(&msg.payload) {
+                Ok(entry) => f(seq, entry),
+                Err(e) => tracing::error!(seq, error = %e, "Skipped an undecodable log entry."),
+            }
+        }
+        Ok(())
+    }
+
     /// Reads every entry on `filter` (all subjects when `None`) from the start of the stream
     /// up to its current end, in order.
     pub async fn read(

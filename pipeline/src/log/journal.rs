@@ -38,8 +38,12 @@ const HEADER: usize = 8;
 /// No record is larger than this; a larger length field is damage, not data.
 const MAX_RECORD: usize = 64 * 1024 * 1024;
 
+/// Called by the writer with every committed entry, in log order, after the fsync. It may
+/// block (backpressure: the writer then stops taking appends and the queue fills up).
+pub type CommitHook = Arc<dyn Fn(Vec<(u64, LogEntry)>) + Send + Sync>;
+
 /// Settings of the embedded journal.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct JournalConfig {
     pub dir: PathBuf,
     /// A segment is closed and a new one started once it reaches this size.
@@ -50,6 +54,8 @@ pub struct JournalConfig {
     pub dedup_window_ms: i64,
     /// Most dedup keys remembered, whatever their age.
     pub dedup_capacity: usize,
+    /// Receives committed entries (the dataflow's feed).
+    pub on_commit: Option<CommitHook>,
 }
 
 impl JournalConfig {
@@ -60,6 +66,7 @@ impl JournalConfig {
             queue: 16 * 1024,
             dedup_window_ms: 120_000,
             dedup_capacity: 1_000_000,
+            on_commit: None,
         }
     }
 }
@@ -391,8 +398,19 @@ impl Writer {
         match result {
             Ok(()) => {
                 self.head.store(self.next - 1, Ordering::Release);
+                let mut committed = Vec::new();
                 for (req, rs) in group.into_iter().zip(receipts) {
+                    if self.cfg.on_commit.is_some() {
+                        for (entry, r) in req.entries.into_iter().zip(&rs) {
+                            if !r.duplicate {
+                                committed.push((r.position, entry));
+                            }
+                        }
+                    }
                     let _ = req.reply.send(Ok(rs));
+                }
+                if let Some(hook) = &self.cfg.on_commit {
+                    hook(committed);
                 }
                 if self.seg_len >= self.cfg.segment_bytes {
                     if let Err(e) = self.roll() {

@@ -1,0 +1,266 @@
+//! The dataflow engine: timely workers on their own threads running
+//! [`trailspark_operators::graph::build`], fed with log entries in log order.
+//!
+//! Logical time is the log position: an entry at position `p` enters at time `p`, and after
+//! each batch every worker's inputs advance past the batch's last position. Worker 0 watches a
+//! probe on all outputs and reports to the read models the position up to which every
+//! output change has been sent (timely state stays on its workers; the rest of the server
+//! reaches them only through channels, STYLE.md rule 7). Feeding blocks when the workers fall
+//! behind, which pushes back on the log writer and, through its bounded queue, makes
+//! ingestion answer 503 instead of growing memory.
+
+pub mod read;
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use differential_dataflow::input::Input;
+use timely::dataflow::ProbeHandle;
+use trailspark_core::tenancy::ConfigEvent;
+use trailspark_core::LogEntry;
+use trailspark_operators::graph::build;
+use trailspark_operators::identity::IdentityConfig;
+use trailspark_operators::rules::{RuleBook, RuleChange, RuleVersion};
+use trailspark_operators::Signal;
+
+use self::read::{ReadModels, Update};
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Timely worker threads.
+    pub workers: usize,
+    pub identity: IdentityConfig,
+    /// Batches that may wait for the workers before feeding blocks.
+    pub queue: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            workers: 1,
+            identity: IdentityConfig::default(),
+            queue: 64,
+        }
+    }
+}
+
+enum Feed {
+    Batch {
+        signals: Vec<Signal>,
+        rules: Vec<(RuleVersion, isize)>,
+        upto: u64,
+    },
+}
+
+/// A handle to the running engine. Feeding is for one thread at a time (the log's order).
+pub struct Engine {
+    feeds: Vec<SyncSender<Feed>>,
+    book: Mutex<RuleBook>,
+    pub read: Arc<ReadModels>,
+    fed: std::sync::atomic::AtomicU64,
+}
+
+/// Converts a rule config event at `pos` into rule-book changes.
+fn rule_change(e: &ConfigEvent) -> Option<RuleChange> {
+    match e {
+        ConfigEvent::RuleCreated {
+            org_id,
+            rule_id,
+            created_at,
+            def,
+            reprocess,
+        } => Some(RuleChange::Create {
+            org: org_id.0,
+            rule_id: *rule_id,
+            created_at: *created_at,
+            def: def.clone(),
+            reprocess: *reprocess,
+        }),
+        ConfigEvent::RuleUpdated {
+            rule_id,
+            def,
+            reprocess,
+            ..
+        } => Some(RuleChange::Update {
+            rule_id: *rule_id,
+            def: def.clone(),
+            reprocess: *reprocess,
+        }),
+        ConfigEvent::RuleDeleted { rule_id, .. } => Some(RuleChange::Delete { rule_id: *rule_id }),
+        _ => None,
+    }
+}
+
+impl Engine {
+    /// Starts the workers and the read-model thread.
+    pub fn start(cfg: EngineConfig) -> Arc<Engine> {
+        let read = Arc::new(ReadModels::default());
+        let (update_tx, update_rx) = mpsc::channel::<Update>();
+        {
+            let read = read.clone();
+            std::thread::Builder::new()
+                .name("read-models".into())
+                .spawn(move || read.run(update_rx))
+                .expect("spawning the read-model thread");
+        }
+        let workers = cfg.workers.max(1);
+        let mut feeds = Vec::with_capacity(workers);
+        let mut receivers = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (tx, rx) = mpsc::sync_channel(cfg.queue);
+            feeds.push(tx);
+            receivers.push(Some(rx));
+        }
+        let receivers = Arc::new(Mutex::new(receivers));
+        let update_tx = Arc::new(Mutex::new(update_tx));
+        let identity = cfg.identity.clone();
+        std::thread::Builder::new()
+            .name("timely".into())
+            .spawn(move || {
+                let guards = timely::execute(timely::Config::process(workers), move |worker| {
+                    let rx = receivers.lock().unwrap()[worker.index()]
+                        .take()
+                        .expect("one receiver per worker");
+                    let tx = update_tx.lock().unwrap().clone();
+                    run_worker(worker, rx, tx, &identity);
+                });
+                match guards {
+                    Ok(g) => drop(g),
+                    Err(e) => tracing::error!(error = %e, "Timely did not start."),
+                }
+            })
+            .expect("spawning the timely thread");
+        Arc::new(Engine {
+            feeds,
+            book: Mutex::new(RuleBook::default()),
+            read,
+            fed: Default::default(),
+        })
+    }
+
+    /// Feeds log entries, in log order. Blocks while the workers are behind.
+    pub fn feed(&self, entries: &[(u64, LogEntry)]) {
+        let Some(upto) = entries.last().map(|(p, _)| *p) else {
+            return;
+        };
+        let mut signals = Vec::new();
+        let mut rules = Vec::new();
+        let mut book = self.book.lock().unwrap();
+        for (pos, entry) in entries {
+            match entry {
+                LogEntry::Signal(s) => signals.push(Signal::from_record(*pos, s)),
+                LogEntry::Config(e) => {
+                    if let Some(change) = rule_change(e) {
+                        rules.extend(book.apply(*pos, change));
+                    }
+                }
+                LogEntry::ProductOrgUpdate(_) => {}
+            }
+        }
+        drop(book);
+        let mut batch = Some(Feed::Batch {
+            signals,
+            rules,
+            upto,
+        });
+        for (i, tx) in self.feeds.iter().enumerate() {
+            let feed = if i == 0 {
+                batch.take().unwrap()
+            } else {
+                Feed::Batch {
+                    signals: Vec::new(),
+                    rules: Vec::new(),
+                    upto,
+                }
+            };
+            if tx.send(feed).is_err() {
+                tracing::error!("The dataflow workers have stopped.");
+            }
+        }
+        self.fed
+            .fetch_max(upto, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The last log position fed.
+    pub fn fed(&self) -> u64 {
+        self.fed.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+fn run_worker(
+    worker: &mut timely::worker::Worker,
+    rx: Receiver<Feed>,
+    tx: Sender<Update>,
+    identity: &IdentityConfig,
+) {
+    let index = worker.index();
+    let probe = ProbeHandle::new();
+    let (mut signals_in, mut rules_in) = worker.dataflow::<u64, _, _>(|scope| {
+        let (signals_in, signals) = scope.new_collection::<Signal, isize>();
+        let (rules_in, rules) = scope.new_collection::<RuleVersion, isize>();
+        let out = build(signals, rules, identity);
+        macro_rules! sink {
+            ($coll:expr, $variant:ident) => {{
+                let tx = tx.clone();
+                $coll
+                    .inspect_batch(move |_t, updates| {
+                        let v = updates.iter().map(|(d, _t, r)| (d.clone(), *r)).collect();
+                        let _ = tx.send(Update::$variant(v));
+                    })
+                    .probe_with(&probe);
+            }};
+        }
+        sink!(out.processed, Processed);
+        sink!(out.membership, Membership);
+        sink!(out.conflicts, Conflicts);
+        sink!(out.groups, Groups);
+        sink!(out.usage, Usage);
+        sink!(out.leads, Leads);
+        (signals_in, rules_in)
+    });
+    let mut closing: VecDeque<u64> = VecDeque::new();
+    loop {
+        let wait = if closing.is_empty() {
+            Duration::from_millis(50)
+        } else {
+            Duration::ZERO
+        };
+        match rx.recv_timeout(wait) {
+            Ok(Feed::Batch {
+                signals,
+                rules,
+                upto,
+            }) => {
+                for s in signals {
+                    let t = s.pos;
+                    signals_in.update_at(s, t.max(*signals_in.time()), 1);
+                }
+                for (r, d) in rules {
+                    let t = *rules_in.time();
+                    rules_in.update_at(r, t, d);
+                }
+                let next = (upto + 1).max(*signals_in.time());
+                signals_in.advance_to(next);
+                rules_in.advance_to(next);
+                signals_in.flush();
+                rules_in.flush();
+                closing.push_back(upto);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        worker.step();
+        while let Some(&t) = closing.front() {
+            if probe.less_than(&(t + 1)) {
+                break;
+            }
+            closing.pop_front();
+            if index == 0 {
+                let _ = tx.send(Update::Applied(t));
+            }
+        }
+    }
+}

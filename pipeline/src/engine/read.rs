@@ -1,0 +1,262 @@
+//! Read models: what the HTTP API reads, kept current from the dataflow's output changes.
+//!
+//! The dataflow's workers send every change of their outputs here, then worker 0 sends the
+//! log position up to which all changes have been sent (`applied`). Readers see a consistent
+//! state: models are swapped under one lock per batch of changes, and a reader can wait until
+//! `applied` reaches the position of a write it made.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::RwLock;
+use std::time::Duration;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use trailspark_operators::graph::{GroupRow, LeadProfile, Meter, Processed, Status};
+use trailspark_operators::groups::GroupKey;
+use trailspark_operators::identity::SignalKey;
+use trailspark_operators::{IdKind, Ident, Org};
+
+/// A change of one output, as sent by a worker.
+pub enum Update {
+    Processed(Vec<((SignalKey, Processed), isize)>),
+    Membership(Vec<((Ident, Ident), isize)>),
+    Conflicts(Vec<((Ident, IdKind), isize)>),
+    Groups(Vec<(((Org, GroupKey), GroupRow), isize)>),
+    Usage(Vec<(((Org, u32, Meter), isize), isize)>),
+    Leads(Vec<((Ident, LeadProfile), isize)>),
+    /// Every change up to this log position has been sent.
+    Applied(u64),
+}
+
+/// Explorer statistics of one org (spec 11).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Unique staged signals, anonymous ones included.
+    pub total: i64,
+    /// Held cold: anonymous, waiting for an identify.
+    pub pending: i64,
+    /// Completed.
+    pub processed: i64,
+    pub failed: i64,
+    pub skipped: i64,
+}
+
+#[derive(Default)]
+pub struct Models {
+    pub processed: HashMap<SignalKey, Processed>,
+    pub stats: HashMap<Org, Stats>,
+    /// Lead key → its identifiers.
+    pub members: HashMap<Ident, BTreeSet<Ident>>,
+    pub leads: HashMap<Ident, LeadProfile>,
+    /// Public lead id → lead key.
+    pub lead_ids: HashMap<String, Ident>,
+    pub groups: HashMap<(Org, GroupKey), GroupRow>,
+    pub usage: HashMap<(Org, u32, Meter), i64>,
+    pub conflicts: BTreeSet<(Ident, IdKind)>,
+    /// Per lead: its signals' positions (for the lead's timeline).
+    pub lead_signals: HashMap<Ident, BTreeSet<u64>>,
+}
+
+/// The public id of a lead: stable for as long as its key identifier stays its smallest.
+pub fn lead_id(lead: &Ident) -> String {
+    let mut h = Sha256::new();
+    h.update(lead.org.to_le_bytes());
+    h.update(lead.kind.as_str().as_bytes());
+    h.update([0]);
+    h.update(lead.value.as_bytes());
+    format!("ld_{}", &hex::encode(h.finalize())[..20])
+}
+
+fn bump(stats: &mut Stats, status: Status, by: i64) {
+    stats.total += by;
+    match status {
+        Status::Pending => stats.pending += by,
+        Status::Completed => stats.processed += by,
+        Status::Failed => stats.failed += by,
+        Status::Skipped => stats.skipped += by,
+    }
+}
+
+impl Models {
+    fn apply(&mut self, update: Update) {
+        // Retractions first, so that a key's old value is removed before its new one lands.
+        fn ordered<T>(mut v: Vec<(T, isize)>) -> Vec<(T, isize)> {
+            v.sort_by_key(|(_, d)| *d);
+            v
+        }
+        match update {
+            Update::Processed(v) => {
+                for ((key, p), d) in ordered(v) {
+                    let stats = self.stats.entry(key.0).or_default();
+                    if d < 0 {
+                        if self.processed.get(&key) == Some(&p) {
+                            self.processed.remove(&key);
+                            bump(stats, p.status, -1);
+                            if let Some(l) = &p.lead {
+                                if let Some(set) = self.lead_signals.get_mut(l) {
+                                    set.remove(&key.1);
+                                }
+                            }
+                        }
+                    } else {
+                        bump(stats, p.status, 1);
+                        if let Some(l) = &p.lead {
+                            self.lead_signals
+                                .entry(l.clone())
+                                .or_default()
+                                .insert(key.1);
+                        }
+                        if let Some(old) = self.processed.insert(key, p) {
+                            bump(stats, old.status, -1);
+                        }
+                    }
+                }
+            }
+            Update::Membership(v) => {
+                for ((ident, lead), d) in ordered(v) {
+                    let set = self.members.entry(lead.clone()).or_default();
+                    if d < 0 {
+                        set.remove(&ident);
+                        if set.is_empty() {
+                            self.members.remove(&lead);
+                        }
+                    } else {
+                        set.insert(ident);
+                    }
+                }
+            }
+            Update::Conflicts(v) => {
+                for (c, d) in v {
+                    if d < 0 {
+                        self.conflicts.remove(&c);
+                    } else {
+                        self.conflicts.insert(c);
+                    }
+                }
+            }
+            Update::Groups(v) => {
+                for ((k, row), d) in ordered(v) {
+                    if d < 0 {
+                        if self.groups.get(&k) == Some(&row) {
+                            self.groups.remove(&k);
+                        }
+                    } else {
+                        self.groups.insert(k, row);
+                    }
+                }
+            }
+            Update::Usage(v) => {
+                for ((k, n), d) in ordered(v) {
+                    if d < 0 {
+                        if self.usage.get(&k) == Some(&(n as i64)) {
+                            self.usage.remove(&k);
+                        }
+                    } else {
+                        self.usage.insert(k, n as i64);
+                    }
+                }
+            }
+            Update::Leads(v) => {
+                for ((lead, profile), d) in ordered(v) {
+                    if d < 0 {
+                        if self.leads.get(&lead) == Some(&profile) {
+                            self.leads.remove(&lead);
+                            self.lead_ids.remove(&lead_id(&lead));
+                        }
+                    } else {
+                        self.lead_ids.insert(lead_id(&lead), lead.clone());
+                        self.leads.insert(lead, profile);
+                    }
+                }
+            }
+            Update::Applied(_) => {}
+        }
+    }
+
+    /// Groups of an org on the `mapped` or unmapped tab, sorted by count descending, then
+    /// event type ascending (spec 8).
+    pub fn groups_of(&self, org: Org, mapped: bool) -> Vec<(&GroupKey, &GroupRow)> {
+        let mut v: Vec<_> = self
+            .groups
+            .iter()
+            .filter(|((o, _), row)| *o == org && (row.unmapped == 0) == mapped)
+            .map(|((_, k), row)| (k, row))
+            .collect();
+        v.sort_by(|a, b| {
+            b.1.count
+                .cmp(&a.1.count)
+                .then_with(|| a.0.event.cmp(&b.0.event))
+                .then_with(|| a.0.cmp(b.0))
+        });
+        v
+    }
+
+    /// An org's usage in a month (`YYYYMM`).
+    pub fn usage_of(&self, org: Org, month: u32) -> BTreeMap<Meter, i64> {
+        self.usage
+            .iter()
+            .filter(|((o, m, _), _)| *o == org && *m == month)
+            .map(|((_, _, meter), n)| (*meter, *n))
+            .collect()
+    }
+}
+
+/// The read models and their applied position.
+pub struct ReadModels {
+    models: RwLock<Models>,
+    applied: watch::Sender<u64>,
+}
+
+impl Default for ReadModels {
+    fn default() -> Self {
+        ReadModels {
+            models: RwLock::new(Models::default()),
+            applied: watch::channel(0).0,
+        }
+    }
+}
+
+impl ReadModels {
+    /// Applies changes from the workers until the channel closes.
+    pub fn run(&self, rx: std::sync::mpsc::Receiver<Update>) {
+        while let Ok(first) = rx.recv() {
+            let mut applied = None;
+            let mut m = self.models.write().unwrap();
+            let mut next = Some(first);
+            while let Some(u) = next {
+                if let Update::Applied(p) = u {
+                    applied = Some(p);
+                }
+                m.apply(u);
+                next = rx.try_recv().ok();
+            }
+            drop(m);
+            if let Some(p) = applied {
+                self.applied.send_if_modified(|cur| {
+                    let changed = p > *cur;
+                    *cur = (*cur).max(p);
+                    changed
+                });
+            }
+        }
+    }
+
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, Models> {
+        self.models.read().unwrap()
+    }
+
+    /// The log position the models reflect.
+    pub fn applied(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Waits until the models reflect log position `pos`, or `timeout` passes; returns whether
+    /// they do.
+    pub async fn wait_for(&self, pos: u64, timeout: Duration) -> bool {
+        let mut rx = self.applied.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|p| *p >= pos))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
