@@ -17,14 +17,17 @@ use trailspark_operators::groups::GroupKey;
 use trailspark_operators::identity::SignalKey;
 use trailspark_operators::{IdKind, Ident, Org};
 
+/// Changes of one output: records with their diffs.
+pub type Changes<D> = Vec<(D, isize)>;
+
 /// A change of one output, as sent by a worker.
 pub enum Update {
-    Processed(Vec<((SignalKey, Processed), isize)>),
-    Membership(Vec<((Ident, Ident), isize)>),
-    Conflicts(Vec<((Ident, IdKind), isize)>),
-    Groups(Vec<(((Org, GroupKey), GroupRow), isize)>),
-    Usage(Vec<(((Org, u32, Meter), isize), isize)>),
-    Leads(Vec<((Ident, LeadProfile), isize)>),
+    Processed(Changes<(SignalKey, Processed)>),
+    Membership(Changes<(Ident, Ident)>),
+    Conflicts(Changes<(Ident, IdKind)>),
+    Groups(Changes<((Org, GroupKey), GroupRow)>),
+    Usage(Changes<((Org, u32, Meter), isize)>),
+    Leads(Changes<(Ident, LeadProfile)>),
     /// Every change up to this log position has been sent.
     Applied(u64),
 }
