@@ -447,7 +447,7 @@ pub fn reference(signals: &[Signal], rules: &[RuleVersion], cfg: &IdentityConfig
 mod tests {
     use super::*;
     use crate::rules::{
-        Combinator, Condition, LeadField, Op, Operand, RuleBook, RuleChange, RuleDef,
+        Combinator, Condition, FieldMapping, LeadField, Op, Operand, RuleBook, RuleChange, RuleDef,
     };
     use crate::testing::{run, shuffle_into_batches};
     use proptest::prelude::*;
@@ -475,24 +475,42 @@ mod tests {
         let (conds, mappings) = match variant {
             0 => (
                 vec![("event", "Form Filled")],
-                vec![(LeadField::Email, "traits.email".to_string())],
+                vec![FieldMapping {
+                    field: LeadField::Email,
+                    path: "traits.email".to_string(),
+                }],
             ),
             1 => (
                 vec![("type", "page")],
                 vec![
-                    (LeadField::Email, "context.traits.email".to_string()),
-                    (LeadField::Title, "properties.title".to_string()),
+                    FieldMapping {
+                        field: LeadField::Email,
+                        path: "context.traits.email".to_string(),
+                    },
+                    FieldMapping {
+                        field: LeadField::Title,
+                        path: "properties.title".to_string(),
+                    },
                 ],
             ),
             2 => (
                 vec![("type", "identify")],
-                vec![(LeadField::Email, "traits.email".to_string())],
+                vec![FieldMapping {
+                    field: LeadField::Email,
+                    path: "traits.email".to_string(),
+                }],
             ),
             _ => (
                 vec![],
                 vec![
-                    (LeadField::CrmId, "properties.crm".to_string()),
-                    (LeadField::Email, "traits".to_string()),
+                    FieldMapping {
+                        field: LeadField::CrmId,
+                        path: "properties.crm".to_string(),
+                    },
+                    FieldMapping {
+                        field: LeadField::Email,
+                        path: "traits".to_string(),
+                    },
                 ],
             ),
         };

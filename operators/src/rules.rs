@@ -24,7 +24,7 @@ use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 use trailspark_core::path;
 pub use trailspark_core::rules::{
-    Combinator, Condition, LeadField, Op, Operand, RuleDef, SignalType,
+    Combinator, Condition, FieldMapping, LeadField, Op, Operand, RuleDef, SignalType,
 };
 
 use crate::identity::SignalKey;
@@ -196,7 +196,7 @@ pub fn evaluate(rule: &RuleVersion, signal: &Signal, payload: &Value) -> Option<
         ids: Vec::new(),
         fields: Vec::new(),
     };
-    for (field, p) in &rule.def.mappings {
+    for FieldMapping { field, path: p } in &rule.def.mappings {
         match path::get(payload, p) {
             None | Some(Value::Null) => {}
             Some(v) => match scalar_text(v) {
@@ -413,7 +413,10 @@ mod tests {
             priority,
             combinator: Combinator::All,
             conditions,
-            mappings: vec![(LeadField::Email, "traits.email".into())],
+            mappings: vec![FieldMapping {
+                field: LeadField::Email,
+                path: "traits.email".into(),
+            }],
         }
     }
 
@@ -464,11 +467,20 @@ mod tests {
     fn validation() {
         let mut d = def("Demo", 1, vec![]);
         assert!(d.validate().is_ok());
-        d.mappings = vec![(LeadField::Title, "traits.title".into())];
+        d.mappings = vec![FieldMapping {
+            field: LeadField::Title,
+            path: "traits.title".into(),
+        }];
         assert!(d.validate().unwrap_err().contains("identifying"));
-        d.mappings = vec![(LeadField::CdpId, "anonymousId".into())];
+        d.mappings = vec![FieldMapping {
+            field: LeadField::CdpId,
+            path: "anonymousId".into(),
+        }];
         assert!(d.validate().unwrap_err().contains("cdp_id"));
-        d.mappings.push((LeadField::Email, "traits.email".into()));
+        d.mappings.push(FieldMapping {
+            field: LeadField::Email,
+            path: "traits.email".into(),
+        });
         assert!(d.validate().is_ok());
         d.name = " ".into();
         assert!(d.validate().is_err());

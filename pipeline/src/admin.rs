@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use trailspark_core::tenancy::{
-    AdminToken, ApiKey, EndpointType, Principal, ProductOrgTemplate, Role,
+    AdminToken, ApiKey, EndpointType, Plan, Principal, ProductOrgTemplate, Role,
 };
 use trailspark_sources::body;
 use trailspark_sources::routes::{Reply, Request};
@@ -22,7 +22,7 @@ use crate::state::{AppState, ConfigError, NewKey};
 
 const ADMIN_BODY_LIMIT: usize = 64 * 1024;
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Reply {
+pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Reply {
     Reply::json(
         status,
         json!({"error": code, "code": code, "message": message.into()}),
@@ -85,14 +85,14 @@ fn token_json(t: &AdminToken) -> Value {
     })
 }
 
-fn bearer(req: &Request) -> Option<&str> {
+pub fn bearer(req: &Request) -> Option<&str> {
     let v = req.headers.get("authorization")?.to_str().ok()?.trim();
     v.strip_prefix("Bearer ")
         .or_else(|| v.strip_prefix("bearer "))
         .map(str::trim)
 }
 
-fn require(p: &Principal, role: Role) -> Result<(), Reply> {
+pub fn require(p: &Principal, role: Role) -> Result<(), Reply> {
     if p.role >= role {
         Ok(())
     } else {
@@ -108,7 +108,7 @@ fn require(p: &Principal, role: Role) -> Result<(), Reply> {
     }
 }
 
-async fn json_body<T: for<'de> Deserialize<'de>>(req: Request) -> Result<T, Reply> {
+pub async fn json_body<T: for<'de> Deserialize<'de>>(req: Request) -> Result<T, Reply> {
     let len = req
         .headers
         .get("content-length")
@@ -283,6 +283,21 @@ async fn dispatch(
             let key = state.set_template(p.org_id, kid, template).await?;
             Ok(Reply::json(StatusCode::OK, key_json(&key, now)))
         }
+        (["plan"], &Method::PUT) => {
+            require(&p, Role::Admin)?;
+            let plan: Plan = json_body(req).await?;
+            let pos = state.set_plan(p.org_id, plan).await?;
+            let mut v = serde_json::to_value(plan).expect("plans serialize");
+            v["log_position"] = json!(pos);
+            Ok(Reply::json(StatusCode::OK, v))
+        }
+        (["plan"], &Method::GET) => {
+            let plan = state.registry.read().unwrap().plan(p.org_id);
+            Ok(Reply::json(
+                StatusCode::OK,
+                serde_json::to_value(plan).expect("plans serialize"),
+            ))
+        }
         (["tokens"], &Method::POST) => {
             require(&p, Role::Admin)?;
             let body: CreateToken = json_body(req).await?;
@@ -309,7 +324,8 @@ async fn dispatch(
             | ["keys", _]
             | ["keys", _, "template"]
             | ["tokens"]
-            | ["tokens", _],
+            | ["tokens", _]
+            | ["plan"],
             _,
         ) => Err(error(
             StatusCode::METHOD_NOT_ALLOWED,

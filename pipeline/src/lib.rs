@@ -3,6 +3,7 @@
 //! ([`open`]). The binary in `main.rs` is the CLI over these.
 
 pub mod admin;
+pub mod api;
 pub mod engine;
 pub mod log;
 pub mod open;

@@ -12,8 +12,8 @@ use trailspark_sources::{BodyStream, Ingest};
 use warp::http::{HeaderMap, Method, Response, StatusCode};
 use warp::Filter;
 
-use crate::admin;
 use crate::state::AppState;
+use crate::{admin, api};
 
 fn to_response(reply: Reply) -> Response<Vec<u8>> {
     let mut b = Response::builder()
@@ -47,6 +47,9 @@ async fn handle(state: Arc<AppState>, req: Request) -> Reply {
     if path == "/api/admin" || path.starts_with("/api/admin/") {
         return admin::route(state, req).await.unwrap_or_else(not_found);
     }
+    if path.starts_with("/api/") {
+        return api::route(state, req).await.unwrap_or_else(not_found);
+    }
     if path == "/healthz" {
         if req.method != Method::GET && req.method != Method::HEAD {
             return Reply::json(
@@ -54,9 +57,10 @@ async fn handle(state: Arc<AppState>, req: Request) -> Reply {
                 json!({"error": "method_not_allowed", "code": "method_not_allowed", "message": "use GET"}),
             );
         }
+        let applied = state.engine.as_ref().map(|e| e.read.applied());
         return Reply::json(
             StatusCode::OK,
-            json!({"status": "ok", "log": state.log.kind(), "log_head": state.log.head()}),
+            json!({"status": "ok", "log": state.log.kind(), "log_head": state.log.head(), "read_models_position": applied}),
         );
     }
     not_found()
@@ -78,16 +82,22 @@ pub fn routes(
 ) -> impl Filter<Extract = (Response<Vec<u8>>,), Error = warp::Rejection> + Clone {
     warp::method()
         .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
         .then(
-            move |method: Method, path: warp::path::FullPath, headers: HeaderMap, body| {
+            move |method: Method,
+                  path: warp::path::FullPath,
+                  query: String,
+                  headers: HeaderMap,
+                  body| {
                 let state = state.clone();
                 let body: BodyStream = Box::pin(body_bytes(body));
                 async move {
                     let req = Request {
                         method,
                         path: path.as_str().to_string(),
+                        query,
                         headers,
                         body,
                     };

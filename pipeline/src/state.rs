@@ -4,12 +4,14 @@
 use std::sync::{Arc, RwLock};
 
 use thiserror::Error;
+use trailspark_core::rules::RuleDef;
 use trailspark_core::secret;
+use trailspark_core::tenancy::MappingRule;
 use trailspark_core::tenancy::{
     AdminToken, ApiKey, ConfigEvent, EndpointType, KeyRejection, Org, OrgId, Principal,
     ProductOrgTemplate, Registry, Role, DEFAULT_ORG,
 };
-use trailspark_core::LogEntry;
+use trailspark_core::{LogEntry, Plan};
 use trailspark_operators::Signal;
 use trailspark_sources::{Ingest, IngestError, Receipt, SubmitFuture};
 
@@ -148,16 +150,115 @@ impl AppState {
         self.registry.read().unwrap().authenticate(token)
     }
 
-    /// Appends config events durably, then applies them.
-    async fn commit(&self, events: Vec<ConfigEvent>) -> Result<(), ConfigError> {
-        self.log
+    /// Appends config events durably, then applies them; answers the last one's position.
+    async fn commit(&self, events: Vec<ConfigEvent>) -> Result<u64, ConfigError> {
+        let receipts = self
+            .log
             .append(events.iter().cloned().map(LogEntry::Config).collect())
             .await?;
         let mut reg = self.registry.write().unwrap();
         for e in &events {
             reg.apply(e);
         }
-        Ok(())
+        Ok(receipts.last().map_or(0, |r| r.position))
+    }
+
+    /// Creates a mapping rule; answers it and the log position of the change.
+    pub async fn create_rule(
+        &self,
+        org: OrgId,
+        def: RuleDef,
+        reprocess: bool,
+    ) -> Result<(MappingRule, u64), ConfigError> {
+        def.validate().map_err(ConfigError::Invalid)?;
+        let _g = self.config_lock.lock().await;
+        let rule_id = self.registry.read().unwrap().next_rule_id();
+        let event = ConfigEvent::RuleCreated {
+            org_id: org,
+            rule_id,
+            created_at: now_ms(),
+            def,
+            reprocess,
+        };
+        let pos = self.commit(vec![event]).await?;
+        Ok((
+            self.registry
+                .read()
+                .unwrap()
+                .rule(rule_id)
+                .cloned()
+                .unwrap(),
+            pos,
+        ))
+    }
+
+    /// Replaces a rule's definition; `reprocess` re-derives the signals it affects.
+    pub async fn update_rule(
+        &self,
+        org: OrgId,
+        rule_id: u64,
+        def: RuleDef,
+        reprocess: bool,
+    ) -> Result<(MappingRule, u64), ConfigError> {
+        def.validate().map_err(ConfigError::Invalid)?;
+        let _g = self.config_lock.lock().await;
+        self.live_rule(org, rule_id)?;
+        let event = ConfigEvent::RuleUpdated {
+            org_id: org,
+            rule_id,
+            at: now_ms(),
+            def,
+            reprocess,
+        };
+        let pos = self.commit(vec![event]).await?;
+        Ok((
+            self.registry
+                .read()
+                .unwrap()
+                .rule(rule_id)
+                .cloned()
+                .unwrap(),
+            pos,
+        ))
+    }
+
+    pub async fn delete_rule(
+        &self,
+        org: OrgId,
+        rule_id: u64,
+    ) -> Result<(MappingRule, u64), ConfigError> {
+        let _g = self.config_lock.lock().await;
+        self.live_rule(org, rule_id)?;
+        let pos = self
+            .commit(vec![ConfigEvent::RuleDeleted {
+                org_id: org,
+                rule_id,
+                at: now_ms(),
+            }])
+            .await?;
+        Ok((
+            self.registry
+                .read()
+                .unwrap()
+                .rule(rule_id)
+                .cloned()
+                .unwrap(),
+            pos,
+        ))
+    }
+
+    fn live_rule(&self, org: OrgId, rule_id: u64) -> Result<(), ConfigError> {
+        let reg = self.registry.read().unwrap();
+        match reg.rule(rule_id) {
+            Some(r) if r.org_id == org && r.deleted_at.is_none() => Ok(()),
+            _ => Err(ConfigError::NotFound(format!("rule {rule_id}"))),
+        }
+    }
+
+    pub async fn set_plan(&self, org: OrgId, plan: Plan) -> Result<u64, ConfigError> {
+        let _g = self.config_lock.lock().await;
+        self.commit(vec![ConfigEvent::PlanSet { org_id: org, plan }])
+            .await
     }
 
     /// Creates an org with an Owner token. `server_admin` marks the token as the server

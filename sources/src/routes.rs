@@ -37,6 +37,8 @@ const BULK_CHUNK: usize = 1_000;
 pub struct Request {
     pub method: Method,
     pub path: String,
+    /// The raw query string (without `?`), empty when there is none.
+    pub query: String,
     pub headers: HeaderMap,
     pub body: BodyStream,
 }

@@ -69,9 +69,8 @@ pub enum Combinator {
 }
 
 /// A lead field a rule fills from a payload path (spec 9.2). `Trait` is any other lead
-/// attribute, stored with the lead's traits.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// attribute, stored with the lead's traits. In JSON it is the field's name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum LeadField {
     Email,
     MapId,
@@ -82,7 +81,38 @@ pub enum LeadField {
     Trait(String),
 }
 
+impl Serialize for LeadField {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for LeadField {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(LeadField::parse(&String::deserialize(d)?))
+    }
+}
+
+/// One mapping of a rule: fill `field` from the payload at `path`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct FieldMapping {
+    pub field: LeadField,
+    pub path: String,
+}
+
 impl LeadField {
+    pub fn parse(name: &str) -> LeadField {
+        match name {
+            "email" => LeadField::Email,
+            "map_id" => LeadField::MapId,
+            "cdp_id" => LeadField::CdpId,
+            "crm_id" => LeadField::CrmId,
+            "product_user_id" => LeadField::ProductUserId,
+            "title" => LeadField::Title,
+            other => LeadField::Trait(other.to_string()),
+        }
+    }
+
     /// Whether the field identifies a lead (spec 9.2's "(ID)" fields).
     pub fn is_identifying(&self) -> bool {
         !matches!(self, LeadField::Title | LeadField::Trait(_))
@@ -116,7 +146,7 @@ pub struct RuleDef {
     pub combinator: Combinator,
     #[serde(default)]
     pub conditions: Vec<Condition>,
-    pub mappings: Vec<(LeadField, String)>,
+    pub mappings: Vec<FieldMapping>,
 }
 
 impl RuleDef {
@@ -128,7 +158,7 @@ impl RuleDef {
         let ids: Vec<&LeadField> = self
             .mappings
             .iter()
-            .map(|(f, _)| f)
+            .map(|m| &m.field)
             .filter(|f| f.is_identifying())
             .collect();
         if ids.is_empty() {
@@ -142,12 +172,16 @@ impl RuleDef {
                 "cdp_id alone does not identify a lead; map another identifying field too".into(),
             );
         }
-        for (f, p) in &self.mappings {
-            if !path::is_valid(p) {
+        for m in &self.mappings {
+            if !path::is_valid(&m.path) {
                 return Err(format!(
-                    "mapping for `{}`: `{p}` is not a dot-notation path",
-                    f.name()
+                    "mapping for `{}`: `{}` is not a dot-notation path",
+                    m.field.name(),
+                    m.path
                 ));
+            }
+            if matches!(&m.field, LeadField::Trait(name) if name.trim().is_empty()) {
+                return Err("a mapping needs a `field` name".into());
             }
         }
         for c in &self.conditions {

@@ -51,6 +51,8 @@ pub struct Models {
     pub stats: HashMap<Org, Stats>,
     /// Lead key → its identifiers.
     pub members: HashMap<Ident, BTreeSet<Ident>>,
+    /// Identifier → the key of its lead.
+    pub lead_of: HashMap<Ident, Ident>,
     pub leads: HashMap<Ident, LeadProfile>,
     /// Public lead id → lead key.
     pub lead_ids: HashMap<String, Ident>,
@@ -124,8 +126,12 @@ impl Models {
                         if set.is_empty() {
                             self.members.remove(&lead);
                         }
+                        if self.lead_of.get(&ident) == Some(&lead) {
+                            self.lead_of.remove(&ident);
+                        }
                     } else {
-                        set.insert(ident);
+                        set.insert(ident.clone());
+                        self.lead_of.insert(ident, lead);
                     }
                 }
             }

@@ -1,0 +1,446 @@
+//! The org-scoped API over the dataflow's read models: explorer statistics, leads, signal
+//! groups, usage, and the mapping-rule CRUD (config events on the log).
+//!
+//! Every GET takes `?wait_for=<log position>`: it first waits (up to 10 s) until the read
+//! models reflect that position, so a client that got `log_position` in a 202 can read its
+//! own write without sleeping. Answers carry `log_position`, the position they reflect.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use trailspark_core::rules::RuleDef;
+use trailspark_core::tenancy::{MappingRule, Principal, Role};
+use trailspark_operators::graph::{GroupRow, Meter};
+use trailspark_operators::groups::{title, GroupKey};
+use trailspark_operators::{IdKind, Ident, Signal};
+use trailspark_sources::routes::{Reply, Request};
+use warp::http::{Method, StatusCode};
+
+use crate::admin::{bearer, error, json_body, require, rfc3339};
+use crate::engine::read::{lead_id, Models};
+use crate::state::AppState;
+
+const WAIT_LIMIT: Duration = Duration::from_secs(10);
+
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Handles `/api/explorer/…`, `/api/leads…`, `/api/signal-queue/…`, `/api/usage`,
+/// `/api/mapping-rules…`; `None` for other paths.
+pub async fn route(state: Arc<AppState>, req: Request) -> Option<Reply> {
+    let path = req.path.trim_matches('/').to_string();
+    let segs: Vec<&str> = path.split('/').collect();
+    let ours = matches!(
+        segs.as_slice(),
+        ["api", "explorer", ..]
+            | ["api", "leads", ..]
+            | ["api", "signal-queue", ..]
+            | ["api", "usage"]
+            | ["api", "mapping-rules", ..]
+    );
+    if !ours {
+        return None;
+    }
+    let Some(principal) = bearer(&req).and_then(|t| state.principal(t)) else {
+        return Some(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid `Authorization: Bearer <token>` is required",
+        ));
+    };
+    Some(
+        dispatch(&state, principal, &segs[1..], req)
+            .await
+            .unwrap_or_else(|r| r),
+    )
+}
+
+async fn dispatch(
+    state: &AppState,
+    p: Principal,
+    segs: &[&str],
+    req: Request,
+) -> Result<Reply, Reply> {
+    let Some(engine) = state.engine.clone() else {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the dataflow is not running",
+        ));
+    };
+    let method = req.method.clone();
+    let query = req.query.clone();
+    if method == Method::GET {
+        if let Some(w) = query_param(&query, "wait_for") {
+            let pos: u64 = w.parse().map_err(|_| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "wait_for must be a log position",
+                )
+            })?;
+            if !engine.read.wait_for(pos, WAIT_LIMIT).await {
+                return Err(error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "not_yet_applied",
+                    format!(
+                        "the read models did not reach log position {pos} within {} s",
+                        WAIT_LIMIT.as_secs()
+                    ),
+                ));
+            }
+        }
+    }
+    let org = p.org_id.0;
+    let applied = engine.read.applied();
+    let with_pos = |mut v: Value| {
+        v["log_position"] = json!(applied);
+        Reply::json(StatusCode::OK, v)
+    };
+    match (segs, &method) {
+        (["explorer", "stats"], &Method::GET) => {
+            require(&p, Role::Editor)?;
+            let s = engine
+                .read
+                .read()
+                .stats
+                .get(&org)
+                .copied()
+                .unwrap_or_default();
+            Ok(with_pos(serde_json::to_value(s).unwrap()))
+        }
+        (["leads", id], &Method::GET) => {
+            let m = engine.read.read();
+            let lead = m
+                .lead_ids
+                .get(*id)
+                .filter(|l| l.org == org)
+                .ok_or_else(|| not_found("lead"))?;
+            Ok(with_pos(lead_json(&m, lead)))
+        }
+        (["leads"], &Method::GET) => {
+            let m = engine.read.read();
+            let wanted = [
+                ("email", IdKind::Email),
+                ("user_id", IdKind::UserId),
+                ("anonymous_id", IdKind::AnonymousId),
+                ("crm_id", IdKind::CrmId),
+            ]
+            .into_iter()
+            .find_map(|(name, kind)| query_param(&query, name).map(|v| (kind, percent_decode(v))));
+            let Some((kind, value)) = wanted else {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "look leads up by ?email=, ?user_id=, ?anonymous_id= or ?crm_id=",
+                ));
+            };
+            let value = if kind == IdKind::Email {
+                value.trim().to_lowercase()
+            } else {
+                value
+            };
+            let lead = m
+                .lead_of
+                .get(&Ident::new(org, kind, value))
+                .ok_or_else(|| not_found("lead"))?;
+            Ok(with_pos(lead_json(&m, lead)))
+        }
+        (["signal-queue", "groups"], &Method::GET) => {
+            require(&p, Role::Editor)?;
+            let mapped = query_param(&query, "tab") == Some("mapped");
+            let m = engine.read.read();
+            let groups: Vec<Value> = m
+                .groups_of(org, mapped)
+                .into_iter()
+                .map(|(k, row)| group_json(k, row))
+                .collect();
+            Ok(with_pos(
+                json!({"tab": if mapped { "mapped" } else { "unmapped" }, "groups": groups}),
+            ))
+        }
+        (["usage"], &Method::GET) => {
+            let month = match query_param(&query, "period") {
+                Some(pstr) => parse_period(pstr).ok_or_else(|| {
+                    error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "period must be YYYY-MM",
+                    )
+                })?,
+                None => Signal::month_of(chrono::Utc::now().timestamp_millis()),
+            };
+            let plan = state.registry.read().unwrap().plan(p.org_id);
+            let used = engine.read.read().usage_of(org, month);
+            Ok(with_pos(usage_json(month, &used, &plan)))
+        }
+        (["mapping-rules"], &Method::GET) => {
+            require(&p, Role::Editor)?;
+            let reg = state.registry.read().unwrap();
+            let rules: Vec<Value> = reg.rules_of(p.org_id).map(rule_json).collect();
+            Ok(Reply::json(StatusCode::OK, json!({"rules": rules})))
+        }
+        (["mapping-rules"], &Method::POST) => {
+            require(&p, Role::Editor)?;
+            let body: RuleBody = json_body(req).await?;
+            let (rule, pos) = state
+                .create_rule(p.org_id, body.def, body.reprocess)
+                .await?;
+            let mut v = rule_json(&rule);
+            v["log_position"] = json!(pos);
+            Ok(Reply::json(StatusCode::CREATED, v))
+        }
+        (["mapping-rules", id], &Method::GET) => {
+            require(&p, Role::Editor)?;
+            let reg = state.registry.read().unwrap();
+            let rule = id
+                .parse()
+                .ok()
+                .and_then(|id| reg.rule(id))
+                .filter(|r| r.org_id == p.org_id && r.deleted_at.is_none());
+            Ok(Reply::json(
+                StatusCode::OK,
+                rule_json(rule.ok_or_else(|| not_found("rule"))?),
+            ))
+        }
+        (["mapping-rules", id], &Method::PUT) => {
+            require(&p, Role::Editor)?;
+            let id = id.parse().map_err(|_| not_found("rule"))?;
+            let body: RuleBody = json_body(req).await?;
+            let (rule, pos) = state
+                .update_rule(p.org_id, id, body.def, body.reprocess)
+                .await?;
+            let mut v = rule_json(&rule);
+            v["log_position"] = json!(pos);
+            Ok(Reply::json(StatusCode::OK, v))
+        }
+        (["mapping-rules", id], &Method::DELETE) => {
+            require(&p, Role::Editor)?;
+            let id = id.parse().map_err(|_| not_found("rule"))?;
+            let (rule, pos) = state.delete_rule(p.org_id, id).await?;
+            let mut v = rule_json(&rule);
+            v["log_position"] = json!(pos);
+            Ok(Reply::json(StatusCode::OK, v))
+        }
+        (
+            ["explorer", "stats"]
+            | ["leads", ..]
+            | ["signal-queue", "groups"]
+            | ["usage"]
+            | ["mapping-rules"]
+            | ["mapping-rules", _],
+            _,
+        ) => Err(error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed here"),
+        )),
+        _ => Err(not_found("endpoint")),
+    }
+}
+
+fn not_found(what: &str) -> Reply {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no such {what}"),
+    )
+}
+
+/// A rule body: the definition plus `reprocess` (re-derive affected signals).
+#[derive(Deserialize)]
+struct RuleBody {
+    #[serde(flatten)]
+    def: RuleDef,
+    #[serde(default)]
+    reprocess: bool,
+}
+
+fn rule_json(r: &MappingRule) -> Value {
+    let mut v = serde_json::to_value(&r.def).expect("rules serialize");
+    v["id"] = json!(r.id);
+    v["version"] = json!(r.version);
+    v["created_at"] = rfc3339(r.created_at);
+    v["updated_at"] = rfc3339(r.updated_at);
+    v
+}
+
+fn ident_json(i: &Ident) -> Value {
+    json!({"kind": i.kind.as_str(), "value": i.value})
+}
+
+fn lead_json(m: &Models, lead: &Ident) -> Value {
+    let profile = m.leads.get(lead).cloned().unwrap_or_default();
+    let identifiers: Vec<Value> = m
+        .members
+        .get(lead)
+        .into_iter()
+        .flatten()
+        .map(ident_json)
+        .collect();
+    let mut recent: Vec<Value> = m
+        .lead_signals
+        .get(lead)
+        .into_iter()
+        .flatten()
+        .rev()
+        .take(50)
+        .filter_map(|pos| m.processed.get(&(lead.org, *pos)).map(|p| (pos, p)))
+        .map(|(pos, p)| {
+            json!({
+                "id": pos,
+                "status": p.status,
+                "rule_id": p.rule_id,
+                "signal_name": p.rule_name.clone().unwrap_or_else(|| p.event_type.clone()),
+                "signal_type": p.signal_type,
+                "source": p.source,
+                "event_type": p.event_type,
+                "event_at": rfc3339(p.event_at),
+            })
+        })
+        .collect();
+    recent.reverse();
+    let traits: BTreeMap<String, String> = profile.traits.iter().cloned().collect();
+    let by_type: BTreeMap<String, u64> = profile
+        .by_type
+        .iter()
+        .map(|(t, n)| {
+            (
+                serde_json::to_value(t)
+                    .unwrap()
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                *n,
+            )
+        })
+        .collect();
+    json!({
+        "id": lead_id(lead),
+        "key": ident_json(lead),
+        "identifiers": identifiers,
+        "signals": profile.signals,
+        "first_activity": rfc3339(profile.first_activity),
+        "last_activity": rfc3339(profile.last_activity),
+        "signal_types": by_type,
+        "traits": traits,
+        "product_org_id": profile.product_org,
+        "recent_signals": recent,
+    })
+}
+
+fn group_json(k: &GroupKey, row: &GroupRow) -> Value {
+    json!({
+        "title": title(k),
+        "source": k.source,
+        "event_type": k.event,
+        "path": k.path,
+        "form": k.form,
+        "descriptor": k.descriptor,
+        "content_type": k.content_type.as_str(),
+        "count": row.count,
+        "unmapped": row.unmapped,
+        "first_seen": rfc3339(row.first_seen),
+        "last_seen": rfc3339(row.last_seen),
+        "sample": serde_json::from_str::<Value>(&row.sample).unwrap_or(Value::Null),
+    })
+}
+
+fn parse_period(s: &str) -> Option<u32> {
+    let (y, m) = s.split_once('-')?;
+    let (y, m): (u32, u32) = (y.parse().ok()?, m.parse().ok()?);
+    ((1..=12).contains(&m) && (1970..=9999).contains(&y)).then_some(y * 100 + m)
+}
+
+/// Meter colour (spec 14): green under 80 %, amber from 80 % to under 100 %, red at 100 %.
+pub fn colour(used: i64, limit: u64) -> &'static str {
+    if limit == 0 {
+        return "green";
+    }
+    let (used, limit) = (used.max(0) as u128 * 100, limit as u128);
+    if used >= 100 * limit {
+        "red"
+    } else if used >= 80 * limit {
+        "amber"
+    } else {
+        "green"
+    }
+}
+
+fn usage_json(month: u32, used: &BTreeMap<Meter, i64>, plan: &trailspark_core::Plan) -> Value {
+    let get = |m| used.get(&m).copied().unwrap_or(0);
+    let meter = |name: &str, used: i64, limit: u64| {
+        json!({
+            "name": name,
+            "used": used,
+            "limit": limit,
+            "percent": (used.max(0) as u64 * 100).checked_div(limit),
+            "colour": colour(used, limit),
+            "color": colour(used, limit),
+        })
+    };
+    json!({
+        "period": format!("{}-{:02}", month / 100, month % 100),
+        "raw_signals": get(Meter::RawSignals),
+        "staged_signals": get(Meter::StagedSignals),
+        "mapped_signals": get(Meter::MappedSignals),
+        "leads": get(Meter::Leads),
+        "limits": plan,
+        "overage": plan.overage,
+        "meters": [
+            meter("raw_signals", get(Meter::RawSignals), plan.raw_signal_limit),
+            meter("mapped_signals", get(Meter::MappedSignals), plan.mapped_signal_limit),
+        ],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meter_colours_follow_the_spec() {
+        assert_eq!(colour(79, 100), "green");
+        assert_eq!(colour(80, 100), "amber");
+        assert_eq!(colour(99, 100), "amber");
+        assert_eq!(colour(100, 100), "red");
+        assert_eq!(colour(5, 0), "green", "0 means unlimited");
+        assert_eq!(colour(7, 9), "green"); // 77.8 %
+        assert_eq!(colour(8, 10), "amber");
+    }
+
+    #[test]
+    fn periods_and_decoding() {
+        assert_eq!(parse_period("2026-11"), Some(202611));
+        assert_eq!(parse_period("2026-13"), None);
+        assert_eq!(percent_decode("a%40b.io"), "a@b.io");
+        assert_eq!(percent_decode("100%"), "100%");
+    }
+}
