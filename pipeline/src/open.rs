@@ -100,7 +100,7 @@ pub async fn open(loc: &LogLocation, engine: Option<Arc<Engine>>) -> anyhow::Res
         if let Some(engine) = &engine {
             buf.push((pos, e));
             if buf.len() >= REPLAY_BATCH {
-                tokio::task::block_in_place(|| engine.feed(&std::mem::take(buf)));
+                tokio::task::block_in_place(|| engine.feed(std::mem::take(buf)));
             }
         }
     };
@@ -110,7 +110,7 @@ pub async fn open(loc: &LogLocation, engine: Option<Arc<Engine>>) -> anyhow::Res
             let mut cfg = JournalConfig::new(loc.data_dir.join("journal"));
             if let Some(engine) = engine.clone() {
                 cfg.on_commit = Some(Arc::new(move |entries: Vec<(u64, LogEntry)>| {
-                    engine.feed(&entries)
+                    engine.feed(entries)
                 }));
             }
             let journal = tokio::task::block_in_place(|| {
@@ -148,7 +148,7 @@ pub async fn open(loc: &LogLocation, engine: Option<Arc<Engine>>) -> anyhow::Res
                 let start = last.max(js.head()) + 1;
                 tokio::spawn(async move {
                     let feed =
-                        move |pos, e| tokio::task::block_in_place(|| engine.feed(&[(pos, e)]));
+                        move |pos, e| tokio::task::block_in_place(|| engine.feed(vec![(pos, e)]));
                     if let Err(e) = tailer.tail(start, feed).await {
                         tracing::error!(error = %e, "Following the JetStream log stopped.");
                     }
@@ -158,7 +158,7 @@ pub async fn open(loc: &LogLocation, engine: Option<Arc<Engine>>) -> anyhow::Res
         }
     };
     if let Some(engine) = &engine {
-        tokio::task::block_in_place(|| engine.feed(&buf));
+        tokio::task::block_in_place(|| engine.feed(std::mem::take(&mut buf)));
     }
     Ok(Opened {
         log: log.0,

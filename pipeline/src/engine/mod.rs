@@ -13,7 +13,7 @@ pub mod read;
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use differential_dataflow::input::Input;
@@ -33,8 +33,10 @@ pub struct EngineConfig {
     /// Timely worker threads.
     pub workers: usize,
     pub identity: IdentityConfig,
-    /// Batches that may wait for the workers before feeding blocks.
+    /// Epochs that may wait for the workers before the feeder blocks.
     pub queue: usize,
+    /// Entries that may wait for the feeder before `feed` blocks.
+    pub queue_entries: usize,
 }
 
 impl Default for EngineConfig {
@@ -42,7 +44,8 @@ impl Default for EngineConfig {
         EngineConfig {
             workers: 1,
             identity: IdentityConfig::default(),
-            queue: 64,
+            queue: 4,
+            queue_entries: 1_000_000,
         }
     }
 }
@@ -55,12 +58,35 @@ enum Feed {
     },
 }
 
-/// A handle to the running engine. Feeding is for one thread at a time (the log's order).
-pub struct Engine {
+/// Entries waiting for the feeder thread, bounded so that a dataflow that falls behind
+/// pushes back on the log instead of growing memory.
+struct FeedQueue {
+    state: Mutex<(Vec<(u64, LogEntry)>, bool)>,
+    not_empty: Condvar,
+    not_full: Condvar,
+    capacity: usize,
+}
+
+/// The dataflow's inputs, owned by the feeder thread.
+struct Inputs {
     feeds: Vec<SyncSender<Feed>>,
-    book: Mutex<RuleBook>,
+    book: RuleBook,
+}
+
+/// A handle to the running engine. Entries must be fed in log order (one feeding thread:
+/// the journal writer, the replay, or the JetStream tail). Dropping the handle stops the
+/// feeder and the workers.
+pub struct Engine {
+    queue: Arc<FeedQueue>,
     pub read: Arc<ReadModels>,
     fed: std::sync::atomic::AtomicU64,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.queue.state.lock().unwrap().1 = true;
+        self.queue.not_empty.notify_all();
+    }
 }
 
 /// Converts a rule config event at `pos` into rule-book changes.
@@ -133,22 +159,80 @@ impl Engine {
                 }
             })
             .expect("spawning the timely thread");
-        Arc::new(Engine {
+        let queue = Arc::new(FeedQueue {
+            state: Mutex::new((Vec::new(), false)),
+            not_empty: Condvar::new(),
+            not_full: Condvar::new(),
+            capacity: cfg.queue_entries,
+        });
+        let mut inputs = Inputs {
             feeds,
-            book: Mutex::new(RuleBook::default()),
+            book: RuleBook::default(),
+        };
+        let q = queue.clone();
+        std::thread::Builder::new()
+            .name("dataflow-feeder".into())
+            .spawn(move || {
+                // Takes everything that accumulated as one epoch: under load epochs grow,
+                // which is what keeps the dataflow's throughput up (adaptive batching).
+                loop {
+                    let batch = {
+                        let mut st = q.state.lock().unwrap();
+                        while st.0.is_empty() && !st.1 {
+                            st = q.not_empty.wait(st).unwrap();
+                        }
+                        if st.0.is_empty() {
+                            break;
+                        }
+                        std::mem::take(&mut st.0)
+                    };
+                    q.not_full.notify_all();
+                    inputs.feed(&batch);
+                }
+            })
+            .expect("spawning the feeder thread");
+        Arc::new(Engine {
+            queue,
             read,
             fed: Default::default(),
         })
     }
 
-    /// Feeds log entries, in log order. Blocks while the workers are behind.
-    pub fn feed(&self, entries: &[(u64, LogEntry)]) {
+    /// Feeds log entries, in log order. Returns at once unless the queue is full.
+    pub fn feed(&self, entries: Vec<(u64, LogEntry)>) {
+        let Some(upto) = entries.last().map(|(p, _)| *p) else {
+            return;
+        };
+        let mut st = self.queue.state.lock().unwrap();
+        while st.0.len() >= self.queue.capacity && !st.1 {
+            st = self.queue.not_full.wait(st).unwrap();
+        }
+        if st.0.is_empty() {
+            st.0 = entries;
+        } else {
+            st.0.extend(entries);
+        }
+        drop(st);
+        self.queue.not_empty.notify_one();
+        self.fed
+            .fetch_max(upto, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The last log position fed.
+    pub fn fed(&self) -> u64 {
+        self.fed.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+impl Inputs {
+    /// Sends one epoch to the workers. Blocks while they are behind.
+    fn feed(&mut self, entries: &[(u64, LogEntry)]) {
         let Some(upto) = entries.last().map(|(p, _)| *p) else {
             return;
         };
         let mut signals = Vec::new();
         let mut rules = Vec::new();
-        let mut book = self.book.lock().unwrap();
+        let book = &mut self.book;
         for (pos, entry) in entries {
             match entry {
                 LogEntry::Signal(s) => signals.push(Signal::from_record(*pos, s)),
@@ -160,7 +244,6 @@ impl Engine {
                 LogEntry::ProductOrgUpdate(_) => {}
             }
         }
-        drop(book);
         let mut batch = Some(Feed::Batch {
             signals,
             rules,
@@ -180,13 +263,6 @@ impl Engine {
                 tracing::error!("The dataflow workers have stopped.");
             }
         }
-        self.fed
-            .fetch_max(upto, std::sync::atomic::Ordering::Release);
-    }
-
-    /// The last log position fed.
-    pub fn fed(&self) -> u64 {
-        self.fed.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
