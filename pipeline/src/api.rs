@@ -1,5 +1,5 @@
 //! The org-scoped API over the dataflow's read models: explorer statistics, leads, signal
-//! groups, usage, and the mapping-rule CRUD (config events on the log).
+//! groups, usage, identity conflicts, and the mapping-rule CRUD (config events on the log).
 //!
 //! Every GET takes `?wait_for=<log position>`: it first waits (up to 10 s) until the read
 //! models reflect that position, so a client that got `log_position` in a 202 can read its
@@ -63,6 +63,7 @@ pub async fn route(state: Arc<AppState>, req: Request) -> Option<Reply> {
             | ["api", "leads", ..]
             | ["api", "signal-queue", ..]
             | ["api", "usage"]
+            | ["api", "identity", ..]
             | ["api", "mapping-rules", ..]
     );
     if !ours {
@@ -186,6 +187,17 @@ async fn dispatch(
                 json!({"tab": if mapped { "mapped" } else { "unmapped" }, "groups": groups}),
             ))
         }
+        (["identity", "conflicts"], &Method::GET) => {
+            require(&p, Role::Editor)?;
+            let m = engine.read.read();
+            let conflicts: Vec<Value> = m
+                .conflicts
+                .iter()
+                .filter(|(i, _)| i.org == org)
+                .map(|(i, kind)| json!({"identifier": ident_json(i), "refused_links_to": kind.as_str()}))
+                .collect();
+            Ok(with_pos(json!({"conflicts": conflicts})))
+        }
         (["usage"], &Method::GET) => {
             let month = match query_param(&query, "period") {
                 Some(pstr) => parse_period(pstr).ok_or_else(|| {
@@ -254,6 +266,7 @@ async fn dispatch(
             | ["leads", ..]
             | ["signal-queue", "groups"]
             | ["usage"]
+            | ["identity", "conflicts"]
             | ["mapping-rules"]
             | ["mapping-rules", _],
             _,

@@ -15,6 +15,7 @@ use trailspark::server;
 use trailspark::state::{AppState, NewKey, Quota};
 use trailspark_core::tenancy::{EndpointType, OrgId, ProductOrgTemplate, DEFAULT_ORG};
 use trailspark_core::LogEntry;
+use trailspark_operators::identity::IdentityConfig;
 
 #[derive(Parser)]
 #[command(
@@ -62,6 +63,51 @@ impl LogOpts {
     }
 }
 
+/// Settings of the dataflow.
+#[derive(Args, Clone)]
+struct DataflowOpts {
+    /// Dataflow worker threads.
+    #[arg(long, env = "TRAILSPARK_WORKERS", default_value_t = 1)]
+    workers: usize,
+    /// Extra identifier values that never link people (comma-separated, case-insensitive),
+    /// on top of the built-in ones (null, undefined, anonymous, -1, all zeros, ...).
+    #[arg(long, env = "TRAILSPARK_BLOCKED_IDENTIFIERS", value_delimiter = ',')]
+    blocked_identifiers: Vec<String>,
+    /// Most distinct emails one identifier may link to before its email links are refused.
+    #[arg(
+        long,
+        env = "TRAILSPARK_MAX_EMAILS_PER_IDENTIFIER",
+        default_value_t = 5
+    )]
+    max_emails_per_identifier: usize,
+    /// Most distinct user ids one identifier may link to before its user-id links are refused.
+    #[arg(
+        long,
+        env = "TRAILSPARK_MAX_USER_IDS_PER_IDENTIFIER",
+        default_value_t = 1
+    )]
+    max_user_ids_per_identifier: usize,
+}
+
+impl DataflowOpts {
+    fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            workers: self.workers,
+            identity: IdentityConfig {
+                blocked: self
+                    .blocked_identifiers
+                    .iter()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+                max_emails: self.max_emails_per_identifier,
+                max_user_ids: self.max_user_ids_per_identifier,
+            },
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
@@ -74,9 +120,8 @@ enum Command {
         /// The server administrator's token (may create orgs; Owner of the default org).
         #[arg(long, env = "TRAILSPARK_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
-        /// Dataflow worker threads.
-        #[arg(long, env = "TRAILSPARK_WORKERS", default_value_t = 1)]
-        workers: usize,
+        #[command(flatten)]
+        dataflow: DataflowOpts,
     },
     /// Manage organizations.
     Orgs {
@@ -177,8 +222,8 @@ async fn main() -> anyhow::Result<()> {
             log,
             listen,
             admin_token,
-            workers,
-        } => serve(log, listen, admin_token, workers).await,
+            dataflow,
+        } => serve(log, listen, admin_token, dataflow).await,
         Command::Orgs { cmd } => orgs(cmd).await,
         Command::Keys { cmd } => keys(cmd).await,
         Command::Log {
@@ -202,13 +247,10 @@ async fn serve(
     log: LogOpts,
     listen: SocketAddr,
     admin_token: Option<String>,
-    workers: usize,
+    dataflow: DataflowOpts,
 ) -> anyhow::Result<()> {
     let loc = log.location();
-    let engine = Engine::start(EngineConfig {
-        workers,
-        ..Default::default()
-    });
+    let engine = Engine::start(dataflow.engine_config());
     let opened = open::open(&loc, Some(engine.clone())).await?;
     let stats = opened.stats;
     tracing::info!(

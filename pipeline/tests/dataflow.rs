@@ -260,6 +260,61 @@ fn blocked_anonymous_id_does_not_merge_two_people() {
     let bob = get(&s, "/api/leads?email=bob%40x.io", pos);
     assert_ne!(ann["id"], bob["id"]);
     assert_eq!(ann["signals"], 1);
+    // A shared device (two user ids) is reported, not merged.
+    send(&s, &key, json!({"userId": "u1", "deviceId": "kiosk-7"}));
+    let pos = send(&s, &key, json!({"userId": "u2", "deviceId": "kiosk-7"}));
+    assert_ne!(
+        get(&s, "/api/leads?user_id=u1", pos)["id"],
+        get(&s, "/api/leads?user_id=u2", pos)["id"]
+    );
+    let c = get(&s, "/api/identity/conflicts", pos);
+    assert!(c["conflicts"].as_array().unwrap().contains(&json!({
+        "identifier": {"kind": "device_id", "value": "kiosk-7"}, "refused_links_to": "user_id"
+    })));
+}
+
+#[test]
+fn operators_block_more_identifier_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(
+        dir.path(),
+        None,
+        &[("TRAILSPARK_BLOCKED_IDENTIFIERS", "guest, shared-laptop")],
+    );
+    let key = s.first_key.clone().unwrap();
+    send(
+        &s,
+        &key,
+        json!({"type": "identify", "anonymousId": "GUEST", "traits": {"email": "a@x.io"}}),
+    );
+    let pos = send(
+        &s,
+        &key,
+        json!({"type": "identify", "anonymousId": "guest", "traits": {"email": "b@x.io"}}),
+    );
+    assert_ne!(
+        get(&s, "/api/leads?email=a%40x.io", pos)["id"],
+        get(&s, "/api/leads?email=b%40x.io", pos)["id"]
+    );
+}
+
+#[test]
+fn dataflow_follows_the_jetstream_log() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path(), Some(&nats.url()));
+    let key = s.first_key.clone().unwrap();
+    send(&s, &key, json!({"type": "page", "anonymousId": "n1"}));
+    let pos = send(
+        &s,
+        &key,
+        json!({"type": "identify", "anonymousId": "n1", "traits": {"email": "n@x.io"}}),
+    );
+    assert_eq!(stats(&s, pos).0, 2);
+    assert_eq!(get(&s, "/api/leads?email=n%40x.io", pos)["signals"], 2);
+    // A restart replays the stream into a fresh dataflow.
+    s.restart();
+    assert_eq!(get(&s, "/api/leads?email=n%40x.io", pos)["signals"], 2);
 }
 
 #[test]

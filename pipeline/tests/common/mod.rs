@@ -38,7 +38,13 @@ pub struct Server {
 
 impl Server {
     pub fn start(data_dir: &Path, nats_url: Option<&str>) -> Server {
+        Server::start_with(data_dir, nats_url, &[])
+    }
+
+    /// Starts with extra environment variables (configuration under test).
+    pub fn start_with(data_dir: &Path, nats_url: Option<&str>, env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(bin());
+        cmd.envs(env.iter().copied());
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
