@@ -581,6 +581,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stalled_consumer_makes_appends_refused_not_queued_without_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let (stall_tx, stall_rx) = std::sync::mpsc::channel::<()>();
+        let stall_rx = std::sync::Mutex::new(stall_rx);
+        let mut cfg = JournalConfig::new(dir.path());
+        cfg.queue = 1;
+        // The downstream consumer stalls on the first commit until released.
+        cfg.on_commit = Some(Arc::new(move |_| {
+            let _ = stall_rx.lock().unwrap().recv();
+        }));
+        let j = Journal::open(cfg, &mut |_, _| Ok(())).unwrap();
+        let first = tokio::spawn(j.append(vec![signal(1)]));
+        // Wait until the writer is inside the stalled hook (the first append is answered).
+        first.await.unwrap().unwrap();
+        let second = tokio::spawn(j.append(vec![signal(2)])); // fills the queue of one
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let third = j.append(vec![signal(3)]).await;
+        assert!(matches!(third, Err(LogError::Overloaded)), "{third:?}");
+        let as_http = trailspark_sources::IngestError::from(LogError::Overloaded);
+        assert_eq!(
+            (as_http.status().as_u16(), as_http.retry_after()),
+            (503, Some(1))
+        );
+        stall_tx.send(()).unwrap();
+        stall_tx.send(()).unwrap();
+        assert_eq!(second.await.unwrap().unwrap()[0].position, 2);
+    }
+
+    #[tokio::test]
     async fn concurrent_appends_share_fsyncs_and_get_distinct_positions() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(JournalConfig::new(dir.path()), &mut |_, _| Ok(())).unwrap();
