@@ -181,18 +181,23 @@ pub async fn route(state: Arc<AppState>, req: Request) -> Option<Reply> {
     if segs.len() < 2 || segs[0] != "api" || segs[1] != "admin" {
         return None;
     }
-    let Some(principal) = bearer(&req).and_then(|t| state.principal(t)) else {
-        return Some(error(
+    Some(match authenticate(&state, &req) {
+        Ok(principal) => dispatch(&state, principal, &segs[2..], req)
+            .await
+            .unwrap_or_else(|r| r),
+        Err(r) => r,
+    })
+}
+
+/// The principal of the request's bearer token, or the 401 to answer.
+pub fn authenticate(state: &AppState, req: &Request) -> Result<Principal, Reply> {
+    bearer(req).and_then(|t| state.principal(t)).ok_or_else(|| {
+        error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "a valid `Authorization: Bearer <token>` is required",
-        ));
-    };
-    Some(
-        dispatch(&state, principal, &segs[2..], req)
-            .await
-            .unwrap_or_else(|r| r),
-    )
+        )
+    })
 }
 
 async fn dispatch(

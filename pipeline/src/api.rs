@@ -19,7 +19,7 @@ use trailspark_operators::{IdKind, Ident, Signal};
 use trailspark_sources::routes::{Reply, Request};
 use warp::http::{Method, StatusCode};
 
-use crate::admin::{bearer, error, json_body, require, rfc3339};
+use crate::admin::{authenticate, error, json_body, require, rfc3339};
 use crate::engine::read::{lead_id, Models};
 use crate::state::AppState;
 
@@ -69,18 +69,12 @@ pub async fn route(state: Arc<AppState>, req: Request) -> Option<Reply> {
     if !ours {
         return None;
     }
-    let Some(principal) = bearer(&req).and_then(|t| state.principal(t)) else {
-        return Some(error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid `Authorization: Bearer <token>` is required",
-        ));
-    };
-    Some(
-        dispatch(&state, principal, &segs[1..], req)
+    Some(match authenticate(&state, &req) {
+        Ok(principal) => dispatch(&state, principal, &segs[1..], req)
             .await
             .unwrap_or_else(|r| r),
-    )
+        Err(r) => r,
+    })
 }
 
 async fn dispatch(

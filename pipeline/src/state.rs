@@ -180,16 +180,7 @@ impl AppState {
             def,
             reprocess,
         };
-        let pos = self.commit(vec![event]).await?;
-        Ok((
-            self.registry
-                .read()
-                .unwrap()
-                .rule(rule_id)
-                .cloned()
-                .unwrap(),
-            pos,
-        ))
+        self.commit_rule(rule_id, event).await
     }
 
     /// Replaces a rule's definition; `reprocess` re-derives the signals it affects.
@@ -210,16 +201,7 @@ impl AppState {
             def,
             reprocess,
         };
-        let pos = self.commit(vec![event]).await?;
-        Ok((
-            self.registry
-                .read()
-                .unwrap()
-                .rule(rule_id)
-                .cloned()
-                .unwrap(),
-            pos,
-        ))
+        self.commit_rule(rule_id, event).await
     }
 
     pub async fn delete_rule(
@@ -229,20 +211,24 @@ impl AppState {
     ) -> Result<(MappingRule, u64), ConfigError> {
         let _g = self.config_lock.lock().await;
         self.live_rule(org, rule_id)?;
-        let pos = self
-            .commit(vec![ConfigEvent::RuleDeleted {
-                org_id: org,
-                rule_id,
-                at: now_ms(),
-            }])
-            .await?;
+        let event = ConfigEvent::RuleDeleted {
+            org_id: org,
+            rule_id,
+            at: now_ms(),
+        };
+        self.commit_rule(rule_id, event).await
+    }
+
+    /// Commits one rule event and answers the rule as it now is, with the event's position.
+    async fn commit_rule(
+        &self,
+        rule_id: u64,
+        event: ConfigEvent,
+    ) -> Result<(MappingRule, u64), ConfigError> {
+        let pos = self.commit(vec![event]).await?;
+        let rule = self.registry.read().unwrap().rule(rule_id).cloned();
         Ok((
-            self.registry
-                .read()
-                .unwrap()
-                .rule(rule_id)
-                .cloned()
-                .unwrap(),
+            rule.expect("a committed rule event leaves the rule in the registry"),
             pos,
         ))
     }
