@@ -221,6 +221,11 @@ pub fn evaluate(rule: &RuleVersion, signal: &Signal, payload: &Value) -> Option<
 }
 
 /// The winning rule per signal (see the module docs for the order).
+///
+/// Each signal is joined with its org's whole rule set (all versions, as one value), so a
+/// payload is parsed once per signal whatever the number of rules, and the winner is chosen
+/// inside the join without another arrangement. The price is paid on rule edits, which
+/// re-evaluate the org's signals against all its rules: edits are rare, signals are many.
 pub fn match_rules<'s, T>(
     signals: VecCollection<'s, T, Signal, isize>,
     rules: VecCollection<'s, T, RuleVersion, isize>,
@@ -229,16 +234,20 @@ where
     T: Timestamp + Lattice + TotalOrder,
 {
     let by_org = signals.map(|s| (s.org, s)).arrange_by_key();
-    let rules = rules.map(|r| (r.org, r)).arrange_by_key();
-    by_org
-        .join_core(rules, |_org, s, r| {
-            // Parsing per pair is the price of keeping payloads as text in arrangements; a
-            // rule change re-evaluates only its org's signals.
-            evaluate(r, s, &s.payload_value()).map(|m| ((s.org, s.pos), m))
+    let rule_sets = rules
+        .map(|r| (r.org, r))
+        .reduce_named("RuleSet", |_org, versions, out| {
+            let set: Vec<RuleVersion> = versions.iter().map(|(r, _)| (*r).clone()).collect();
+            out.push((set, 1));
         })
-        .reduce_named("WinningRule", |_sk, matches, out| {
-            out.push((matches[0].0.clone(), 1))
-        })
+        .arrange_by_key();
+    by_org.join_core(rule_sets, |_org, s, set| {
+        let payload = s.payload_value();
+        set.iter()
+            .filter_map(|r| evaluate(r, s, &payload))
+            .min()
+            .map(|m| ((s.org, s.pos), m))
+    })
 }
 
 /// Sequential reference of [`match_rules`].
