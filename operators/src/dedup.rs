@@ -16,7 +16,7 @@ where
     T: Timestamp + Lattice + TotalOrder,
 {
     signals
-        .map(|s| ((s.org, s.dedup.clone()), s))
+        .map(|s| ((s.org, s.dedup), s))
         .reduce_named("Dedup", |_key, copies, out| {
             // Values arrive sorted; `Signal` orders by (org, pos, …) so the first is the earliest.
             out.push((copies[0].0.clone(), 1));
@@ -29,7 +29,7 @@ pub fn dedup_reference(signals: &[Signal]) -> Vec<Signal> {
     let mut first = std::collections::BTreeMap::new();
     for s in signals {
         first
-            .entry((s.org, s.dedup.clone()))
+            .entry((s.org, s.dedup))
             .and_modify(|cur: &mut Signal| {
                 if s.pos < cur.pos {
                     *cur = s.clone();
@@ -52,13 +52,13 @@ mod tests {
         (1u64..4, 0u64..200, 0u8..12).prop_map(|(org, pos, key)| Signal {
             org,
             pos,
-            dedup: format!("k{key}"),
+            dedup: key as u128,
             received_at: 1_700_000_000_000 + pos as i64,
             event_at: 0,
             source: "generic".into(),
             event_type: "e".into(),
             event_name: None,
-            ids: vec![],
+            ids: Vec::new().into(),
             product_org: None,
             payload: "{}".into(),
         })

@@ -79,8 +79,8 @@ pub fn derive_status(
         signal_type: winner.map(|m| m.signal_type),
         high_intent: winner.is_some_and(|m| m.high_intent),
         lead: lead.cloned(),
-        source: signal.source.clone(),
-        event_type: signal.event_type.clone(),
+        source: signal.source.to_string(),
+        event_type: signal.event_type.to_string(),
         received_at: signal.received_at,
         event_at: signal.event_at,
     }
@@ -211,7 +211,7 @@ fn lead_fact(s: &Signal, p: &Processed, rule_fields: &[(String, String)]) -> Lea
             None
         },
         traits,
-        product_org: s.product_org.clone(),
+        product_org: s.product_org.as_deref().map(str::to_string),
     }
 }
 
@@ -671,7 +671,7 @@ mod tests {
             signal_type: SignalType::FormFill,
             high_intent: true,
             error: None,
-            ids: vec![],
+            ids: Vec::new().into(),
             fields: vec![],
         };
         let lead = Ident::new(1, IdKind::Email, "x@y.io");

@@ -67,8 +67,8 @@ pub fn normalize_path(url_or_path: &str) -> Option<String> {
 }
 
 pub fn group_key(s: &Signal, payload: &Value) -> GroupKey {
-    let event = match (s.event_type.as_str(), &s.event_name) {
-        ("track", Some(name)) => name.clone(),
+    let event = match (&*s.event_type, s.event_name.as_deref()) {
+        ("track", Some(name)) => name.to_string(),
         (t, _) => t.to_string(),
     };
     let path = first(
@@ -96,8 +96,8 @@ pub fn group_key(s: &Signal, payload: &Value) -> GroupKey {
         ContentType::Webinar
     } else if asset.is_some() || ev.contains("download") {
         ContentType::Asset
-    } else if s.event_type == "page"
-        || s.event_type == "screen"
+    } else if &*s.event_type == "page"
+        || &*s.event_type == "screen"
         || ev.contains("page_view")
         || ev.contains("page view")
         || ev.contains("pageview")
@@ -120,14 +120,14 @@ pub fn group_key(s: &Signal, payload: &Value) -> GroupKey {
             )
         })
         .or_else(|| {
-            if s.event_type == "page" {
-                s.event_name.clone()
+            if &*s.event_type == "page" {
+                s.event_name.as_deref().map(str::to_string)
             } else {
                 None
             }
         });
     GroupKey {
-        source: s.source.clone(),
+        source: s.source.to_string(),
         event,
         path,
         form,
@@ -160,16 +160,13 @@ mod tests {
         Signal {
             org: 1,
             pos: 1,
-            dedup: String::new(),
+            dedup: 0,
             received_at: 0,
             event_at: 0,
             source: "segment".into(),
             event_type: event_type.into(),
-            event_name: payload
-                .get("event")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            ids: vec![],
+            event_name: payload.get("event").and_then(Value::as_str).map(Into::into),
+            ids: Vec::new().into(),
             product_org: None,
             payload: Arc::from(payload.to_string().as_str()),
         }

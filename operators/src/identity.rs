@@ -95,7 +95,7 @@ pub fn signal_idents(signal: &Signal, cfg: &IdentityConfig) -> Vec<(SignalKey, I
         .map(|(k, v)| {
             (
                 (signal.org, signal.pos),
-                Ident::new(signal.org, *k, v.clone()),
+                Ident::new(signal.org, *k, v.to_string()),
             )
         })
         .collect()

@@ -67,9 +67,12 @@ fn scalar_text(v: &Value) -> Option<String> {
 
 fn field_value(signal: &Signal, payload: &Value, field: &str) -> Option<Value> {
     match field {
-        "source" => Some(Value::String(signal.source.clone())),
-        "event_type" => Some(Value::String(signal.event_type.clone())),
-        "event_name" => signal.event_name.clone().map(Value::String),
+        "source" => Some(Value::String(signal.source.to_string())),
+        "event_type" => Some(Value::String(signal.event_type.to_string())),
+        "event_name" => signal
+            .event_name
+            .as_deref()
+            .map(|n| Value::String(n.to_string())),
         p => path::get(payload, p).filter(|v| !v.is_null()).cloned(),
     }
 }
@@ -393,13 +396,13 @@ mod tests {
         Signal {
             org: 1,
             pos,
-            dedup: format!("d{pos}"),
+            dedup: pos as u128,
             received_at: 0,
             event_at: 0,
             source: payload["source"].as_str().unwrap_or("generic").into(),
             event_type: payload["event"].as_str().unwrap_or("unknown").into(),
-            event_name: payload["event"].as_str().map(str::to_string),
-            ids: vec![],
+            event_name: payload["event"].as_str().map(Into::into),
+            ids: Vec::new().into(),
             product_org: None,
             payload: Arc::from(payload.to_string().as_str()),
         }

@@ -65,6 +65,12 @@ impl Ident {
     }
 }
 
+/// The first 128 bits of a hex dedup key (a SHA-256: collisions at 128 bits are not a
+/// practical concern).
+pub fn dedup_bits(hex_key: &str) -> u128 {
+    u128::from_str_radix(hex_key.get(..32).unwrap_or(hex_key), 16).unwrap_or(0)
+}
+
 /// A signal as the dataflow sees it. Fields are ordered so that, within one org, the natural
 /// order is by log position (dedup keeps the first occurrence by taking the minimum).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -72,19 +78,22 @@ pub struct Signal {
     pub org: Org,
     /// Log position: the signal's id.
     pub pos: u64,
-    /// Dedup key (messageId-based or content hash), see `SignalRecord::dedup_key`.
-    pub dedup: String,
+    /// Dedup key (messageId-based or content hash, see `SignalRecord::dedup_key`), its first
+    /// 128 bits: inline, where the hex string would be a heap copy in every arrangement.
+    pub dedup: u128,
     /// Receipt time, Unix ms (usage is counted by receipt month).
     pub received_at: i64,
     /// Event time, Unix ms.
     pub event_at: i64,
-    pub source: String,
-    pub event_type: String,
-    pub event_name: Option<String>,
+    // Text fields are shared (`Arc<str>`): arrangements clone records, and a shared string
+    // makes each clone a reference-count bump instead of a heap copy.
+    pub source: Arc<str>,
+    pub event_type: Arc<str>,
+    pub event_name: Option<Arc<str>>,
     /// Identifiers carried by the signal, sorted, without duplicates.
-    pub ids: Vec<(IdKind, String)>,
+    pub ids: Arc<[(IdKind, Arc<str>)]>,
     /// The product org the signal names (`productOrgId`, `groupId`), linking its lead to it.
-    pub product_org: Option<String>,
+    pub product_org: Option<Arc<str>>,
     /// The payload text, shared: arrangements clone records, and a shared string makes that a
     /// pointer copy. Rules read it (conditions and field mappings on payload paths).
     pub payload: Arc<str>,
@@ -94,7 +103,7 @@ impl Signal {
     /// The compact form of a canonical record at log position `pos`.
     pub fn from_record(pos: u64, r: &SignalRecord) -> Signal {
         let i = &r.ids;
-        let mut ids: Vec<(IdKind, String)> = [
+        let mut ids: Vec<(IdKind, Arc<str>)> = [
             (IdKind::Email, &i.email),
             (IdKind::UserId, &i.user_id),
             (IdKind::ProductUserId, &i.product_user_id),
@@ -104,21 +113,21 @@ impl Signal {
             (IdKind::DeviceId, &i.device_id),
         ]
         .into_iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| (k, v.clone())))
+        .filter_map(|(k, v)| v.as_deref().map(|v| (k, Arc::from(v))))
         .collect();
         ids.sort();
         ids.dedup();
         Signal {
             org: r.org_id.0,
             pos,
-            dedup: r.dedup_key(),
+            dedup: dedup_bits(&r.dedup_key()),
             received_at: r.received_at,
             event_at: r.event_at,
-            source: r.source.clone(),
-            event_type: r.event_type.clone(),
-            event_name: r.event_name.clone(),
-            ids,
-            product_org: r.ids.product_org_id.clone(),
+            source: Arc::from(r.source.as_str()),
+            event_type: Arc::from(r.event_type.as_str()),
+            event_name: r.event_name.as_deref().map(Arc::from),
+            ids: Arc::from(ids),
+            product_org: r.ids.product_org_id.as_deref().map(Arc::from),
             payload: Arc::from(r.payload.as_str()),
         }
     }
