@@ -671,7 +671,7 @@ mod tests {
             signal_type: SignalType::FormFill,
             high_intent: true,
             error: None,
-            ids: Vec::new().into(),
+            ids: vec![],
             fields: vec![],
         };
         let lead = Ident::new(1, IdKind::Email, "x@y.io");
