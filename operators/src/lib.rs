@@ -8,12 +8,14 @@
 //!   rehydration of anonymous signals.
 //! - [`rules`]: mapping rules as versioned data joined with staged signals.
 //! - [`groups`]: the signal-group key and title.
+//! - [`product_orgs`]: product-org state, latest value per field by event time.
 //! - [`graph`]: all of it assembled: statuses, lead profiles, usage, signal groups.
 
 pub mod dedup;
 pub mod graph;
 pub mod groups;
 pub mod identity;
+pub mod product_orgs;
 pub mod rules;
 pub mod types;
 

@@ -13,8 +13,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use trailspark_core::rules::RuleDef;
 use trailspark_core::tenancy::{MappingRule, Principal, Role};
-use trailspark_operators::graph::{GroupRow, Meter};
+use trailspark_operators::graph::{GroupRow, Meter, Status};
 use trailspark_operators::groups::{title, GroupKey};
+use trailspark_operators::product_orgs::ProductOrg;
 use trailspark_operators::{IdKind, Ident, Signal};
 use trailspark_sources::routes::{Reply, Request};
 use warp::http::{Method, StatusCode};
@@ -64,6 +65,7 @@ pub async fn route(state: Arc<AppState>, req: Request) -> Option<Reply> {
             | ["api", "signal-queue", ..]
             | ["api", "usage"]
             | ["api", "identity", ..]
+            | ["api", "product-orgs", ..]
             | ["api", "mapping-rules", ..]
     );
     if !ours {
@@ -130,6 +132,38 @@ async fn dispatch(
                 .copied()
                 .unwrap_or_default();
             Ok(with_pos(serde_json::to_value(s).unwrap()))
+        }
+        (["product-orgs", id], &Method::GET) => {
+            let m = engine.read.read();
+            let key = (org, percent_decode(id));
+            let po = m
+                .product_orgs
+                .get(&key)
+                .ok_or_else(|| not_found("product org"))?;
+            Ok(with_pos(product_org_json(&key.1, po)))
+        }
+        (["leads", id, "evaluation-context"], &Method::GET) => {
+            let m = engine.read.read();
+            let lead = m
+                .lead_ids
+                .get(*id)
+                .filter(|l| l.org == org)
+                .ok_or_else(|| not_found("lead"))?;
+            let days: i64 = match query_param(&query, "lookback_days") {
+                Some(d) => d
+                    .parse()
+                    .ok()
+                    .filter(|d| (1..=365).contains(d))
+                    .ok_or_else(|| {
+                        error(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_request",
+                            "lookback_days must be 1-365",
+                        )
+                    })?,
+                None => 90,
+            };
+            Ok(with_pos(evaluation_context(&m, lead, days)))
         }
         (["leads", id], &Method::GET) => {
             let m = engine.read.read();
@@ -261,6 +295,7 @@ async fn dispatch(
             | ["signal-queue", "groups"]
             | ["usage"]
             | ["identity", "conflicts"]
+            | ["product-orgs", _]
             | ["mapping-rules"]
             | ["mapping-rules", _],
             _,
@@ -359,7 +394,114 @@ fn lead_json(m: &Models, lead: &Ident) -> Value {
         "signal_types": by_type,
         "traits": traits,
         "product_org_id": profile.product_org,
+        "productOrgInfo": product_org_info(m, lead.org, profile.product_org.as_deref()),
         "recent_signals": recent,
+    })
+}
+
+/// A product org's fields, parsed back from their JSON text.
+fn product_org_fields(po: &ProductOrg) -> (BTreeMap<&str, Value>, serde_json::Map<String, Value>) {
+    let mut core = BTreeMap::new();
+    let mut custom = serde_json::Map::new();
+    for (k, v) in &po.fields {
+        let v: Value = serde_json::from_str(v).unwrap_or(Value::Null);
+        match k.strip_prefix("custom.") {
+            Some(name) => {
+                custom.insert(name.to_string(), v);
+            }
+            None => {
+                core.insert(k.as_str(), v);
+            }
+        }
+    }
+    (core, custom)
+}
+
+fn product_org_json(id: &str, po: &ProductOrg) -> Value {
+    let (core, custom) = product_org_fields(po);
+    let f = |k: &str| core.get(k).cloned().unwrap_or(Value::Null);
+    json!({
+        "product_org_id": id,
+        "name": f("name"),
+        "plan_id": f("plan_id"),
+        "plan_name": f("plan_name"),
+        "user_count": f("user_count"),
+        "mrr": f("mrr"),
+        "trial_status": f("trial_status"),
+        "last_active_at": f("last_active_at"),
+        "feature_flags": f("feature_flags"),
+        "custom_fields": custom,
+        "last_updated_at": rfc3339(po.last_updated_at),
+        "updates": po.updates,
+    })
+}
+
+/// `productOrgInfo` in the evaluation-context shape (scoring spec 2.2, issue 6); `null` when
+/// the lead names no product org or no update for it has arrived.
+fn product_org_info(m: &Models, org: u64, id: Option<&str>) -> Value {
+    let Some(id) = id else { return Value::Null };
+    let Some(po) = m.product_orgs.get(&(org, id.to_string())) else {
+        return Value::Null;
+    };
+    let (core, custom) = product_org_fields(po);
+    let f = |k: &str| core.get(k).cloned().unwrap_or(Value::Null);
+    json!({
+        "productOrgId": id,
+        "name": f("name"),
+        "planId": f("plan_id"),
+        "planName": f("plan_name"),
+        "userCount": f("user_count"),
+        "mrr": f("mrr"),
+        "trialStatus": f("trial_status"),
+        "lastActiveAt": f("last_active_at"),
+        "featureFlags": f("feature_flags"),
+        "customFields": custom,
+    })
+}
+
+/// What an evaluation of the lead would see: identifiers, traits, its completed signals
+/// within the lookback window, and its product org.
+fn evaluation_context(m: &Models, lead: &Ident, lookback_days: i64) -> Value {
+    let profile = m.leads.get(lead).cloned().unwrap_or_default();
+    let now = chrono::Utc::now().timestamp_millis();
+    let since = now - lookback_days * 86_400_000;
+    let signals: Vec<Value> = m
+        .lead_signals
+        .get(lead)
+        .into_iter()
+        .flatten()
+        .filter_map(|pos| m.processed.get(&(lead.org, *pos)))
+        .filter(|p| p.status == Status::Completed && p.event_at >= since)
+        .map(|p| {
+            json!({
+                "name": p.rule_name,
+                "type": p.signal_type,
+                "source": p.source,
+                "occurredAt": rfc3339(p.event_at),
+                "highIntent": p.high_intent,
+            })
+        })
+        .collect();
+    let traits: BTreeMap<String, String> = profile.traits.iter().cloned().collect();
+    let identifiers: Vec<Value> = m
+        .members
+        .get(lead)
+        .into_iter()
+        .flatten()
+        .map(ident_json)
+        .collect();
+    let email = m
+        .members
+        .get(lead)
+        .into_iter()
+        .flatten()
+        .find(|i| i.kind == IdKind::Email)
+        .map(|i| i.value.clone());
+    json!({
+        "lead": {"id": lead_id(lead), "email": email, "identifiers": identifiers, "traits": traits},
+        "signals": signals,
+        "productOrgInfo": product_org_info(m, lead.org, profile.product_org.as_deref()),
+        "window": {"lookbackDays": lookback_days, "asOf": rfc3339(now)},
     })
 }
 

@@ -36,7 +36,7 @@ fn not_found() -> Reply {
 async fn handle(state: Arc<AppState>, req: Request) -> Reply {
     let path = req.path.as_str();
     if path.starts_with("/api/signal-staging/")
-        || path.starts_with("/api/product-orgs/")
+        || path.starts_with("/api/product-orgs/webhook/")
         || path.starts_with("/v1/")
     {
         let ingest: Arc<dyn Ingest> = state;

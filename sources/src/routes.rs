@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use trailspark_core::normalize::{self, Context};
 use trailspark_core::tenancy::{ApiKey, EndpointType};
-use trailspark_core::{path, LogEntry, ProductOrgRecord};
+use trailspark_core::{product_org, LogEntry, ProductOrgRecord};
 use warp::http::{HeaderMap, Method, StatusCode};
 
 use crate::auth;
@@ -409,28 +409,30 @@ fn expand_wrapper(line: u64, bytes: Vec<u8>) -> Vec<(u64, Result<Vec<u8>, Ingest
     vec![(line, Ok(bytes))]
 }
 
-/// E5: a product-org update, stored for the product-org processing downstream.
+/// E5: a product-org update. The key's template is applied now (see
+/// `trailspark_core::product_org`): no ID → 422 naming the path; a field of the wrong type is
+/// reported in `field_errors` and left out, the rest applies.
 async fn product_org(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Reply, IngestError> {
     let key = authenticate(ingest, key, EndpointType::ProductOrg)?;
     let (headers, raw) = read_body(req, EVENT_LIMIT).await?;
     check_secret(&key, &headers, &raw)?;
     let value = parse::parse_object(&raw, "")?;
-    if let Some(t) = &key.template {
-        if path::get(&value, &t.product_org_id).is_none_or(Value::is_null) {
-            return Err(IngestError::Unprocessable(format!(
-                "no Product Org ID at `{}` in the payload",
-                t.product_org_id
-            )));
-        }
-    }
+    let template = key.template.as_ref().ok_or_else(|| {
+        IngestError::Unprocessable(
+            "this key has no payload template; set one with PUT /api/admin/keys/{id}/template"
+                .into(),
+        )
+    })?;
+    let received_at = now_ms();
+    let extracted =
+        product_org::extract(template, &value, received_at).map_err(IngestError::Unprocessable)?;
     let text = String::from_utf8(raw.to_vec())
         .map_err(|_| IngestError::InvalidJson("not UTF-8".into()))?;
-    let entry = LogEntry::ProductOrgUpdate(ProductOrgRecord {
-        org_id: key.org_id,
-        api_key_id: key.id,
-        received_at: now_ms(),
-        payload: text.trim().to_string(),
-    });
+    let (entry, errors) = product_org_entry(&key, received_at, extracted, text.trim().to_string());
+    let product_org_id = match &entry {
+        LogEntry::ProductOrgUpdate(p) => p.product_org_id.clone(),
+        _ => unreachable!(),
+    };
     let mut results = ingest.submit(vec![entry]).await?;
     let r = results
         .pop()
@@ -439,11 +441,37 @@ async fn product_org(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Rep
         StatusCode::ACCEPTED,
         json!({
             "id": r.position,
+            "product_org_id": product_org_id,
             "message": "Product org update received and queued for processing",
             "log_position": r.position,
             "duplicate": r.duplicate,
+            "field_errors": errors,
         }),
     ))
+}
+
+/// The log entry of an extracted update, and its per-field errors as a JSON object.
+pub(crate) fn product_org_entry(
+    key: &ApiKey,
+    received_at: i64,
+    e: product_org::Extracted,
+    payload: String,
+) -> (LogEntry, Value) {
+    let errors: serde_json::Map<String, Value> = e
+        .errors
+        .into_iter()
+        .map(|(f, why)| (f, Value::String(why)))
+        .collect();
+    let entry = LogEntry::ProductOrgUpdate(ProductOrgRecord {
+        org_id: key.org_id,
+        api_key_id: key.id,
+        received_at,
+        product_org_id: e.product_org_id,
+        event_at: e.event_at,
+        fields: e.fields,
+        payload,
+    });
+    (entry, Value::Object(errors))
 }
 
 #[cfg(test)]

@@ -116,10 +116,24 @@ pub(crate) async fn handle(
         (vec![Value::Object(body)], None)
     };
 
-    let outcomes = messages
+    // Group calls also update the product org they name (spec 12.4), read with the Segment
+    // group template; they are appended after the signals.
+    let mut org_updates = Vec::new();
+    let outcomes: Vec<ItemOutcome> = messages
         .into_iter()
         .enumerate()
         .map(|(index, msg)| {
+            if msg.get("type").and_then(Value::as_str) == Some("group") {
+                let template = trailspark_core::product_org::segment_group_template();
+                if let Ok(e) =
+                    trailspark_core::product_org::extract(&template, &msg, ctx.received_at)
+                {
+                    org_updates.push(
+                        crate::routes::product_org_entry(&key, ctx.received_at, e, msg.to_string())
+                            .0,
+                    );
+                }
+            }
             let record = match msg {
                 Value::Object(mut m) => {
                     merge_context(&mut m, batch_ctx.as_ref());
@@ -156,6 +170,11 @@ pub(crate) async fn handle(
         .collect();
     let mut results = ItemResults::new();
     submit_items(ingest, outcomes, &mut results).await?;
+    if results.accepted > 0 && !org_updates.is_empty() {
+        for r in ingest.submit(org_updates).await? {
+            r?;
+        }
+    }
     let mut body = results.to_json();
     if results.status(StatusCode::OK) == StatusCode::TOO_MANY_REQUESTS {
         let first = &results.results[0];

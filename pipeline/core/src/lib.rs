@@ -11,6 +11,7 @@
 pub mod log;
 pub mod normalize;
 pub mod path;
+pub mod product_org;
 pub mod rules;
 pub mod secret;
 pub mod signal;

@@ -11,12 +11,21 @@ use thiserror::Error;
 use crate::signal::SignalRecord;
 use crate::tenancy::{ConfigEvent, OrgId};
 
-/// A product-org update as received on E5; its template processing happens downstream.
+/// A product-org update: the payload as received, and what the key's template extracted from
+/// it when it arrived (see [`crate::product_org`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProductOrgRecord {
     pub org_id: OrgId,
     pub api_key_id: u64,
     pub received_at: i64,
+    #[serde(default)]
+    pub product_org_id: String,
+    /// Event time: the latest update wins per field.
+    #[serde(default)]
+    pub event_at: i64,
+    /// Extracted fields: name → JSON text.
+    #[serde(default)]
+    pub fields: Vec<(String, String)>,
     #[serde(skip)]
     pub payload: String,
 }
@@ -147,6 +156,9 @@ mod tests {
             org_id: OrgId(2),
             api_key_id: 1,
             received_at: 3,
+            product_org_id: "ws_1".into(),
+            event_at: 3,
+            fields: vec![("name".into(), "\"Acme\"".into())],
             payload: r#"{"groupId":"ws_1"}"#.into(),
         });
         assert_eq!(LogEntry::decode(&p.encode()).unwrap(), p);

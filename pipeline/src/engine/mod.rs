@@ -22,6 +22,7 @@ use trailspark_core::tenancy::ConfigEvent;
 use trailspark_core::LogEntry;
 use trailspark_operators::graph::build;
 use trailspark_operators::identity::IdentityConfig;
+use trailspark_operators::product_orgs::{product_orgs, ProductOrgUpdate};
 use trailspark_operators::rules::{RuleBook, RuleChange, RuleVersion};
 use trailspark_operators::Signal;
 
@@ -50,12 +51,18 @@ impl Default for EngineConfig {
     }
 }
 
+/// One epoch for a worker: its share of the inputs (worker 0 gets them all; operators
+/// exchange by key) and the log position the epoch closes at.
+#[derive(Default)]
+struct Epoch {
+    signals: Vec<Signal>,
+    rules: Vec<(RuleVersion, isize)>,
+    product_orgs: Vec<ProductOrgUpdate>,
+    upto: u64,
+}
+
 enum Feed {
-    Batch {
-        signals: Vec<Signal>,
-        rules: Vec<(RuleVersion, isize)>,
-        upto: u64,
-    },
+    Batch(Epoch),
 }
 
 /// Entries waiting for the feeder thread, bounded so that a dataflow that falls behind
@@ -230,36 +237,31 @@ impl Inputs {
         let Some(upto) = entries.last().map(|(p, _)| *p) else {
             return;
         };
-        let mut signals = Vec::new();
-        let mut rules = Vec::new();
-        let book = &mut self.book;
+        let mut epoch = Epoch {
+            upto,
+            ..Default::default()
+        };
         for (pos, entry) in entries {
             match entry {
-                LogEntry::Signal(s) => signals.push(Signal::from_record(*pos, s)),
+                LogEntry::Signal(s) => epoch.signals.push(Signal::from_record(*pos, s)),
                 LogEntry::Config(e) => {
                     if let Some(change) = rule_change(e) {
-                        rules.extend(book.apply(*pos, change));
+                        epoch.rules.extend(self.book.apply(*pos, change));
                     }
                 }
+                LogEntry::ProductOrgUpdate(p) if !p.product_org_id.is_empty() => epoch
+                    .product_orgs
+                    .push(ProductOrgUpdate::from_record(*pos, p)),
                 LogEntry::ProductOrgUpdate(_) => {}
             }
         }
-        let mut batch = Some(Feed::Batch {
-            signals,
-            rules,
-            upto,
-        });
-        for (i, tx) in self.feeds.iter().enumerate() {
-            let feed = if i == 0 {
-                batch.take().unwrap()
-            } else {
-                Feed::Batch {
-                    signals: Vec::new(),
-                    rules: Vec::new(),
-                    upto,
-                }
-            };
-            if tx.send(feed).is_err() {
+        let mut first = Some(epoch);
+        for tx in &self.feeds {
+            let e = first.take().unwrap_or(Epoch {
+                upto,
+                ..Default::default()
+            });
+            if tx.send(Feed::Batch(e)).is_err() {
                 tracing::error!("The dataflow workers have stopped.");
             }
         }
@@ -274,9 +276,10 @@ fn run_worker(
 ) {
     let index = worker.index();
     let probe = ProbeHandle::new();
-    let (mut signals_in, mut rules_in) = worker.dataflow::<u64, _, _>(|scope| {
+    let (mut signals_in, mut rules_in, mut orgs_in) = worker.dataflow::<u64, _, _>(|scope| {
         let (signals_in, signals) = scope.new_collection::<Signal, isize>();
         let (rules_in, rules) = scope.new_collection::<RuleVersion, isize>();
+        let (orgs_in, updates) = scope.new_collection::<ProductOrgUpdate, isize>();
         let out = build(signals, rules, identity);
         macro_rules! sink {
             ($coll:expr, $variant:ident) => {{
@@ -295,7 +298,8 @@ fn run_worker(
         sink!(out.groups, Groups);
         sink!(out.usage, Usage);
         sink!(out.leads, Leads);
-        (signals_in, rules_in)
+        sink!(product_orgs(updates), ProductOrgs);
+        (signals_in, rules_in, orgs_in)
     });
     let mut closing: VecDeque<u64> = VecDeque::new();
     loop {
@@ -305,24 +309,32 @@ fn run_worker(
             Duration::ZERO
         };
         match rx.recv_timeout(wait) {
-            Ok(Feed::Batch {
+            Ok(Feed::Batch(Epoch {
                 signals,
                 rules,
+                product_orgs,
                 upto,
-            }) => {
+            })) => {
+                // Signals enter at their log position; config and product-org updates at the
+                // epoch's time (rules carry their own position ranges).
+                let now = *signals_in.time();
                 for s in signals {
-                    let t = s.pos;
-                    signals_in.update_at(s, t.max(*signals_in.time()), 1);
+                    let t = s.pos.max(now);
+                    signals_in.update_at(s, t, 1);
                 }
                 for (r, d) in rules {
-                    let t = *rules_in.time();
-                    rules_in.update_at(r, t, d);
+                    rules_in.update_at(r, now, d);
                 }
-                let next = (upto + 1).max(*signals_in.time());
+                for u in product_orgs {
+                    orgs_in.update_at(u, now, 1);
+                }
+                let next = (upto + 1).max(now);
                 signals_in.advance_to(next);
                 rules_in.advance_to(next);
+                orgs_in.advance_to(next);
                 signals_in.flush();
                 rules_in.flush();
+                orgs_in.flush();
                 closing.push_back(upto);
             }
             Err(RecvTimeoutError::Timeout) => {}

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use trailspark_operators::graph::{GroupRow, LeadProfile, Meter, Processed, Status};
 use trailspark_operators::groups::GroupKey;
 use trailspark_operators::identity::SignalKey;
+use trailspark_operators::product_orgs::ProductOrg;
 use trailspark_operators::{IdKind, Ident, Org};
 
 /// Changes of one output: records with their diffs.
@@ -28,6 +29,7 @@ pub enum Update {
     Groups(Changes<((Org, GroupKey), GroupRow)>),
     Usage(Changes<((Org, u32, Meter), isize)>),
     Leads(Changes<(Ident, LeadProfile)>),
+    ProductOrgs(Changes<((Org, String), ProductOrg)>),
     /// Every change up to this log position has been sent.
     Applied(u64),
 }
@@ -59,6 +61,7 @@ pub struct Models {
     pub groups: HashMap<(Org, GroupKey), GroupRow>,
     pub usage: HashMap<(Org, u32, Meter), i64>,
     pub conflicts: BTreeSet<(Ident, IdKind)>,
+    pub product_orgs: HashMap<(Org, String), ProductOrg>,
     /// Per lead: its signals' positions (for the lead's timeline).
     pub lead_signals: HashMap<Ident, BTreeSet<u64>>,
 }
@@ -176,6 +179,17 @@ impl Models {
                     } else {
                         self.lead_ids.insert(lead_id(&lead), lead.clone());
                         self.leads.insert(lead, profile);
+                    }
+                }
+            }
+            Update::ProductOrgs(v) => {
+                for ((k, po), d) in ordered(v) {
+                    if d < 0 {
+                        if self.product_orgs.get(&k) == Some(&po) {
+                            self.product_orgs.remove(&k);
+                        }
+                    } else {
+                        self.product_orgs.insert(k, po);
                     }
                 }
             }
