@@ -65,12 +65,6 @@ impl Ident {
     }
 }
 
-/// The first 128 bits of a hex dedup key (a SHA-256: collisions at 128 bits are not a
-/// practical concern).
-pub fn dedup_bits(hex_key: &str) -> u128 {
-    u128::from_str_radix(hex_key.get(..32).unwrap_or(hex_key), 16).unwrap_or(0)
-}
-
 /// A signal as the dataflow sees it. Fields are ordered so that, within one org, the natural
 /// order is by log position (dedup keeps the first occurrence by taking the minimum).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -120,7 +114,7 @@ impl Signal {
         Signal {
             org: r.org_id.0,
             pos,
-            dedup: dedup_bits(&r.dedup_key()),
+            dedup: r.dedup_bits(),
             received_at: r.received_at,
             event_at: r.event_at,
             source: Arc::from(r.source.as_str()),

@@ -137,8 +137,10 @@ pub async fn open(loc: &LogLocation, engine: Option<Arc<Engine>>) -> anyhow::Res
                 Some(jetstream::CONFIG_SUBJECT)
             };
             let mut last = 0;
+            let indexer = js.clone();
             js.read(filter, &mut |pos, e| {
                 last = pos;
+                indexer.note(pos, &e);
                 replay(pos, e, &mut buf);
                 Ok(())
             })
@@ -147,8 +149,11 @@ pub async fn open(loc: &LogLocation, engine: Option<Arc<Engine>>) -> anyhow::Res
                 let tailer = js.clone();
                 let start = last.max(js.head()) + 1;
                 tokio::spawn(async move {
-                    let feed =
-                        move |pos, e| tokio::task::block_in_place(|| engine.feed(vec![(pos, e)]));
+                    let noter = tailer.clone();
+                    let feed = move |pos, e: LogEntry| {
+                        noter.note(pos, &e);
+                        tokio::task::block_in_place(|| engine.feed(vec![(pos, e)]))
+                    };
                     if let Err(e) = tailer.tail(start, feed).await {
                         tracing::error!(error = %e, "Following the JetStream log stopped.");
                     }

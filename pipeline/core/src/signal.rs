@@ -78,6 +78,12 @@ pub struct SignalRecord {
 }
 
 impl SignalRecord {
+    /// The first 128 bits of [`Self::dedup_key`] (a SHA-256), for compact exact indexes.
+    pub fn dedup_bits(&self) -> u128 {
+        let key = self.dedup_key();
+        u128::from_str_radix(&key[..32], 16).expect("dedup keys are hex SHA-256")
+    }
+
     /// The key under which retries of this signal are recognised: the Segment `messageId`
     /// when the producer set one (it is stable across the SDKs' retries even when transport
     /// fields change), else the content hash. Both are scoped to the org.

@@ -8,7 +8,7 @@
 //! acks of all its entries, which is what makes a 202 mean "durable".
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use trailspark_core::LogEntry;
 use trailspark_sources::Receipt;
 
-use super::LogError;
+use super::{DedupIndex, LogError};
 
 pub const STREAM: &str = "TRAILSPARK_SIGNALS";
 pub const CONFIG_SUBJECT: &str = "trailspark.config";
@@ -49,6 +49,9 @@ impl Default for StreamSettings {
 pub struct JetStreamLog {
     js: jetstream::Context,
     head: Arc<AtomicU64>,
+    /// Exact dedup index over the stream's signals: retries older than JetStream's duplicate
+    /// window are still recognised. Filled by replay, appends and the tail.
+    index: Arc<Mutex<DedupIndex>>,
 }
 
 /// A subject token from a free-form label: NATS tokens cannot hold `.`, `*`, `>` or spaces.
@@ -115,6 +118,7 @@ impl JetStreamLog {
         Ok(JetStreamLog {
             js,
             head: Arc::new(AtomicU64::new(last)),
+            index: Default::default(),
         })
     }
 
@@ -122,10 +126,28 @@ impl JetStreamLog {
         self.head.load(Ordering::Acquire)
     }
 
-    /// Publishes the entries in order (pipelined), then waits for every ack.
+    /// Records an entry seen on the stream (replay, tail) in the dedup index.
+    pub fn note(&self, pos: u64, entry: &LogEntry) {
+        if let LogEntry::Signal(s) = entry {
+            self.index.lock().unwrap().insert(s.dedup_bits(), pos);
+        }
+    }
+
+    /// Publishes the entries in order (pipelined), then waits for every ack. Signals already
+    /// on the stream are answered with their position and not published again.
     pub async fn append(&self, entries: Vec<LogEntry>) -> Result<Vec<Receipt>, LogError> {
+        let mut known: Vec<Option<u64>> = Vec::with_capacity(entries.len());
+        {
+            let index = self.index.lock().unwrap();
+            for e in &entries {
+                known.push(match e {
+                    LogEntry::Signal(s) => index.get(s.dedup_bits()),
+                    _ => None,
+                });
+            }
+        }
         let mut acks = Vec::with_capacity(entries.len());
-        for entry in &entries {
+        for (entry, _) in entries.iter().zip(&known).filter(|(_, k)| k.is_none()) {
             let mut msg = PublishMessage::build()
                 .payload(entry.encode().into())
                 .header(ENCODING_HEADER, ENCODING);
@@ -139,15 +161,34 @@ impl JetStreamLog {
                     .map_err(nats_err)?,
             );
         }
-        let mut receipts = Vec::with_capacity(acks.len());
+        let mut published = Vec::with_capacity(acks.len());
         for ack in acks {
             let ack = ack.await.map_err(nats_err)?;
             self.head.fetch_max(ack.sequence, Ordering::AcqRel);
-            receipts.push(Receipt {
+            published.push(Receipt {
                 position: ack.sequence,
                 duplicate: ack.duplicate,
             });
         }
+        let mut published = published.into_iter();
+        let mut index = self.index.lock().unwrap();
+        let receipts = entries
+            .iter()
+            .zip(known)
+            .map(|(e, k)| match k {
+                Some(position) => Receipt {
+                    position,
+                    duplicate: true,
+                },
+                None => {
+                    let r = published.next().expect("one ack per published entry");
+                    if let LogEntry::Signal(s) = e {
+                        index.insert(s.dedup_bits(), r.position);
+                    }
+                    r
+                }
+            })
+            .collect();
         Ok(receipts)
     }
 

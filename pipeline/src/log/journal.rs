@@ -15,11 +15,9 @@
 //! hold, so a torn tail is never replayed; such damage anywhere else is reported as an error
 //! instead, because it is not something a crash produces.
 //!
-//! Retries: the writer keeps the dedup keys of recently appended signals (a window in time,
-//! as JetStream's duplicate window) and answers a retry with the original's position without
-//! appending it again. Exact deduplication over all time is the dataflow's job.
+//! Retries: the writer keeps an exact index of every signal's dedup key ([`DedupIndex`]) and
+//! answers a retry with the original's position without appending it again.
 
-use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -32,7 +30,7 @@ use tokio::sync::oneshot;
 use trailspark_core::LogEntry;
 use trailspark_sources::Receipt;
 
-use super::LogError;
+use super::{DedupIndex, LogError};
 
 const HEADER: usize = 8;
 /// No record is larger than this; a larger length field is damage, not data.
@@ -50,10 +48,6 @@ pub struct JournalConfig {
     pub segment_bytes: u64,
     /// Appends that may wait for the writer before new ones are refused.
     pub queue: usize,
-    /// How long (ms) a signal's dedup key is remembered for retries.
-    pub dedup_window_ms: i64,
-    /// Most dedup keys remembered, whatever their age.
-    pub dedup_capacity: usize,
     /// Receives committed entries (the dataflow's feed).
     pub on_commit: Option<CommitHook>,
 }
@@ -64,8 +58,6 @@ impl JournalConfig {
             dir: dir.into(),
             segment_bytes: 64 * 1024 * 1024,
             queue: 16 * 1024,
-            dedup_window_ms: 120_000,
-            dedup_capacity: 1_000_000,
             on_commit: None,
         }
     }
@@ -179,55 +171,12 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Remembers recent dedup keys, in arrival order, bounded in age and count.
-struct DedupWindow {
-    by_key: HashMap<String, u64>,
-    order: VecDeque<(i64, String)>,
-    window_ms: i64,
-    capacity: usize,
-}
-
-impl DedupWindow {
-    fn new(window_ms: i64, capacity: usize) -> Self {
-        DedupWindow {
-            by_key: HashMap::new(),
-            order: VecDeque::new(),
-            window_ms,
-            capacity,
-        }
-    }
-
-    fn expire(&mut self, now: i64) {
-        while let Some((t, _)) = self.order.front() {
-            if *t > now - self.window_ms && self.order.len() <= self.capacity {
-                break;
-            }
-            let (_, k) = self.order.pop_front().unwrap();
-            self.by_key.remove(&k);
-        }
-    }
-
-    fn get(&self, key: &str) -> Option<u64> {
-        self.by_key.get(key).copied()
-    }
-
-    fn insert(&mut self, key: String, pos: u64, at: i64) {
-        if self.by_key.insert(key.clone(), pos).is_none() {
-            self.order.push_back((at, key));
-        }
-    }
-
-    fn remove(&mut self, key: &str) {
-        self.by_key.remove(key);
-    }
-}
-
 struct Writer {
     cfg: JournalConfig,
     file: File,
     seg_len: u64,
     next: u64,
-    dedup: DedupWindow,
+    dedup: DedupIndex,
     head: Arc<AtomicU64>,
     syncs: Arc<AtomicU64>,
     failed: Option<String>,
@@ -241,8 +190,7 @@ impl Journal {
         replay: &mut dyn FnMut(u64, LogEntry) -> Result<(), LogError>,
     ) -> Result<Journal, LogError> {
         fs::create_dir_all(&cfg.dir)?;
-        let now = chrono::Utc::now().timestamp_millis();
-        let mut dedup = DedupWindow::new(cfg.dedup_window_ms, cfg.dedup_capacity);
+        let mut dedup = DedupIndex::default();
         let mut segs = segments(&cfg.dir)?;
         if segs.is_empty() {
             let p = cfg.dir.join(segment_name(1));
@@ -256,9 +204,7 @@ impl Journal {
         for (i, (first, path)) in segs.iter().enumerate() {
             let mut f = |pos: u64, entry: LogEntry| {
                 if let LogEntry::Signal(s) = &entry {
-                    if s.received_at > now - cfg.dedup_window_ms {
-                        dedup.insert(s.dedup_key(), pos, s.received_at);
-                    }
+                    dedup.insert(s.dedup_bits(), pos);
                 }
                 replay(pos, entry)
             };
@@ -284,7 +230,6 @@ impl Journal {
             next = end;
             tail_len = valid;
         }
-        dedup.expire(now);
         let (first, path) = &segs[last];
         let mut file = OpenOptions::new().append(true).open(path)?;
         file.seek(SeekFrom::End(0))?;
@@ -363,8 +308,6 @@ impl Writer {
             }
             return;
         }
-        let now = chrono::Utc::now().timestamp_millis();
-        self.dedup.expire(now);
         buf.clear();
         let start_next = self.next;
         let mut added_keys = Vec::new();
@@ -373,16 +316,15 @@ impl Writer {
             let mut rs = Vec::with_capacity(req.entries.len());
             for entry in &req.entries {
                 if let LogEntry::Signal(s) = entry {
-                    let key = s.dedup_key();
-                    if let Some(pos) = self.dedup.get(&key) {
+                    let key = s.dedup_bits();
+                    if let Some(pos) = self.dedup.get(key) {
                         rs.push(Receipt {
                             position: pos,
                             duplicate: true,
                         });
                         continue;
                     }
-                    self.dedup
-                        .insert(key.clone(), self.next, s.received_at.max(now));
+                    self.dedup.insert(key, self.next);
                     added_keys.push(key);
                 }
                 encode_record(entry, buf);
@@ -425,7 +367,7 @@ impl Writer {
                 // the partial write so the file stays a clean prefix.
                 self.next = start_next;
                 for k in &added_keys {
-                    self.dedup.remove(k);
+                    self.dedup.remove(*k);
                 }
                 let _ = self.file.set_len(self.seg_len);
                 self.failed = Some(e.to_string());
