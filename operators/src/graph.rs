@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use differential_dataflow::lattice::Lattice;
+use differential_dataflow::operators::CountTotal;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use timely::order::TotalOrder;
@@ -96,6 +97,8 @@ pub struct GroupRow {
     pub last_seen: i64,
     /// The sample: a signal with an email when the group has one (spec 8), else the earliest.
     pub sample_pos: u64,
+    /// Whether the sample lacks an email (so partial rows can be merged by the same rule).
+    pub sample_no_email: bool,
     pub sample: Arc<str>,
 }
 
@@ -115,9 +118,33 @@ pub fn group_row(members: &[&Member]) -> GroupRow {
         first_seen: members.iter().map(|(_, m)| m.2).min().unwrap(),
         last_seen: members.iter().map(|(_, m)| m.2).max().unwrap(),
         sample_pos: sample.1,
+        sample_no_email: sample.0,
         sample: sample.3.clone(),
     }
 }
+
+/// Merges the rows of disjoint parts of one group into the group's row: equal to
+/// `group_row` over all the members.
+pub fn merge_rows(rows: &[&GroupRow]) -> GroupRow {
+    let sample = rows
+        .iter()
+        .min_by_key(|r| (r.sample_no_email, r.sample_pos))
+        .expect("groups are not empty");
+    GroupRow {
+        count: rows.iter().map(|r| r.count).sum(),
+        unmapped: rows.iter().map(|r| r.unmapped).sum(),
+        first_seen: rows.iter().map(|r| r.first_seen).min().unwrap(),
+        last_seen: rows.iter().map(|r| r.last_seen).max().unwrap(),
+        sample_pos: sample.sample_pos,
+        sample_no_email: sample.sample_no_email,
+        sample: sample.sample.clone(),
+    }
+}
+
+/// Groups are aggregated in two levels, over this many buckets of members and then over the
+/// buckets' rows: a change costs about `group size / GROUP_BUCKETS + GROUP_BUCKETS` instead of
+/// the whole group's size, which matters for groups of many thousands of signals.
+const GROUP_BUCKETS: u64 = 128;
 
 fn member(s: &Signal, mapped: bool) -> ((Org, GroupKey), Member) {
     let payload = s.payload_value();
@@ -323,7 +350,9 @@ where
                 .distinct()
                 .map(|(org, m, _)| (org, m, Meter::Leads)),
         )
-        .count();
+        // `count_total` keeps counts incrementally (times are totally ordered); `count` would
+        // re-read every signal of the org and month on each change.
+        .count_total();
 
     // Signal groups, with each member's mapped flag.
     let mapped_keys = winner.map(|(k, _)| k);
@@ -335,9 +364,15 @@ where
     let unmapped = by_key.antijoin(mapped_keys).map(|(_, s)| member(&s, false));
     let groups = mapped
         .concat(unmapped)
-        .reduce_named("Groups", |_k, members, out| {
+        .map(|(k, m)| ((k, m.1 .1 % GROUP_BUCKETS), m))
+        .reduce_named("GroupBuckets", |_k, members, out| {
             let members: Vec<&Member> = members.iter().map(|(m, _)| *m).collect();
             out.push((group_row(&members), 1));
+        })
+        .map(|((k, _bucket), row)| (k, row))
+        .reduce_named("Groups", |_k, rows, out| {
+            let rows: Vec<&GroupRow> = rows.iter().map(|(r, _)| *r).collect();
+            out.push((merge_rows(&rows), 1));
         });
 
     Outputs {

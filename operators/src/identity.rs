@@ -23,6 +23,7 @@ use std::hash::Hash;
 
 use differential_dataflow::algorithms::graphs::propagate::propagate;
 use differential_dataflow::lattice::Lattice;
+use differential_dataflow::operators::CountTotal;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use timely::order::TotalOrder;
@@ -133,7 +134,7 @@ where
         .clone()
         .filter(move |(_, y)| cfg2.limit(y.kind).is_some())
         .map(|(x, y)| (x, y.kind))
-        .count()
+        .count_total()
         .filter({
             let cfg = cfg.clone();
             move |((_, kind), n)| *n as usize > cfg.limit(*kind).unwrap()

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod backfill;
 pub mod engine;
 pub mod log;
 pub mod open;

@@ -133,6 +133,28 @@ enum Command {
         #[command(subcommand)]
         cmd: KeysCmd,
     },
+    /// Import historical events (NDJSON or JSON arrays, plain or gzip) through the same
+    /// pipeline as live ingestion; prints `accepted=N duplicates=N rejected=N`.
+    Backfill {
+        /// A Signal Staging API key of the org to import into.
+        #[arg(long)]
+        key: String,
+        /// A running server to send to (through the bulk endpoint).
+        #[arg(long, conflicts_with = "data_dir")]
+        server: Option<String>,
+        /// A data directory to append to directly (the server must be stopped).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// With --data-dir: the log is on NATS JetStream instead.
+        #[arg(long = "nats", env = "TRAILSPARK_NATS_URL")]
+        nats_url: Option<String>,
+        /// Write refused events here, one JSON line each with file, line and reason.
+        #[arg(long)]
+        rejects: Option<PathBuf>,
+        /// Files to import.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Inspect the log.
     Log {
         #[command(subcommand)]
@@ -225,6 +247,14 @@ async fn main() -> anyhow::Result<()> {
             dataflow,
         } => serve(log, listen, admin_token, dataflow).await,
         Command::Orgs { cmd } => orgs(cmd).await,
+        Command::Backfill {
+            key,
+            server,
+            data_dir,
+            nats_url,
+            rejects,
+            files,
+        } => backfill(key, server, data_dir, nats_url, rejects, files).await,
         Command::Keys { cmd } => keys(cmd).await,
         Command::Log {
             cmd: LogCmd::Dump { log },
@@ -440,4 +470,47 @@ fn redact(c: &trailspark_core::ConfigEvent) -> serde_json::Value {
         *s = json!("<redacted>");
     }
     v
+}
+
+async fn backfill(
+    key: String,
+    server: Option<String>,
+    data_dir: Option<PathBuf>,
+    nats_url: Option<String>,
+    rejects: Option<PathBuf>,
+    files: Vec<PathBuf>,
+) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    use trailspark::backfill::{offline_target, Backfill, Target};
+    let progress = std::io::stderr().is_terminal();
+    let mut _opened = None;
+    let target = match (server, data_dir) {
+        (Some(url), _) => Target::Server(url),
+        (None, Some(dir)) => {
+            let loc = LogLocation {
+                data_dir: dir,
+                nats_url,
+                stream: StreamSettings::default(),
+            };
+            let opened = open::open(&loc, None).await?;
+            let t = offline_target(opened.log.clone(), &opened.registry, &key)?;
+            _opened = Some(opened);
+            t
+        }
+        (None, None) => bail!("give --server URL or --data-dir DIR"),
+    };
+    let summary = Backfill {
+        key,
+        target,
+        files,
+        rejects,
+        progress,
+    }
+    .run()
+    .await?;
+    println!(
+        "accepted={} duplicates={} rejected={}",
+        summary.accepted, summary.duplicates, summary.rejected
+    );
+    Ok(())
 }

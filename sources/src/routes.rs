@@ -188,8 +188,9 @@ fn context<'a>(key: &ApiKey, url_source: Option<&'a str>, headers: &'a HeaderMap
     }
 }
 
-/// Normalizes one item's raw text; errors are per item.
-fn item_record(
+/// Normalizes one item's raw text (size, JSON, object checks, then normalization); errors
+/// are per item. Shared by the batch and bulk endpoints and by backfill.
+pub fn item_record(
     ctx: &Context<'_>,
     raw: &[u8],
 ) -> Result<trailspark_core::SignalRecord, IngestError> {
