@@ -77,7 +77,7 @@ fn generate(dir: &std::path::Path, n: usize) -> (Vec<std::path::PathBuf>, Vec<u6
     write!(f, "[").unwrap();
     for i in 2 * third..n {
         if i > 2 * third {
-            write!(f, ",\n").unwrap();
+            writeln!(f, ",").unwrap();
         }
         write!(f, "{}", event(i)).unwrap();
     }
