@@ -26,31 +26,19 @@ use crate::state::AppState;
 
 const WAIT_LIMIT: Duration = Duration::from_secs(10);
 
-fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+/// A query parameter, decoded as `application/x-www-form-urlencoded` (how clients send
+/// query strings); the first one when it is repeated.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
-            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// A path segment, percent-decoded.
+fn path_segment(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Handles `/api/explorer/…`, `/api/leads…`, `/api/signal-queue/…`, `/api/usage`,
@@ -135,7 +123,7 @@ async fn dispatch(
         }
         (["product-orgs", id], &Method::GET) => {
             let m = engine.read.read();
-            let key = (org, percent_decode(id));
+            let key = (org, path_segment(id));
             let po = m
                 .product_orgs
                 .get(&key)
@@ -144,11 +132,7 @@ async fn dispatch(
         }
         (["leads", id, "evaluation-context"], &Method::GET) => {
             let m = engine.read.read();
-            let lead = m
-                .lead_ids
-                .get(*id)
-                .filter(|l| l.org == org)
-                .ok_or_else(|| not_found("lead"))?;
+            let lead = lead_by_id(&m, org, id)?;
             let days: i64 = match query_param(&query, "lookback_days") {
                 Some(d) => d
                     .parse()
@@ -167,11 +151,7 @@ async fn dispatch(
         }
         (["leads", id], &Method::GET) => {
             let m = engine.read.read();
-            let lead = m
-                .lead_ids
-                .get(*id)
-                .filter(|l| l.org == org)
-                .ok_or_else(|| not_found("lead"))?;
+            let lead = lead_by_id(&m, org, id)?;
             Ok(with_pos(lead_json(&m, lead)))
         }
         (["leads"], &Method::GET) => {
@@ -183,7 +163,7 @@ async fn dispatch(
                 ("crm_id", IdKind::CrmId),
             ]
             .into_iter()
-            .find_map(|(name, kind)| query_param(&query, name).map(|v| (kind, percent_decode(v))));
+            .find_map(|(name, kind)| query_param(&query, name).map(|v| (kind, v)));
             let Some((kind, value)) = wanted else {
                 return Err(error(
                     StatusCode::BAD_REQUEST,
@@ -204,7 +184,7 @@ async fn dispatch(
         }
         (["signal-queue", "groups"], &Method::GET) => {
             require(&p, Role::Editor)?;
-            let mapped = query_param(&query, "tab") == Some("mapped");
+            let mapped = query_param(&query, "tab").as_deref() == Some("mapped");
             let m = engine.read.read();
             let groups: Vec<Value> = m
                 .groups_of(org, mapped)
@@ -228,7 +208,7 @@ async fn dispatch(
         }
         (["usage"], &Method::GET) => {
             let month = match query_param(&query, "period") {
-                Some(pstr) => parse_period(pstr).ok_or_else(|| {
+                Some(pstr) => parse_period(&pstr).ok_or_else(|| {
                     error(
                         StatusCode::BAD_REQUEST,
                         "invalid_request",
@@ -253,9 +233,7 @@ async fn dispatch(
             let (rule, pos) = state
                 .create_rule(p.org_id, body.def, body.reprocess)
                 .await?;
-            let mut v = rule_json(&rule);
-            v["log_position"] = json!(pos);
-            Ok(Reply::json(StatusCode::CREATED, v))
+            Ok(rule_reply(StatusCode::CREATED, &rule, pos))
         }
         (["mapping-rules", id], &Method::GET) => {
             require(&p, Role::Editor)?;
@@ -277,17 +255,13 @@ async fn dispatch(
             let (rule, pos) = state
                 .update_rule(p.org_id, id, body.def, body.reprocess)
                 .await?;
-            let mut v = rule_json(&rule);
-            v["log_position"] = json!(pos);
-            Ok(Reply::json(StatusCode::OK, v))
+            Ok(rule_reply(StatusCode::OK, &rule, pos))
         }
         (["mapping-rules", id], &Method::DELETE) => {
             require(&p, Role::Editor)?;
             let id = id.parse().map_err(|_| not_found("rule"))?;
             let (rule, pos) = state.delete_rule(p.org_id, id).await?;
-            let mut v = rule_json(&rule);
-            v["log_position"] = json!(pos);
-            Ok(Reply::json(StatusCode::OK, v))
+            Ok(rule_reply(StatusCode::OK, &rule, pos))
         }
         (
             ["explorer", "stats"]
@@ -306,6 +280,21 @@ async fn dispatch(
         )),
         _ => Err(not_found("endpoint")),
     }
+}
+
+/// The lead with public id `id`, if it belongs to `org`.
+fn lead_by_id<'m>(m: &'m Models, org: u64, id: &str) -> Result<&'m Ident, Reply> {
+    m.lead_ids
+        .get(id)
+        .filter(|l| l.org == org)
+        .ok_or_else(|| not_found("lead"))
+}
+
+/// A rule change's answer: the rule as it now is, with the log position of the change.
+fn rule_reply(status: StatusCode, rule: &MappingRule, pos: u64) -> Reply {
+    let mut v = rule_json(rule);
+    v["log_position"] = json!(pos);
+    Reply::json(status, v)
 }
 
 fn not_found(what: &str) -> Reply {
@@ -589,7 +578,14 @@ mod tests {
     fn periods_and_decoding() {
         assert_eq!(parse_period("2026-11"), Some(202611));
         assert_eq!(parse_period("2026-13"), None);
-        assert_eq!(percent_decode("a%40b.io"), "a@b.io");
-        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(
+            query_param("email=a%40b.io&x=100%", "email").as_deref(),
+            Some("a@b.io")
+        );
+        assert_eq!(
+            query_param("email=a%40b.io&x=100%", "x").as_deref(),
+            Some("100%")
+        );
+        assert_eq!(path_segment("ws%2F1+a"), "ws/1+a");
     }
 }

@@ -298,7 +298,7 @@ async fn serve(
         admin_token.as_deref(),
         Some((engine, quota)),
     );
-    let listener = server::bind(listen)
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;

@@ -1,7 +1,6 @@
 //! The HTTP server: one warp filter that hands every request to the matching area (ingestion,
 //! admin, health) and turns its [`Reply`] into a response.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Buf;
@@ -118,9 +117,4 @@ pub async fn serve(
         .graceful(shutdown)
         .run()
         .await;
-}
-
-/// Binds the listen address, reporting failure instead of panicking.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
 }

@@ -180,9 +180,9 @@ fn backfill_matches_live_ingestion_and_is_idempotent() {
     let live_dir = tempfile::tempdir().unwrap();
     let live = Server::start(live_dir.path(), None);
     let key = live.first_key.clone().unwrap();
+    let online = ["--key", &key, "--server", &live.base];
     let rejects = tmp.path().join("rejects.ndjson");
-    let (accepted, duplicates, rejected) =
-        backfill(&["--key", &key, "--server", &live.base], &files, &rejects);
+    let (accepted, duplicates, rejected) = backfill(&online, &files, &rejects);
     assert_eq!(rejected, bad_lines.len() as u64);
     assert_eq!(accepted + duplicates, n as u64);
     assert!(
@@ -210,7 +210,7 @@ fn backfill_matches_live_ingestion_and_is_idempotent() {
         .unwrap()
         .json()
         .unwrap();
-    let again = backfill(&["--key", &key, "--server", &live.base], &files, &rejects);
+    let again = backfill(&online, &files, &rejects);
     assert_eq!(again, (0, accepted + duplicates, rejected));
     let head_after: Value = client()
         .get(live.url("/healthz"))
@@ -229,27 +229,15 @@ fn backfill_matches_live_ingestion_and_is_idempotent() {
     let mut off = Server::start(off_dir.path(), None);
     let off_key = off.first_key.clone().unwrap();
     off.kill9();
-    let (a2, d2, r2) = backfill(
-        &[
-            "--key",
-            &off_key,
-            "--data-dir",
-            off_dir.path().to_str().unwrap(),
-        ],
-        &files,
-        &rejects,
-    );
+    let offline = [
+        "--key",
+        &off_key,
+        "--data-dir",
+        off_dir.path().to_str().unwrap(),
+    ];
+    let (a2, d2, r2) = backfill(&offline, &files, &rejects);
     assert_eq!((a2, d2, r2), (accepted, duplicates, rejected));
-    let again = backfill(
-        &[
-            "--key",
-            &off_key,
-            "--data-dir",
-            off_dir.path().to_str().unwrap(),
-        ],
-        &files,
-        &rejects,
-    );
+    let again = backfill(&offline, &files, &rejects);
     assert_eq!(again, (0, accepted + duplicates, rejected));
     off.restart();
     assert_eq!(

@@ -22,13 +22,7 @@ fn send(s: &Server, key: &str, body: Value) -> u64 {
 }
 
 fn get(s: &Server, path: &str, wait_for: u64) -> Value {
-    let sep = if path.contains('?') { '&' } else { '?' };
-    let r = s.admin(
-        Method::GET,
-        &format!("{path}{sep}wait_for={wait_for}"),
-        ADMIN_TOKEN,
-        None,
-    );
+    let r = s.get_at(path, wait_for);
     assert_eq!(r.status(), 200, "{path}");
     r.json().unwrap()
 }

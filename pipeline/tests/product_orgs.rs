@@ -25,13 +25,7 @@ fn post_update(s: &Server, key: &str, body: Value) -> (u16, Value) {
 }
 
 fn get(s: &Server, path: &str, wait_for: u64) -> (u16, Value) {
-    let sep = if path.contains('?') { '&' } else { '?' };
-    let r = s.admin(
-        Method::GET,
-        &format!("{path}{sep}wait_for={wait_for}"),
-        ADMIN_TOKEN,
-        None,
-    );
+    let r = s.get_at(path, wait_for);
     (r.status().as_u16(), r.json().unwrap())
 }
 

@@ -198,9 +198,15 @@ pub fn item_record(
         return Err(IngestError::TooLarge(EVENT_LIMIT));
     }
     let value = parse::parse_object(raw, "")?;
+    Ok(normalize::normalize(ctx, &value, payload_text(raw)?))
+}
+
+/// The payload as stored: the body's text, trimmed (it already parsed as JSON, so only a
+/// non-UTF-8 body can fail here).
+fn payload_text(raw: &[u8]) -> Result<String, IngestError> {
     let text =
         std::str::from_utf8(raw).map_err(|_| IngestError::InvalidJson("not UTF-8".into()))?;
-    Ok(normalize::normalize(ctx, &value, text.trim().to_string()))
+    Ok(text.trim().to_string())
 }
 
 async fn read_body(req: Request, limit: usize) -> Result<(HeaderMap, Bytes), IngestError> {
@@ -227,12 +233,10 @@ async fn single(
     let (headers, raw) = read_body(req, EVENT_LIMIT).await?;
     check_secret(&key, &headers, &raw)?;
     let value = parse::parse_object(&raw, "; send arrays to the /batch endpoint")?;
-    let text = String::from_utf8(raw.to_vec())
-        .map_err(|_| IngestError::InvalidJson("not UTF-8".into()))?;
     let record = normalize::normalize(
         &context(&key, source, &headers),
         &value,
-        text.trim().to_string(),
+        payload_text(&raw)?,
     );
     let mut results = ingest
         .submit(vec![LogEntry::Signal(record.clone())])
@@ -427,13 +431,8 @@ async fn product_org(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Rep
     let received_at = now_ms();
     let extracted =
         product_org::extract(template, &value, received_at).map_err(IngestError::Unprocessable)?;
-    let text = String::from_utf8(raw.to_vec())
-        .map_err(|_| IngestError::InvalidJson("not UTF-8".into()))?;
-    let (entry, errors) = product_org_entry(&key, received_at, extracted, text.trim().to_string());
-    let product_org_id = match &entry {
-        LogEntry::ProductOrgUpdate(p) => p.product_org_id.clone(),
-        _ => unreachable!(),
-    };
+    let product_org_id = extracted.product_org_id.clone();
+    let (entry, errors) = product_org_entry(&key, received_at, extracted, payload_text(&raw)?);
     let mut results = ingest.submit(vec![entry]).await?;
     let r = results
         .pop()

@@ -86,7 +86,6 @@ struct Inputs {
 pub struct Engine {
     queue: Arc<FeedQueue>,
     pub read: Arc<ReadModels>,
-    fed: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for Engine {
@@ -198,18 +197,14 @@ impl Engine {
                 }
             })
             .expect("spawning the feeder thread");
-        Arc::new(Engine {
-            queue,
-            read,
-            fed: Default::default(),
-        })
+        Arc::new(Engine { queue, read })
     }
 
     /// Feeds log entries, in log order. Returns at once unless the queue is full.
     pub fn feed(&self, entries: Vec<(u64, LogEntry)>) {
-        let Some(upto) = entries.last().map(|(p, _)| *p) else {
+        if entries.is_empty() {
             return;
-        };
+        }
         let mut st = self.queue.state.lock().unwrap();
         while st.0.len() >= self.queue.capacity && !st.1 {
             st = self.queue.not_full.wait(st).unwrap();
@@ -221,13 +216,6 @@ impl Engine {
         }
         drop(st);
         self.queue.not_empty.notify_one();
-        self.fed
-            .fetch_max(upto, std::sync::atomic::Ordering::Release);
-    }
-
-    /// The last log position fed.
-    pub fn fed(&self) -> u64 {
-        self.fed.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 

@@ -149,6 +149,13 @@ impl Server {
         rb.send().unwrap()
     }
 
+    /// A GET as the administrator that first waits for the read models to reach `wait_for`.
+    pub fn get_at(&self, path: &str, wait_for: u64) -> reqwest::blocking::Response {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let path = format!("{path}{sep}wait_for={wait_for}");
+        self.admin(reqwest::Method::GET, &path, ADMIN_TOKEN, None)
+    }
+
     /// Creates a key through the admin API; returns the full creation response.
     pub fn create_key(&self, body: Value) -> Value {
         let r = client()
