@@ -200,6 +200,27 @@ pub fn authenticate(state: &AppState, req: &Request) -> Result<Principal, Reply>
     })
 }
 
+/// The server's archiver, for the server administrator only (the archive spans every org).
+fn server_archive<'s>(
+    state: &'s AppState,
+    p: &Principal,
+) -> Result<&'s std::sync::Arc<trailspark_sinks::archive::Archiver>, Reply> {
+    if !p.server_admin {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only the server administrator manages the archive",
+        ));
+    }
+    state.archiver.get().ok_or_else(|| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "this server has no archive",
+        )
+    })
+}
+
 async fn dispatch(
     state: &AppState,
     p: Principal,
@@ -322,8 +343,35 @@ async fn dispatch(
             let tok = state.revoke_token(p.org_id, id(t)?).await?;
             Ok(Reply::json(StatusCode::OK, token_json(&tok)))
         }
+        (["archive", "compact"], &Method::POST) => {
+            let archiver = server_archive(state, &p)?;
+            let started = std::time::Instant::now();
+            let (partitions, files) = archiver.compact().await.map_err(|e| {
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "archive_error",
+                    e.to_string(),
+                )
+            })?;
+            Ok(Reply::json(
+                StatusCode::OK,
+                json!({"partitions": partitions, "files_merged": files,
+                       "duration_ms": started.elapsed().as_millis() as u64}),
+            ))
+        }
+        (["archive"], &Method::GET) => {
+            let archiver = server_archive(state, &p)?;
+            let st = archiver.stats();
+            Ok(Reply::json(
+                StatusCode::OK,
+                json!({"files": st.files, "buffered_rows": st.buffered_rows,
+                       "checkpoint": st.checkpoint}),
+            ))
+        }
         (
-            ["whoami"]
+            ["archive"]
+            | ["archive", "compact"]
+            | ["whoami"]
             | ["orgs"]
             | ["keys"]
             | ["keys", _]

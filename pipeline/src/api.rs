@@ -22,7 +22,9 @@ use warp::http::{Method, StatusCode};
 
 use crate::admin::{authenticate, error, json_body, require, rfc3339};
 use crate::engine::read::{lead_id, Models};
+use crate::engine::Engine;
 use crate::state::AppState;
+use trailspark_queries::output::Format;
 
 const WAIT_LIMIT: Duration = Duration::from_secs(10);
 
@@ -55,6 +57,7 @@ pub async fn route(state: Arc<AppState>, req: Request) -> Option<Reply> {
             | ["api", "identity", ..]
             | ["api", "product-orgs", ..]
             | ["api", "mapping-rules", ..]
+            | ["api", "sql"]
     );
     if !ours {
         return None;
@@ -82,7 +85,7 @@ async fn dispatch(
     };
     let method = req.method.clone();
     let query = req.query.clone();
-    if method == Method::GET {
+    if method == Method::GET || segs == ["sql"] {
         if let Some(w) = query_param(&query, "wait_for") {
             let pos: u64 = w.parse().map_err(|_| {
                 error(
@@ -278,8 +281,60 @@ async fn dispatch(
             "method_not_allowed",
             format!("{method} is not allowed here"),
         )),
+        (["sql"], &Method::POST) => {
+            require(&p, Role::Editor)?;
+            let accept = req
+                .headers
+                .get("accept")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let body: SqlBody = json_body(req).await?;
+            run_sql(state, &engine, org, &body.sql, accept.as_deref()).await
+        }
         _ => Err(not_found("endpoint")),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlBody {
+    sql: String,
+}
+
+/// `POST /api/sql`: one read query over the caller's org, answered in the format the
+/// `Accept` header asks for (JSON by default).
+async fn run_sql(
+    state: &AppState,
+    engine: &Engine,
+    org: u64,
+    sql: &str,
+    accept: Option<&str>,
+) -> Result<Reply, Reply> {
+    let Some(sql_engine) = state.sql.get() else {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "SQL is not available on this server",
+        ));
+    };
+    let live = {
+        let m = engine.read.read();
+        let reg = state.registry.read().unwrap();
+        crate::sql::live_tables(&m, &reg, org)
+    };
+    let out = sql_engine.query(org, sql, live).await.map_err(|e| {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+        error(status, e.code(), e.to_string())
+    })?;
+    let format = Format::from_accept(accept);
+    let bytes = trailspark_queries::output::encode(&out, format).map_err(|e| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            e.to_string(),
+        )
+    })?;
+    Ok(Reply::bytes(StatusCode::OK, format.content_type(), bytes))
 }
 
 /// The lead with public id `id`, if it belongs to `org`.

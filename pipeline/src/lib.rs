@@ -1,6 +1,6 @@
 //! The trailspark server: the durable log ([`log`]), server state and config operations
 //! ([`state`]), the admin API ([`admin`]), the HTTP server ([`server`]) and start-up
-//! ([`open`]). The binary in `main.rs` is the CLI over these.
+//! ([`open`]), and what the archive and SQL need from them ([`sql`]). The binary in `main.rs` is the CLI over these.
 
 pub mod admin;
 pub mod api;
@@ -9,4 +9,5 @@ pub mod engine;
 pub mod log;
 pub mod open;
 pub mod server;
+pub mod sql;
 pub mod state;

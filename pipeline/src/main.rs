@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -12,10 +13,13 @@ use trailspark::engine::{Engine, EngineConfig};
 use trailspark::log::jetstream::StreamSettings;
 use trailspark::open::{self, LogLocation};
 use trailspark::server;
+use trailspark::sql::ReadStamper;
 use trailspark::state::{AppState, NewKey, Quota};
 use trailspark_core::tenancy::{EndpointType, OrgId, ProductOrgTemplate, DEFAULT_ORG};
 use trailspark_core::LogEntry;
 use trailspark_operators::identity::IdentityConfig;
+use trailspark_queries::{Limits, SqlEngine};
+use trailspark_sinks::archive::{ArchiveConfig, Archiver, Location};
 
 #[derive(Parser)]
 #[command(
@@ -108,6 +112,57 @@ impl DataflowOpts {
     }
 }
 
+/// Where and how signals are archived, and the bounds of SQL queries.
+#[derive(Args, Clone)]
+struct ArchiveOpts {
+    /// Archive location: a directory, file:///dir, s3://bucket/prefix (AWS_* environment for
+    /// credentials, region and endpoint) or memory://. Default: <data dir>/archive.
+    #[arg(long, env = "TRAILSPARK_ARCHIVE")]
+    archive: Option<String>,
+    /// A buffered partition becomes a file after this many seconds.
+    #[arg(long, env = "TRAILSPARK_ARCHIVE_MAX_AGE_SECS", default_value_t = 60)]
+    archive_max_age_secs: u64,
+    /// ... or at this many rows.
+    #[arg(long, env = "TRAILSPARK_ARCHIVE_MAX_ROWS", default_value_t = 250_000)]
+    archive_max_rows: usize,
+    /// ... or at this many bytes.
+    #[arg(long, env = "TRAILSPARK_ARCHIVE_MAX_BYTES", default_value_t = 64 << 20)]
+    archive_max_bytes: usize,
+    /// A SQL query is stopped after this many seconds.
+    #[arg(long, env = "TRAILSPARK_SQL_TIMEOUT_SECS", default_value_t = 30)]
+    sql_timeout_secs: u64,
+    /// Most rows a SQL result may have.
+    #[arg(long, env = "TRAILSPARK_SQL_MAX_ROWS", default_value_t = 100_000)]
+    sql_max_rows: usize,
+}
+
+impl ArchiveOpts {
+    fn location(&self, data_dir: &std::path::Path) -> anyhow::Result<Location> {
+        let url = match &self.archive {
+            Some(u) => u.clone(),
+            None => data_dir.join("archive").display().to_string(),
+        };
+        Ok(Location::parse(&url)?)
+    }
+
+    fn config(&self) -> ArchiveConfig {
+        ArchiveConfig {
+            max_rows: self.archive_max_rows.max(1),
+            max_bytes: self.archive_max_bytes.max(1),
+            max_age: Duration::from_secs(self.archive_max_age_secs),
+            ..Default::default()
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            timeout: Duration::from_secs(self.sql_timeout_secs.max(1)),
+            max_rows: self.sql_max_rows,
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
@@ -122,6 +177,8 @@ enum Command {
         admin_token: Option<String>,
         #[command(flatten)]
         dataflow: DataflowOpts,
+        #[command(flatten)]
+        archive: ArchiveOpts,
     },
     /// Manage organizations.
     Orgs {
@@ -159,6 +216,58 @@ enum Command {
     Log {
         #[command(subcommand)]
         cmd: LogCmd,
+    },
+    /// Run one read-only SQL query for an org without a server and print the result as a table.
+    ///
+    /// Over a data directory (the default) it sees what the server would: the archive, the
+    /// log's tail not yet archived, and the live tables rebuilt from the log (the server must
+    /// be stopped: it holds the directory). With `--archive URL` and no data directory it reads
+    /// the archive alone (`signals`, `anonymous_signals`; the live tables are empty).
+    Sql {
+        /// The query.
+        sql: String,
+        /// The org whose data the query sees.
+        #[arg(long)]
+        org: u64,
+        /// Data directory to replay (default: TRAILSPARK_DATA_DIR or ./trailspark-data).
+        #[arg(long, env = "TRAILSPARK_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// The archive to read (default: <data dir>/archive).
+        #[arg(long, env = "TRAILSPARK_ARCHIVE")]
+        archive: Option<String>,
+        /// Output format: table, json, csv.
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// Most rows the result may have.
+        #[arg(long, default_value_t = 100_000)]
+        max_rows: usize,
+    },
+    /// Maintain the archive.
+    Archive {
+        #[command(subcommand)]
+        cmd: ArchiveCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ArchiveCmd {
+    /// Merge the small files of each partition into one. Readers never see a row twice or
+    /// miss one; a running server keeps its own file list, so compact a live server's archive
+    /// with `POST /api/admin/archive/compact` instead.
+    Compact {
+        /// The archive (a directory, file:///dir, s3://bucket/prefix, ...).
+        #[arg(long, env = "TRAILSPARK_ARCHIVE")]
+        archive: Option<String>,
+        /// Data directory whose archive to compact when --archive is not given.
+        #[arg(long, env = "TRAILSPARK_DATA_DIR", default_value = "trailspark-data")]
+        data_dir: PathBuf,
+    },
+    /// List the archive's files with their row counts and sizes, one JSON line each.
+    Files {
+        #[arg(long, env = "TRAILSPARK_ARCHIVE")]
+        archive: Option<String>,
+        #[arg(long, env = "TRAILSPARK_DATA_DIR", default_value = "trailspark-data")]
+        data_dir: PathBuf,
     },
 }
 
@@ -245,7 +354,8 @@ async fn main() -> anyhow::Result<()> {
             listen,
             admin_token,
             dataflow,
-        } => serve(log, listen, admin_token, dataflow).await,
+            archive,
+        } => serve(log, listen, admin_token, dataflow, archive).await,
         Command::Orgs { cmd } => orgs(cmd).await,
         Command::Backfill {
             key,
@@ -259,6 +369,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Log {
             cmd: LogCmd::Dump { log },
         } => dump(log).await,
+        Command::Sql {
+            sql,
+            org,
+            data_dir,
+            archive,
+            format,
+            max_rows,
+        } => sql_cli(sql, org, data_dir, archive, format, max_rows).await,
+        Command::Archive { cmd } => archive_cli(cmd).await,
     }
 }
 
@@ -278,9 +397,19 @@ async fn serve(
     listen: SocketAddr,
     admin_token: Option<String>,
     dataflow: DataflowOpts,
+    archive: ArchiveOpts,
 ) -> anyhow::Result<()> {
     let loc = log.location();
     let engine = Engine::start(dataflow.engine_config());
+    let archive_loc = archive.location(&log.data_dir)?;
+    let archiver = Archiver::open(
+        archive_loc.clone(),
+        archive.config(),
+        Arc::new(ReadStamper(engine.read.clone())),
+    )
+    .await
+    .with_context(|| format!("opening the archive at {archive_loc:?}"))?;
+    engine.attach_archiver(archiver.clone());
     let opened = open::open(&loc, Some(engine.clone())).await?;
     let stats = opened.stats;
     tracing::info!(
@@ -298,6 +427,11 @@ async fn serve(
         admin_token.as_deref(),
         Some((engine, quota)),
     );
+    let _ = state.archiver.set(archiver.clone());
+    let _ = state
+        .sql
+        .set(SqlEngine::new(Some(archiver.clone()), archive.limits())?);
+    let archiving = tokio::spawn(archiver.clone().run());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -338,6 +472,11 @@ async fn serve(
     println!("trailspark: listening on http://{addr}");
     tracing::info!(%addr, log = state.log.kind(), "Serving.");
     server::serve(state, listener, shutdown_signal()).await;
+    archiving.abort();
+    // What is buffered is in the log too; writing it now just saves the next start a replay.
+    if let Err(e) = archiver.flush(true).await {
+        tracing::warn!(error = %e, "Could not write the archive's buffers at shutdown.");
+    }
     Ok(())
 }
 
@@ -512,5 +651,104 @@ async fn backfill(
         "accepted={} duplicates={} rejected={}",
         summary.accepted, summary.duplicates, summary.rejected
     );
+    Ok(())
+}
+
+async fn sql_cli(
+    sql: String,
+    org: u64,
+    data_dir: Option<PathBuf>,
+    archive: Option<String>,
+    format: String,
+    max_rows: usize,
+) -> anyhow::Result<()> {
+    use trailspark_queries::output::{encode, to_table, Format};
+    let limits = Limits {
+        max_rows,
+        ..Default::default()
+    };
+    // Archive alone: an archive URL and no data directory.
+    let (engine, live, _opened) = match (data_dir, &archive) {
+        (None, Some(url)) => {
+            let archiver = Archiver::open(
+                Location::parse(url)?,
+                ArchiveConfig::default(),
+                Arc::new(trailspark_sinks::archive::NoStamps),
+            )
+            .await
+            .with_context(|| format!("opening the archive at {url}"))?;
+            (SqlEngine::new(Some(archiver), limits)?, Vec::new(), None)
+        }
+        (dir, _) => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from("trailspark-data"));
+            let url = archive.unwrap_or_else(|| dir.join("archive").display().to_string());
+            let engine = Engine::start(EngineConfig::default());
+            let archiver = Archiver::open(
+                Location::parse(&url)?,
+                ArchiveConfig::default(),
+                Arc::new(ReadStamper(engine.read.clone())),
+            )
+            .await
+            .with_context(|| format!("opening the archive at {url}"))?;
+            engine.attach_archiver(archiver.clone());
+            let loc = LogLocation {
+                data_dir: dir,
+                nats_url: None,
+                stream: StreamSettings::default(),
+            };
+            let opened = open::open(&loc, Some(engine.clone())).await?;
+            let head = opened.log.head();
+            if !engine.read.wait_for(head, Duration::from_secs(600)).await {
+                bail!("the dataflow did not catch up with the log in 10 minutes");
+            }
+            let live = {
+                let m = engine.read.read();
+                trailspark::sql::live_tables(&m, &opened.registry, org)
+            };
+            (
+                SqlEngine::new(Some(archiver), limits)?,
+                live,
+                Some((opened, engine)),
+            )
+        }
+    };
+    let out = engine.query(org, &sql, live).await?;
+    let text = match format.as_str() {
+        "table" => to_table(&out)?,
+        "json" => String::from_utf8(encode(&out, Format::Json)?)?,
+        "csv" => String::from_utf8(encode(&out, Format::Csv)?)?,
+        other => bail!("--format must be table, json or csv, not {other}"),
+    };
+    println!("{}", text.trim_end());
+    Ok(())
+}
+
+async fn archive_cli(cmd: ArchiveCmd) -> anyhow::Result<()> {
+    let open_archive = |archive: Option<String>, data_dir: PathBuf| async move {
+        let url = archive.unwrap_or_else(|| data_dir.join("archive").display().to_string());
+        Archiver::open(
+            Location::parse(&url)?,
+            ArchiveConfig::default(),
+            Arc::new(trailspark_sinks::archive::NoStamps),
+        )
+        .await
+        .with_context(|| format!("opening the archive at {url}"))
+    };
+    match cmd {
+        ArchiveCmd::Compact { archive, data_dir } => {
+            let archiver = open_archive(archive, data_dir).await?;
+            let (parts, files) = archiver.compact().await?;
+            println!("partitions={parts} files_merged={files}");
+        }
+        ArchiveCmd::Files { archive, data_dir } => {
+            let archiver = open_archive(archive, data_dir).await?;
+            for f in archiver.files() {
+                println!(
+                    "{}",
+                    json!({"path": f.path.to_string(), "first_id": f.first, "last_id": f.last, "bytes": f.size})
+                );
+            }
+        }
+    }
     Ok(())
 }

@@ -15,14 +15,20 @@ use crate::state::AppState;
 use crate::{admin, api};
 
 fn to_response(reply: Reply) -> Response<Vec<u8>> {
+    let (content_type, body) = match reply.raw {
+        Some((t, bytes)) => (t, bytes),
+        None => (
+            "application/json",
+            serde_json::to_vec(&reply.body).expect("JSON values serialize"),
+        ),
+    };
     let mut b = Response::builder()
         .status(reply.status)
-        .header("content-type", "application/json");
+        .header("content-type", content_type);
     if let Some(s) = reply.retry_after {
         b = b.header("retry-after", s.to_string());
     }
-    b.body(serde_json::to_vec(&reply.body).expect("JSON values serialize"))
-        .expect("static headers are valid")
+    b.body(body).expect("static headers are valid")
 }
 
 fn not_found() -> Reply {

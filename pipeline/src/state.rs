@@ -108,6 +108,10 @@ pub struct AppState {
     env_admin_hash: Option<String>,
     /// Serializes config writes: read next ids, append, apply.
     config_lock: tokio::sync::Mutex<()>,
+    /// The Parquet archive (set by `serve` when the engine runs).
+    pub archiver: std::sync::OnceLock<Arc<trailspark_sinks::archive::Archiver>>,
+    /// The SQL engine over the archive and the read models.
+    pub sql: std::sync::OnceLock<trailspark_queries::SqlEngine>,
 }
 
 fn now_ms() -> i64 {
@@ -132,6 +136,8 @@ impl AppState {
             quota,
             env_admin_hash: env_admin_token.map(secret::hash),
             config_lock: tokio::sync::Mutex::new(()),
+            archiver: std::sync::OnceLock::new(),
+            sql: std::sync::OnceLock::new(),
         })
     }
 

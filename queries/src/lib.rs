@@ -1,4 +1,295 @@
-//! Queries over trailspark's data: a DataFusion catalog over the Parquet archive and the live
-//! read models, org-scoped SQL sessions, and the explorer API handlers.
+//! Queries over trailspark's data: org-scoped DataFusion SQL over the Parquet archive and the
+//! live read models, and the result encodings of `POST /api/sql`.
 //!
-//! Empty for now; filled by the Archive and SQL issue.
+//! Tenant isolation is structural. Each query runs in a session of its own that holds only
+//! the caller's org's tables: archive tables read only that org's hive directory, live
+//! tables hold only that org's rows. There is no catalog of other orgs to reach, URL tables
+//! are off, and statements other than queries are refused by DataFusion's SQL options
+//! before planning, so no text check is needed for isolation.
+
+pub mod live;
+pub mod output;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::DataFusionError;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::prelude::{col, lit, DataFrame, SQLOptions, SessionConfig, SessionContext};
+use futures_util::StreamExt;
+use trailspark_sinks::archive::{to_batch, Archiver, Kind, Partition, SCHEMA};
+
+pub use self::live::{Column, Table};
+
+/// Bounds on one query.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub max_rows: usize,
+    /// Bytes of result batches held in memory.
+    pub max_bytes: usize,
+    /// Memory the engine may use for all running queries (sorts, joins, aggregates).
+    pub memory: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Duration::from_secs(30),
+            max_rows: 100_000,
+            max_bytes: 64 << 20,
+            memory: 1 << 30,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    #[error("only read queries (SELECT, WITH, VALUES, EXPLAIN) are allowed: {0}")]
+    NotAQuery(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the query ran longer than {0:?} and was stopped")]
+    Timeout(Duration),
+    #[error("the result is larger than {0}; add a LIMIT or aggregate")]
+    TooLarge(String),
+    #[error("the query needs more memory than allowed: {0}")]
+    ResourcesExhausted(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl SqlError {
+    /// The `error` code of the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SqlError::NotAQuery(_) => "not_a_query",
+            SqlError::Invalid(_) => "invalid_sql",
+            SqlError::Timeout(_) => "query_timeout",
+            SqlError::TooLarge(_) => "result_too_large",
+            SqlError::ResourcesExhausted(_) => "resources_exhausted",
+            SqlError::Internal(_) => "internal_error",
+        }
+    }
+
+    /// The HTTP status it answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            SqlError::NotAQuery(_) | SqlError::Invalid(_) => 400,
+            SqlError::TooLarge(_) => 413,
+            SqlError::Timeout(_) => 408,
+            SqlError::ResourcesExhausted(_) => 422,
+            SqlError::Internal(_) => 500,
+        }
+    }
+}
+
+fn classify(e: DataFusionError) -> SqlError {
+    match e {
+        DataFusionError::ResourcesExhausted(m) => SqlError::ResourcesExhausted(m),
+        DataFusionError::Context(_, inner) => classify(*inner),
+        DataFusionError::Shared(inner) => classify(DataFusionError::External(Box::new(inner))),
+        DataFusionError::ObjectStore(e) => SqlError::Internal(e.to_string()),
+        DataFusionError::IoError(e) => SqlError::Internal(e.to_string()),
+        DataFusionError::Internal(m) => SqlError::Internal(m),
+        DataFusionError::Plan(m)
+            if [
+                "DDL not supported",
+                "DML not supported",
+                "Statement not supported",
+            ]
+            .iter()
+            .any(|p| m.starts_with(p)) =>
+        {
+            SqlError::NotAQuery(m)
+        }
+        DataFusionError::External(e) => SqlError::Invalid(e.to_string()),
+        other => SqlError::Invalid(other.to_string()),
+    }
+}
+
+/// A query's result.
+pub struct QueryOutput {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub rows: usize,
+}
+
+/// Runs org-scoped SQL.
+pub struct SqlEngine {
+    archiver: Option<Arc<Archiver>>,
+    runtime: Arc<RuntimeEnv>,
+    limits: Limits,
+}
+
+/// The archive tables and their trees.
+pub const ARCHIVE_TABLES: [(&str, Kind); 2] = [
+    ("signals", Kind::Signals),
+    ("anonymous_signals", Kind::Anonymous),
+];
+
+impl SqlEngine {
+    pub fn new(archiver: Option<Arc<Archiver>>, limits: Limits) -> Result<Self, SqlError> {
+        // The listing cache is off: archive files appear as the archiver writes them, and a
+        // stale listing would hide rows that have left the archiver's buffers.
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(limits.memory, 1.0)
+            .with_object_list_cache_limit(0)
+            .build_arc()
+            .map_err(classify)?;
+        if let Some(a) = &archiver {
+            let loc = a.location();
+            let url = ObjectStoreUrl::parse(&loc.store_url).map_err(classify)?;
+            runtime.register_object_store(url.as_ref(), loc.store.clone());
+        }
+        Ok(SqlEngine {
+            archiver,
+            runtime,
+            limits,
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// A session holding `org`'s tables and nothing else: its archive trees and `live`, the
+    /// tables the pipeline built from its read models for this org only.
+    pub async fn session(&self, org: u64, live: Vec<Table>) -> Result<SessionContext, SqlError> {
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_target_partitions(2);
+        let ctx = SessionContext::new_with_config_rt(config, self.runtime.clone());
+        for (name, kind) in ARCHIVE_TABLES {
+            let df = self.archive_table(&ctx, kind, org).await?;
+            ctx.register_table(name, df.into_view()).map_err(classify)?;
+        }
+        for t in live {
+            let (name, batch) = t
+                .into_batch()
+                .map_err(|e| SqlError::Internal(e.to_string()))?;
+            let mem = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(classify)?;
+            ctx.register_table(name, Arc::new(mem)).map_err(classify)?;
+        }
+        Ok(ctx)
+    }
+
+    /// One archive tree of one org: its files (listed when the query runs) and the rows not
+    /// yet in a file, without double counting (see [`trailspark_sinks::archive::Snapshot`]).
+    async fn archive_table(
+        &self,
+        ctx: &SessionContext,
+        kind: Kind,
+        org: u64,
+    ) -> Result<DataFrame, SqlError> {
+        let mut columns: Vec<datafusion::prelude::Expr> =
+            vec![lit(org).alias("org_id"), col("date")];
+        columns.extend(SCHEMA.fields().iter().map(|f| col(f.name())));
+        let date_field = Field::new("date", DataType::Utf8, false);
+        let mut fields: Vec<Field> = SCHEMA.fields().iter().map(|f| (**f).clone()).collect();
+        fields.push(date_field);
+        let with_date = Arc::new(Schema::new(fields));
+        let Some(archiver) = &self.archiver else {
+            let empty = MemTable::try_new(with_date, vec![vec![]]).map_err(classify)?;
+            return ctx
+                .read_table(Arc::new(empty))
+                .and_then(|df| df.select(columns))
+                .map_err(classify);
+        };
+        let snap = archiver.snapshot(kind, org);
+        let loc = archiver.location();
+        let url = format!("{}/", loc.url_of(&loc.org_dir(kind, org)));
+        let table_url = ListingTableUrl::parse(&url).map_err(classify)?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+            .with_file_extension(".parquet")
+            .with_table_partition_cols(vec![("date".into(), DataType::Utf8)]);
+        let config = ListingTableConfig::new(table_url)
+            .with_listing_options(options)
+            .with_schema(SCHEMA.clone());
+        let files = ListingTable::try_new(config).map_err(classify)?;
+        let mut files_df = ctx.read_table(Arc::new(files)).map_err(classify)?;
+        for (day, from) in &snap.fences {
+            let date = Partition {
+                kind,
+                org,
+                day: *day,
+            }
+            .date();
+            let fenced = col("date").eq(lit(date)).and(col("id").gt_eq(lit(*from)));
+            files_df = files_df
+                .filter(datafusion::prelude::not(fenced))
+                .map_err(classify)?;
+        }
+        let buffered = to_batch(&snap.rows).map_err(|e| SqlError::Internal(e.to_string()))?;
+        let dates: StringArray = snap
+            .rows
+            .iter()
+            .map(|r| Some(Partition::of(kind, org, r.record.received_at).date()))
+            .collect();
+        let mut arrays: Vec<ArrayRef> = buffered.columns().to_vec();
+        arrays.push(Arc::new(dates));
+        let buffered = RecordBatch::try_new(with_date.clone(), arrays)
+            .map_err(|e| SqlError::Internal(e.to_string()))?;
+        let mem = MemTable::try_new(with_date, vec![vec![buffered]]).map_err(classify)?;
+        let mem_df = ctx.read_table(Arc::new(mem)).map_err(classify)?;
+        files_df
+            .select(columns.clone())
+            .and_then(|f| f.union(mem_df.select(columns)?))
+            .map_err(classify)
+    }
+
+    /// Runs one read query for `org` over its archive and `live` tables, within the limits.
+    pub async fn query(
+        &self,
+        org: u64,
+        sql: &str,
+        live: Vec<Table>,
+    ) -> Result<QueryOutput, SqlError> {
+        let run = async {
+            let ctx = self.session(org, live).await?;
+            let options = SQLOptions::new()
+                .with_allow_ddl(false)
+                .with_allow_dml(false)
+                .with_allow_statements(false);
+            let df = ctx.sql_with_options(sql, options).await.map_err(classify)?;
+            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            let mut stream = df.execute_stream().await.map_err(classify)?;
+            let (mut batches, mut rows, mut bytes) = (Vec::new(), 0usize, 0usize);
+            while let Some(b) = stream.next().await {
+                let b = b.map_err(classify)?;
+                rows += b.num_rows();
+                bytes += b.get_array_memory_size();
+                if rows > self.limits.max_rows {
+                    return Err(SqlError::TooLarge(format!("{} rows", self.limits.max_rows)));
+                }
+                if bytes > self.limits.max_bytes {
+                    return Err(SqlError::TooLarge(format!(
+                        "{} bytes",
+                        self.limits.max_bytes
+                    )));
+                }
+                batches.push(b);
+            }
+            Ok(QueryOutput {
+                schema,
+                batches,
+                rows,
+            })
+        };
+        match tokio::time::timeout(self.limits.timeout, run).await {
+            Ok(r) => r,
+            Err(_) => Err(SqlError::Timeout(self.limits.timeout)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

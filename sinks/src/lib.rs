@@ -1,4 +1,4 @@
-//! Outputs of trailspark: the Parquet archive on object storage, NATS change events, the
-//! read models behind the explorer API, and CRM destinations.
-//!
-//! Empty for now; filled by the Archive and NATS issues.
+//! Outputs of trailspark: the Parquet archive on object storage (and, with later issues, NATS
+//! change events and CRM destinations).
+
+pub mod archive;

@@ -43,12 +43,14 @@ pub struct Request {
     pub body: BodyStream,
 }
 
-/// A JSON reply.
+/// A reply: JSON, or raw bytes of another content type (SQL results as CSV, Arrow, Parquet).
 #[derive(Debug)]
 pub struct Reply {
     pub status: StatusCode,
     pub body: Value,
     pub retry_after: Option<u32>,
+    /// When set, sent instead of `body`: (content type, bytes).
+    pub raw: Option<(&'static str, Vec<u8>)>,
 }
 
 impl Reply {
@@ -57,6 +59,14 @@ impl Reply {
             status,
             body,
             retry_after: None,
+            raw: None,
+        }
+    }
+
+    pub fn bytes(status: StatusCode, content_type: &'static str, bytes: Vec<u8>) -> Reply {
+        Reply {
+            raw: Some((content_type, bytes)),
+            ..Reply::json(status, Value::Null)
         }
     }
 }
@@ -67,6 +77,7 @@ impl From<IngestError> for Reply {
             status: e.status(),
             body: e.body(),
             retry_after: e.retry_after(),
+            raw: None,
         }
     }
 }
@@ -390,6 +401,7 @@ async fn bulk(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Reply, Ing
             status: e.status(),
             body: err,
             retry_after: None,
+            raw: None,
         });
     }
     Ok(Reply::json(results.status(StatusCode::ACCEPTED), body))

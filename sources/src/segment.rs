@@ -184,6 +184,7 @@ pub(crate) async fn handle(
             status: StatusCode::TOO_MANY_REQUESTS,
             body,
             retry_after: Some(3600),
+            raw: None,
         });
     }
     if results.accepted == 0 && results.rejected > 0 {

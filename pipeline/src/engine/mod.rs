@@ -86,6 +86,8 @@ struct Inputs {
 pub struct Engine {
     queue: Arc<FeedQueue>,
     pub read: Arc<ReadModels>,
+    /// Sees every entry the engine is fed, in the same order (see [`Engine::attach_archiver`]).
+    archiver: std::sync::OnceLock<Arc<trailspark_sinks::archive::Archiver>>,
 }
 
 impl Drop for Engine {
@@ -197,13 +199,27 @@ impl Engine {
                 }
             })
             .expect("spawning the feeder thread");
-        Arc::new(Engine { queue, read })
+        Arc::new(Engine {
+            queue,
+            read,
+            archiver: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Makes the archiver receive every entry fed from now on. The engine is the one place
+    /// every committed entry passes through in log order (replay, journal commits, the
+    /// JetStream tail), so the archive follows the log exactly as the dataflow does.
+    pub fn attach_archiver(&self, a: Arc<trailspark_sinks::archive::Archiver>) {
+        let _ = self.archiver.set(a);
     }
 
     /// Feeds log entries, in log order. Returns at once unless the queue is full.
     pub fn feed(&self, entries: Vec<(u64, LogEntry)>) {
         if entries.is_empty() {
             return;
+        }
+        if let Some(a) = self.archiver.get() {
+            a.offer(&entries);
         }
         let mut st = self.queue.state.lock().unwrap();
         while st.0.len() >= self.queue.capacity && !st.1 {

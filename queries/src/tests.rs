@@ -1,0 +1,151 @@
+use super::*;
+use trailspark_core::{LogEntry, OrgId, SignalRecord};
+use trailspark_sinks::archive::{ArchiveConfig, Location, NoStamps};
+
+fn live(org: u64) -> Vec<Table> {
+    vec![Table::new("leads").column("lead_id", Column::Str(vec![Some(format!("lead-of-{org}"))]))]
+}
+
+fn entry(org: u64, i: u64) -> (u64, LogEntry) {
+    (
+        i,
+        LogEntry::Signal(SignalRecord {
+            org_id: OrgId(org),
+            api_key_id: 1,
+            received_at: 1_700_000_000_000 + i as i64,
+            event_at: 1_700_000_000_000,
+            source: "generic".into(),
+            event_type: if i.is_multiple_of(3) { "page" } else { "track" }.into(),
+            event_name: None,
+            ids: trailspark_core::Identifiers {
+                anonymous_id: Some(format!("a{}", i % 10)),
+                email: (!i.is_multiple_of(7)).then(|| format!("u{i}@x.com")),
+                ..Default::default()
+            },
+            message_id: None,
+            content_hash: format!("{i:064x}"),
+            anonymous: i.is_multiple_of(7),
+            payload: format!("{{\"i\":{i},\"secret\":\"org{org}\"}}"),
+        }),
+    )
+}
+
+async fn engine(max_rows: usize) -> (Arc<Archiver>, SqlEngine) {
+    let a = Archiver::open(
+        Location::parse("memory://").unwrap(),
+        ArchiveConfig {
+            max_rows,
+            ..Default::default()
+        },
+        Arc::new(NoStamps),
+    )
+    .await
+    .unwrap();
+    let e = SqlEngine::new(Some(a.clone()), Limits::default()).unwrap();
+    (a, e)
+}
+
+async fn scalar(e: &SqlEngine, org: u64, sql: &str) -> serde_json::Value {
+    let out = e.query(org, sql, live(org)).await.unwrap();
+    output::to_json(&out).unwrap()["rows"][0][0].clone()
+}
+
+#[tokio::test]
+async fn files_and_buffers_count_once_whatever_is_flushed() {
+    let (a, e) = engine(10).await;
+    let entries: Vec<_> = (0..200).map(|i| entry(1 + i % 2, i)).collect();
+    let want_1 = (0..200).filter(|i| i % 2 == 0 && i % 7 != 0).count() as u64;
+    let want_anon_1 = (0..200).filter(|i| i % 2 == 0 && i % 7 == 0).count() as u64;
+    for chunk in entries.chunks(37) {
+        a.offer(chunk);
+        assert!(
+            scalar(&e, 1, "SELECT count(*) FROM signals")
+                .await
+                .as_u64()
+                .unwrap()
+                <= want_1
+        );
+        a.flush(false).await.unwrap();
+    }
+    for _ in 0..2 {
+        assert_eq!(scalar(&e, 1, "SELECT count(*) FROM signals").await, want_1);
+        assert_eq!(
+            scalar(&e, 1, "SELECT count(*) FROM anonymous_signals").await,
+            want_anon_1
+        );
+        assert_eq!(
+            scalar(&e, 1, "SELECT count(DISTINCT id) FROM signals").await,
+            want_1
+        );
+        a.flush(true).await.unwrap();
+    }
+    assert_eq!(scalar(&e, 1, "SELECT max(org_id) FROM signals").await, 1);
+    assert_eq!(scalar(&e, 2, "SELECT min(org_id) FROM signals").await, 2);
+    assert_eq!(
+        scalar(&e, 1, "SELECT lead_id FROM leads").await,
+        "lead-of-1"
+    );
+}
+
+#[tokio::test]
+async fn only_queries_run() {
+    let (_a, e) = engine(10).await;
+    for sql in [
+        "CREATE TABLE t (a int)",
+        "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '/etc'",
+        "INSERT INTO signals SELECT * FROM signals",
+        "COPY (SELECT 1) TO '/tmp/x.csv'",
+        "SET datafusion.execution.batch_size = 1",
+        "DROP TABLE signals",
+        "CREATE VIEW v AS SELECT 1",
+    ] {
+        let err = e
+            .query(1, sql, live(1))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{sql} ran"));
+        assert_eq!(err.status(), 400, "{sql}: {err}");
+    }
+    let err = e
+        .query(1, "SELECT * FROM '/etc/passwd'", vec![])
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.code(), "invalid_sql", "{err}");
+}
+
+#[tokio::test]
+async fn limits_stop_big_results_and_long_queries() {
+    let a = Archiver::open(
+        Location::parse("memory://").unwrap(),
+        ArchiveConfig::default(),
+        Arc::new(NoStamps),
+    )
+    .await
+    .unwrap();
+    let e = SqlEngine::new(
+        Some(a),
+        Limits {
+            timeout: Duration::from_millis(300),
+            max_rows: 1000,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let err = e
+        .query(1, "SELECT * FROM generate_series(1, 5000)", vec![])
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.code(), "result_too_large");
+    let err = e
+        .query(
+            1,
+            "SELECT count(*) FROM generate_series(1, 100000000000) a",
+            vec![],
+        )
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.code(), "query_timeout");
+}
