@@ -13,10 +13,12 @@
 use std::fmt;
 use std::sync::Arc;
 
+use bytes::Bytes;
+use futures_util::TryStreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::ArchiveError;
 
@@ -84,6 +86,9 @@ pub struct FileMeta {
     pub path: Path,
 }
 
+/// Distinguishes the staged writes of one process.
+static STAGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// An object store and the prefix the archive lives under.
 #[derive(Clone)]
 pub struct Location {
@@ -94,6 +99,8 @@ pub struct Location {
     pub root: Path,
     /// As the user wrote it, for messages.
     pub display: String,
+    /// Writes go to `_staging/` first and are renamed into place (see [`Location::put_atomic`]).
+    pub staged: bool,
 }
 
 impl fmt::Debug for Location {
@@ -119,6 +126,7 @@ impl Location {
                 store_url: format!("s3://{bucket}"),
                 root: Path::from(prefix.trim_matches('/')),
                 display: url.to_string(),
+                staged: false,
             });
         }
         if url == "memory://" || url.starts_with("memory://") {
@@ -127,6 +135,7 @@ impl Location {
                 store_url: "memory://".into(),
                 root: Path::from(url.trim_start_matches("memory://").trim_matches('/')),
                 display: url.to_string(),
+                staged: false,
             });
         }
         if url.contains("://") && !url.starts_with("file://") {
@@ -147,7 +156,45 @@ impl Location {
             store_url: "file://".into(),
             root,
             display: dir.display().to_string(),
+            staged: true,
         })
+    }
+
+    /// Where files are written before they are renamed into place.
+    pub fn staging_dir(&self) -> Path {
+        self.root.clone().join("_staging")
+    }
+
+    /// Writes one object so that no reader ever sees part of it. An S3 `PUT` is atomic as it
+    /// is. On a directory, the store's own put goes through a temporary file next to the
+    /// target, which a crash can leave behind where a reader globbing `*/*` would trip over
+    /// it; so the object is first written under `_staging/` (which readers of the trees never
+    /// look at, and which [`Location::clear_staging`] empties on start) and then renamed, an
+    /// atomic step on one file system.
+    pub async fn put_atomic(&self, path: &Path, bytes: Bytes) -> Result<(), object_store::Error> {
+        if !self.staged {
+            self.store.put(path, PutPayload::from(bytes)).await?;
+            return Ok(());
+        }
+        let n = STAGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self
+            .staging_dir()
+            .join(format!("{}-{n}", std::process::id()).as_str());
+        self.store.put(&tmp, PutPayload::from(bytes)).await?;
+        self.store.rename(&tmp, path).await
+    }
+
+    /// Deletes what interrupted writes left under `_staging/`.
+    pub async fn clear_staging(&self) -> Result<(), object_store::Error> {
+        if !self.staged {
+            return Ok(());
+        }
+        let dir = self.staging_dir();
+        let left: Vec<_> = self.store.list(Some(&dir)).try_collect().await?;
+        for m in left {
+            self.store.delete(&m.location).await?;
+        }
+        Ok(())
     }
 
     /// The directory of a partition.

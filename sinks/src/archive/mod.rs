@@ -7,7 +7,7 @@
 //! lowest position not yet in a file). Rows a replay offers again are recognised by the
 //! partition's largest archived id (file names carry their id range), so a retry never
 //! writes a row twice. Each file is one `put`: atomic on S3, and on a local directory a
-//! write to a temporary name and a rename, so a reader never sees a partial file.
+//! write under `_staging/` and a rename, so a reader never sees a partial file.
 
 mod layout;
 mod schema;
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
@@ -219,6 +219,7 @@ impl Archiver {
         cfg: ArchiveConfig,
         stamper: Arc<dyn Stamper>,
     ) -> Result<Arc<Self>, ArchiveError> {
+        loc.clear_staging().await?;
         let files = list_files(&loc).await?;
         let start = match loc.store.get(&loc.checkpoint_path()).await {
             Ok(r) => {
@@ -411,7 +412,7 @@ impl Archiver {
             .expect("encoding does not panic")?;
         let path = self.loc.file_path(&p, first, last);
         let size = bytes.len() as u64;
-        self.loc.store.put(&path, PutPayload::from(bytes)).await?;
+        self.loc.put_atomic(&path, bytes).await?;
         tracing::debug!(%path, rows = rows.len(), size, "Archived.");
         Ok(FileMeta {
             partition: p,
@@ -433,10 +434,7 @@ impl Archiver {
             low
         };
         let path = self.loc.checkpoint_path();
-        self.loc
-            .store
-            .put(&path, PutPayload::from(low.to_string()))
-            .await?;
+        self.loc.put_atomic(&path, low.to_string().into()).await?;
         self.state.lock().unwrap().checkpoint = low;
         Ok(())
     }
@@ -501,7 +499,7 @@ impl Archiver {
                 .expect("encoding does not panic")?;
             let path = self.loc.file_path(&p, first, last);
             let size = bytes.len() as u64;
-            self.loc.store.put(&path, PutPayload::from(bytes)).await?;
+            self.loc.put_atomic(&path, bytes).await?;
             {
                 let mut s = self.state.lock().unwrap();
                 let list = s.files.entry((p.kind, p.org)).or_default();
