@@ -293,6 +293,11 @@ pub enum RuleChange {
     Delete {
         rule_id: u64,
     },
+    /// Every live rule of the org covers all of its signals from now on, as if each had been
+    /// created with reprocess (manual processing).
+    ProcessAll {
+        org: Org,
+    },
 }
 
 impl RuleBook {
@@ -356,6 +361,29 @@ impl RuleBook {
                 }
                 diffs.push((next.clone(), 1));
                 versions.push(next);
+            }
+            RuleChange::ProcessAll { org } => {
+                for versions in self.rules.values_mut() {
+                    let Some(last) = versions.last().cloned() else {
+                        continue;
+                    };
+                    if last.org != org || last.until_pos.is_some() {
+                        continue;
+                    }
+                    if versions.len() == 1 && last.from_pos == 0 {
+                        continue; // already covers everything
+                    }
+                    for v in versions.drain(..) {
+                        diffs.push((v, -1));
+                    }
+                    let next = RuleVersion {
+                        version: last.version + 1,
+                        from_pos: 0,
+                        ..last
+                    };
+                    diffs.push((next.clone(), 1));
+                    versions.push(next);
+                }
             }
             RuleChange::Delete { rule_id } => {
                 if let Some(versions) = self.rules.get_mut(&rule_id) {
@@ -589,6 +617,21 @@ mod tests {
             !m.contains_key(&(1, 5)),
             "reprocess covers the rule's own range only"
         );
+        // Manual processing: the rule now covers everything, its latest definition wins.
+        book.apply(35, RuleChange::ProcessAll { org: 2 });
+        let versions: Vec<RuleVersion> = book.versions().cloned().collect();
+        assert!(
+            !match_rules_reference(&signals, &versions).contains_key(&(1, 5)),
+            "another org's processing changes nothing here"
+        );
+        book.apply(36, RuleChange::ProcessAll { org: 1 });
+        let versions: Vec<RuleVersion> = book.versions().cloned().collect();
+        let m = match_rules_reference(&signals, &versions);
+        assert_eq!(
+            (m[&(1, 5)].rule_name.as_str(), m[&(1, 5)].version),
+            ("New", 4)
+        );
+        assert_eq!(m[&(1, 25)].version, 4);
         book.apply(40, RuleChange::Delete { rule_id: 7 });
         let versions: Vec<RuleVersion> = book.versions().cloned().collect();
         let later = signal(45, json!({"event": "a"}));
@@ -645,8 +688,9 @@ mod tests {
     }
 
     fn arb_change() -> impl Strategy<Value = (u8, u8, i32, u8, bool)> {
-        // (kind: 0 create / 1 update / 2 delete, rule id, priority, condition variant, reprocess)
-        (0u8..3, 0u8..4, 0i32..3, 0u8..4, any::<bool>())
+        // (kind: 0 create / 1 update / 2 delete / 3 process all, rule id, priority, condition
+        // variant, reprocess)
+        (0u8..4, 0u8..4, 0i32..3, 0u8..4, any::<bool>())
     }
 
     fn cond_variant(v: u8) -> Vec<Condition> {
@@ -684,7 +728,8 @@ mod tests {
                         let change = match kind {
                             0 => RuleChange::Create { org: 1, rule_id: id as u64 + pos * 10, created_at: pos as i64, def: d, reprocess },
                             1 => RuleChange::Update { rule_id: book.latest().map(|r| r.rule_id).nth(id as usize % 3).unwrap_or(0), def: d, reprocess },
-                            _ => RuleChange::Delete { rule_id: book.latest().map(|r| r.rule_id).nth(id as usize % 3).unwrap_or(0) },
+                            2 => RuleChange::Delete { rule_id: book.latest().map(|r| r.rule_id).nth(id as usize % 3).unwrap_or(0) },
+                            _ => RuleChange::ProcessAll { org: 1 },
                         };
                         inputs.extend(book.apply(pos, change).into_iter().map(|(r, d)| (In::R(r), d)));
                     }

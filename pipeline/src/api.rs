@@ -23,6 +23,7 @@ use warp::http::{Method, StatusCode};
 use crate::admin::{authenticate, error, json_body, require, rfc3339};
 use crate::engine::read::{lead_id, Models};
 use crate::engine::Engine;
+use crate::explorer::{self, Page};
 use crate::state::AppState;
 use trailspark_queries::output::Format;
 
@@ -123,6 +124,30 @@ async fn dispatch(
                 .copied()
                 .unwrap_or_default();
             Ok(with_pos(serde_json::to_value(s).unwrap()))
+        }
+        (["explorer", "signals"], &Method::GET) => {
+            require(&p, Role::Editor)?;
+            let page = Page::parse(query_param(&query, "limit"), query_param(&query, "cursor"))?;
+            let tab = query_param(&query, "tab").unwrap_or_else(|| "processed".into());
+            let v = explorer::tab_page(&engine.read.read(), org, &tab, &page)?;
+            Ok(with_pos(v))
+        }
+        (["explorer", "signals", id], &Method::GET) => {
+            require(&p, Role::Editor)?;
+            let id = id.parse().map_err(|_| not_found("signal"))?;
+            Ok(with_pos(
+                explorer::signal_detail(state, &engine, org, id).await?,
+            ))
+        }
+        (["explorer", "process"], &Method::POST) => {
+            require(&p, Role::Editor)?;
+            let v = explorer::process_now(state, &engine, p.org_id).await?;
+            Ok(Reply::json(StatusCode::OK, v))
+        }
+        (["leads", id, "timeline"], &Method::GET) => {
+            let page = Page::parse(query_param(&query, "limit"), query_param(&query, "cursor"))?;
+            let v = explorer::lead_timeline(state, &engine, org, &path_segment(id), &page).await?;
+            Ok(with_pos(v))
         }
         (["product-orgs", id], &Method::GET) => {
             let m = engine.read.read();
@@ -268,6 +293,9 @@ async fn dispatch(
         }
         (
             ["explorer", "stats"]
+            | ["explorer", "signals"]
+            | ["explorer", "signals", _]
+            | ["explorer", "process"]
             | ["leads", ..]
             | ["signal-queue", "groups"]
             | ["usage"]

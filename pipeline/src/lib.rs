@@ -6,6 +6,7 @@ pub mod admin;
 pub mod api;
 pub mod backfill;
 pub mod engine;
+pub mod explorer;
 pub mod log;
 pub mod open;
 pub mod server;

@@ -247,6 +247,17 @@ impl AppState {
         }
     }
 
+    /// Manual processing: from this log position on, every live rule of the org applies to
+    /// all of its signals. Returns the position.
+    pub async fn process_all(&self, org: OrgId) -> Result<u64, ConfigError> {
+        let _g = self.config_lock.lock().await;
+        self.commit(vec![ConfigEvent::SignalsProcessed {
+            org_id: org,
+            at: now_ms(),
+        }])
+        .await
+    }
+
     pub async fn set_plan(&self, org: OrgId, plan: Plan) -> Result<u64, ConfigError> {
         let _g = self.config_lock.lock().await;
         self.commit(vec![ConfigEvent::PlanSet { org_id: org, plan }])

@@ -230,6 +230,12 @@ pub enum ConfigEvent {
         org_id: OrgId,
         plan: Plan,
     },
+    /// Manual processing (spec 11's Process Signals): every live rule of the org now
+    /// applies to all of the org's signals, including those that arrived before it.
+    SignalsProcessed {
+        org_id: OrgId,
+        at: i64,
+    },
 }
 
 /// An org's plan limits. A limit of 0 means unlimited (spec 4.3, 14.1).
@@ -354,6 +360,7 @@ impl Registry {
             ConfigEvent::PlanSet { org_id, plan } => {
                 self.plans.insert(*org_id, *plan);
             }
+            ConfigEvent::SignalsProcessed { .. } => {}
         }
     }
 

@@ -124,6 +124,9 @@ fn rule_change(e: &ConfigEvent) -> Option<RuleChange> {
             reprocess: *reprocess,
         }),
         ConfigEvent::RuleDeleted { rule_id, .. } => Some(RuleChange::Delete { rule_id: *rule_id }),
+        ConfigEvent::SignalsProcessed { org_id, .. } => {
+            Some(RuleChange::ProcessAll { org: org_id.0 })
+        }
         _ => None,
     }
 }

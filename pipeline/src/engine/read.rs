@@ -64,6 +64,26 @@ pub struct Models {
     pub product_orgs: HashMap<(Org, String), ProductOrg>,
     /// Per lead: its signals' positions (for the lead's timeline).
     pub lead_signals: HashMap<Ident, BTreeSet<u64>>,
+    /// Every decided signal by (org, explorer tab, id): the explorer's pages are range scans.
+    pub tabs: BTreeSet<(Org, Tab, u64)>,
+}
+
+/// The explorer tab a signal shows on (spec 11).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Tab {
+    Processed,
+    Failed,
+    Pending,
+}
+
+impl Tab {
+    pub fn of(s: Status) -> Tab {
+        match s {
+            Status::Completed => Tab::Processed,
+            Status::Failed | Status::Skipped => Tab::Failed,
+            Status::Pending => Tab::Pending,
+        }
+    }
 }
 
 /// The public id of a lead: stable for as long as its key identifier stays its smallest.
@@ -100,6 +120,7 @@ impl Models {
                     if d < 0 {
                         if self.processed.get(&key) == Some(&p) {
                             self.processed.remove(&key);
+                            self.tabs.remove(&(key.0, Tab::of(p.status), key.1));
                             bump(stats, p.status, -1);
                             if let Some(l) = &p.lead {
                                 if let Some(set) = self.lead_signals.get_mut(l) {
@@ -115,9 +136,12 @@ impl Models {
                                 .or_default()
                                 .insert(key.1);
                         }
+                        let tab = (key.0, Tab::of(p.status), key.1);
                         if let Some(old) = self.processed.insert(key, p) {
                             bump(stats, old.status, -1);
+                            self.tabs.remove(&(tab.0, Tab::of(old.status), tab.2));
                         }
+                        self.tabs.insert(tab);
                     }
                 }
             }

@@ -1,0 +1,221 @@
+//! The Signal Explorer's tabs, signal detail, lead timeline and manual processing, through
+//! the binary.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+fn get(s: &Server, path: &str, wait_for: u64) -> Value {
+    let r = s.get_at(path, wait_for);
+    let status = r.status();
+    let v: Value = r.json().unwrap();
+    assert_eq!(status, 200, "{path}: {v}");
+    v
+}
+
+fn post(s: &Server, key: &str, body: Value) -> u64 {
+    let r = s.post_signal(key, &body.to_string());
+    assert_eq!(r.status(), 202);
+    r.json::<Value>().unwrap()["id"].as_u64().unwrap()
+}
+
+fn rule(s: &Server, event: &str, reprocess: bool) -> u64 {
+    let r = s.admin(
+        Method::POST,
+        "/api/mapping-rules",
+        ADMIN_TOKEN,
+        Some(
+            json!({"name": format!("{event} rule"), "signal_type": "Sales Event",
+            "conditions": [{"field": "event_name", "op": "equals", "value": event}],
+            "mappings": [{"field": "email", "path": "email"}], "reprocess": reprocess}),
+        ),
+    );
+    assert_eq!(r.status(), 201);
+    r.json::<Value>().unwrap()["log_position"].as_u64().unwrap()
+}
+
+/// Every id of a tab, following `next_cursor` with pages of `limit`.
+fn all_pages(s: &Server, tab: &str, limit: usize, at: u64) -> Vec<Value> {
+    let mut rows = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/api/explorer/signals?tab={tab}&limit={limit}");
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let v = get(s, &path, at);
+        let page = v["signals"].as_array().unwrap();
+        assert!(page.len() <= limit);
+        rows.extend(page.iter().cloned());
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    rows
+}
+
+fn ids(rows: &[Value]) -> Vec<u64> {
+    rows.iter().map(|r| r["id"].as_u64().unwrap()).collect()
+}
+
+#[test]
+fn tabs_detail_timeline_and_manual_processing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), None);
+    let key = s.new_key();
+    rule(&s, "signup", false);
+    let mut signups = Vec::new();
+    for i in 0..12 {
+        signups.push(post(
+            &s,
+            &key,
+            json!({"email": format!("u{}@x.io", i % 4), "event": "signup", "plan": i}),
+        ));
+    }
+    let mut others = Vec::new();
+    for i in 0..5 {
+        others.push(post(
+            &s,
+            &key,
+            json!({"email": format!("o{i}@x.io"), "event": "other"}),
+        ));
+    }
+    let mut last = 0;
+    for i in 0..2 {
+        last = post(
+            &s,
+            &key,
+            json!({"anonymousId": format!("a{i}"), "event": "page"}),
+        );
+    }
+
+    // Processed tab: newest first, every signal once across pages of 5.
+    let processed = all_pages(&s, "processed", 5, last);
+    let mut want = signups.clone();
+    want.reverse();
+    assert_eq!(ids(&processed), want);
+    let row = &processed[0];
+    assert_eq!(row["signal_name"], "signup rule");
+    assert_eq!(row["rule"], "signup rule");
+    assert_eq!(row["source"], "generic");
+    assert!(row["lead_id"].is_string());
+    assert!(row["processed_at"].as_str().unwrap().ends_with('Z'));
+
+    // Failed tab: the signals no rule matched, with the error of spec 11.
+    let failed = all_pages(&s, "failed", 2, last);
+    let got: BTreeSet<u64> = ids(&failed).into_iter().collect();
+    assert_eq!(got, others.iter().copied().collect());
+    for r in &failed {
+        assert!(
+            ["Failed", "Skipped"].contains(&r["status"].as_str().unwrap()),
+            "{r}"
+        );
+        assert_eq!(r["error"], "Rule not found", "{r}");
+        assert_eq!(r["event_type"], "other");
+        assert!(r["failed_at"].is_string());
+    }
+    assert_eq!(all_pages(&s, "pending", 50, last).len(), 2);
+    let r = s.get_at("/api/explorer/signals?tab=nope", last);
+    assert_eq!(r.status(), 400);
+    let r = s.get_at("/api/explorer/signals?limit=100000", last);
+    assert_eq!(r.status(), 400);
+    let r = s.get_at("/api/explorer/signals?cursor=abc", last);
+    assert_eq!(r.status(), 400);
+
+    // Detail: the raw payload and the current outcome.
+    let d = get(&s, &format!("/api/explorer/signals/{}", signups[3]), last);
+    assert_eq!(
+        d["payload"],
+        json!({"email": "u3@x.io", "event": "signup", "plan": 3})
+    );
+    assert_eq!(d["status"], "completed");
+    assert_eq!(d["rule_name"], "signup rule");
+    assert_eq!(d["email"], "u3@x.io");
+    let d = get(&s, &format!("/api/explorer/signals/{last}"), last);
+    assert_eq!(d["anonymous_id"], "a1");
+    assert_eq!(d["status"], "pending");
+    assert_eq!(s.get_at("/api/explorer/signals/999999", last).status(), 404);
+
+    // Another org cannot read this org's signal.
+    let r = s.admin(
+        Method::POST,
+        "/api/admin/orgs",
+        ADMIN_TOKEN,
+        Some(json!({"name": "Other"})),
+    );
+    let other: Value = r.json().unwrap();
+    let other_token = other["owner_token"].as_str().unwrap();
+    let r = s.admin(
+        Method::GET,
+        &format!("/api/explorer/signals/{}", signups[0]),
+        other_token,
+        None,
+    );
+    assert_eq!(r.status(), 404);
+
+    // Lead timeline: u1's three signups, newest first, with payloads, in pages of 2.
+    let lead = get(&s, "/api/leads?email=u1@x.io", last);
+    let lead_id = lead["id"]
+        .as_str()
+        .or(lead["lead_id"].as_str())
+        .unwrap()
+        .to_string();
+    let t1 = get(&s, &format!("/api/leads/{lead_id}/timeline?limit=2"), last);
+    let page1 = t1["signals"].as_array().unwrap();
+    assert_eq!(page1.len(), 2);
+    let cursor = t1["next_cursor"].as_str().unwrap();
+    let t2 = get(
+        &s,
+        &format!("/api/leads/{lead_id}/timeline?limit=2&cursor={cursor}"),
+        last,
+    );
+    let page2 = t2["signals"].as_array().unwrap();
+    assert_eq!(page2.len(), 1);
+    assert!(t2["next_cursor"].is_null());
+    let plans: Vec<u64> = page1
+        .iter()
+        .chain(page2)
+        .map(|r| r["payload"]["plan"].as_u64().unwrap())
+        .collect();
+    assert_eq!(plans, vec![9, 5, 1]);
+    assert!(page1.iter().all(|r| r["lead_id"] == lead_id.as_str()));
+
+    // A rule for "other" without reprocess leaves the failed tab as it is ...
+    let pos = rule(&s, "other", false);
+    assert_eq!(all_pages(&s, "failed", 50, pos).len(), 5);
+    // ... until manual processing runs every rule over the org's signals.
+    let r = s.admin(Method::POST, "/api/explorer/process", ADMIN_TOKEN, None);
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().unwrap();
+    assert_eq!(v["processed"], 17, "{v}");
+    assert_eq!(v["successful"], 17, "{v}");
+    assert_eq!(v["failed"], 0, "{v}");
+    assert_eq!(v["pending"], 2, "{v}");
+    assert!(v["duration_ms"].is_u64());
+    let at = v["log_position"].as_u64().unwrap();
+    assert!(all_pages(&s, "failed", 50, at).is_empty());
+    assert_eq!(all_pages(&s, "processed", 50, at).len(), 17);
+    let stats = get(&s, "/api/explorer/stats", at);
+    assert_eq!(stats["processed"], 17, "{stats}");
+
+    // Viewers may not use the explorer.
+    let r = s.admin(
+        Method::POST,
+        "/api/admin/tokens",
+        ADMIN_TOKEN,
+        Some(json!({"role": "viewer", "name": "v"})),
+    );
+    let viewer: Value = r.json().unwrap();
+    let r = s.admin(
+        Method::GET,
+        "/api/explorer/signals",
+        viewer["token"].as_str().unwrap(),
+        None,
+    );
+    assert_eq!(r.status(), 403);
+}
