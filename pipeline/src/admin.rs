@@ -359,6 +359,29 @@ async fn dispatch(
                        "duration_ms": started.elapsed().as_millis() as u64}),
             ))
         }
+        (["retention", "run"], &Method::POST) => {
+            let archiver = server_archive(state, &p)?;
+            let (Some(engine), Some(cfg)) = (state.engine.as_ref(), state.retention.get()) else {
+                return Err(error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "retention is not running on this server",
+                ));
+            };
+            let stats = crate::retention::pass(state, engine, archiver, cfg)
+                .await
+                .map_err(|e| {
+                    error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "archive_error",
+                        e.to_string(),
+                    )
+                })?;
+            Ok(Reply::json(
+                StatusCode::OK,
+                serde_json::to_value(stats).expect("stats serialize"),
+            ))
+        }
         (["archive"], &Method::GET) => {
             let archiver = server_archive(state, &p)?;
             let st = archiver.stats();
@@ -371,6 +394,7 @@ async fn dispatch(
         (
             ["archive"]
             | ["archive", "compact"]
+            | ["retention", "run"]
             | ["whoami"]
             | ["orgs"]
             | ["keys"]

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod explorer;
 pub mod log;
 pub mod open;
+pub mod retention;
 pub mod server;
 pub mod sql;
 pub mod state;

@@ -12,6 +12,7 @@ use trailspark::admin::{key_json, rfc3339};
 use trailspark::engine::{Engine, EngineConfig};
 use trailspark::log::jetstream::StreamSettings;
 use trailspark::open::{self, LogLocation};
+use trailspark::retention::RetentionConfig;
 use trailspark::server;
 use trailspark::sql::ReadStamper;
 use trailspark::state::{AppState, NewKey, Quota};
@@ -134,6 +135,15 @@ struct ArchiveOpts {
     /// Most rows a SQL result may have.
     #[arg(long, env = "TRAILSPARK_SQL_MAX_ROWS", default_value_t = 100_000)]
     sql_max_rows: usize,
+    /// Seconds between retention passes.
+    #[arg(long, env = "TRAILSPARK_RETENTION_INTERVAL_SECS", default_value_t = 60)]
+    retention_interval_secs: u64,
+    /// The length of a retention day in seconds (86400; shorter only for tests and demos).
+    #[arg(long, env = "TRAILSPARK_RETENTION_DAY_SECS", default_value_t = 86_400)]
+    retention_day_secs: u64,
+    /// Archived signals are deleted after this many days (spec 13's PERMANENT_DELETE_DAYS).
+    #[arg(long, env = "TRAILSPARK_PERMANENT_DELETE_DAYS", default_value_t = 365)]
+    permanent_delete_days: u32,
 }
 
 impl ArchiveOpts {
@@ -151,6 +161,14 @@ impl ArchiveOpts {
             max_bytes: self.archive_max_bytes.max(1),
             max_age: Duration::from_secs(self.archive_max_age_secs),
             ..Default::default()
+        }
+    }
+
+    fn retention(&self) -> RetentionConfig {
+        RetentionConfig {
+            interval: Duration::from_secs(self.retention_interval_secs.max(1)),
+            day: Duration::from_secs(self.retention_day_secs.max(1)),
+            permanent_delete_days: self.permanent_delete_days.max(1),
         }
     }
 
@@ -432,6 +450,15 @@ async fn serve(
         .sql
         .set(SqlEngine::new(Some(archiver.clone()), archive.limits())?);
     let archiving = tokio::spawn(archiver.clone().run());
+    let _ = state.retention.set(archive.retention());
+    let retaining = state.engine.clone().map(|engine| {
+        tokio::spawn(trailspark::retention::run(
+            state.clone(),
+            engine,
+            archiver.clone(),
+            archive.retention(),
+        ))
+    });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -473,6 +500,9 @@ async fn serve(
     tracing::info!(%addr, log = state.log.kind(), "Serving.");
     server::serve(state, listener, shutdown_signal()).await;
     archiving.abort();
+    if let Some(r) = retaining {
+        r.abort();
+    }
     // What is buffered is in the log too; writing it now just saves the next start a replay.
     if let Err(e) = archiver.flush(true).await {
         tracing::warn!(error = %e, "Could not write the archive's buffers at shutdown.");

@@ -112,6 +112,8 @@ pub struct AppState {
     pub archiver: std::sync::OnceLock<Arc<trailspark_sinks::archive::Archiver>>,
     /// The SQL engine over the archive and the read models.
     pub sql: std::sync::OnceLock<trailspark_queries::SqlEngine>,
+    /// Retention settings (set by `serve` with the archive).
+    pub retention: std::sync::OnceLock<crate::retention::RetentionConfig>,
 }
 
 fn now_ms() -> i64 {
@@ -138,6 +140,7 @@ impl AppState {
             config_lock: tokio::sync::Mutex::new(()),
             archiver: std::sync::OnceLock::new(),
             sql: std::sync::OnceLock::new(),
+            retention: std::sync::OnceLock::new(),
         })
     }
 

@@ -219,3 +219,123 @@ fn tabs_detail_timeline_and_manual_processing() {
     );
     assert_eq!(r.status(), 403);
 }
+
+#[test]
+fn retention_moves_processed_signals_out_of_live_state_and_sql_still_finds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("TRAILSPARK_ARCHIVE_MAX_AGE_SECS", "1"),
+        // A retention "day" of one second, and passes only when asked (and at start).
+        ("TRAILSPARK_RETENTION_DAY_SECS", "1"),
+        ("TRAILSPARK_RETENTION_INTERVAL_SECS", "3600"),
+    ];
+    let mut s = Server::start_with(dir.path(), None, &env);
+    let r = s.admin(
+        Method::PUT,
+        "/api/admin/plan",
+        ADMIN_TOKEN,
+        Some(
+            json!({"raw_signal_limit": 0, "mapped_signal_limit": 0, "overage": false,
+                    "signal_retention_days": 3}),
+        ),
+    );
+    assert_eq!(r.status(), 200);
+    let key = s.new_key();
+    rule(&s, "signup", false);
+    let posted = std::time::Instant::now();
+    let mut old = Vec::new();
+    for i in 0..10 {
+        old.push(post(
+            &s,
+            &key,
+            json!({"email": format!("u{i}@x.io"), "event": "signup"}),
+        ));
+    }
+    for i in 0..3 {
+        old.push(post(
+            &s,
+            &key,
+            json!({"email": format!("o{i}@x.io"), "event": "other"}),
+        ));
+    }
+    let mut last = 0;
+    for i in 0..2 {
+        last = post(
+            &s,
+            &key,
+            json!({"anonymousId": format!("a{i}"), "event": "page"}),
+        );
+    }
+    let run = |s: &Server| -> Value {
+        let r = s.admin(Method::POST, "/api/admin/retention/run", ADMIN_TOKEN, None);
+        assert_eq!(r.status(), 200);
+        r.json().unwrap()
+    };
+    let stats = get(&s, "/api/explorer/stats", last);
+    assert_eq!(stats["total"], 15, "{stats}");
+    assert_eq!(run(&s)["retired"], 0, "nothing is three seconds old yet");
+
+    // Older than the retention period and archived: out of live state.
+    std::thread::sleep(std::time::Duration::from_secs(4).saturating_sub(posted.elapsed()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut retired = 0;
+    while retired < 13 {
+        retired += run(&s)["retired"].as_u64().unwrap();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retired {retired} of 13"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(retired, 13);
+    let stats = get(&s, "/api/explorer/stats", last);
+    assert_eq!(
+        (
+            stats["total"].as_i64(),
+            stats["pending"].as_i64(),
+            stats["processed"].as_i64()
+        ),
+        (Some(2), Some(2), Some(0)),
+        "pending signals are not retired: {stats}"
+    );
+    assert!(all_pages(&s, "processed", 50, last).is_empty());
+    assert!(all_pages(&s, "failed", 50, last).is_empty());
+
+    // The archive still has them: SQL, and the signal detail.
+    let r = client()
+        .post(s.url("/api/sql"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(
+            &json!({"sql": "SELECT status, count(*) FROM signals GROUP BY status ORDER BY status"}),
+        )
+        .send()
+        .unwrap();
+    let v: Value = r.json().unwrap();
+    assert_eq!(v["rows"], json!([["completed", 10], ["skipped", 3]]), "{v}");
+    let d = get(&s, &format!("/api/explorer/signals/{}", old[0]), last);
+    assert_eq!(d["status"], "completed");
+    assert_eq!(d["retired"], true);
+    // Leads stay.
+    get(&s, "/api/leads?email=u1@x.io", last);
+
+    // New signals are live; manual processing does not bring retired ones back.
+    let fresh = post(&s, &key, json!({"email": "new@x.io", "event": "signup"}));
+    let r = s.admin(Method::POST, "/api/explorer/process", ADMIN_TOKEN, None);
+    let at = r.json::<Value>().unwrap()["log_position"].as_u64().unwrap();
+    assert_eq!(ids(&all_pages(&s, "processed", 50, at)), vec![fresh]);
+
+    // After a restart the replay does not bring them back either.
+    s.kill9();
+    let s = Server::start_with(dir.path(), None, &env);
+    let head = s.post_signal(&key, r#"{"email":"after@x.io","event":"signup"}"#);
+    let head = head.json::<Value>().unwrap()["id"].as_u64().unwrap();
+    let live: BTreeSet<u64> = ids(&all_pages(&s, "processed", 50, head))
+        .into_iter()
+        .collect();
+    assert!(live.contains(&head), "{live:?}");
+    assert!(
+        live.is_subset(&[fresh, head].into_iter().collect()),
+        "only the new signals are live after the restart: {live:?}"
+    );
+    assert!(all_pages(&s, "failed", 50, head).is_empty());
+}

@@ -245,6 +245,23 @@ pub struct Plan {
     pub mapped_signal_limit: u64,
     /// Usage overages: ingestion goes on past the limit and the excess is billed.
     pub overage: bool,
+    /// Days a processed signal stays in live state before only the archive holds it
+    /// (spec 13's `signalRetentionPeriod`); 0 means the default, 30.
+    #[serde(default)]
+    pub signal_retention_days: u32,
+}
+
+/// Spec 13: without a configured plan, signals are retained for 30 days.
+pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+
+impl Plan {
+    pub fn retention_days(&self) -> u32 {
+        if self.signal_retention_days == 0 {
+            DEFAULT_RETENTION_DAYS
+        } else {
+            self.signal_retention_days
+        }
+    }
 }
 
 /// A mapping rule as the API shows it: its latest definition.

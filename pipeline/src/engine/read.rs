@@ -66,6 +66,25 @@ pub struct Models {
     pub lead_signals: HashMap<Ident, BTreeSet<u64>>,
     /// Every decided signal by (org, explorer tab, id): the explorer's pages are range scans.
     pub tabs: BTreeSet<(Org, Tab, u64)>,
+    /// Per org, the retention cutoff (spec 13): processed signals received before it and below
+    /// `retired_below` (log position: archived) have left live state; changes that would
+    /// bring them back (a reprocess) are not applied to the live models.
+    pub retention: HashMap<Org, Retention>,
+}
+
+/// Where an org's retention stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Signals received before this (Unix ms) ...
+    pub cutoff_ms: i64,
+    /// ... and at a log position below this (in an archive file) are retired.
+    pub below_pos: u64,
+}
+
+impl Retention {
+    fn retires(&self, pos: u64, p: &Processed) -> bool {
+        p.status != Status::Pending && p.received_at < self.cutoff_ms && pos < self.below_pos
+    }
 }
 
 /// The explorer tab a signal shows on (spec 11).
@@ -129,6 +148,18 @@ impl Models {
                             }
                         }
                     } else {
+                        if self
+                            .retention
+                            .get(&key.0)
+                            .is_some_and(|r| r.retires(key.1, &p))
+                        {
+                            // Retired: only the archive holds it now.
+                            if let Some(old) = self.processed.remove(&key) {
+                                bump(stats, old.status, -1);
+                                self.tabs.remove(&(key.0, Tab::of(old.status), key.1));
+                            }
+                            continue;
+                        }
                         bump(stats, p.status, 1);
                         if let Some(l) = &p.lead {
                             self.lead_signals
@@ -221,6 +252,34 @@ impl Models {
         }
     }
 
+    /// Moves an org's retention cutoff forward and retires what it now covers from the live
+    /// models (the processed map, the explorer's tabs and statistics). Lead records, their
+    /// profiles, usage and the lead timeline's index stay (spec 13: leads, and the signals'
+    /// contributions, are preserved). Returns how many signals were retired.
+    pub fn retire(&mut self, org: Org, r: Retention) -> usize {
+        let cur = self.retention.entry(org).or_default();
+        cur.cutoff_ms = cur.cutoff_ms.max(r.cutoff_ms);
+        cur.below_pos = cur.below_pos.max(r.below_pos);
+        let r = *cur;
+        let mut gone = Vec::new();
+        for tab in [Tab::Processed, Tab::Failed] {
+            for &(_, _, id) in self.tabs.range((org, tab, 0)..(org, tab, r.below_pos)) {
+                if let Some(p) = self.processed.get(&(org, id)) {
+                    if r.retires(id, p) {
+                        gone.push((id, tab, p.status));
+                    }
+                }
+            }
+        }
+        let stats = self.stats.entry(org).or_default();
+        for (id, tab, status) in &gone {
+            self.processed.remove(&(org, *id));
+            self.tabs.remove(&(org, *tab, *id));
+            bump(stats, *status, -1);
+        }
+        gone.len()
+    }
+
     /// Groups of an org on the `mapped` or unmapped tab, sorted by count descending, then
     /// event type ascending (spec 8).
     pub fn groups_of(&self, org: Org, mapped: bool) -> Vec<(&GroupKey, &GroupRow)> {
@@ -265,6 +324,11 @@ impl Default for ReadModels {
 }
 
 impl ReadModels {
+    /// See [`Models::retire`].
+    pub fn retire(&self, org: Org, r: Retention) -> usize {
+        self.models.write().unwrap().retire(org, r)
+    }
+
     /// Applies changes from the workers until the channel closes.
     pub fn run(&self, rx: std::sync::mpsc::Receiver<Update>) {
         while let Ok(first) = rx.recv() {

@@ -148,23 +148,32 @@ pub struct Archiver {
     checkpoint_lock: tokio::sync::Mutex<()>,
 }
 
-fn writer_properties() -> WriterProperties {
+fn writer_properties(rows: usize) -> WriterProperties {
     // Bloom filters on the lookup keys make an anonymous-id or email lookup read only the
-    // row groups that may hold it, which is what rehydration does on every identify.
-    WriterProperties::builder()
+    // row groups that may hold it, which is what rehydration does on every identify. They
+    // are sized for the file's rows (at most one row group's) at a 1% false-positive rate.
+    let ndv = rows.clamp(1, 64 * 1024) as u64;
+    let mut b = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
-        .set_max_row_group_row_count(Some(64 * 1024))
-        .set_column_bloom_filter_enabled("anonymous_id".into(), true)
-        .set_column_bloom_filter_enabled("email".into(), true)
-        .set_column_bloom_filter_enabled("lead_id".into(), true)
-        .build()
+        .set_max_row_group_row_count(Some(64 * 1024));
+    for col in ["anonymous_id", "email", "lead_id"] {
+        b = b
+            .set_column_bloom_filter_enabled(col.into(), true)
+            .set_column_bloom_filter_max_ndv(col.into(), ndv)
+            .set_column_bloom_filter_fpp(col.into(), 0.01);
+    }
+    b.build()
 }
 
 /// Encodes rows as one Parquet file.
 pub fn encode(rows: &[ArchiveRow]) -> Result<Bytes, ArchiveError> {
     let batch = to_batch(rows)?;
     let mut out = Vec::with_capacity(rows.len() * 200);
-    let mut w = ArrowWriter::try_new(&mut out, SCHEMA.clone(), Some(writer_properties()))?;
+    let mut w = ArrowWriter::try_new(
+        &mut out,
+        SCHEMA.clone(),
+        Some(writer_properties(rows.len())),
+    )?;
     w.write(&batch)?;
     w.close()?;
     Ok(Bytes::from(out))
@@ -539,7 +548,15 @@ impl Archiver {
             }
             old
         };
-        futures_util::stream::iter(old.iter().map(|f| self.loc.store.delete(&f.path)))
+        // Owned paths and store handles: a future borrowing from the closure's argument is not
+        // `Send` for every lifetime, which a server task needs.
+        let store = self.loc.store.clone();
+        let paths: Vec<object_store::path::Path> = old.iter().map(|f| f.path.clone()).collect();
+        futures_util::stream::iter(paths)
+            .map(move |path| {
+                let store = store.clone();
+                async move { store.delete(&path).await }
+            })
             .buffer_unordered(8)
             .try_collect::<Vec<_>>()
             .await?;
