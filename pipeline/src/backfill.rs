@@ -6,6 +6,13 @@
 //! exports all arrive as one JSON object per event. They are read as streams, never whole.
 //! Event timestamps are kept (`timestamp`, else `originalTimestamp`).
 //!
+//! Parquet files in the archive's layout are replayed: each row's raw payload is ingested
+//! again, with its original receipt time and source when appending to a data directory (so
+//! the records are the ones the archive came from; replaying into the org the archive is of
+//! finds them all duplicates). A directory is searched for `*.parquet` files; a URL
+//! (`s3://bucket/prefix`, `file:///…`) names one object or every object under a prefix, each
+//! streamed to a temporary file first.
+//!
 //! Two targets: a running server (items go to the bulk endpoint E4 in chunks, and its
 //! per-item answers are counted), or a data directory with the server stopped (items are
 //! appended to the journal directly). Either way the log's exact dedup index makes a second
@@ -52,9 +59,137 @@ pub struct Summary {
 
 /// One event read from a file.
 struct Item {
-    file: usize,
+    /// The file's name, for rejects.
+    file: Arc<str>,
+    /// The line (or, in Parquet, the 1-based row).
     line: u64,
     bytes: Vec<u8>,
+    /// From an archive row: its receipt time and resolved source.
+    archived: Option<(i64, String)>,
+}
+
+/// One file to import, local (possibly a download of an object).
+struct Input {
+    name: Arc<str>,
+    path: PathBuf,
+    parquet: bool,
+    _download: Option<tempfile::TempPath>,
+}
+
+fn is_parquet(name: &str) -> bool {
+    name.ends_with(".parquet")
+}
+
+/// Every `*.parquet` file under a directory, in name order (archive file names carry their
+/// first id, so this is log order within a partition).
+fn parquet_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if !name.starts_with('_') && !name.starts_with('.') {
+                parquet_files(&p, out)?;
+            }
+        } else if p.to_str().is_some_and(is_parquet) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Orders archive files by their first id (`part-<first>-<last>.parquet`), else by name.
+fn archive_order(p: &Path) -> (u64, String) {
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let first = name
+        .strip_prefix("part-")
+        .and_then(|r| r.split('-').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u64::MAX);
+    (first, p.display().to_string())
+}
+
+/// Resolves the command line's files: local files, directories of Parquet files, and
+/// object-store URLs (downloaded, streamed, to temporary files).
+async fn resolve(args: &[PathBuf]) -> anyhow::Result<Vec<Input>> {
+    use futures_util::StreamExt;
+    use object_store::ObjectStoreExt;
+    let mut out = Vec::new();
+    for arg in args {
+        let s = arg.to_string_lossy().to_string();
+        let local = s.strip_prefix("file://").map(PathBuf::from);
+        if s.contains("://") && local.is_none() {
+            let loc = trailspark_sinks::archive::Location::parse(&s)
+                .map_err(|e| anyhow::anyhow!("{s}: {e}"))?;
+            let store = loc.store.clone();
+            let objects: Vec<object_store::path::Path> = match store.head(&loc.root).await {
+                Ok(m) => vec![m.location],
+                Err(object_store::Error::NotFound { .. }) => {
+                    let mut v: Vec<_> = store
+                        .list(Some(&loc.root))
+                        .map(|m| m.map(|m| m.location))
+                        .collect::<Vec<_>>()
+                        .await
+                        .into_iter()
+                        .collect::<Result<_, _>>()
+                        .with_context(|| format!("listing {s}"))?;
+                    v.retain(|p| !p.parts().any(|part| part.as_ref().starts_with('_')));
+                    v.sort_by_key(|p| archive_order(Path::new(p.as_ref())));
+                    v
+                }
+                Err(e) => return Err(anyhow::anyhow!("{s}: {e}")),
+            };
+            if objects.is_empty() {
+                bail!("{s}: no objects there");
+            }
+            for obj in objects {
+                let tmp = tempfile::NamedTempFile::new()?;
+                let mut f = std::io::BufWriter::new(tmp.reopen()?);
+                let mut stream = store
+                    .get(&obj)
+                    .await
+                    .with_context(|| format!("reading {obj}"))?
+                    .into_stream();
+                while let Some(chunk) = stream.next().await {
+                    f.write_all(&chunk.with_context(|| format!("reading {obj}"))?)?;
+                }
+                f.flush()?;
+                let name = format!("{}/{obj}", loc.store_url.trim_end_matches('/'));
+                out.push(Input {
+                    parquet: is_parquet(&name),
+                    name: name.into(),
+                    path: tmp.path().to_path_buf(),
+                    _download: Some(tmp.into_temp_path()),
+                });
+            }
+            continue;
+        }
+        let path = local.unwrap_or_else(|| arg.clone());
+        if path.is_dir() {
+            let mut files = Vec::new();
+            parquet_files(&path, &mut files)
+                .with_context(|| format!("reading directory {}", path.display()))?;
+            if files.is_empty() {
+                bail!("{}: no .parquet files in this directory", path.display());
+            }
+            files.sort_by_key(|p| archive_order(p));
+            for f in files {
+                out.push(Input {
+                    name: f.display().to_string().into(),
+                    path: f,
+                    parquet: true,
+                    _download: None,
+                });
+            }
+        } else {
+            out.push(Input {
+                name: path.display().to_string().into(),
+                parquet: path.to_str().is_some_and(is_parquet),
+                path,
+                _download: None,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Counts the compressed bytes read, for progress.
@@ -93,15 +228,10 @@ pub struct Backfill {
 
 impl Backfill {
     pub async fn run(self) -> anyhow::Result<Summary> {
-        for f in &self.files {
-            if f.extension().is_some_and(|e| e == "parquet") {
-                bail!("{}: replaying Parquet archive files is not supported yet (it comes with the archive)", f.display());
-            }
-        }
-        let total: u64 = self
-            .files
+        let inputs = resolve(&self.files).await?;
+        let total: u64 = inputs
             .iter()
-            .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+            .map(|f| std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0))
             .sum();
         let bar = if self.progress {
             let b = indicatif::ProgressBar::new(total);
@@ -125,7 +255,47 @@ impl Backfill {
         let read = Arc::new(AtomicU64::new(0));
         let mut summary = Summary::default();
         let mut pending: Vec<Item> = Vec::with_capacity(CHUNK);
-        for (fi, path) in self.files.iter().enumerate() {
+        for input in &inputs {
+            if input.parquet {
+                let file =
+                    File::open(&input.path).with_context(|| format!("opening {}", input.name))?;
+                let size = file.metadata()?.len();
+                let reader =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                        .with_context(|| format!("{}: not a Parquet file", input.name))?
+                        .with_batch_size(CHUNK)
+                        .build()?;
+                let mut row = 0u64;
+                for batch in reader {
+                    let batch = batch.with_context(|| format!("reading {}", input.name))?;
+                    let rows =
+                        trailspark_sinks::archive::from_batch(trailspark_core::OrgId(0), &batch)
+                            .with_context(|| {
+                                format!("{}: not an archive file of trailspark", input.name)
+                            })?;
+                    for r in rows {
+                        row += 1;
+                        pending.push(Item {
+                            file: input.name.clone(),
+                            line: row,
+                            bytes: r.record.payload.as_bytes().to_vec(),
+                            archived: Some((r.record.received_at, r.record.source.clone())),
+                        });
+                        if pending.len() >= CHUNK {
+                            self.flush(&client, &mut pending, &mut summary, &mut rejects)
+                                .await?;
+                            bar.set_message(format!(
+                                "accepted={} duplicates={} rejected={}",
+                                summary.accepted, summary.duplicates, summary.rejected
+                            ));
+                        }
+                    }
+                }
+                read.fetch_add(size, Ordering::Relaxed);
+                bar.set_position(read.load(Ordering::Relaxed));
+                continue;
+            }
+            let path = &input.path;
             let mut reader = open(path, read.clone())?;
             let framing =
                 if reader.fill_buf()?.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
@@ -151,9 +321,10 @@ impl Backfill {
                 }
                 for Piece { line, bytes } in pieces.drain(..) {
                     pending.push(Item {
-                        file: fi,
+                        file: input.name.clone(),
                         line,
                         bytes,
+                        archived: None,
                     });
                     if pending.len() >= CHUNK {
                         self.flush(&client, &mut pending, &mut summary, &mut rejects)
@@ -189,7 +360,7 @@ impl Backfill {
     ) -> anyhow::Result<()> {
         summary.rejected += 1;
         if let Some(w) = rejects.as_mut() {
-            let file = self.files[item.file].display().to_string();
+            let file: &str = &item.file;
             writeln!(
                 w,
                 "{}",
@@ -225,6 +396,15 @@ impl Backfill {
                 let mut entries = Vec::with_capacity(batch.len());
                 let mut good = Vec::with_capacity(batch.len());
                 for item in &batch {
+                    // An archived row keeps its receipt time and source.
+                    let ctx = match &item.archived {
+                        Some((at, source)) => Context {
+                            received_at: *at,
+                            url_source: Some(source),
+                            ..ctx
+                        },
+                        None => ctx,
+                    };
                     match item_record(&ctx, &item.bytes) {
                         Ok(rec) => {
                             entries.push(LogEntry::Signal(rec));

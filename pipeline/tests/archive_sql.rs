@@ -845,3 +845,145 @@ fn sql_and_archive_commands_without_a_server() {
     ]);
     assert_eq!(out.trim(), "n,d\n63,63");
 }
+
+/// `trailspark backfill` with extra environment; returns (accepted, duplicates, rejected).
+fn backfill(args: &[&str], env: &[(&str, &str)]) -> (u64, u64, u64) {
+    let out = Command::new(bin())
+        .arg("backfill")
+        .args(args)
+        .envs(env.iter().copied())
+        .env("TRAILSPARK_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "backfill {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let last = text.lines().last().expect("a summary line").to_string();
+    let n = |k: &str| -> u64 {
+        last.split(' ')
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    (n("accepted"), n("duplicates"), n("rejected"))
+}
+
+/// A fresh data directory with org 1 and its first key, server stopped.
+fn fresh_dir() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path(), None);
+    let key = s.first_key.clone().unwrap();
+    s.kill9();
+    (dir, key)
+}
+
+#[test]
+fn backfill_replays_the_parquet_archive_from_a_directory_and_from_s3() {
+    // An archive made by a live server.
+    let src = tempfile::tempdir().unwrap();
+    let mut s = Server::start_with(src.path(), None, FAST_ARCHIVE);
+    let t = two_orgs(&s);
+    wait_archived(&s, t.last);
+    let summary_sql = "SELECT count(*), min(received_at), max(received_at), min(source), \
+                       count(DISTINCT email) FROM signals";
+    let want = sql_ok(&s, ADMIN_TOKEN, summary_sql)["rows"].clone();
+    s.kill9();
+    let org1 = src.path().join("archive/signals/org_id=1");
+    let anon1 = src.path().join("archive/anonymous/org_id=1");
+    let n1 = (t.a_ids.len() + t.a_anon.len()) as u64;
+
+    // From directories, offline: the same records (receipt times, sources) in a new deployment.
+    let (dst, key) = fresh_dir();
+    let data = dst.path().to_str().unwrap();
+    let args = [
+        "--key",
+        &key,
+        "--data-dir",
+        data,
+        org1.to_str().unwrap(),
+        anon1.to_str().unwrap(),
+    ];
+    assert_eq!(backfill(&args, &[]), (n1, 0, 0));
+    assert_eq!(
+        backfill(&args, &[]),
+        (0, n1, 0),
+        "a second run changes nothing"
+    );
+    let s = Server::start(dst.path(), None);
+    assert_eq!(sql_ok(&s, ADMIN_TOKEN, summary_sql)["rows"], want);
+    assert_eq!(
+        count(&s, ADMIN_TOKEN, "SELECT count(*) FROM anonymous_signals"),
+        t.a_anon.len() as u64
+    );
+    drop(s);
+
+    // From S3: archive files under a prefix, and an NDJSON file, by URL.
+    let moto = Moto::start();
+    py(&["s3", &moto.endpoint, "mkbucket", "old"]);
+    for f in walk(&org1) {
+        let rel = f
+            .strip_prefix(src.path())
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        py(&[
+            "s3",
+            &moto.endpoint,
+            "put",
+            "old",
+            &rel,
+            f.to_str().unwrap(),
+        ]);
+    }
+    let ndjson = src.path().join("events.ndjson");
+    std::fs::write(
+        &ndjson,
+        "{\"email\":\"s3-1@x.io\",\"event\":\"imported\"}\n{\"email\":\"s3-2@x.io\",\"event\":\"imported\"}\nnot json\n",
+    )
+    .unwrap();
+    py(&[
+        "s3",
+        &moto.endpoint,
+        "put",
+        "old",
+        "exports/events.ndjson",
+        ndjson.to_str().unwrap(),
+    ]);
+    let env = [
+        ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let (dst, key) = fresh_dir();
+    let data = dst.path().to_str().unwrap();
+    let args = [
+        "--key",
+        &key,
+        "--data-dir",
+        data,
+        "s3://old/archive/signals/org_id=1/",
+        "s3://old/exports/events.ndjson",
+    ];
+    assert_eq!(backfill(&args, &env), (t.a_ids.len() as u64 + 2, 0, 1));
+    assert_eq!(backfill(&args, &env), (0, t.a_ids.len() as u64 + 2, 1));
+    let s = Server::start(dst.path(), None);
+    assert_eq!(
+        count(
+            &s,
+            ADMIN_TOKEN,
+            "SELECT count(*) FROM signals WHERE event_name = 'imported'"
+        ),
+        2
+    );
+    assert_eq!(
+        count(&s, ADMIN_TOKEN, "SELECT count(*) FROM signals"),
+        t.a_ids.len() as u64 + 2
+    );
+}

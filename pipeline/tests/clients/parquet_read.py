@@ -7,6 +7,7 @@ Usage:
   parquet_read.py parquet FILE         -> same
   parquet_read.py s3 ENDPOINT mkbucket BUCKET
   parquet_read.py s3 ENDPOINT list BUCKET PREFIX   -> [keys]
+  parquet_read.py s3 ENDPOINT put BUCKET KEY FILE
 Prints one JSON document on stdout.
 """
 
@@ -69,6 +70,9 @@ def main():
         if sys.argv[3] == "mkbucket":
             s3.create_bucket(Bucket=sys.argv[4])
             res = {"created": sys.argv[4]}
+        elif sys.argv[3] == "put":
+            s3.upload_file(sys.argv[6], sys.argv[4], sys.argv[5])
+            res = {"put": sys.argv[5]}
         else:
             pages = s3.get_paginator("list_objects_v2").paginate(Bucket=sys.argv[4], Prefix=sys.argv[5])
             res = [o["Key"] for p in pages for o in p.get("Contents", [])]
