@@ -661,7 +661,7 @@ async fn backfill(
                 nats_url,
                 stream: StreamSettings::default(),
             };
-            let opened = open::open(&loc, None).await?;
+            let opened = open::open_for_append(&loc).await?;
             let t = offline_target(opened.log.clone(), &opened.registry, &key)?;
             _opened = Some(opened);
             t

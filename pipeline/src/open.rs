@@ -91,6 +91,22 @@ const REPLAY_BATCH: usize = 50_000;
 /// Opens the log at `loc` and replays it: into the registry, and into `engine` when given
 /// (which then also receives every later commit, in log order).
 pub async fn open(loc: &LogLocation, engine: Option<Arc<Engine>>) -> anyhow::Result<Opened> {
+    let index_all = engine.is_some();
+    open_inner(loc, engine, index_all).await
+}
+
+/// Opens the log to append signals without an engine (offline backfill): on JetStream the
+/// whole stream is read so the dedup index knows every signal, not only what JetStream's
+/// duplicate window remembers.
+pub async fn open_for_append(loc: &LogLocation) -> anyhow::Result<Opened> {
+    open_inner(loc, None, true).await
+}
+
+async fn open_inner(
+    loc: &LogLocation,
+    engine: Option<Arc<Engine>>,
+    index_all: bool,
+) -> anyhow::Result<Opened> {
     let mut registry = Registry::default();
     let mut stats = ReplayStats::default();
     let mut buf: Vec<(u64, LogEntry)> = Vec::new();
@@ -129,9 +145,9 @@ pub async fn open(loc: &LogLocation, engine: Option<Arc<Engine>>) -> anyhow::Res
             )
             .await
             .map_err(|_| anyhow::anyhow!("timed out waiting for JetStream at {url}"))??;
-            // Without an engine only config matters; with one, everything is replayed and
-            // then followed.
-            let filter = if engine.is_some() {
+            // Without an engine only config matters (and, to append signals, every signal's
+            // dedup key); with one, everything is replayed and then followed.
+            let filter = if index_all {
                 None
             } else {
                 Some(jetstream::CONFIG_SUBJECT)

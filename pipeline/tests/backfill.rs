@@ -267,3 +267,45 @@ fn backfill_matches_live_ingestion_and_is_idempotent() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn backfill_appends_to_a_running_servers_nats_log() {
+    let nats = Nats::start();
+    let url = nats.url();
+    let tmp = tempfile::tempdir().unwrap();
+    let (files, bad_lines) = generate(tmp.path(), 3_000);
+    let live_dir = tempfile::tempdir().unwrap();
+    let s = Server::start(live_dir.path(), Some(&url));
+    let key = s.first_key.clone().unwrap();
+    // Straight onto JetStream while the server runs; the server follows the stream.
+    let side = tempfile::tempdir().unwrap();
+    let args = [
+        "--key",
+        &key,
+        "--data-dir",
+        side.path().to_str().unwrap(),
+        "--nats",
+        &url,
+    ];
+    let rejects = tmp.path().join("rejects.ndjson");
+    let (accepted, duplicates, rejected) = backfill(&args, &files, &rejects);
+    assert_eq!(rejected, bad_lines.len() as u64);
+    // The server learns of the appends by following the stream: wait until it has them all.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let first = loop {
+        let st = state(&s);
+        if st["staged"] == accepted {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never saw the import: {st}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    // Idempotent over NATS too: the backfill reads every signal's dedup key from the stream
+    // first, so this does not rest on JetStream's 2-minute duplicate window.
+    let (accepted2, duplicates2, _) = backfill(&args, &files, &rejects);
+    assert_eq!((accepted2, duplicates2), (0, accepted + duplicates));
+    assert_eq!(state(&s), first);
+}
