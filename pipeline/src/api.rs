@@ -59,6 +59,7 @@ pub async fn route(state: Arc<AppState>, req: Request) -> Option<Reply> {
             | ["api", "product-orgs", ..]
             | ["api", "mapping-rules", ..]
             | ["api", "sql"]
+            | ["api", "signals", "rehydrate"]
     );
     if !ours {
         return None;
@@ -142,6 +143,12 @@ async fn dispatch(
         (["explorer", "process"], &Method::POST) => {
             require(&p, Role::Editor)?;
             let v = explorer::process_now(state, &engine, p.org_id).await?;
+            Ok(Reply::json(StatusCode::OK, v))
+        }
+        (["signals", "rehydrate"], &Method::POST) => {
+            require(&p, Role::Admin)?;
+            let body: explorer::RehydrateBody = json_body(req).await?;
+            let v = explorer::rehydrate(state, &engine, p.org_id, body).await?;
             Ok(Reply::json(StatusCode::OK, v))
         }
         (["leads", id, "timeline"], &Method::GET) => {
@@ -245,8 +252,13 @@ async fn dispatch(
                 })?,
                 None => Signal::month_of(chrono::Utc::now().timestamp_millis()),
             };
-            let plan = state.registry.read().unwrap().plan(p.org_id);
-            let used = engine.read.read().usage_of(org, month);
+            let (plan, rehydrated) = {
+                let reg = state.registry.read().unwrap();
+                (reg.plan(p.org_id), reg.rehydrated(p.org_id, month))
+            };
+            let mut used = engine.read.read().usage_of(org, month);
+            // Rehydrated archive signals count as raw signals (spec 13).
+            *used.entry(Meter::RawSignals).or_default() += rehydrated as i64;
             Ok(with_pos(usage_json(month, &used, &plan)))
         }
         (["mapping-rules"], &Method::GET) => {
@@ -296,6 +308,7 @@ async fn dispatch(
             | ["explorer", "signals"]
             | ["explorer", "signals", _]
             | ["explorer", "process"]
+            | ["signals", "rehydrate"]
             | ["leads", ..]
             | ["signal-queue", "groups"]
             | ["usage"]

@@ -308,3 +308,185 @@ pub async fn process_now(state: &AppState, engine: &Engine, org: OrgId) -> Resul
         "log_position": last,
     }))
 }
+
+/// Most signals one rehydration may bring back.
+pub const MAX_REHYDRATE: usize = 100_000;
+
+/// `POST /api/signals/rehydrate`: which archived signals to bring back, and for how long.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RehydrateBody {
+    /// First and last receipt date, `YYYY-MM-DD` (UTC), inclusive.
+    from: String,
+    to: String,
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    event_type: Option<String>,
+    #[serde(default)]
+    event_name: Option<String>,
+    /// `signals` (default) or `anonymous_signals`.
+    #[serde(default)]
+    table: Option<String>,
+    /// Refuse when more than this many match (default and most: 100,000).
+    #[serde(default)]
+    limit: Option<usize>,
+    /// How long they stay live (default 24, at most 720).
+    #[serde(default)]
+    ttl_hours: Option<u64>,
+}
+
+fn sql_str(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn parse_status(s: &str) -> Option<Status> {
+    Some(match s {
+        "completed" => Status::Completed,
+        "failed" => Status::Failed,
+        "skipped" => Status::Skipped,
+        "pending" => Status::Pending,
+        _ => return None,
+    })
+}
+
+/// Spec 13's retrieval: finds archived signals by date range and filters, counts them against
+/// the raw-signal limit (a logged event, so usage survives restarts), and brings those not
+/// live back into the explorer for `ttl_hours`. The live copy is the server's memory: a
+/// restart ends a rehydration early (the usage stays counted).
+pub async fn rehydrate(
+    state: &AppState,
+    engine: &Engine,
+    org: OrgId,
+    body: RehydrateBody,
+) -> Result<Value, Reply> {
+    let day = |s: &str, name: &str| {
+        chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .map(|d| d.format("%Y-%m-%d").to_string())
+            .map_err(|_| bad(format!("{name} must be a date, YYYY-MM-DD")))
+    };
+    let (from, to) = (day(&body.from, "from")?, day(&body.to, "to")?);
+    if to < from {
+        return Err(bad("to is before from"));
+    }
+    let table = match body.table.as_deref() {
+        None | Some("signals") => "signals",
+        Some("anonymous_signals") => "anonymous_signals",
+        Some(other) => {
+            return Err(bad(format!(
+                "table must be signals or anonymous_signals, not `{other}`"
+            )))
+        }
+    };
+    let limit = body.limit.unwrap_or(MAX_REHYDRATE);
+    if !(1..=MAX_REHYDRATE).contains(&limit) {
+        return Err(bad(format!("limit must be 1-{MAX_REHYDRATE}")));
+    }
+    let ttl = body.ttl_hours.unwrap_or(24);
+    if !(1..=720).contains(&ttl) {
+        return Err(bad("ttl_hours must be 1-720"));
+    }
+    let mut q = format!(
+        "SELECT id, CAST(received_at AS BIGINT) AS received_at, CAST(event_at AS BIGINT) AS event_at, \
+         source, event_type, status, rule_id, lead_id, error FROM {table} \
+         WHERE date >= {} AND date <= {} AND status IS NOT NULL",
+        sql_str(&from),
+        sql_str(&to)
+    );
+    for (col, v) in [
+        ("source", &body.source),
+        ("event_type", &body.event_type),
+        ("event_name", &body.event_name),
+    ] {
+        if let Some(v) = v {
+            q.push_str(&format!(" AND {col} = {}", sql_str(v)));
+        }
+    }
+    q.push_str(&format!(" ORDER BY id LIMIT {}", limit + 1));
+    let Some(sql) = state.sql.get() else {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "this server has no archive",
+        ));
+    };
+    let out = sql
+        .query(org.0, &q, Vec::new())
+        .await
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string()))?;
+    let v = trailspark_queries::output::to_json(&out).map_err(|e| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            e.to_string(),
+        )
+    })?;
+    let rows = v["rows"].as_array().cloned().unwrap_or_default();
+    if rows.len() > limit {
+        return Err(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too_many_signals",
+            format!("more than {limit} archived signals match; narrow the dates or filters"),
+        ));
+    }
+    // The archive's outcome of each, as live state holds outcomes.
+    let (signals, already_live) = {
+        let m = engine.read.read();
+        let reg = state.registry.read().unwrap();
+        let mut signals = Vec::new();
+        let mut live = 0;
+        for r in &rows {
+            let (Some(id), Some(status)) = (r[0].as_u64(), r[5].as_str().and_then(parse_status))
+            else {
+                continue;
+            };
+            if m.processed.contains_key(&(org.0, id)) {
+                live += 1;
+                continue;
+            }
+            let rule_id = r[6].as_u64();
+            let rule = rule_id.and_then(|id| reg.rule(id));
+            signals.push((
+                id,
+                Processed {
+                    status,
+                    error: r[8].as_str().map(str::to_string),
+                    rule_id,
+                    rule_name: rule.map(|r| r.def.name.clone()),
+                    signal_type: rule.map(|r| r.def.signal_type),
+                    high_intent: rule.is_some_and(|r| r.def.high_intent),
+                    lead: r[7].as_str().and_then(|l| m.lead_ids.get(l)).cloned(),
+                    source: r[3].as_str().unwrap_or_default().to_string(),
+                    event_type: r[4].as_str().unwrap_or_default().to_string(),
+                    received_at: r[1].as_i64().unwrap_or_default(),
+                    event_at: r[2].as_i64().unwrap_or_default(),
+                },
+            ));
+        }
+        (signals, live)
+    };
+    let n = signals.len() as u64;
+    let now = chrono::Utc::now().timestamp_millis();
+    let month = trailspark_operators::Signal::month_of(now);
+    let plan = state.registry.read().unwrap().plan(org);
+    state
+        .quota
+        .reserve_n(org, month, &plan, n)
+        .map_err(Reply::from)?;
+    let pos = match state.commit_rehydration(org, month, n).await {
+        Ok(pos) => pos,
+        Err(e) => {
+            state.quota.release_n(org, month, n);
+            return Err(e.into());
+        }
+    };
+    let until = now + (ttl * 3_600_000) as i64;
+    let brought = engine.read.rehydrate(org.0, signals, until);
+    Ok(json!({
+        "matched": rows.len(),
+        "rehydrated": brought,
+        "already_live": already_live,
+        "until": rfc3339(until),
+        "log_position": pos,
+    }))
+}

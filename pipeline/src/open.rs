@@ -65,6 +65,15 @@ fn fold(registry: &mut Registry, stats: &mut ReplayStats, entry: &LogEntry) {
         LogEntry::Config(e) => {
             stats.config_events += 1;
             registry.apply(e);
+            if let trailspark_core::ConfigEvent::SignalsRehydrated {
+                org_id,
+                month,
+                count,
+                ..
+            } = e
+            {
+                *stats.raw_signals.entry((*org_id, *month)).or_default() += count;
+            }
         }
         LogEntry::Signal(s) => {
             stats.signals += 1;

@@ -68,6 +68,7 @@ pub async fn pass(
         out.retired += engine.read.retire(
             org,
             Retention {
+                now_ms: now,
                 cutoff_ms,
                 below_pos,
             },

@@ -91,6 +91,32 @@ impl Quota {
         Ok(())
     }
 
+    /// Reserves `n` slots at once (rehydration), or none: `Err` names the limit.
+    pub fn reserve_n(
+        &self,
+        org: OrgId,
+        month: u32,
+        plan: &trailspark_core::Plan,
+        n: u64,
+    ) -> Result<(), IngestError> {
+        let mut counts = self.counts.lock().unwrap();
+        let c = counts.entry((org, month)).or_default();
+        if plan.raw_signal_limit != 0 && !plan.overage && *c + n > plan.raw_signal_limit {
+            return Err(IngestError::LimitReached {
+                limit: plan.raw_signal_limit,
+                period: format!("{}-{:02}", month / 100, month % 100),
+            });
+        }
+        *c += n;
+        Ok(())
+    }
+
+    pub fn release_n(&self, org: OrgId, month: u32, n: u64) {
+        if let Some(c) = self.counts.lock().unwrap().get_mut(&(org, month)) {
+            *c = c.saturating_sub(n);
+        }
+    }
+
     fn release(&self, org: OrgId, month: u32) {
         if let Some(c) = self.counts.lock().unwrap().get_mut(&(org, month)) {
             *c = c.saturating_sub(1);
@@ -257,6 +283,23 @@ impl AppState {
         self.commit(vec![ConfigEvent::SignalsProcessed {
             org_id: org,
             at: now_ms(),
+        }])
+        .await
+    }
+
+    /// Records a rehydration of `count` signals (usage), after reserving them in the quota.
+    pub async fn commit_rehydration(
+        &self,
+        org: OrgId,
+        month: u32,
+        count: u64,
+    ) -> Result<u64, ConfigError> {
+        let _g = self.config_lock.lock().await;
+        self.commit(vec![ConfigEvent::SignalsRehydrated {
+            org_id: org,
+            at: now_ms(),
+            month,
+            count,
         }])
         .await
     }

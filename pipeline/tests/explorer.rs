@@ -59,6 +59,15 @@ fn all_pages(s: &Server, tab: &str, limit: usize, at: u64) -> Vec<Value> {
     rows
 }
 
+/// Today's date, UTC, `YYYY-MM-DD`.
+fn chrono_today() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 fn ids(rows: &[Value]) -> Vec<u64> {
     rows.iter().map(|r| r["id"].as_u64().unwrap()).collect()
 }
@@ -318,11 +327,62 @@ fn retention_moves_processed_signals_out_of_live_state_and_sql_still_finds_them(
     // Leads stay.
     get(&s, "/api/leads?email=u1@x.io", last);
 
+    // Retrieval (spec 13): archived signals come back into live state for a while and count
+    // as raw signals.
+    let today = chrono_today();
+    let raw_before = get(&s, "/api/usage", last)["raw_signals"].as_u64().unwrap();
+    let rehydrate = |body: Value| {
+        s.admin(
+            Method::POST,
+            "/api/signals/rehydrate",
+            ADMIN_TOKEN,
+            Some(body),
+        )
+    };
+    let r = rehydrate(json!({"from": today, "to": today, "event_name": "signup", "limit": 5}));
+    assert_eq!(r.status(), 422, "more match than the limit");
+    let r = rehydrate(json!({"from": "yesterday", "to": today}));
+    assert_eq!(r.status(), 400);
+    let r = rehydrate(json!({"from": today, "to": today, "event_name": "signup"}));
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().unwrap();
+    assert_eq!(
+        (v["matched"].as_u64(), v["rehydrated"].as_u64()),
+        (Some(10), Some(10)),
+        "{v}"
+    );
+    let at = v["log_position"].as_u64().unwrap();
+    let back: BTreeSet<u64> = ids(&all_pages(&s, "processed", 50, at))
+        .into_iter()
+        .collect();
+    assert_eq!(back, old[..10].iter().copied().collect());
+    assert_eq!(
+        get(&s, "/api/explorer/signals?tab=processed&limit=1", at)["signals"][0]["signal_name"],
+        "signup rule"
+    );
+    let raw_after = get(&s, "/api/usage", at)["raw_signals"].as_u64().unwrap();
+    assert_eq!(raw_after, raw_before + 10);
+    // A retention pass leaves them while the rehydration lasts; asking again brings none.
+    assert_eq!(run(&s)["retired"], 0);
+    assert_eq!(all_pages(&s, "processed", 50, at).len(), 10);
+    let v: Value = rehydrate(json!({"from": today, "to": today, "event_name": "signup"}))
+        .json()
+        .unwrap();
+    assert_eq!(
+        (v["rehydrated"].as_u64(), v["already_live"].as_u64()),
+        (Some(0), Some(10))
+    );
+
     // New signals are live; manual processing does not bring retired ones back.
     let fresh = post(&s, &key, json!({"email": "new@x.io", "event": "signup"}));
     let r = s.admin(Method::POST, "/api/explorer/process", ADMIN_TOKEN, None);
     let at = r.json::<Value>().unwrap()["log_position"].as_u64().unwrap();
-    assert_eq!(ids(&all_pages(&s, "processed", 50, at)), vec![fresh]);
+    assert!(all_pages(&s, "failed", 50, at).is_empty());
+    assert_eq!(
+        all_pages(&s, "processed", 50, at).len(),
+        11,
+        "the rehydrated ten and the new one"
+    );
 
     // After a restart the replay does not bring them back either.
     s.kill9();
@@ -335,7 +395,12 @@ fn retention_moves_processed_signals_out_of_live_state_and_sql_still_finds_them(
     assert!(live.contains(&head), "{live:?}");
     assert!(
         live.is_subset(&[fresh, head].into_iter().collect()),
-        "only the new signals are live after the restart: {live:?}"
+        "only the new signals are live after the restart (a rehydration ends with it): {live:?}"
+    );
+    let usage = get(&s, "/api/usage", head);
+    assert!(
+        usage["raw_signals"].as_u64().unwrap() >= raw_after + 2,
+        "rehydrated signals stay counted: {usage}"
     );
     assert!(all_pages(&s, "failed", 50, head).is_empty());
 }

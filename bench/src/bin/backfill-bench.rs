@@ -36,7 +36,11 @@ fn write_ndjson(path: &Path, n: usize) -> anyhow::Result<()> {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let id = if x.is_multiple_of(20) { i.saturating_sub(1) } else { i };
+        let id = if x.is_multiple_of(20) {
+            i.saturating_sub(1)
+        } else {
+            i
+        };
         let ts = format!("2026-0{}-1{}T10:00:00Z", 1 + x % 9, x % 10);
         let v: Value = match x % 3 {
             0 => json!({"email": format!("u{}@x.io", id % 50_000), "event": "form_submit",

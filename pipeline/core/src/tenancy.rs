@@ -236,6 +236,14 @@ pub enum ConfigEvent {
         org_id: OrgId,
         at: i64,
     },
+    /// Archived signals brought back into live state for a while (spec 13's retrieval);
+    /// they count against the raw-signal meter of `month` (`YYYYMM`).
+    SignalsRehydrated {
+        org_id: OrgId,
+        at: i64,
+        month: u32,
+        count: u64,
+    },
 }
 
 /// An org's plan limits. A limit of 0 means unlimited (spec 4.3, 14.1).
@@ -305,6 +313,8 @@ pub struct Registry {
     token_by_hash: HashMap<String, u64>,
     rules: BTreeMap<u64, MappingRule>,
     plans: BTreeMap<OrgId, Plan>,
+    /// Rehydrated signals per (org, month `YYYYMM`): raw-signal usage on top of the log's.
+    rehydrated: HashMap<(OrgId, u32), u64>,
 }
 
 impl Registry {
@@ -378,10 +388,23 @@ impl Registry {
                 self.plans.insert(*org_id, *plan);
             }
             ConfigEvent::SignalsProcessed { .. } => {}
+            ConfigEvent::SignalsRehydrated {
+                org_id,
+                month,
+                count,
+                ..
+            } => {
+                *self.rehydrated.entry((*org_id, *month)).or_default() += count;
+            }
         }
     }
 
     /// An org's plan (no limits until one is set).
+    /// Signals rehydrated for `org` in `month` (`YYYYMM`).
+    pub fn rehydrated(&self, org: OrgId, month: u32) -> u64 {
+        self.rehydrated.get(&(org, month)).copied().unwrap_or(0)
+    }
+
     pub fn plan(&self, org: OrgId) -> Plan {
         self.plans.get(&org).copied().unwrap_or_default()
     }

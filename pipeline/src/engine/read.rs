@@ -70,11 +70,15 @@ pub struct Models {
     /// `retired_below` (log position: archived) have left live state; changes that would
     /// bring them back (a reprocess) are not applied to the live models.
     pub retention: HashMap<Org, Retention>,
+    /// Archived signals brought back into live state, until when (Unix ms).
+    pub rehydrated: HashMap<SignalKey, i64>,
 }
 
 /// Where an org's retention stands.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Retention {
+    /// The time of the pass (Unix ms): rehydrations that end before it end.
+    pub now_ms: i64,
     /// Signals received before this (Unix ms) ...
     pub cutoff_ms: i64,
     /// ... and at a log position below this (in an archive file) are retired.
@@ -148,10 +152,11 @@ impl Models {
                             }
                         }
                     } else {
-                        if self
-                            .retention
-                            .get(&key.0)
-                            .is_some_and(|r| r.retires(key.1, &p))
+                        if !self.rehydrated.contains_key(&key)
+                            && self
+                                .retention
+                                .get(&key.0)
+                                .is_some_and(|r| r.retires(key.1, &p))
                         {
                             // Retired: only the archive holds it now.
                             if let Some(old) = self.processed.remove(&key) {
@@ -261,9 +266,14 @@ impl Models {
         cur.cutoff_ms = cur.cutoff_ms.max(r.cutoff_ms);
         cur.below_pos = cur.below_pos.max(r.below_pos);
         let r = *cur;
+        self.rehydrated
+            .retain(|(o, _), until| *o != org || *until > r.now_ms);
         let mut gone = Vec::new();
         for tab in [Tab::Processed, Tab::Failed] {
             for &(_, _, id) in self.tabs.range((org, tab, 0)..(org, tab, r.below_pos)) {
+                if self.rehydrated.contains_key(&(org, id)) {
+                    continue;
+                }
                 if let Some(p) = self.processed.get(&(org, id)) {
                     if r.retires(id, p) {
                         gone.push((id, tab, p.status));
@@ -278,6 +288,24 @@ impl Models {
             bump(stats, *status, -1);
         }
         gone.len()
+    }
+
+    /// Brings archived signals back into live state until `until` (Unix ms); signals already
+    /// live are left alone. Returns how many came back.
+    pub fn rehydrate(&mut self, org: Org, signals: Vec<(u64, Processed)>, until: i64) -> usize {
+        let mut n = 0;
+        for (id, p) in signals {
+            let key = (org, id);
+            if self.processed.contains_key(&key) {
+                continue;
+            }
+            bump(self.stats.entry(org).or_default(), p.status, 1);
+            self.tabs.insert((org, Tab::of(p.status), id));
+            self.processed.insert(key, p);
+            self.rehydrated.insert(key, until);
+            n += 1;
+        }
+        n
     }
 
     /// Groups of an org on the `mapped` or unmapped tab, sorted by count descending, then
@@ -324,6 +352,11 @@ impl Default for ReadModels {
 }
 
 impl ReadModels {
+    /// See [`Models::rehydrate`].
+    pub fn rehydrate(&self, org: Org, signals: Vec<(u64, Processed)>, until: i64) -> usize {
+        self.models.write().unwrap().rehydrate(org, signals, until)
+    }
+
     /// See [`Models::retire`].
     pub fn retire(&self, org: Org, r: Retention) -> usize {
         self.models.write().unwrap().retire(org, r)
