@@ -404,3 +404,108 @@ impl ReadModels {
             .is_ok_and(|r| r.is_ok())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn processed(status: Status, received_at: i64) -> Processed {
+        Processed {
+            status,
+            error: None,
+            rule_id: None,
+            rule_name: None,
+            signal_type: None,
+            high_intent: false,
+            lead: None,
+            source: "generic".into(),
+            event_type: "e".into(),
+            received_at,
+            event_at: received_at,
+        }
+    }
+
+    /// The explorer's index and statistics always agree with the processed map, through any
+    /// mix of dataflow changes (outcome changes arrive as a retraction and an insertion),
+    /// retention passes and rehydrations; and nothing retired comes back except by
+    /// rehydration.
+    #[test]
+    fn tabs_and_stats_follow_processed_under_retention_and_rehydration() {
+        let statuses = [
+            Status::Pending,
+            Status::Completed,
+            Status::Failed,
+            Status::Skipped,
+        ];
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for _run in 0..50 {
+            let mut m = Models::default();
+            let mut retired: BTreeSet<SignalKey> = BTreeSet::new();
+            for step in 0..300u64 {
+                let org = 1 + rnd(2);
+                let id = rnd(40);
+                let key = (org, id);
+                match rnd(10) {
+                    0 => {
+                        let r = Retention {
+                            now_ms: step as i64,
+                            cutoff_ms: step as i64 - 50,
+                            below_pos: rnd(40),
+                        };
+                        let before: BTreeSet<SignalKey> = m.processed.keys().copied().collect();
+                        m.retire(org, r);
+                        let after: BTreeSet<SignalKey> = m.processed.keys().copied().collect();
+                        retired.extend(before.difference(&after));
+                    }
+                    1 => {
+                        let p = processed(statuses[rnd(3) as usize + 1], rnd(300) as i64);
+                        let n = m.rehydrate(org, vec![(id, p)], step as i64 + 20);
+                        if n == 1 {
+                            retired.remove(&key);
+                        }
+                    }
+                    _ => {
+                        // A change of outcome, as differential sends it.
+                        let p = processed(statuses[rnd(4) as usize], step as i64);
+                        let mut v = Vec::new();
+                        if let Some(old) = m.processed.get(&key) {
+                            v.push(((key, old.clone()), -1));
+                        }
+                        v.push(((key, p), 1));
+                        m.apply(Update::Processed(v));
+                    }
+                }
+                // The index and the statistics, recomputed from the processed map.
+                let tabs: BTreeSet<(Org, Tab, u64)> = m
+                    .processed
+                    .iter()
+                    .map(|((o, i), p)| (*o, Tab::of(p.status), *i))
+                    .collect();
+                assert_eq!(m.tabs, tabs);
+                for o in [1, 2] {
+                    let mut want = Stats::default();
+                    for ((po, _), p) in &m.processed {
+                        if *po == o {
+                            bump(&mut want, p.status, 1);
+                        }
+                    }
+                    assert_eq!(m.stats.get(&o).copied().unwrap_or_default(), want);
+                }
+                for k in &retired {
+                    if let Some(p) = m.processed.get(k) {
+                        assert!(
+                            m.rehydrated.contains_key(k) || !m.retention[&k.0].retires(k.1, p),
+                            "{k:?} came back"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
