@@ -292,11 +292,14 @@ fn backfill_appends_to_a_running_servers_nats_log() {
     assert_eq!(rejected, bad_lines.len() as u64);
     // The server learns of the appends by following the stream: wait until it has them all.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut prev = Value::Null;
     let first = loop {
         let st = state(&s);
-        if st["staged"] == accepted {
+        // Everything counted, and settled (two reads agree).
+        if st["staged"] == accepted && st["stats"]["total"] == accepted && st == prev {
             break st;
         }
+        prev = st.clone();
         assert!(
             std::time::Instant::now() < deadline,
             "the server never saw the import: {st}"
