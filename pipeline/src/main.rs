@@ -503,9 +503,14 @@ async fn serve(
     if let Some(r) = retaining {
         r.abort();
     }
-    // What is buffered is in the log too; writing it now just saves the next start a replay.
-    if let Err(e) = archiver.flush(true).await {
-        tracing::warn!(error = %e, "Could not write the archive's buffers at shutdown.");
+    // What is buffered is in the log too; writing it now just saves the next start a replay,
+    // so it gets a bounded time (the dataflow may be behind, and files wait for it).
+    match tokio::time::timeout(Duration::from_secs(20), archiver.flush(true)).await {
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "Could not write the archive's buffers at shutdown.")
+        }
+        Err(_) => tracing::info!("Left the archive's buffers to the next start's replay."),
+        Ok(Ok(())) => {}
     }
     Ok(())
 }

@@ -16,8 +16,11 @@ use trailspark_sinks::archive::{ArchiveRow, Processing, Stamper};
 
 use crate::engine::read::{lead_id, Models, ReadModels};
 
-/// How long the archiver waits for the dataflow before writing what it knows.
-const STAMP_WAIT: Duration = Duration::from_secs(10);
+/// How long the archiver waits for the dataflow before writing what it knows. Long: under a
+/// backlog (a large backfill) the dataflow may be minutes behind, and a file written early
+/// would carry no statuses. Waiting costs only buffer memory, which the dataflow's bounded
+/// feed queue bounds (the archive cannot get further ahead than the dataflow's backlog).
+const STAMP_WAIT: Duration = Duration::from_secs(600);
 
 pub fn status_str(s: Status) -> &'static str {
     match s {
