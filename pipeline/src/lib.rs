@@ -1,6 +1,7 @@
 //! The trailspark server: the durable log ([`log`]), server state and config operations
 //! ([`state`]), the admin API ([`admin`]), the HTTP server ([`server`]) and start-up
-//! ([`open`]), and what the archive and SQL need from them ([`sql`]). The binary in `main.rs` is the CLI over these.
+//! ([`open`]), what the archive and SQL need from them ([`sql`]), and NATS as a source and a change-event sink
+//! ([`nats`]). The binary in `main.rs` is the CLI over these.
 
 pub mod admin;
 pub mod api;
@@ -8,6 +9,7 @@ pub mod backfill;
 pub mod engine;
 pub mod explorer;
 pub mod log;
+pub mod nats;
 pub mod open;
 pub mod retention;
 pub mod server;

@@ -51,6 +51,84 @@ struct LogOpts {
     /// JetStream stream max bytes (-1 = unlimited).
     #[arg(long, env = "TRAILSPARK_NATS_MAX_BYTES", default_value_t = -1, allow_negative_numbers = true)]
     nats_max_bytes: i64,
+    #[command(flatten)]
+    auth: NatsAuthOpts,
+}
+
+/// Credentials and TLS for NATS.
+#[derive(Args, Clone, Default)]
+struct NatsAuthOpts {
+    /// NATS user (with --nats-password).
+    #[arg(long, env = "TRAILSPARK_NATS_USER")]
+    nats_user: Option<String>,
+    #[arg(long, env = "TRAILSPARK_NATS_PASSWORD", hide_env_values = true)]
+    nats_password: Option<String>,
+    /// NATS authentication token.
+    #[arg(long, env = "TRAILSPARK_NATS_TOKEN", hide_env_values = true)]
+    nats_token: Option<String>,
+    /// NATS nkey seed (SU...).
+    #[arg(long, env = "TRAILSPARK_NATS_NKEY", hide_env_values = true)]
+    nats_nkey: Option<String>,
+    /// NATS credentials file (.creds: user JWT and nkey seed).
+    #[arg(long, env = "TRAILSPARK_NATS_CREDS")]
+    nats_creds: Option<PathBuf>,
+    /// CA certificate (PEM) to trust for NATS TLS.
+    #[arg(long, env = "TRAILSPARK_NATS_TLS_CA")]
+    nats_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for NATS mutual TLS (with --nats-tls-key).
+    #[arg(long, env = "TRAILSPARK_NATS_TLS_CERT")]
+    nats_tls_cert: Option<PathBuf>,
+    #[arg(long, env = "TRAILSPARK_NATS_TLS_KEY")]
+    nats_tls_key: Option<PathBuf>,
+    /// Refuse to talk to NATS without TLS.
+    #[arg(long, env = "TRAILSPARK_NATS_REQUIRE_TLS")]
+    nats_require_tls: bool,
+}
+
+impl NatsAuthOpts {
+    fn auth(&self) -> trailspark::nats::NatsAuth {
+        trailspark::nats::NatsAuth {
+            user: self.nats_user.clone(),
+            password: self.nats_password.clone(),
+            token: self.nats_token.clone(),
+            nkey_seed: self.nats_nkey.clone(),
+            creds_file: self.nats_creds.clone(),
+            tls_ca: self.nats_tls_ca.clone(),
+            tls_cert: self.nats_tls_cert.clone(),
+            tls_key: self.nats_tls_key.clone(),
+            require_tls: self.nats_require_tls,
+        }
+    }
+}
+
+/// The NATS source's consumer and the change-event stream (with `--nats`).
+#[derive(Args, Clone)]
+struct NatsServeOpts {
+    /// Most producer messages delivered to the NATS source and not yet acked.
+    #[arg(
+        long,
+        env = "TRAILSPARK_NATS_MAX_ACK_PENDING",
+        default_value_t = 20_000
+    )]
+    nats_max_ack_pending: i64,
+    /// Seconds before an unacked producer message is redelivered.
+    #[arg(long, env = "TRAILSPARK_NATS_ACK_WAIT_SECS", default_value_t = 30)]
+    nats_ack_wait_secs: u64,
+    /// Producer messages handled per chunk (one log append).
+    #[arg(long, env = "TRAILSPARK_NATS_BATCH", default_value_t = 1_000)]
+    nats_batch: usize,
+    /// Days dead letters are kept.
+    #[arg(long, env = "TRAILSPARK_NATS_DEADLETTER_DAYS", default_value_t = 30)]
+    nats_deadletter_days: u64,
+    /// Publish change events on trailspark.events.<org>.<kind>.
+    #[arg(long, env = "TRAILSPARK_NATS_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    nats_events: bool,
+    /// Days change events are kept in TRAILSPARK_EVENTS (0 = forever).
+    #[arg(long, env = "TRAILSPARK_NATS_EVENTS_MAX_AGE_DAYS", default_value_t = 7)]
+    nats_events_max_age_days: u64,
+    /// TRAILSPARK_EVENTS max bytes (-1 = unlimited).
+    #[arg(long, env = "TRAILSPARK_NATS_EVENTS_MAX_BYTES", default_value_t = -1, allow_negative_numbers = true)]
+    nats_events_max_bytes: i64,
 }
 
 impl LogOpts {
@@ -64,6 +142,7 @@ impl LogOpts {
                 max_bytes: self.nats_max_bytes,
                 ..Default::default()
             },
+            nats_auth: self.auth.auth(),
         }
     }
 }
@@ -197,6 +276,8 @@ enum Command {
         dataflow: DataflowOpts,
         #[command(flatten)]
         archive: ArchiveOpts,
+        #[command(flatten)]
+        nats: NatsServeOpts,
     },
     /// Manage organizations.
     Orgs {
@@ -373,7 +454,8 @@ async fn main() -> anyhow::Result<()> {
             admin_token,
             dataflow,
             archive,
-        } => serve(log, listen, admin_token, dataflow, archive).await,
+            nats,
+        } => serve(log, listen, admin_token, dataflow, archive, nats).await,
         Command::Orgs { cmd } => orgs(cmd).await,
         Command::Backfill {
             key,
@@ -416,9 +498,46 @@ async fn serve(
     admin_token: Option<String>,
     dataflow: DataflowOpts,
     archive: ArchiveOpts,
+    nats_opts: NatsServeOpts,
 ) -> anyhow::Result<()> {
     let loc = log.location();
     let engine = Engine::start(dataflow.engine_config());
+    // With NATS: a connection for the source and the change events, and the event publisher,
+    // started before the replay so that it drains what the replay derives (skipping what
+    // its checkpoint says was published before).
+    let nats_status = Arc::new(trailspark::nats::NatsStatus::default());
+    let state_cell: Arc<std::sync::OnceLock<Arc<AppState>>> = Default::default();
+    let nats_client = match &loc.nats_url {
+        Some(url) => {
+            let client = trailspark::nats::connect(url, &loc.nats_auth).await?;
+            *nats_status.client.lock().unwrap() = Some(client.clone());
+            if nats_opts.nats_events {
+                let js = async_nats::jetstream::new(client.clone());
+                let settings = trailspark::nats::events::EventSettings {
+                    replicas: log.nats_replicas,
+                    max_age: Duration::from_secs(nats_opts.nats_events_max_age_days * 86_400),
+                    max_bytes: nats_opts.nats_events_max_bytes,
+                };
+                let done = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    trailspark::nats::events::prepare(&js, &settings),
+                )
+                .await
+                .map_err(|_| anyhow::anyhow!("timed out preparing the events stream"))??;
+                let (tx, rx) = tokio::sync::mpsc::channel(1024);
+                engine.read.attach_changes(tx);
+                tokio::spawn(trailspark::nats::events::run(
+                    js,
+                    rx,
+                    done,
+                    state_cell.clone(),
+                    nats_status.clone(),
+                ));
+            }
+            Some(client)
+        }
+        None => None,
+    };
     let archive_loc = archive.location(&log.data_dir)?;
     let archiver = Archiver::open(
         archive_loc.clone(),
@@ -446,6 +565,26 @@ async fn serve(
         Some((engine, quota)),
     );
     let _ = state.archiver.set(archiver.clone());
+    let _ = state_cell.set(state.clone());
+    if let Some(client) = nats_client {
+        use trailspark::nats::source;
+        let _ = state.nats.set(nats_status.clone());
+        let settings = source::ConsumerSettings {
+            max_ack_pending: nats_opts.nats_max_ack_pending,
+            ack_wait: Duration::from_secs(nats_opts.nats_ack_wait_secs.max(1)),
+            batch: nats_opts.nats_batch.clamp(1, 10_000),
+            deadletter_max_age: Duration::from_secs(nats_opts.nats_deadletter_days * 86_400),
+        };
+        let js = async_nats::jetstream::new(client.clone());
+        source::ensure_deadletter_stream(&js, &settings).await?;
+        tokio::spawn(source::run_consumer(
+            state.clone(),
+            js,
+            settings,
+            nats_status.clone(),
+        ));
+        tokio::spawn(source::run_requests(state.clone(), client));
+    }
     let _ = state
         .sql
         .set(SqlEngine::new(Some(archiver.clone()), archive.limits())?);
@@ -665,6 +804,7 @@ async fn backfill(
                 data_dir: dir,
                 nats_url,
                 stream: StreamSettings::default(),
+                nats_auth: Default::default(),
             };
             let opened = open::open_for_append(&loc).await?;
             let t = offline_target(opened.log.clone(), &opened.registry, &key)?;
@@ -730,6 +870,7 @@ async fn sql_cli(
                 data_dir: dir,
                 nats_url: None,
                 stream: StreamSettings::default(),
+                nats_auth: Default::default(),
             };
             let opened = open::open(&loc, Some(engine.clone())).await?;
             let head = opened.log.head();

@@ -13,10 +13,11 @@ use crate::log::jetstream::StreamSettings;
 use crate::log::{jetstream, JetStreamLog, Journal, JournalConfig, Log, LogError};
 
 /// Where the log lives.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct LogLocation {
     pub data_dir: PathBuf,
     pub nats_url: Option<String>,
+    pub nats_auth: crate::nats::NatsAuth,
     pub stream: StreamSettings,
 }
 
@@ -84,14 +85,8 @@ fn fold(registry: &mut Registry, stats: &mut ReplayStats, entry: &LogEntry) {
     }
 }
 
-pub async fn connect_nats(url: &str) -> anyhow::Result<async_nats::Client> {
-    async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(5))
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .connect(url)
-        .await
-        .with_context(|| format!("connecting to NATS at {url}"))
+pub async fn connect_nats(loc: &LogLocation, url: &str) -> anyhow::Result<async_nats::Client> {
+    crate::nats::connect(url, &loc.nats_auth).await
 }
 
 /// Replayed entries are handed to the engine in batches of this many.
@@ -147,7 +142,7 @@ async fn open_inner(
             (Log::Journal(journal), Some(lock))
         }
         Some(url) => {
-            let client = connect_nats(url).await?;
+            let client = connect_nats(loc, url).await?;
             let js = tokio::time::timeout(
                 Duration::from_secs(30),
                 JetStreamLog::connect(client, &loc.stream),
@@ -208,7 +203,7 @@ pub async fn read_all(
             crate::log::journal::read(&loc.data_dir.join("journal"), f)?;
         }
         Some(url) => {
-            let client = connect_nats(url).await?;
+            let client = connect_nats(loc, url).await?;
             let js = JetStreamLog::connect(client, &loc.stream).await?;
             js.read(None, f).await?;
         }

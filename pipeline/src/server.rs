@@ -63,10 +63,18 @@ async fn handle(state: Arc<AppState>, req: Request) -> Reply {
             );
         }
         let applied = state.engine.as_ref().map(|e| e.read.applied());
-        return Reply::json(
-            StatusCode::OK,
-            json!({"status": "ok", "log": state.log.kind(), "log_head": state.log.head(), "read_models_position": applied}),
-        );
+        let mut body = json!({"status": "ok", "log": state.log.kind(), "log_head": state.log.head(), "read_models_position": applied});
+        let mut status = StatusCode::OK;
+        if let Some(nats) = state.nats.get() {
+            let n = nats.health().await;
+            if n["connected"] != true {
+                // Ingestion answers 503 meanwhile; say so here too, for load balancers.
+                body["status"] = json!("degraded");
+                status = StatusCode::SERVICE_UNAVAILABLE;
+            }
+            body["nats"] = n;
+        }
+        return Reply::json(status, body);
     }
     not_found()
 }

@@ -140,6 +140,8 @@ pub struct AppState {
     pub sql: std::sync::OnceLock<trailspark_queries::SqlEngine>,
     /// Retention settings (set by `serve` with the archive).
     pub retention: std::sync::OnceLock<crate::retention::RetentionConfig>,
+    /// NATS connectivity, the source's consumer and the event publisher (with `--nats`).
+    pub nats: std::sync::OnceLock<Arc<crate::nats::NatsStatus>>,
 }
 
 fn now_ms() -> i64 {
@@ -167,6 +169,7 @@ impl AppState {
             archiver: std::sync::OnceLock::new(),
             sql: std::sync::OnceLock::new(),
             retention: std::sync::OnceLock::new(),
+            nats: std::sync::OnceLock::new(),
         })
     }
 

@@ -30,6 +30,10 @@ pub enum IngestError {
     InvalidSecret,
     #[error("this API key is a {0} key and cannot be used on this endpoint")]
     WrongEndpointType(&'static str),
+    #[error(
+        "the API key belongs to another organization than {subject_org}, the one the subject names"
+    )]
+    WrongOrg { subject_org: u64 },
     #[error("{0}")]
     Unprocessable(String),
     #[error("the organization's raw signal limit of {limit} for {period} is reached; enable overages or upgrade the plan")]
@@ -60,7 +64,7 @@ impl IngestError {
             InvalidApiKey | KeyInactive | KeyExpired | MissingSecret | InvalidSecret => {
                 StatusCode::UNAUTHORIZED
             }
-            WrongEndpointType(_) => StatusCode::FORBIDDEN,
+            WrongEndpointType(_) | WrongOrg { .. } => StatusCode::FORBIDDEN,
             Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             LimitReached { .. } => StatusCode::TOO_MANY_REQUESTS,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -85,6 +89,7 @@ impl IngestError {
             MissingSecret => "missing_secret",
             InvalidSecret => "invalid_secret",
             WrongEndpointType(_) => "wrong_endpoint_type",
+            WrongOrg { .. } => "wrong_org",
             Unprocessable(_) => "unprocessable",
             LimitReached { .. } => "limit_reached",
             MethodNotAllowed => "method_not_allowed",

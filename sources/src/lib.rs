@@ -9,6 +9,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod ingest;
+pub mod nats;
 pub mod parse;
 pub mod routes;
 pub mod segment;

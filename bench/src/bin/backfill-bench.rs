@@ -67,6 +67,7 @@ async fn fresh(dir: &Path) -> anyhow::Result<String> {
         data_dir: dir.to_path_buf(),
         nats_url: None,
         stream: Default::default(),
+        nats_auth: Default::default(),
     };
     let opened = open::open(&loc, None).await?;
     let state = AppState::new(opened.registry.clone(), opened.log.clone(), None, None);
@@ -91,6 +92,7 @@ async fn import(dir: &Path, key: &str, files: Vec<PathBuf>) -> anyhow::Result<(u
         data_dir: dir.to_path_buf(),
         nats_url: None,
         stream: Default::default(),
+        nats_auth: Default::default(),
     };
     let t = Instant::now();
     let opened = open::open_for_append(&loc).await?;
@@ -137,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
             data_dir: a.clone(),
             nats_url: None,
             stream: Default::default(),
+            nats_auth: Default::default(),
         },
         &mut |pos, e| {
             if let LogEntry::Signal(s) = e {

@@ -34,6 +34,107 @@ pub enum Update {
     Applied(u64),
 }
 
+/// A change downstream consumers hear about, derived while the models apply the dataflow's
+/// output (published by `crate::nats::events`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// A lead appeared or its merged profile changed.
+    Lead {
+        lead: Ident,
+        created: bool,
+        profile: LeadProfile,
+    },
+    /// An identifier joined another identifier's lead (from `previous`, when it had one).
+    IdentityMerged {
+        ident: Ident,
+        lead: Ident,
+        previous: Option<Ident>,
+    },
+    /// A signal was mapped by a rule (and attributed to a lead, when it has one).
+    SignalMapped {
+        key: SignalKey,
+        processed: Processed,
+    },
+    /// A usage meter moved.
+    Usage {
+        org: Org,
+        month: u32,
+        meter: Meter,
+        old: i64,
+        new: i64,
+    },
+}
+
+/// Merges a batch's changes: a lead's last profile (created if any step created it), a
+/// signal's last mapping, a meter's first old and last new value; merges are kept in order.
+pub fn coalesce(changes: Vec<Change>) -> Vec<Change> {
+    let mut out: Vec<Change> = Vec::with_capacity(changes.len());
+    let mut leads: HashMap<Ident, usize> = HashMap::new();
+    let mut mapped: HashMap<SignalKey, usize> = HashMap::new();
+    let mut meters: HashMap<(Org, u32, Meter), usize> = HashMap::new();
+    for c in changes {
+        match c {
+            Change::Lead {
+                lead,
+                created,
+                profile,
+            } => match leads.get(&lead) {
+                Some(&i) => {
+                    if let Change::Lead {
+                        created: c0,
+                        profile: p0,
+                        ..
+                    } = &mut out[i]
+                    {
+                        *c0 |= created;
+                        *p0 = profile;
+                    }
+                }
+                None => {
+                    leads.insert(lead.clone(), out.len());
+                    out.push(Change::Lead {
+                        lead,
+                        created,
+                        profile,
+                    });
+                }
+            },
+            Change::SignalMapped { key, processed } => match mapped.get(&key) {
+                Some(&i) => out[i] = Change::SignalMapped { key, processed },
+                None => {
+                    mapped.insert(key, out.len());
+                    out.push(Change::SignalMapped { key, processed });
+                }
+            },
+            Change::Usage {
+                org,
+                month,
+                meter,
+                old,
+                new,
+            } => match meters.get(&(org, month, meter)) {
+                Some(&i) => {
+                    if let Change::Usage { new: n0, .. } = &mut out[i] {
+                        *n0 = new;
+                    }
+                }
+                None => {
+                    meters.insert((org, month, meter), out.len());
+                    out.push(Change::Usage {
+                        org,
+                        month,
+                        meter,
+                        old,
+                        new,
+                    });
+                }
+            },
+            merged @ Change::IdentityMerged { .. } => out.push(merged),
+        }
+    }
+    out
+}
+
 /// Explorer statistics of one org (spec 11).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
@@ -130,16 +231,38 @@ fn bump(stats: &mut Stats, status: Status, by: i64) {
 }
 
 impl Models {
+    #[cfg(test)]
     fn apply(&mut self, update: Update) {
-        // Retractions first, so that a key's old value is removed before its new one lands.
-        fn ordered<T>(mut v: Vec<(T, isize)>) -> Vec<(T, isize)> {
-            v.sort_by_key(|(_, d)| *d);
+        self.apply_collect(update, None)
+    }
+
+    /// Applies one update; with `out`, also records the [`Change`]s it makes.
+    fn apply_collect(&mut self, update: Update, mut out: Option<&mut Vec<Change>>) {
+        // The workers send changes ordered by (time, diff): at each time retractions come
+        // first, so a key's old value is removed before its new one lands, and a batch that
+        // spans several times replays them in order.
+        fn ordered<T>(v: Vec<(T, isize)>) -> Vec<(T, isize)> {
             v
         }
         match update {
             Update::Processed(v) => {
+                let mut before: HashMap<SignalKey, (Status, Option<u64>, Option<Ident>)> =
+                    HashMap::new();
                 for ((key, p), d) in ordered(v) {
                     let stats = self.stats.entry(key.0).or_default();
+                    if let Some(out) = out.as_deref_mut() {
+                        if d < 0 {
+                            before.insert(key, (p.status, p.rule_id, p.lead.clone()));
+                        } else if p.status == Status::Completed
+                            && p.rule_id.is_some()
+                            && before.get(&key) != Some(&(p.status, p.rule_id, p.lead.clone()))
+                        {
+                            out.push(Change::SignalMapped {
+                                key,
+                                processed: p.clone(),
+                            });
+                        }
+                    }
                     if d < 0 {
                         if self.processed.get(&key) == Some(&p) {
                             self.processed.remove(&key);
@@ -182,7 +305,26 @@ impl Models {
                 }
             }
             Update::Membership(v) => {
+                let mut before: HashMap<Ident, Ident> = HashMap::new();
                 for ((ident, lead), d) in ordered(v) {
+                    if let Some(out) = out.as_deref_mut() {
+                        if d < 0 {
+                            before.insert(ident.clone(), lead.clone());
+                        } else {
+                            let previous = before.get(&ident).cloned();
+                            let moved = match &previous {
+                                Some(p) => *p != lead,
+                                None => ident != lead,
+                            };
+                            if moved {
+                                out.push(Change::IdentityMerged {
+                                    ident: ident.clone(),
+                                    lead: lead.clone(),
+                                    previous,
+                                });
+                            }
+                        }
+                    }
                     let set = self.members.entry(lead.clone()).or_default();
                     if d < 0 {
                         set.remove(&ident);
@@ -219,7 +361,21 @@ impl Models {
                 }
             }
             Update::Usage(v) => {
+                let mut before: HashMap<(Org, u32, Meter), i64> = HashMap::new();
                 for ((k, n), d) in ordered(v) {
+                    if let Some(out) = out.as_deref_mut() {
+                        if d < 0 {
+                            before.insert(k, n as i64);
+                        } else {
+                            out.push(Change::Usage {
+                                org: k.0,
+                                month: k.1,
+                                meter: k.2,
+                                old: before.get(&k).copied().unwrap_or(0),
+                                new: n as i64,
+                            });
+                        }
+                    }
                     if d < 0 {
                         if self.usage.get(&k) == Some(&(n as i64)) {
                             self.usage.remove(&k);
@@ -230,7 +386,19 @@ impl Models {
                 }
             }
             Update::Leads(v) => {
+                let mut before: BTreeSet<Ident> = BTreeSet::new();
                 for ((lead, profile), d) in ordered(v) {
+                    if let Some(out) = out.as_deref_mut() {
+                        if d < 0 {
+                            before.insert(lead.clone());
+                        } else {
+                            out.push(Change::Lead {
+                                created: !before.contains(&lead) && !self.leads.contains_key(&lead),
+                                lead: lead.clone(),
+                                profile: profile.clone(),
+                            });
+                        }
+                    }
                     if d < 0 {
                         if self.leads.get(&lead) == Some(&profile) {
                             self.leads.remove(&lead);
@@ -336,10 +504,14 @@ impl Models {
     }
 }
 
+/// Where the models send their [`Change`]s, tagged with the log position they reflect.
+pub type ChangeSink = tokio::sync::mpsc::Sender<(u64, Vec<Change>)>;
+
 /// The read models and their applied position.
 pub struct ReadModels {
     models: RwLock<Models>,
     applied: watch::Sender<u64>,
+    changes: std::sync::OnceLock<ChangeSink>,
 }
 
 impl Default for ReadModels {
@@ -347,11 +519,19 @@ impl Default for ReadModels {
         ReadModels {
             models: RwLock::new(Models::default()),
             applied: watch::channel(0).0,
+            changes: std::sync::OnceLock::new(),
         }
     }
 }
 
 impl ReadModels {
+    /// Makes the models send their changes to `sink`, from the next update on. The send
+    /// blocks when the sink is full: a stalled consumer of changes (NATS down) holds the
+    /// dataflow back rather than dropping changes or growing memory.
+    pub fn attach_changes(&self, sink: ChangeSink) {
+        let _ = self.changes.set(sink);
+    }
+
     /// See [`Models::rehydrate`].
     pub fn rehydrate(&self, org: Org, signals: Vec<(u64, Processed)>, until: i64) -> usize {
         self.models.write().unwrap().rehydrate(org, signals, until)
@@ -364,18 +544,31 @@ impl ReadModels {
 
     /// Applies changes from the workers until the channel closes.
     pub fn run(&self, rx: std::sync::mpsc::Receiver<Update>) {
+        let mut pending: Vec<Change> = Vec::new();
+        let mut ready: Vec<(u64, Vec<Change>)> = Vec::new();
         while let Ok(first) = rx.recv() {
+            let sink = self.changes.get();
             let mut applied = None;
             let mut m = self.models.write().unwrap();
             let mut next = Some(first);
             while let Some(u) = next {
                 if let Update::Applied(p) = u {
                     applied = Some(p);
+                    if !pending.is_empty() {
+                        ready.push((p, coalesce(std::mem::take(&mut pending))));
+                    }
                 }
-                m.apply(u);
+                m.apply_collect(u, sink.is_some().then_some(&mut pending));
                 next = rx.try_recv().ok();
             }
             drop(m);
+            if let Some(sink) = sink {
+                for batch in ready.drain(..) {
+                    if sink.blocking_send(batch).is_err() {
+                        tracing::warn!("The change-event publisher has stopped.");
+                    }
+                }
+            }
             if let Some(p) = applied {
                 self.applied.send_if_modified(|cur| {
                     let changed = p > *cur;

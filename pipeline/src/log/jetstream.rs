@@ -1,11 +1,19 @@
 //! The log on NATS JetStream.
 //!
 //! One stream, `TRAILSPARK_SIGNALS`, holds every log entry so that its sequence numbers are
-//! one total order, as the journal's positions are: signals on `trailspark.signals.<org>.<source>`,
-//! product-org updates on `trailspark.product_orgs.<org>`, config events on `trailspark.config`.
-//! A signal's `Nats-Msg-Id` is its dedup key, so JetStream's duplicate window absorbs retries
-//! and answers them with the original sequence. An append resolves only after the publish
-//! acks of all its entries, which is what makes a 202 mean "durable".
+//! one total order, as the journal's positions are: accepted signals on
+//! `trailspark.log.signals.<org>.<source>`, product-org updates on
+//! `trailspark.product_orgs.<org>`, config events on `trailspark.config`. A signal's
+//! `Nats-Msg-Id` is its dedup key, so JetStream's duplicate window absorbs retries and answers
+//! them with the original sequence. An append resolves only after the publish acks of all its
+//! entries, which is what makes a 202 mean "durable".
+//!
+//! The same stream also captures what producers publish straight to NATS on
+//! `trailspark.signals.<org>.<source>` (see `crate::nats::source`). Those raw messages are not
+//! log entries: they carry no `Trailspark-Encoding` header, readers of the log skip them, and
+//! the NATS source turns each into an accepted signal on the log (or a dead letter). Keeping
+//! accepted signals on their own subjects lets the source's durable consumer filter on the raw
+//! subjects and never see its own output.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +28,15 @@ use super::{DedupIndex, LogError};
 
 pub const STREAM: &str = "TRAILSPARK_SIGNALS";
 pub const CONFIG_SUBJECT: &str = "trailspark.config";
+/// What producers publish to (raw signals, authenticated by a header).
+pub const RAW_SIGNALS: &str = "trailspark.signals.>";
+/// Every subject the stream captures.
+pub const SUBJECTS: [&str; 4] = [
+    RAW_SIGNALS,
+    "trailspark.log.>",
+    "trailspark.product_orgs.>",
+    CONFIG_SUBJECT,
+];
 const ENCODING_HEADER: &str = "Trailspark-Encoding";
 const ENCODING: &str = "entry-v1";
 
@@ -47,6 +64,7 @@ impl Default for StreamSettings {
 
 #[derive(Clone)]
 pub struct JetStreamLog {
+    client: async_nats::Client,
     js: jetstream::Context,
     head: Arc<AtomicU64>,
     /// Exact dedup index over the stream's signals: retries older than JetStream's duplicate
@@ -77,13 +95,21 @@ pub fn subject_token(label: &str) -> String {
 pub fn subject_of(entry: &LogEntry) -> String {
     match entry {
         LogEntry::Signal(s) => format!(
-            "trailspark.signals.{}.{}",
+            "trailspark.log.signals.{}.{}",
             s.org_id,
             subject_token(&s.source)
         ),
         LogEntry::ProductOrgUpdate(p) => format!("trailspark.product_orgs.{}", p.org_id),
         LogEntry::Config(_) => CONFIG_SUBJECT.to_string(),
     }
+}
+
+/// Whether a stream message is a log entry (rather than a producer's raw signal).
+fn is_entry(msg: &async_nats::jetstream::Message) -> bool {
+    msg.headers
+        .as_ref()
+        .and_then(|h| h.get(ENCODING_HEADER))
+        .is_some_and(|v| v.as_str() == ENCODING)
 }
 
 fn nats_err(e: impl std::fmt::Display) -> LogError {
@@ -96,15 +122,11 @@ impl JetStreamLog {
         client: async_nats::Client,
         settings: &StreamSettings,
     ) -> Result<JetStreamLog, LogError> {
-        let js = jetstream::new(client);
-        let stream = js
+        let js = jetstream::new(client.clone());
+        let mut stream = js
             .get_or_create_stream(stream::Config {
                 name: STREAM.to_string(),
-                subjects: vec![
-                    "trailspark.signals.>".into(),
-                    "trailspark.product_orgs.>".into(),
-                    CONFIG_SUBJECT.into(),
-                ],
+                subjects: SUBJECTS.iter().map(|s| s.to_string()).collect(),
                 storage: stream::StorageType::File,
                 num_replicas: settings.replicas,
                 max_age: settings.max_age,
@@ -114,8 +136,23 @@ impl JetStreamLog {
             })
             .await
             .map_err(nats_err)?;
+        // A stream made by an earlier version may lack subjects added since.
+        let mut config = stream.cached_info().config.clone();
+        if SUBJECTS
+            .iter()
+            .any(|s| !config.subjects.iter().any(|c| c == s))
+        {
+            for s in SUBJECTS {
+                if !config.subjects.iter().any(|c| c == s) {
+                    config.subjects.push(s.to_string());
+                }
+            }
+            js.update_stream(config).await.map_err(nats_err)?;
+            stream.info().await.map_err(nats_err)?;
+        }
         let last = stream.cached_info().state.last_sequence;
         Ok(JetStreamLog {
+            client,
             js,
             head: Arc::new(AtomicU64::new(last)),
             index: Default::default(),
@@ -124,6 +161,20 @@ impl JetStreamLog {
 
     pub fn head(&self) -> u64 {
         self.head.load(Ordering::Acquire)
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    pub fn context(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// Whether the connection to NATS is up. Appends fail at once while it is not, so that
+    /// the edge answers 503 promptly instead of waiting out a publish timeout.
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
     }
 
     /// Records an entry seen on the stream (replay, tail) in the dedup index.
@@ -136,6 +187,9 @@ impl JetStreamLog {
     /// Publishes the entries in order (pipelined), then waits for every ack. Signals already
     /// on the stream are answered with their position and not published again.
     pub async fn append(&self, entries: Vec<LogEntry>) -> Result<Vec<Receipt>, LogError> {
+        if !self.connected() {
+            return Err(LogError::Nats("not connected to NATS".into()));
+        }
         let mut known: Vec<Option<u64>> = Vec::with_capacity(entries.len());
         {
             let index = self.index.lock().unwrap();
@@ -218,6 +272,9 @@ impl JetStreamLog {
                 }
             };
             let seq = msg.info().map_err(nats_err)?.stream_sequence;
+            if !is_entry(&msg) {
+                continue;
+            }
             match LogEntry::decode(&msg.payload) {
                 Ok(entry) => f(seq, entry),
                 Err(e) => tracing::error!(seq, error = %e, "Skipped an undecodable log entry."),
@@ -263,9 +320,11 @@ impl JetStreamLog {
             let msg = msg.map_err(nats_err)?;
             let info = msg.info().map_err(nats_err)?;
             let (seq, pending) = (info.stream_sequence, info.pending);
-            let entry = LogEntry::decode(&msg.payload)
-                .map_err(|e| LogError::Corrupt(format!("stream sequence {seq}: {e}")))?;
-            f(seq, entry)?;
+            if is_entry(&msg) {
+                let entry = LogEntry::decode(&msg.payload)
+                    .map_err(|e| LogError::Corrupt(format!("stream sequence {seq}: {e}")))?;
+                f(seq, entry)?;
+            }
             if pending == 0 {
                 break;
             }

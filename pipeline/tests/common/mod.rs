@@ -238,7 +238,7 @@ pub struct Nats {
     pub store: tempfile::TempDir,
 }
 
-fn nats_server_bin() -> String {
+pub fn nats_server_bin() -> String {
     for c in [
         "nats-server",
         "/usr/sbin/nats-server",
@@ -300,6 +300,18 @@ impl Nats {
 
     pub fn restart(&mut self) {
         self.stop();
+        self.spawn();
+    }
+
+    /// Stops nats-server as an operator would (SIGTERM: it flushes its store and closes
+    /// client connections), then starts it again on the same port and store.
+    pub fn restart_graceful(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
         self.spawn();
     }
 

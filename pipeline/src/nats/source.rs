@@ -1,0 +1,425 @@
+//! The NATS source: producers publish signals to `trailspark.signals.<org>.<source>` (captured
+//! by the log's stream) or send them as core-NATS requests to `trailspark.ingest.<org>.<source>`.
+//!
+//! JetStream path: a durable pull consumer (`trailspark-ingest`) reads the raw subjects in
+//! stream order, a chunk at a time. Each chunk's messages are checked by the webhook rules
+//! (`trailspark_sources::nats`) and their signals appended to the log as one append, as a
+//! batch request's would be; bad messages go to `trailspark.deadletter.<org>.<source>` with the
+//! reason in headers. A message is acked only once its signals are durable on the log *and*
+//! the read models have applied them, so the consumer's ack floor is a point up to which
+//! everything is queryable, and `max_ack_pending` is the flow control between NATS and the
+//! dataflow. A crash before the ack redelivers the message after a restart; its signals are
+//! then recognised by the log's exact dedup index and not appended twice, so each accepted
+//! signal counts exactly once. (The archive is derived from the log and resumes from its own
+//! checkpoint, so acks need not wait for files, which roll minutes apart.)
+//!
+//! Request/reply path: a queue subscription answers like the webhook once the signal is
+//! durable: the same 202 body, or the error body, with the HTTP status in `Trailspark-Status`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream, AckKind};
+use futures_util::StreamExt;
+use serde_json::json;
+use trailspark_core::LogEntry;
+use trailspark_sources::ingest::{accepted_body, submit_items, ItemResults};
+use trailspark_sources::nats::{self as rules, Credentials, Target, KEY_HEADER, SECRET_HEADER};
+use trailspark_sources::{Ingest, IngestError};
+
+use super::{header, NatsStatus};
+use crate::log::jetstream::{subject_token, RAW_SIGNALS, STREAM};
+use crate::state::AppState;
+
+pub const CONSUMER: &str = "trailspark-ingest";
+pub const DEADLETTER_STREAM: &str = "TRAILSPARK_DEADLETTER";
+pub const DEADLETTER_PREFIX: &str = "trailspark.deadletter";
+pub const REQUEST_PREFIX: &str = "trailspark.ingest";
+const RAW_PREFIX: &str = "trailspark.signals";
+pub const STATUS_HEADER: &str = "Trailspark-Status";
+
+/// Settings of the source's consumer.
+#[derive(Clone, Debug)]
+pub struct ConsumerSettings {
+    /// Most messages delivered and not yet acked: how far NATS may run ahead of the dataflow.
+    pub max_ack_pending: i64,
+    /// How long before an unacked message is redelivered (progress acks extend it while the
+    /// dataflow catches up).
+    pub ack_wait: Duration,
+    /// Messages handled as one chunk (one log append).
+    pub batch: usize,
+    /// How long dead letters are kept.
+    pub deadletter_max_age: Duration,
+}
+
+impl Default for ConsumerSettings {
+    fn default() -> Self {
+        ConsumerSettings {
+            max_ack_pending: 20_000,
+            ack_wait: Duration::from_secs(30),
+            batch: 1_000,
+            deadletter_max_age: Duration::from_secs(30 * 86_400),
+        }
+    }
+}
+
+fn credentials(headers: Option<&async_nats::HeaderMap>) -> Credentials<'_> {
+    Credentials {
+        key: header(headers, KEY_HEADER),
+        secret: header(headers, SECRET_HEADER).or_else(|| header(headers, "X-Api-Secret")),
+        signature: header(headers, "X-Signature"),
+    }
+}
+
+/// Runs the JetStream source until the process ends, recreating its subscription after
+/// errors (a NATS restart) with a backoff.
+pub async fn run_consumer(
+    state: Arc<AppState>,
+    js: jetstream::Context,
+    settings: ConsumerSettings,
+    status: Arc<NatsStatus>,
+) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match consume(&state, &js, &settings, &status).await {
+            Ok(()) => backoff = Duration::from_millis(250),
+            Err(e) => {
+                tracing::warn!(error = %e, "The NATS source stopped; resuming shortly.");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Makes sure the dead-letter stream exists.
+pub async fn ensure_deadletter_stream(
+    js: &jetstream::Context,
+    settings: &ConsumerSettings,
+) -> anyhow::Result<()> {
+    js.get_or_create_stream(stream::Config {
+        name: DEADLETTER_STREAM.to_string(),
+        subjects: vec![format!("{DEADLETTER_PREFIX}.>")],
+        storage: stream::StorageType::File,
+        max_age: settings.deadletter_max_age,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("creating the stream {DEADLETTER_STREAM}: {e}"))?;
+    Ok(())
+}
+
+async fn consume(
+    state: &Arc<AppState>,
+    js: &jetstream::Context,
+    settings: &ConsumerSettings,
+    status: &Arc<NatsStatus>,
+) -> anyhow::Result<()> {
+    let stream = js.get_stream(STREAM).await?;
+    let consumer: consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            CONSUMER,
+            consumer::pull::Config {
+                durable_name: Some(CONSUMER.to_string()),
+                description: Some("trailspark: producers' signals into the log".into()),
+                filter_subject: RAW_SIGNALS.to_string(),
+                deliver_policy: consumer::DeliverPolicy::All,
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: settings.ack_wait,
+                max_ack_pending: settings.max_ack_pending,
+                max_deliver: -1,
+                ..Default::default()
+            },
+        )
+        .await?;
+    *status.consumer.lock().unwrap() = Some(consumer.clone());
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(settings.batch)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await?
+        .ready_chunks(settings.batch);
+    // Chunks wait for the read models in an acker task, so the next chunk is appended while
+    // the dataflow works on this one. The channel's bound (with max_ack_pending) keeps it finite.
+    let (ack_tx, mut ack_rx) = tokio::sync::mpsc::channel::<(u64, Vec<jetstream::Message>)>(64);
+    let acker = {
+        let state = state.clone();
+        let ack_wait = settings.ack_wait;
+        tokio::spawn(async move {
+            while let Some((pos, msgs)) = ack_rx.recv().await {
+                wait_applied(&state, pos, &msgs, ack_wait).await;
+                for m in &msgs {
+                    if let Err(e) = m.ack().await {
+                        tracing::debug!(error = %e, "Ack failed; the message will be redelivered.");
+                    }
+                }
+            }
+        })
+    };
+    let result = async {
+        while let Some(chunk) = messages.next().await {
+            let mut msgs = Vec::with_capacity(chunk.len());
+            for m in chunk {
+                match m {
+                    Ok(m) => msgs.push(m),
+                    Err(e) => {
+                        // Handle what was delivered, then let the caller resubscribe.
+                        if !msgs.is_empty() {
+                            handle_chunk(state, js, std::mem::take(&mut msgs), &ack_tx, status)
+                                .await?;
+                        }
+                        return Err(anyhow::anyhow!("reading the consumer: {e}"));
+                    }
+                }
+            }
+            handle_chunk(state, js, msgs, &ack_tx, status).await?;
+        }
+        Ok(())
+    }
+    .await;
+    drop(ack_tx);
+    let _ = acker.await;
+    result
+}
+
+/// Waits until the read models reflect `pos`, telling NATS the messages are still in progress
+/// meanwhile so they are not redelivered while the dataflow catches up.
+async fn wait_applied(state: &AppState, pos: u64, msgs: &[jetstream::Message], ack_wait: Duration) {
+    let Some(engine) = &state.engine else { return };
+    let step = (ack_wait / 3).max(Duration::from_millis(100));
+    while !engine.read.wait_for(pos, step).await {
+        for m in msgs {
+            let _ = m.ack_with(AckKind::Progress).await;
+        }
+    }
+}
+
+/// Why a message (or one item of it) went to the dead-letter subject.
+struct Dead {
+    msg: usize,
+    item: Option<usize>,
+    error: IngestError,
+}
+
+async fn handle_chunk(
+    state: &Arc<AppState>,
+    js: &jetstream::Context,
+    msgs: Vec<jetstream::Message>,
+    ack_tx: &tokio::sync::mpsc::Sender<(u64, Vec<jetstream::Message>)>,
+    status: &NatsStatus,
+) -> anyhow::Result<()> {
+    let mut entries = Vec::new();
+    let mut owners = Vec::new();
+    let mut dead = Vec::new();
+    for (i, m) in msgs.iter().enumerate() {
+        let received_at = m
+            .info()
+            .map(|info| info.published.timestamp_millis())
+            .unwrap_or_else(|_| chrono::Utc::now().timestamp_millis());
+        let outcome = rules::parse_subject(RAW_PREFIX, &m.subject).and_then(|target| {
+            rules::records(
+                &**state,
+                &target,
+                &credentials(m.headers.as_ref()),
+                &m.payload,
+                received_at,
+            )
+        });
+        match outcome {
+            Ok(items) => {
+                for item in items {
+                    match item.record {
+                        Ok(r) => {
+                            entries.push(LogEntry::Signal(r));
+                            owners.push((i, item.index));
+                        }
+                        Err(error) => dead.push(Dead {
+                            msg: i,
+                            item: Some(item.index),
+                            error,
+                        }),
+                    }
+                }
+            }
+            Err(error) => dead.push(Dead {
+                msg: i,
+                item: None,
+                error,
+            }),
+        }
+    }
+    let mut max_pos = 0;
+    if !entries.is_empty() {
+        let receipts = match state.submit(entries).await {
+            Ok(r) => r,
+            Err(e) => {
+                // The log is unavailable: nothing of the chunk is acked; NATS redelivers it.
+                for m in &msgs {
+                    let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                }
+                return Err(anyhow::anyhow!("appending to the log: {e}"));
+            }
+        };
+        for (r, (msg, item)) in receipts.into_iter().zip(owners) {
+            match r {
+                Ok(receipt) => {
+                    max_pos = max_pos.max(receipt.position);
+                    status.source_accepted.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(error) => dead.push(Dead {
+                    msg,
+                    item: Some(item),
+                    error,
+                }),
+            }
+        }
+    }
+    if !dead.is_empty() {
+        dead_letter(js, &msgs, &dead).await?;
+        status
+            .source_dead_lettered
+            .fetch_add(dead.len() as u64, Ordering::Relaxed);
+    }
+    ack_tx
+        .send((max_pos, msgs))
+        .await
+        .map_err(|_| anyhow::anyhow!("the acker stopped"))?;
+    Ok(())
+}
+
+/// Publishes dead letters and waits for JetStream's acks. The payload is the original
+/// message's; the reason is in headers; the API key is never copied.
+async fn dead_letter(
+    js: &jetstream::Context,
+    msgs: &[jetstream::Message],
+    dead: &[Dead],
+) -> anyhow::Result<()> {
+    let mut acks = Vec::with_capacity(dead.len());
+    for d in dead {
+        let m = &msgs[d.msg];
+        let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+        let (org, source) = match rules::parse_subject(RAW_PREFIX, &m.subject) {
+            Ok(Target { org, source }) => (org.to_string(), source.unwrap_or("auto".into())),
+            Err(_) => ("_".to_string(), "_".to_string()),
+        };
+        let subject = format!(
+            "{DEADLETTER_PREFIX}.{}.{}",
+            subject_token(&org),
+            subject_token(&source)
+        );
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Trailspark-Error", d.error.code());
+        headers.insert("Trailspark-Error-Message", d.error.to_string().as_str());
+        headers.insert("Trailspark-Original-Subject", m.subject.as_str());
+        headers.insert("Trailspark-Stream-Sequence", seq.to_string().as_str());
+        let id = match d.item {
+            Some(i) => {
+                headers.insert("Trailspark-Item-Index", i.to_string().as_str());
+                format!("dl-{seq}-{i}")
+            }
+            None => format!("dl-{seq}"),
+        };
+        headers.insert("Nats-Msg-Id", id.as_str());
+        acks.push(
+            js.publish_with_headers(subject, headers, m.payload.clone())
+                .await?,
+        );
+    }
+    for ack in acks {
+        ack.await?;
+    }
+    Ok(())
+}
+
+/// Answers core-NATS requests on `trailspark.ingest.<org>.<source>` until the process ends.
+pub async fn run_requests(state: Arc<AppState>, client: async_nats::Client) {
+    loop {
+        let mut sub = match client
+            .queue_subscribe(format!("{REQUEST_PREFIX}.>"), "trailspark".into())
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "Subscribing to NATS requests failed; retrying.");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        while let Some(msg) = sub.next().await {
+            let state = state.clone();
+            let client = client.clone();
+            tokio::spawn(async move {
+                let (status, body) = answer(&state, &msg).await;
+                if let Some(reply) = msg.reply {
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert(STATUS_HEADER, status.to_string().as_str());
+                    let body = serde_json::to_vec(&body).expect("JSON values serialize");
+                    if let Err(e) = client
+                        .publish_with_headers(reply, headers, body.into())
+                        .await
+                    {
+                        tracing::debug!(error = %e, "Could not send a NATS reply.");
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// The status and body a request gets: the webhook's, for one object or an array.
+async fn answer(state: &Arc<AppState>, msg: &async_nats::Message) -> (u16, serde_json::Value) {
+    let received_at = chrono::Utc::now().timestamp_millis();
+    let items = match rules::parse_subject(REQUEST_PREFIX, &msg.subject).and_then(|t| {
+        rules::records(
+            &**state,
+            &t,
+            &credentials(msg.headers.as_ref()),
+            &msg.payload,
+            received_at,
+        )
+    }) {
+        Ok(items) => items,
+        Err(e) => return error_answer(&e),
+    };
+    let is_array = msg.payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    if !is_array {
+        let Some(item) = items.into_iter().next() else {
+            return error_answer(&IngestError::Internal("no item".into()));
+        };
+        let record = match item.record {
+            Ok(r) => r,
+            Err(e) => return error_answer(&e),
+        };
+        let result = state.submit(vec![LogEntry::Signal(record.clone())]).await;
+        return match result.map(|mut v| v.pop()) {
+            Ok(Some(Ok(receipt))) => {
+                let mut body = accepted_body(&record, receipt);
+                body["status"] = json!(202);
+                (202, body)
+            }
+            Ok(Some(Err(e))) | Err(e) => error_answer(&e),
+            Ok(None) => error_answer(&IngestError::Internal("missing receipt".into())),
+        };
+    }
+    let mut results = ItemResults::new();
+    if let Err(e) = submit_items(&**state, items, &mut results).await {
+        return error_answer(&e);
+    }
+    let status = results.status(warp::http::StatusCode::ACCEPTED).as_u16();
+    let mut body = results.to_json();
+    body["status"] = json!(status);
+    (status, body)
+}
+
+fn error_answer(e: &IngestError) -> (u16, serde_json::Value) {
+    let status = e.status().as_u16();
+    let mut body = e.body();
+    body["status"] = json!(status);
+    if let Some(s) = e.retry_after() {
+        body["retry_after"] = json!(s);
+    }
+    (status, body)
+}
