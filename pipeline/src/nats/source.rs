@@ -217,7 +217,7 @@ async fn handle_chunk(
     for (i, m) in msgs.iter().enumerate() {
         let received_at = m
             .info()
-            .map(|info| info.published.timestamp_millis())
+            .map(|info| (info.published.unix_timestamp_nanos() / 1_000_000) as i64)
             .unwrap_or_else(|_| chrono::Utc::now().timestamp_millis());
         let outcome = rules::parse_subject(RAW_PREFIX, &m.subject).and_then(|target| {
             rules::records(
