@@ -237,7 +237,22 @@ fn main() -> anyhow::Result<()> {
         rate / base_rate
     );
 
-    // Latency at a fixed rate.
+    // Latency at a fixed rate, once the throughput run's change events are all out.
+    let idle = || -> bool {
+        http()
+            .get(format!("{base}/healthz"))
+            .send()
+            .ok()
+            .and_then(|r| r.json::<Value>().ok())
+            .is_some_and(|h| {
+                h["nats"]["events_backlog"] == 0
+                    && h["nats"]["source_consumer"]["ack_pending"] == 0
+            })
+    };
+    while !idle() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
     let n = (args.rate * args.seconds as f64) as u64;
     let client = rt.block_on(async_nats::connect(&url))?;
     let mut sub = rt.block_on(client.subscribe("trailspark.events.1.signal_mapped"))?;

@@ -57,7 +57,7 @@ struct Args {
 }
 
 fn payload(a: &Args, i: u64) -> String {
-    let event = if i % 3 == 0 {
+    let event = if i.is_multiple_of(3) {
         "demo_request"
     } else {
         "page_view"
