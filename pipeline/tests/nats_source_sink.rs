@@ -655,3 +655,47 @@ fn fault_consumer_far_behind_catches_up() {
     );
     check_exact(&s, &nats.url(), n, t, "consumer far behind");
 }
+
+#[test]
+fn webhook_answers_503_while_nats_is_down_and_202_after() {
+    let mut nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), Some(&nats.url()));
+    let key = s.first_key.clone().unwrap();
+    assert_eq!(s.post_signal(&key, r#"{"event":"before"}"#).status(), 202);
+    nats.stop();
+    // The client notices the closed connection; from then on nothing is answered 202.
+    wait_until(30, "the server to notice NATS is gone", || {
+        let h = client().get(s.url("/healthz")).send().unwrap();
+        let st = h.status();
+        eprintln!("{st} {}", h.text().unwrap());
+        st == 503
+    });
+    let h: Value = client()
+        .get(s.url("/healthz"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(h["status"], "degraded");
+    assert_eq!(h["nats"]["connected"], false);
+    let r = s.post_signal(&key, r#"{"event":"during","messageId":"during-1"}"#);
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["code"], "log_unavailable", "{body}");
+    nats.restart();
+    wait_until(60, "the webhook to accept again", || {
+        s.post_signal(&key, r#"{"event":"during","messageId":"during-1"}"#)
+            .status()
+            == 202
+    });
+    wait_total(&s, 2, 30);
+    let h: Value = client()
+        .get(s.url("/healthz"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(h["nats"]["connected"], true);
+}

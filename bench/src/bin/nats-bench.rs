@@ -245,8 +245,7 @@ fn main() -> anyhow::Result<()> {
             .ok()
             .and_then(|r| r.json::<Value>().ok())
             .is_some_and(|h| {
-                h["nats"]["events_backlog"] == 0
-                    && h["nats"]["source_consumer"]["ack_pending"] == 0
+                h["nats"]["events_backlog"] == 0 && h["nats"]["source_consumer"]["ack_pending"] == 0
             })
     };
     while !idle() {

@@ -247,16 +247,38 @@ impl JetStreamLog {
     }
 
     /// Follows the stream from `start` on, forever, handing each entry to `f` in order.
+    /// After an error (a NATS restart, a lost connection) it resubscribes from the entry
+    /// after the last one handed over, so nothing is skipped or handed over twice.
     pub async fn tail(
         &self,
         start: u64,
         f: impl Fn(u64, LogEntry) + Send + 'static,
     ) -> Result<(), LogError> {
+        let mut next = start.max(1);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.follow(&mut next, &f).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(error = %e, next, "Following the JetStream log failed; resubscribing.");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// One subscription of [`Self::tail`]; `next` tracks the next sequence to hand over.
+    async fn follow(
+        &self,
+        next: &mut u64,
+        f: &(impl Fn(u64, LogEntry) + Send + 'static),
+    ) -> Result<(), LogError> {
         let stream = self.js.get_stream(STREAM).await.map_err(nats_err)?;
         let consumer = stream
             .create_consumer(consumer::pull::OrderedConfig {
                 deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: start.max(1),
+                    start_sequence: *next,
                 },
                 ..Default::default()
             })
@@ -264,14 +286,12 @@ impl JetStreamLog {
             .map_err(nats_err)?;
         let mut messages = consumer.messages().await.map_err(nats_err)?;
         while let Some(msg) = messages.next().await {
-            let msg = match msg {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "Reading the JetStream log failed; retrying.");
-                    continue;
-                }
-            };
+            let msg = msg.map_err(nats_err)?;
             let seq = msg.info().map_err(nats_err)?.stream_sequence;
+            if seq < *next {
+                continue;
+            }
+            *next = seq + 1;
             if !is_entry(&msg) {
                 continue;
             }
