@@ -293,13 +293,7 @@ fn run_worker(
                 let tx = tx.clone();
                 $coll
                     .inspect_batch(move |_t, updates| {
-                        // In (time, diff) order: see `read::Models::apply_collect`.
-                        let mut order: Vec<usize> = (0..updates.len()).collect();
-                        order.sort_by_key(|&i| (updates[i].1, updates[i].2));
-                        let v = order
-                            .into_iter()
-                            .map(|i| (updates[i].0.clone(), updates[i].2))
-                            .collect();
+                        let v = updates.iter().map(|(d, _t, r)| (d.clone(), *r)).collect();
                         let _ = tx.send(Update::$variant(v));
                     })
                     .probe_with(&probe);

@@ -230,32 +230,37 @@ fn bump(stats: &mut Stats, status: Status, by: i64) {
     }
 }
 
+/// What a signal's mapping is, for deciding whether a `signal.mapped` event is due.
+fn mapping_of(p: &Processed) -> (Status, Option<u64>, Option<Ident>) {
+    (p.status, p.rule_id, p.lead.clone())
+}
+
 impl Models {
     #[cfg(test)]
     fn apply(&mut self, update: Update) {
         self.apply_collect(update, None)
     }
 
-    /// Applies one update; with `out`, also records the [`Change`]s it makes.
-    fn apply_collect(&mut self, update: Update, mut out: Option<&mut Vec<Change>>) {
-        // The workers send changes ordered by (time, diff): at each time retractions come
-        // first, so a key's old value is removed before its new one lands, and a batch that
-        // spans several times replays them in order.
-        fn ordered<T>(v: Vec<(T, isize)>) -> Vec<(T, isize)> {
-            v
-        }
+    /// Applies one update; with `out`, also records the [`Change`]s it made. Changes are
+    /// found by comparing the touched keys' values before and after the update, so they do
+    /// not depend on how the update's records are ordered.
+    fn apply_collect(&mut self, update: Update, out: Option<&mut Vec<Change>>) {
+        let Some(out) = out else {
+            return self.apply_plain(update);
+        };
         match update {
             Update::Processed(v) => {
-                let mut before: HashMap<SignalKey, (Status, Option<u64>, Option<Ident>)> =
-                    HashMap::new();
-                for ((key, p), d) in ordered(v) {
-                    let stats = self.stats.entry(key.0).or_default();
-                    if let Some(out) = out.as_deref_mut() {
-                        if d < 0 {
-                            before.insert(key, (p.status, p.rule_id, p.lead.clone()));
-                        } else if p.status == Status::Completed
+                let keys: BTreeSet<SignalKey> = v.iter().map(|((k, _), _)| *k).collect();
+                let old: Vec<_> = keys
+                    .into_iter()
+                    .map(|k| (k, self.processed.get(&k).map(mapping_of)))
+                    .collect();
+                self.apply_plain(Update::Processed(v));
+                for (key, before) in old {
+                    if let Some(p) = self.processed.get(&key) {
+                        if p.status == Status::Completed
                             && p.rule_id.is_some()
-                            && before.get(&key) != Some(&(p.status, p.rule_id, p.lead.clone()))
+                            && before != Some(mapping_of(p))
                         {
                             out.push(Change::SignalMapped {
                                 key,
@@ -263,6 +268,91 @@ impl Models {
                             });
                         }
                     }
+                }
+            }
+            Update::Membership(v) => {
+                let idents: BTreeSet<Ident> = v.iter().map(|((i, _), _)| i.clone()).collect();
+                let old: Vec<_> = idents
+                    .into_iter()
+                    .map(|i| {
+                        let l = self.lead_of.get(&i).cloned();
+                        (i, l)
+                    })
+                    .collect();
+                self.apply_plain(Update::Membership(v));
+                for (ident, previous) in old {
+                    let Some(lead) = self.lead_of.get(&ident) else {
+                        continue;
+                    };
+                    let moved = match &previous {
+                        Some(p) => p != lead,
+                        None => ident != *lead,
+                    };
+                    if moved {
+                        out.push(Change::IdentityMerged {
+                            lead: lead.clone(),
+                            ident,
+                            previous,
+                        });
+                    }
+                }
+            }
+            Update::Leads(v) => {
+                let keys: BTreeSet<Ident> = v.iter().map(|((l, _), _)| l.clone()).collect();
+                let old: Vec<_> = keys
+                    .into_iter()
+                    .map(|l| {
+                        let p = self.leads.get(&l).cloned();
+                        (l, p)
+                    })
+                    .collect();
+                self.apply_plain(Update::Leads(v));
+                for (lead, before) in old {
+                    if let Some(now) = self.leads.get(&lead) {
+                        if before.as_ref() != Some(now) {
+                            out.push(Change::Lead {
+                                created: before.is_none(),
+                                profile: now.clone(),
+                                lead,
+                            });
+                        }
+                    }
+                }
+            }
+            Update::Usage(v) => {
+                let keys: BTreeSet<(Org, u32, Meter)> = v.iter().map(|((k, _), _)| *k).collect();
+                let old: Vec<_> = keys
+                    .into_iter()
+                    .map(|k| (k, self.usage.get(&k).copied().unwrap_or(0)))
+                    .collect();
+                self.apply_plain(Update::Usage(v));
+                for (k, before) in old {
+                    let now = self.usage.get(&k).copied().unwrap_or(0);
+                    if now != before {
+                        out.push(Change::Usage {
+                            org: k.0,
+                            month: k.1,
+                            meter: k.2,
+                            old: before,
+                            new: now,
+                        });
+                    }
+                }
+            }
+            other => self.apply_plain(other),
+        }
+    }
+
+    fn apply_plain(&mut self, update: Update) {
+        // Retractions first, so that a key's old value is removed before its new one lands.
+        fn ordered<T>(mut v: Vec<(T, isize)>) -> Vec<(T, isize)> {
+            v.sort_by_key(|(_, d)| *d);
+            v
+        }
+        match update {
+            Update::Processed(v) => {
+                for ((key, p), d) in ordered(v) {
+                    let stats = self.stats.entry(key.0).or_default();
                     if d < 0 {
                         if self.processed.get(&key) == Some(&p) {
                             self.processed.remove(&key);
@@ -305,26 +395,7 @@ impl Models {
                 }
             }
             Update::Membership(v) => {
-                let mut before: HashMap<Ident, Ident> = HashMap::new();
                 for ((ident, lead), d) in ordered(v) {
-                    if let Some(out) = out.as_deref_mut() {
-                        if d < 0 {
-                            before.insert(ident.clone(), lead.clone());
-                        } else {
-                            let previous = before.get(&ident).cloned();
-                            let moved = match &previous {
-                                Some(p) => *p != lead,
-                                None => ident != lead,
-                            };
-                            if moved {
-                                out.push(Change::IdentityMerged {
-                                    ident: ident.clone(),
-                                    lead: lead.clone(),
-                                    previous,
-                                });
-                            }
-                        }
-                    }
                     let set = self.members.entry(lead.clone()).or_default();
                     if d < 0 {
                         set.remove(&ident);
@@ -361,21 +432,7 @@ impl Models {
                 }
             }
             Update::Usage(v) => {
-                let mut before: HashMap<(Org, u32, Meter), i64> = HashMap::new();
                 for ((k, n), d) in ordered(v) {
-                    if let Some(out) = out.as_deref_mut() {
-                        if d < 0 {
-                            before.insert(k, n as i64);
-                        } else {
-                            out.push(Change::Usage {
-                                org: k.0,
-                                month: k.1,
-                                meter: k.2,
-                                old: before.get(&k).copied().unwrap_or(0),
-                                new: n as i64,
-                            });
-                        }
-                    }
                     if d < 0 {
                         if self.usage.get(&k) == Some(&(n as i64)) {
                             self.usage.remove(&k);
@@ -386,19 +443,7 @@ impl Models {
                 }
             }
             Update::Leads(v) => {
-                let mut before: BTreeSet<Ident> = BTreeSet::new();
                 for ((lead, profile), d) in ordered(v) {
-                    if let Some(out) = out.as_deref_mut() {
-                        if d < 0 {
-                            before.insert(lead.clone());
-                        } else {
-                            out.push(Change::Lead {
-                                created: !before.contains(&lead) && !self.leads.contains_key(&lead),
-                                lead: lead.clone(),
-                                profile: profile.clone(),
-                            });
-                        }
-                    }
                     if d < 0 {
                         if self.leads.get(&lead) == Some(&profile) {
                             self.leads.remove(&lead);
