@@ -503,6 +503,52 @@ fn nats_credentials_user_password_and_token() {
     }
 }
 
+#[test]
+fn nats_credentials_nkey() {
+    let user = nkeys::KeyPair::new_user();
+    let seed = user.seed().unwrap();
+    let port = free_port();
+    let store = tempfile::tempdir().unwrap();
+    let conf = store.path().join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\" }}\n\
+             authorization {{ users = [ {{ nkey: \"{}\" }} ] }}\n",
+            store.path().join("js").display(),
+            user.public_key()
+        ),
+    )
+    .unwrap();
+    let mut nats = Command::new(nats_server_bin())
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(20, "nats-server", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let url = format!("nats://127.0.0.1:{port}");
+    // Without the nkey, NATS refuses the connection.
+    let refused = rt().block_on(async {
+        async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(2))
+            .connect(url.as_str())
+            .await
+    });
+    assert!(refused.is_err());
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(dir.path(), Some(&url), &[("TRAILSPARK_NATS_NKEY", &seed)]);
+    let r = s.post_signal(s.first_key.as_ref().unwrap(), r#"{"event":"nkey-ok"}"#);
+    assert_eq!(r.status(), 202);
+    wait_total(&s, 1, 30);
+    drop(s);
+    let _ = nats.kill();
+    let _ = nats.wait();
+}
+
 // ----- Fault scenarios -----------------------------------------------------------------
 
 fn load_size() -> u64 {
