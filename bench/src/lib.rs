@@ -1,4 +1,7 @@
-//! Shared pieces of trailspark's benchmarks: sample payloads.
+//! Shared pieces of trailspark's benchmarks: sample payloads, and the process harness of the
+//! load benchmarks ([`harness`]).
+
+pub mod harness;
 
 /// Representative payloads: a generic webhook form fill, a Segment identify, a Segment track
 /// with a rich context (what SDKs send), and a Marketo webhook.

@@ -502,8 +502,8 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let loc = log.location();
     let engine = Engine::start(dataflow.engine_config());
-    // With NATS: a connection for the source and the change events, and the event publisher,
-    // started before the replay so that it drains what the replay derives (skipping what
+    // With NATS: one connection for the log, the source and the change events (so that
+    // health reports the connection appends use), and the event publisher, started before the replay so that it drains what the replay derives (skipping what
     // its checkpoint says was published before).
     let nats_status = Arc::new(trailspark::nats::NatsStatus::default());
     let state_cell: Arc<std::sync::OnceLock<Arc<AppState>>> = Default::default();
@@ -547,7 +547,10 @@ async fn serve(
     .await
     .with_context(|| format!("opening the archive at {archive_loc:?}"))?;
     engine.attach_archiver(archiver.clone());
-    let opened = open::open(&loc, Some(engine.clone())).await?;
+    let opened = match &nats_client {
+        Some(c) => open::open_with_client(&loc, Some(engine.clone()), c.clone()).await?,
+        None => open::open(&loc, Some(engine.clone())).await?,
+    };
     let stats = opened.stats;
     tracing::info!(
         log = opened.log.kind(),

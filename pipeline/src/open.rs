@@ -85,10 +85,6 @@ fn fold(registry: &mut Registry, stats: &mut ReplayStats, entry: &LogEntry) {
     }
 }
 
-pub async fn connect_nats(loc: &LogLocation, url: &str) -> anyhow::Result<async_nats::Client> {
-    crate::nats::connect(url, &loc.nats_auth).await
-}
-
 /// Replayed entries are handed to the engine in batches of this many.
 const REPLAY_BATCH: usize = 50_000;
 
@@ -96,20 +92,32 @@ const REPLAY_BATCH: usize = 50_000;
 /// (which then also receives every later commit, in log order).
 pub async fn open(loc: &LogLocation, engine: Option<Arc<Engine>>) -> anyhow::Result<Opened> {
     let index_all = engine.is_some();
-    open_inner(loc, engine, index_all).await
+    open_inner(loc, engine, index_all, None).await
+}
+
+/// [`open`] over a NATS connection the caller already has (the server shares one
+/// connection between the log, the NATS source and the change events).
+pub async fn open_with_client(
+    loc: &LogLocation,
+    engine: Option<Arc<Engine>>,
+    client: async_nats::Client,
+) -> anyhow::Result<Opened> {
+    let index_all = engine.is_some();
+    open_inner(loc, engine, index_all, Some(client)).await
 }
 
 /// Opens the log to append signals without an engine (offline backfill): on JetStream the
 /// whole stream is read so the dedup index knows every signal, not only what JetStream's
 /// duplicate window remembers.
 pub async fn open_for_append(loc: &LogLocation) -> anyhow::Result<Opened> {
-    open_inner(loc, None, true).await
+    open_inner(loc, None, true, None).await
 }
 
 async fn open_inner(
     loc: &LogLocation,
     engine: Option<Arc<Engine>>,
     index_all: bool,
+    client: Option<async_nats::Client>,
 ) -> anyhow::Result<Opened> {
     let mut registry = Registry::default();
     let mut stats = ReplayStats::default();
@@ -142,7 +150,10 @@ async fn open_inner(
             (Log::Journal(journal), Some(lock))
         }
         Some(url) => {
-            let client = connect_nats(loc, url).await?;
+            let client = match client {
+                Some(c) => c,
+                None => crate::nats::connect(url, &loc.nats_auth).await?,
+            };
             let js = tokio::time::timeout(
                 Duration::from_secs(30),
                 JetStreamLog::connect(client, &loc.stream),
@@ -203,7 +214,7 @@ pub async fn read_all(
             crate::log::journal::read(&loc.data_dir.join("journal"), f)?;
         }
         Some(url) => {
-            let client = connect_nats(loc, url).await?;
+            let client = crate::nats::connect(url, &loc.nats_auth).await?;
             let js = JetStreamLog::connect(client, &loc.stream).await?;
             js.read(None, f).await?;
         }

@@ -23,21 +23,6 @@ fn post(s: &Server, key: &str, body: Value) -> u64 {
     r.json::<Value>().unwrap()["id"].as_u64().unwrap()
 }
 
-fn rule(s: &Server, event: &str, reprocess: bool) -> u64 {
-    let r = s.admin(
-        Method::POST,
-        "/api/mapping-rules",
-        ADMIN_TOKEN,
-        Some(
-            json!({"name": format!("{event} rule"), "signal_type": "Sales Event",
-            "conditions": [{"field": "event_name", "op": "equals", "value": event}],
-            "mappings": [{"field": "email", "path": "email"}], "reprocess": reprocess}),
-        ),
-    );
-    assert_eq!(r.status(), 201);
-    r.json::<Value>().unwrap()["log_position"].as_u64().unwrap()
-}
-
 /// Every id of a tab, following `next_cursor` with pages of `limit`.
 fn all_pages(s: &Server, tab: &str, limit: usize, at: u64) -> Vec<Value> {
     let mut rows = Vec::new();
@@ -77,7 +62,7 @@ fn tabs_detail_timeline_and_manual_processing() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), None);
     let key = s.new_key();
-    rule(&s, "signup", false);
+    event_rule(&s, "signup", false);
     let mut signups = Vec::new();
     for i in 0..12 {
         signups.push(post(
@@ -195,7 +180,7 @@ fn tabs_detail_timeline_and_manual_processing() {
     assert!(page1.iter().all(|r| r["lead_id"] == lead_id.as_str()));
 
     // A rule for "other" without reprocess leaves the failed tab as it is ...
-    let pos = rule(&s, "other", false);
+    let pos = event_rule(&s, "other", false);
     assert_eq!(all_pages(&s, "failed", 50, pos).len(), 5);
     // ... until manual processing runs every rule over the org's signals.
     let r = s.admin(Method::POST, "/api/explorer/process", ADMIN_TOKEN, None);
@@ -250,7 +235,7 @@ fn retention_moves_processed_signals_out_of_live_state_and_sql_still_finds_them(
     );
     assert_eq!(r.status(), 200);
     let key = s.new_key();
-    rule(&s, "signup", false);
+    event_rule(&s, "signup", false);
     let posted = std::time::Instant::now();
     let mut old = Vec::new();
     for i in 0..10 {

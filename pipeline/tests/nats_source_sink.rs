@@ -114,20 +114,6 @@ fn sql(s: &Server, q: &str) -> Vec<Vec<Value>> {
     serde_json::from_value(v["rows"].clone()).unwrap()
 }
 
-fn rule(s: &Server, event: &str) {
-    let r = s.admin(
-        Method::POST,
-        "/api/mapping-rules",
-        ADMIN_TOKEN,
-        Some(
-            json!({"name": format!("{event} rule"), "signal_type": "Sales Event",
-            "conditions": [{"field": "event_name", "op": "equals", "value": event}],
-            "mappings": [{"field": "email", "path": "email"}]}),
-        ),
-    );
-    assert_eq!(r.status(), 201);
-}
-
 /// Polls `f` until it returns true or `secs` pass.
 fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -173,7 +159,7 @@ fn nats_source_dead_letters_requests_and_change_events() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), Some(&url));
     let key = s.first_key.clone().unwrap();
-    rule(&s, "demo_request");
+    event_rule(&s, "demo_request", false);
     let r = s.admin(
         Method::PUT,
         "/api/admin/plan",
@@ -204,8 +190,11 @@ fn nats_source_dead_letters_requests_and_change_events() {
     let (replies, bad_reply) = runtime.block_on(async {
         let client = async_nats::connect(&url).await.unwrap();
         let js = jetstream::new(client.clone());
-        let publish = |subject: String, key: Option<&str>, body: String| {
+        // Publishes `body` to `trailspark.signals.<org>.<source>` and waits for JetStream's ack.
+        let publish = |org_source: &str, key: Option<&str>, body: &str| {
             let js = js.clone();
+            let subject = format!("trailspark.signals.{org_source}");
+            let body = body.to_string();
             let mut headers = async_nats::HeaderMap::new();
             if let Some(k) = key {
                 headers.insert("Trailspark-Api-Key", k);
@@ -218,6 +207,7 @@ fn nats_source_dead_letters_requests_and_change_events() {
                     .unwrap()
             }
         };
+        let k = Some(key.as_str());
         for i in 0..10 {
             let event = if i % 2 == 0 {
                 "demo_request"
@@ -226,62 +216,22 @@ fn nats_source_dead_letters_requests_and_change_events() {
             };
             let body = json!({"messageId": format!("rs-{i}"), "event": event,
                               "email": format!("a{}@x.io", i % 5)});
-            publish(
-                "trailspark.signals.1.web".into(),
-                Some(&key),
-                body.to_string(),
-            )
-            .await;
+            publish("1.web", k, &body.to_string()).await;
         }
         // The same signal again (a producer's retry): absorbed.
         let again = json!({"messageId": "rs-0", "event": "demo_request", "email": "a0@x.io"});
-        publish(
-            "trailspark.signals.1.web".into(),
-            Some(&key),
-            again.to_string(),
-        )
-        .await;
+        publish("1.web", k, &again.to_string()).await;
         // An anonymous visitor, then its identify: an identity merge.
         let anon = json!({"messageId": "anon-1", "event": "page_view", "anonymousId": "v-1"});
-        publish(
-            "trailspark.signals.1.web".into(),
-            Some(&key),
-            anon.to_string(),
-        )
-        .await;
+        publish("1.web", k, &anon.to_string()).await;
         let ident = json!({"messageId": "anon-2", "type": "identify", "event": "identify",
                            "anonymousId": "v-1", "email": "a0@x.io"});
-        publish(
-            "trailspark.signals.1.segment".into(),
-            Some(&key),
-            ident.to_string(),
-        )
-        .await;
+        publish("1.segment", k, &ident.to_string()).await;
         // Dead letters: unknown key, another org's subject, bad JSON, no key.
-        publish(
-            "trailspark.signals.1.web".into(),
-            Some("sk_nope"),
-            r#"{"event":"x"}"#.into(),
-        )
-        .await;
-        publish(
-            "trailspark.signals.2.web".into(),
-            Some(&key),
-            r#"{"event":"y"}"#.into(),
-        )
-        .await;
-        publish(
-            "trailspark.signals.1.web".into(),
-            Some(&key),
-            "{not json".into(),
-        )
-        .await;
-        publish(
-            "trailspark.signals.1.web".into(),
-            None,
-            r#"{"event":"z"}"#.into(),
-        )
-        .await;
+        publish("1.web", Some("sk_nope"), r#"{"event":"x"}"#).await;
+        publish("2.web", k, r#"{"event":"y"}"#).await;
+        publish("1.web", k, "{not json").await;
+        publish("1.web", None, r#"{"event":"z"}"#).await;
         // Core NATS request/reply.
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Trailspark-Api-Key", key.as_str());
@@ -616,7 +566,7 @@ fn scenario_server(nats: &Nats) -> (tempfile::TempDir, Server, String) {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), Some(&nats.url()));
     let key = s.first_key.clone().unwrap();
-    rule(&s, "demo_request");
+    event_rule(&s, "demo_request", false);
     (dir, s, key)
 }
 

@@ -11,15 +11,13 @@
 //! This module is transport-free (headers are looked up through a closure) so the rules are
 //! unit-tested here; the pipeline's NATS module runs the consumers.
 
-use trailspark_core::normalize::{self, Context};
+use trailspark_core::normalize::Context;
 use trailspark_core::tenancy::EndpointType;
-use trailspark_core::SignalRecord;
 
 use crate::auth;
 use crate::error::IngestError;
 use crate::ingest::{Ingest, ItemOutcome};
-use crate::parse;
-use crate::routes::{item_record, BATCH_LIMIT, BATCH_MAX_ITEMS, EVENT_LIMIT};
+use crate::routes::{batch_items, item_record, BATCH_LIMIT, BATCH_MAX_ITEMS};
 
 /// The header holding the API key.
 pub const KEY_HEADER: &str = "Trailspark-Api-Key";
@@ -96,45 +94,26 @@ pub fn records(
         url_source: target.source.as_deref(),
         header_source: None,
     };
-    let first = payload
-        .iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .copied()
-        .unwrap_or(b'{');
-    if first == b'[' {
+    if is_batch(payload) {
         if payload.len() > BATCH_LIMIT {
             return Err(IngestError::TooLarge(BATCH_LIMIT));
         }
-        let items = parse::split_batch(payload)?;
-        if items.len() > BATCH_MAX_ITEMS {
-            return Err(IngestError::TooManyItems(format!(
-                "a message holds at most {BATCH_MAX_ITEMS} signals, got {}",
-                items.len()
-            )));
-        }
-        Ok(items
-            .iter()
-            .enumerate()
-            .map(|(index, item)| ItemOutcome {
-                index,
-                line: None,
-                record: item_record(&ctx, item.get().as_bytes()),
-            })
-            .collect())
+        batch_items(&ctx, payload, |n| {
+            format!("a message holds at most {BATCH_MAX_ITEMS} signals, got {n}")
+        })
     } else {
-        if payload.len() > EVENT_LIMIT {
-            return Err(IngestError::TooLarge(EVENT_LIMIT));
-        }
-        let value = parse::parse_object(payload, "")?;
-        let text = std::str::from_utf8(payload)
-            .map_err(|_| IngestError::InvalidJson("not UTF-8".into()))?;
-        let record: SignalRecord = normalize::normalize(&ctx, &value, text.trim().to_string());
+        // One object: its errors are the whole message's.
         Ok(vec![ItemOutcome {
             index: 0,
             line: None,
-            record: Ok(record),
+            record: Ok(item_record(&ctx, payload)?),
         }])
     }
+}
+
+/// Whether a payload is an array of signals rather than one.
+pub fn is_batch(payload: &[u8]) -> bool {
+    payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
 }
 
 #[cfg(test)]

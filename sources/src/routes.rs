@@ -261,28 +261,37 @@ async fn single(
     ))
 }
 
-/// E3: an array of signals, each through the E1 logic, with per-item results.
-async fn batch(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Reply, IngestError> {
-    let key = authenticate(ingest, key, EndpointType::SignalStaging)?;
-    let (headers, raw) = read_body(req, BATCH_LIMIT).await?;
-    check_secret(&key, &headers, &raw)?;
-    let items = parse::split_batch(&raw)?;
+/// Splits a batch body (an array, or an object with a `batch` or `signals` array) into
+/// per-item records by E3's rules; more than [`BATCH_MAX_ITEMS`] items is refused with the
+/// message `too_many(count)`. Shared with the NATS source's array messages.
+pub fn batch_items(
+    ctx: &Context<'_>,
+    raw: &[u8],
+    too_many: impl FnOnce(usize) -> String,
+) -> Result<Vec<ItemOutcome>, IngestError> {
+    let items = parse::split_batch(raw)?;
     if items.len() > BATCH_MAX_ITEMS {
-        return Err(IngestError::TooManyItems(format!(
-            "a batch holds at most {BATCH_MAX_ITEMS} items, got {}; use the bulk endpoint",
-            items.len()
-        )));
+        return Err(IngestError::TooManyItems(too_many(items.len())));
     }
-    let ctx = context(&key, None, &headers);
-    let outcomes = items
+    Ok(items
         .iter()
         .enumerate()
         .map(|(index, item)| ItemOutcome {
             index,
             line: None,
-            record: item_record(&ctx, item.get().as_bytes()),
+            record: item_record(ctx, item.get().as_bytes()),
         })
-        .collect();
+        .collect())
+}
+
+/// E3: an array of signals, each through the E1 logic, with per-item results.
+async fn batch(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Reply, IngestError> {
+    let key = authenticate(ingest, key, EndpointType::SignalStaging)?;
+    let (headers, raw) = read_body(req, BATCH_LIMIT).await?;
+    check_secret(&key, &headers, &raw)?;
+    let outcomes = batch_items(&context(&key, None, &headers), &raw, |n| {
+        format!("a batch holds at most {BATCH_MAX_ITEMS} items, got {n}; use the bulk endpoint")
+    })?;
     let mut results = ItemResults::new();
     submit_items(ingest, outcomes, &mut results).await?;
     Ok(Reply::json(

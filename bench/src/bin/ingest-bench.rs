@@ -14,15 +14,17 @@
 //!
 //! `cargo build --release -p trailspark -p trailspark-bench && target/release/ingest-bench`
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Parser;
+use trailspark_bench::harness::{
+    free_port, nats_server_bin, start_nats, start_trailspark, wait_port,
+};
 
 #[derive(Parser)]
 struct Args {
@@ -75,7 +77,7 @@ fn main() -> anyhow::Result<()> {
     baseline.wait()?;
 
     let dir = tempfile::tempdir()?;
-    let (mut child, base, key) = start_trailspark(&ts, dir.path(), None)?;
+    let (mut child, base, key) = start_trailspark(&ts, dir.path(), None, &[])?;
     let e1 = format!("{base}/api/signal-staging/webhook/{key}");
     rows.push((
         "trailspark E1 single event (journal)",
@@ -89,19 +91,11 @@ fn main() -> anyhow::Result<()> {
     child.kill()?;
     child.wait()?;
 
-    if let Some(nats) = nats_server_bin() {
+    if nats_server_bin().is_some() {
         let store = tempfile::tempdir()?;
-        let nport = free_port();
-        let mut ns = Command::new(nats)
-            .args(["-js", "-a", "127.0.0.1", "-p", &nport.to_string(), "-sd"])
-            .arg(store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        wait_port(nport)?;
+        let (mut ns, nats_url) = start_nats(store.path())?;
         let dir = tempfile::tempdir()?;
-        let (mut child, base, key) =
-            start_trailspark(&ts, dir.path(), Some(&format!("nats://127.0.0.1:{nport}")))?;
+        let (mut child, base, key) = start_trailspark(&ts, dir.path(), Some(&nats_url), &[])?;
         let e1 = format!("{base}/api/signal-staging/webhook/{key}");
         rows.push((
             "trailspark E1 single event (JetStream)",
@@ -136,67 +130,6 @@ fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     Ok(())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_port(port: u16) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            bail!("nothing listening on port {port}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
-}
-
-fn nats_server_bin() -> Option<&'static str> {
-    ["nats-server", "/usr/sbin/nats-server"]
-        .into_iter()
-        .find(|c| {
-            Command::new(c)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-}
-
-/// Starts `trailspark serve` and reads its address and first-start key from stdout.
-fn start_trailspark(
-    bin: &std::path::Path,
-    dir: &std::path::Path,
-    nats: Option<&str>,
-) -> anyhow::Result<(Child, String, String)> {
-    let mut cmd = Command::new(bin);
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("TRAILSPARK_LOG", "warn")
-        .stdout(Stdio::piped());
-    if let Some(url) = nats {
-        cmd.args(["--nats", url]);
-    }
-    let mut child = cmd.spawn()?;
-    let out = BufReader::new(child.stdout.take().unwrap());
-    let (mut key, mut base) = (None, None);
-    let mut lines = out.lines();
-    while base.is_none() {
-        let line = lines.next().context("trailspark exited early")??;
-        if let Some(k) = line.split("API key, shown once: ").nth(1) {
-            key = Some(k.trim().to_string());
-        }
-        if let Some(a) = line.split("listening on ").nth(1) {
-            base = Some(a.trim().to_string());
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    Ok((child, base.unwrap(), key.context("no first-start key")?))
 }
 
 struct LoadResult {

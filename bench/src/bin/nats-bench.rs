@@ -15,8 +15,7 @@
 //! Needs nats-server and the release binaries: `cargo build --release -p trailspark`, then
 //! `cargo run --release -p trailspark-bench --bin nats-bench`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -24,6 +23,7 @@ use async_nats::jetstream;
 use clap::Parser;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+use trailspark_bench::harness::{start_nats, start_trailspark};
 
 #[derive(Parser)]
 struct Args {
@@ -39,71 +39,6 @@ struct Args {
 }
 
 const ADMIN: &str = "ts_bench_admin_token_0123456789";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_nats(store: &std::path::Path) -> anyhow::Result<(Child, String)> {
-    let port = free_port();
-    let bin = ["nats-server", "/usr/sbin/nats-server"]
-        .into_iter()
-        .find(|b| Command::new(b).arg("--version").output().is_ok())
-        .context("nats-server is not installed")?;
-    let child = Command::new(bin)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(store)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            bail!("nats-server did not start");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok((child, format!("nats://127.0.0.1:{port}")))
-}
-
-fn start_trailspark(
-    bin: &std::path::Path,
-    dir: &std::path::Path,
-    nats: &str,
-) -> anyhow::Result<(Child, String, String)> {
-    let mut child = Command::new(bin)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--nats",
-            nats,
-            "--data-dir",
-        ])
-        .arg(dir)
-        .env("TRAILSPARK_LOG", "warn")
-        .env("TRAILSPARK_ADMIN_TOKEN", ADMIN)
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let out = BufReader::new(child.stdout.take().unwrap());
-    let (mut key, mut base) = (None, None);
-    let mut lines = out.lines();
-    while base.is_none() {
-        let line = lines.next().context("trailspark exited early")??;
-        if let Some(k) = line.split("API key, shown once: ").nth(1) {
-            key = Some(k.trim().to_string());
-        }
-        if let Some(a) = line.split("listening on ").nth(1) {
-            base = Some(a.trim().to_string());
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    Ok((child, base.unwrap(), key.context("no first-start key")?))
-}
 
 fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
@@ -204,7 +139,12 @@ fn main() -> anyhow::Result<()> {
     );
 
     let dir = tempfile::tempdir()?;
-    let (mut server, base, key) = start_trailspark(&ts, dir.path(), &url)?;
+    let (mut server, base, key) = start_trailspark(
+        &ts,
+        dir.path(),
+        Some(&url),
+        &[("TRAILSPARK_ADMIN_TOKEN", ADMIN)],
+    )?;
     rule(&base, "demo_request")?;
     rule(&base, "page_view")?;
     let t = Instant::now();

@@ -56,6 +56,8 @@ struct Args {
     stamp: bool,
 }
 
+type Inflight = (String, String, Option<jetstream::context::PublishAckFuture>);
+
 fn payload(a: &Args, i: u64) -> String {
     let event = if i.is_multiple_of(3) {
         "demo_request"
@@ -86,8 +88,8 @@ async fn main() -> anyhow::Result<()> {
     let js = jetstream::new(client);
     let subject = format!("trailspark.signals.{}.{}", a.org, a.source);
     let t0 = Instant::now();
-    let mut inflight: VecDeque<(String, String, jetstream::context::PublishAckFuture)> =
-        VecDeque::new();
+    // (message id, body, the publish's ack future; `None` when the publish itself failed).
+    let mut inflight: VecDeque<Inflight> = VecDeque::new();
     let (mut published, mut dups, mut retries) = (0u64, 0u64, 0u64);
     let publish = |body: String, id: String| {
         let js = js.clone();
@@ -101,19 +103,18 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     // Waits for the oldest publish; on failure re-publishes it until acknowledged.
-    async fn settle<F, Fut>(
-        item: (String, String, jetstream::context::PublishAckFuture),
-        publish: &F,
-        retries: &mut u64,
-    ) where
+    async fn settle<F, Fut>(item: Inflight, publish: &F, retries: &mut u64)
+    where
         F: Fn(String, String) -> Fut,
         Fut: std::future::Future<
             Output = Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError>,
         >,
     {
         let (id, body, ack) = item;
-        if ack.await.is_ok() {
-            return;
+        if let Some(ack) = ack {
+            if ack.await.is_ok() {
+                return;
+            }
         }
         loop {
             *retries += 1;
@@ -148,15 +149,7 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 format!("m-{i}-dup")
             };
-            let ack = loop {
-                match publish(body.clone(), id.clone()).await {
-                    Ok(f) => break f,
-                    Err(_) => {
-                        retries += 1;
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                }
-            };
+            let ack = publish(body.clone(), id.clone()).await.ok();
             inflight.push_back((id, body, ack));
             if c > 0 {
                 dups += 1;

@@ -138,15 +138,13 @@ impl JetStreamLog {
             .map_err(nats_err)?;
         // A stream made by an earlier version may lack subjects added since.
         let mut config = stream.cached_info().config.clone();
-        if SUBJECTS
+        let missing: Vec<String> = SUBJECTS
             .iter()
-            .any(|s| !config.subjects.iter().any(|c| c == s))
-        {
-            for s in SUBJECTS {
-                if !config.subjects.iter().any(|c| c == s) {
-                    config.subjects.push(s.to_string());
-                }
-            }
+            .filter(|s| !config.subjects.iter().any(|c| c == *s))
+            .map(|s| s.to_string())
+            .collect();
+        if !missing.is_empty() {
+            config.subjects.extend(missing);
             js.update_stream(config).await.map_err(nats_err)?;
             stream.info().await.map_err(nats_err)?;
         }
@@ -161,14 +159,6 @@ impl JetStreamLog {
 
     pub fn head(&self) -> u64 {
         self.head.load(Ordering::Acquire)
-    }
-
-    pub fn client(&self) -> &async_nats::Client {
-        &self.client
-    }
-
-    pub fn context(&self) -> &jetstream::Context {
-        &self.js
     }
 
     /// Whether the connection to NATS is up. Appends fail at once while it is not, so that

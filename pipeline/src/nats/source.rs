@@ -384,8 +384,7 @@ async fn answer(state: &Arc<AppState>, msg: &async_nats::Message) -> (u16, serde
         Ok(items) => items,
         Err(e) => return error_answer(&e),
     };
-    let is_array = msg.payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
-    if !is_array {
+    if !rules::is_batch(&msg.payload) {
         let Some(item) = items.into_iter().next() else {
             return error_answer(&IngestError::Internal("no item".into()));
         };

@@ -231,6 +231,23 @@ pub fn client() -> reqwest::blocking::Client {
         .unwrap()
 }
 
+/// Creates a mapping rule (as the server administrator) that maps signals whose event name is
+/// `event`, by their `email`; returns the rule's log position.
+pub fn event_rule(s: &Server, event: &str, reprocess: bool) -> u64 {
+    let r = s.admin(
+        reqwest::Method::POST,
+        "/api/mapping-rules",
+        ADMIN_TOKEN,
+        Some(
+            serde_json::json!({"name": format!("{event} rule"), "signal_type": "Sales Event",
+            "conditions": [{"field": "event_name", "op": "equals", "value": event}],
+            "mappings": [{"field": "email", "path": "email"}], "reprocess": reprocess}),
+        ),
+    );
+    assert_eq!(r.status(), 201);
+    r.json::<Value>().unwrap()["log_position"].as_u64().unwrap()
+}
+
 /// A `nats-server -js` of the test's own, on a free port, with its own store directory.
 pub struct Nats {
     child: Option<Child>,

@@ -1,0 +1,90 @@
+//! Running the real processes a load harness measures: free ports, a `nats-server -js` of
+//! its own, and `trailspark serve` with its address and first-start key read from stdout.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits up to 20 s for something to listen on `port`.
+pub fn wait_port(port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listening on port {port}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// The installed nats-server, if any.
+pub fn nats_server_bin() -> Option<&'static str> {
+    ["nats-server", "/usr/sbin/nats-server"]
+        .into_iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+}
+
+/// Starts `nats-server -js` on a free port with its store in `store`; answers the child and
+/// its URL.
+pub fn start_nats(store: &Path) -> anyhow::Result<(Child, String)> {
+    let bin = nats_server_bin().context("nats-server is not installed")?;
+    let port = free_port();
+    let child = Command::new(bin)
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    wait_port(port)?;
+    Ok((child, format!("nats://127.0.0.1:{port}")))
+}
+
+/// Starts `trailspark serve` (on `nats` when given, with extra environment `env`) and reads
+/// its address and first-start key from stdout.
+pub fn start_trailspark(
+    bin: &Path,
+    dir: &Path,
+    nats: Option<&str>,
+    env: &[(&str, &str)],
+) -> anyhow::Result<(Child, String, String)> {
+    let mut cmd = Command::new(bin);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("TRAILSPARK_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped());
+    if let Some(url) = nats {
+        cmd.args(["--nats", url]);
+    }
+    let mut child = cmd.spawn()?;
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let (mut key, mut base) = (None, None);
+    let mut lines = out.lines();
+    while base.is_none() {
+        let line = lines.next().context("trailspark exited early")??;
+        if let Some(k) = line.split("API key, shown once: ").nth(1) {
+            key = Some(k.trim().to_string());
+        }
+        if let Some(a) = line.split("listening on ").nth(1) {
+            base = Some(a.trim().to_string());
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Ok((child, base.unwrap(), key.context("no first-start key")?))
+}
