@@ -55,6 +55,15 @@ pub fn start_nats(store: &Path) -> anyhow::Result<(Child, String)> {
     Ok((child, format!("nats://127.0.0.1:{port}")))
 }
 
+/// A running `trailspark serve`: its process, base URL, and (on a first start) the Owner
+/// token of org 1 and its Signal Staging key, both printed once.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub key: Option<String>,
+    pub owner: Option<String>,
+}
+
 /// Starts `trailspark serve` (on `nats` when given, with extra environment `env`) and reads
 /// its address and first-start key from stdout.
 pub fn start_trailspark(
@@ -63,9 +72,23 @@ pub fn start_trailspark(
     nats: Option<&str>,
     env: &[(&str, &str)],
 ) -> anyhow::Result<(Child, String, String)> {
+    let s = start_server(bin, dir, nats, env, &[])?;
+    let key = s.key.context("no first-start key")?;
+    Ok((s.child, s.base, key))
+}
+
+/// Starts `trailspark serve` with extra arguments `args`; see [`Server`].
+pub fn start_server(
+    bin: &Path,
+    dir: &Path,
+    nats: Option<&str>,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> anyhow::Result<Server> {
     let mut cmd = Command::new(bin);
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
+        .args(args)
         .env("TRAILSPARK_LOG", "warn")
         .envs(env.iter().copied())
         .stdout(Stdio::piped());
@@ -74,17 +97,25 @@ pub fn start_trailspark(
     }
     let mut child = cmd.spawn()?;
     let out = BufReader::new(child.stdout.take().unwrap());
-    let (mut key, mut base) = (None, None);
+    let (mut key, mut owner, mut base) = (None, None, None);
     let mut lines = out.lines();
     while base.is_none() {
         let line = lines.next().context("trailspark exited early")??;
         if let Some(k) = line.split("API key, shown once: ").nth(1) {
             key = Some(k.trim().to_string());
         }
+        if let Some(k) = line.split("Owner token").nth(1) {
+            owner = k.split("shown once: ").nth(1).map(|t| t.trim().to_string());
+        }
         if let Some(a) = line.split("listening on ").nth(1) {
             base = Some(a.trim().to_string());
         }
     }
     std::thread::spawn(move || for _ in lines {});
-    Ok((child, base.unwrap(), key.context("no first-start key")?))
+    Ok(Server {
+        child,
+        base: base.unwrap(),
+        key,
+        owner,
+    })
 }

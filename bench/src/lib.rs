@@ -1,7 +1,10 @@
-//! Shared pieces of trailspark's benchmarks: sample payloads, and the process harness of the
-//! load benchmarks ([`harness`]).
+//! Shared pieces of trailspark's benchmarks: sample payloads, the process harness of the
+//! load benchmarks ([`harness`]), signalmark's workload generator ([`workload`]) and its live
+//! load over HTTP and NATS ([`load`]).
 
 pub mod harness;
+pub mod load;
+pub mod workload;
 
 /// Representative payloads: a generic webhook form fill, a Segment identify, a Segment track
 /// with a rich context (what SDKs send), and a Marketo webhook.
