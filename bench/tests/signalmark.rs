@@ -17,6 +17,8 @@ fn signalmark_small_scale_outputs_agree_with_duckdb() {
             "3",
             "--seconds",
             "2",
+            "--nats-events",
+            "5000",
             "--work",
         ])
         .arg(work.path())

@@ -60,6 +60,10 @@ struct Args {
     /// Seconds per ingest-throughput scenario.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Signals published in the NATS ingest scenario (the rate is taken until all are
+    /// processed, so this bounds its duration, not --seconds).
+    #[arg(long, default_value_t = 50_000)]
+    nats_events: usize,
     /// Working directory (kept); default: a temporary one (removed).
     #[arg(long)]
     work: Option<PathBuf>,
@@ -69,6 +73,26 @@ struct Args {
     /// The trailspark binary (default: next to this one).
     #[arg(long)]
     trailspark: Option<PathBuf>,
+    /// Run even when the machine's available memory looks too small for the scale.
+    #[arg(long)]
+    force: bool,
+}
+
+/// Resident bytes per workload event the batch server needed in the latest run recorded in
+/// bench/RESULTS.md (about 10 GiB per million), with a margin: the guard below uses it to
+/// refuse a scale this machine cannot hold, instead of driving it into swap.
+const BYTES_PER_EVENT: u64 = 12 * 1024;
+
+fn mem_available() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = s
+        .lines()
+        .find(|l| l.starts_with("MemAvailable:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 const ADMIN: &str = "signalmark-admin-token-3f9c2a7e51d04b86";
@@ -103,6 +127,20 @@ fn main() -> anyhow::Result<()> {
             "{} not found; build it with `cargo build --release -p trailspark`",
             ts.display()
         );
+    }
+    if let (false, Some(avail)) = (a.force, mem_available()) {
+        let need = a.events * BYTES_PER_EVENT;
+        if need > avail {
+            bail!(
+                "{} events need about {:.0} GiB of memory for trailspark's dataflow at its current \
+                 footprint (bench/RESULTS.md); {:.0} GiB are available. Pass a smaller --events \
+                 (e.g. {}), or --force.",
+                a.events,
+                need as f64 / (1u64 << 30) as f64,
+                avail as f64 / (1u64 << 30) as f64,
+                avail / BYTES_PER_EVENT / 100_000 * 100_000
+            );
+        }
     }
     let tmp = tempfile::tempdir()?;
     let work = a.work.clone().unwrap_or_else(|| tmp.path().to_path_buf());
@@ -492,7 +530,10 @@ async fn ingest(ts: &Path, work: &Path, a: &Args) -> anyhow::Result<Vec<Row>> {
     let s = serve(ts, &work.join("ingest-nats"), Some(&url))?;
     let orgs = setup(&c, &s, a.orgs).await?;
     let t = Instant::now();
-    let published = nats_load(&url, &orgs, fresh_events(a, 4), 256, limit).await?;
+    let events = fresh_events(a, 4)
+        .filter(|e| e.kind == Kind::Signal)
+        .take(a.nats_events);
+    let published = nats_load(&url, &orgs, events, 256, None).await?;
     loop {
         let h: Value = c
             .get(format!("{}/healthz", s.base))
