@@ -79,9 +79,9 @@ struct Args {
 }
 
 /// Resident bytes per workload event the batch server needed in the latest run recorded in
-/// bench/RESULTS.md (about 10 GiB per million), with a margin: the guard below uses it to
+/// bench/RESULTS.md (6.9 GiB per million signals), with a margin: the guard below uses it to
 /// refuse a scale this machine cannot hold, instead of driving it into swap.
-const BYTES_PER_EVENT: u64 = 12 * 1024;
+const BYTES_PER_EVENT: u64 = 8 * 1024;
 
 fn mem_available() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/meminfo").ok()?;
