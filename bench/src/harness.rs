@@ -55,6 +55,22 @@ pub fn start_nats(store: &Path) -> anyhow::Result<(Child, String)> {
     Ok((child, format!("nats://127.0.0.1:{port}")))
 }
 
+/// The trailspark binary: `explicit` when given, else the one built next to the running
+/// benchmark (same target directory and profile).
+pub fn trailspark_bin(explicit: Option<&Path>) -> anyhow::Result<std::path::PathBuf> {
+    let ts = match explicit {
+        Some(p) => p.to_path_buf(),
+        None => std::env::current_exe()?.with_file_name("trailspark"),
+    };
+    if !ts.exists() {
+        bail!(
+            "{} not found; build it with `cargo build --release -p trailspark`",
+            ts.display()
+        );
+    }
+    Ok(ts)
+}
+
 /// A running `trailspark serve`: its process, base URL, and (on a first start) the Owner
 /// token of org 1 and its Signal Staging key, both printed once.
 pub struct Server {

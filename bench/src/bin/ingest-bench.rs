@@ -20,10 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
 use clap::Parser;
 use trailspark_bench::harness::{
-    free_port, nats_server_bin, start_nats, start_trailspark, wait_port,
+    free_port, nats_server_bin, start_nats, start_trailspark, trailspark_bin, wait_port,
 };
 
 #[derive(Parser)]
@@ -48,16 +47,7 @@ fn main() -> anyhow::Result<()> {
         return serve_baseline(addr);
     }
     let exe = std::env::current_exe()?;
-    let ts = args
-        .trailspark
-        .clone()
-        .unwrap_or_else(|| exe.with_file_name("trailspark"));
-    if !ts.exists() {
-        bail!(
-            "{} not found; build it with `cargo build --release -p trailspark`",
-            ts.display()
-        );
-    }
+    let ts = trailspark_bin(args.trailspark.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

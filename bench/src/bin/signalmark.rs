@@ -36,7 +36,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use serde_json::{json, Value};
-use trailspark_bench::harness::{nats_server_bin, start_nats, start_server, Server};
+use trailspark_bench::harness::{
+    nats_server_bin, start_nats, start_server, trailspark_bin, Server,
+};
 use trailspark_bench::load::{
     freshness, http_load, nats_load, poll_positions, quantile, HttpLoad, Mode, OrgAccess,
 };
@@ -117,17 +119,7 @@ fn row(measure: impl Into<String>, ours: impl Into<String>) -> Row {
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let started = Instant::now();
-    let exe = std::env::current_exe()?;
-    let ts = a
-        .trailspark
-        .clone()
-        .unwrap_or_else(|| exe.with_file_name("trailspark"));
-    if !ts.exists() {
-        bail!(
-            "{} not found; build it with `cargo build --release -p trailspark`",
-            ts.display()
-        );
-    }
+    let ts = trailspark_bin(a.trailspark.as_deref())?;
     if let (false, Some(avail)) = (a.force, mem_available()) {
         let need = a.events * BYTES_PER_EVENT;
         if need > avail {
@@ -361,29 +353,16 @@ async fn setup(c: &reqwest::Client, s: &Server, orgs: usize) -> anyhow::Result<V
                     .to_string(),
             )
         };
-        let put = |path: &str, body: Value| {
-            call(
-                c,
-                reqwest::Method::PUT,
-                format!("{base}{path}"),
-                &token,
-                Some(body),
-            )
+        let send = |method: reqwest::Method, path: &str, body: Value| {
+            call(c, method, format!("{base}{path}"), &token, Some(body))
         };
-        put(
+        let post = |path: &str, body: Value| send(reqwest::Method::POST, path, body);
+        send(
+            reqwest::Method::PUT,
             "/api/admin/plan",
             json!({"raw_signal_limit": 0, "mapped_signal_limit": 0, "overage": false}),
         )
         .await?;
-        let post = |path: &str, body: Value| {
-            call(
-                c,
-                reqwest::Method::POST,
-                format!("{base}{path}"),
-                &token,
-                Some(body),
-            )
-        };
         let key = post(
             "/api/admin/keys",
             json!({"name": "signalmark", "endpoint_type": "signal_staging"}),
