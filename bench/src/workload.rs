@@ -53,6 +53,31 @@ impl Default for Config {
     }
 }
 
+/// The workload's size and seed, as `signalgen` and `signalmark` both take them.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Scale {
+    /// Events in the workload (signals and product-org updates, retries included).
+    #[arg(long, default_value_t = 10_000_000)]
+    pub events: u64,
+    /// Organizations (Zipf-sized).
+    #[arg(long, default_value_t = 8)]
+    pub orgs: usize,
+    /// The generator's seed: the same seed and scale give the same workload.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+impl Scale {
+    pub fn config(&self) -> Config {
+        Config {
+            seed: self.seed,
+            events: self.events,
+            orgs: self.orgs,
+            ..Default::default()
+        }
+    }
+}
+
 /// Where an event goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {

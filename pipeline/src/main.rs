@@ -171,6 +171,10 @@ struct DataflowOpts {
         default_value_t = 1
     )]
     max_user_ids_per_identifier: usize,
+    /// Most log entries one dataflow epoch takes (bounds the transient memory of a replay or
+    /// a burst; larger epochs amortize more per-epoch work).
+    #[arg(long, env = "TRAILSPARK_EPOCH_ENTRIES", default_value_t = 100_000)]
+    epoch_entries: usize,
 }
 
 impl DataflowOpts {
@@ -187,6 +191,7 @@ impl DataflowOpts {
                 max_emails: self.max_emails_per_identifier,
                 max_user_ids: self.max_user_ids_per_identifier,
             },
+            epoch_entries: self.epoch_entries,
             ..Default::default()
         }
     }

@@ -16,17 +16,13 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::Parser;
 use trailspark_bench::load::{http_load, nats_load, HttpLoad, Mode, OrgAccess};
-use trailspark_bench::workload::{write_ndjson, Config, Generator};
+use trailspark_bench::workload::{write_ndjson, Generator, Scale};
 
 #[derive(Parser)]
 #[command(name = "signalgen", about = "Generate signalmark's workload")]
 struct Args {
-    #[arg(long, default_value_t = 10_000_000)]
-    events: u64,
-    #[arg(long, default_value_t = 8)]
-    orgs: usize,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    #[command(flatten)]
+    scale: Scale,
     /// Write NDJSON files here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -59,12 +55,7 @@ struct Args {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    let cfg = Config {
-        seed: a.seed,
-        events: a.events,
-        orgs: a.orgs,
-        ..Default::default()
-    };
+    let cfg = a.scale.config();
     if let Some(dir) = &a.out {
         let m = write_ndjson(&cfg, a.parts, dir)?;
         println!("{}", serde_json::to_string(&m)?);
@@ -74,12 +65,12 @@ async fn main() -> anyhow::Result<()> {
         bail!("give --out DIR, or --http/--nats with --access FILE");
     };
     let orgs: Vec<OrgAccess> = serde_json::from_slice(&std::fs::read(path)?)?;
-    if orgs.len() < a.orgs {
+    if orgs.len() < a.scale.orgs {
         bail!(
             "{} lists {} orgs; the workload has {}",
             path.display(),
             orgs.len(),
-            a.orgs
+            a.scale.orgs
         );
     }
     let limit = (a.seconds > 0).then(|| Duration::from_secs(a.seconds));

@@ -43,19 +43,15 @@ use trailspark_bench::load::{
     freshness, http_load, nats_load, poll_positions, quantile, HttpLoad, Mode, OrgAccess,
 };
 use trailspark_bench::workload::{
-    part_file, product_org_template, rule_edit, rules, write_ndjson, Config, Event, Generator, Kind,
+    part_file, product_org_template, rule_edit, rules, write_ndjson, Config, Event, Generator,
+    Kind, Scale,
 };
 
 #[derive(Parser)]
 #[command(name = "signalmark", about = "trailspark end to end against DuckDB")]
 struct Args {
-    /// Events in the workload.
-    #[arg(long, default_value_t = 10_000_000)]
-    events: u64,
-    #[arg(long, default_value_t = 8)]
-    orgs: usize,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    #[command(flatten)]
+    scale: Scale,
     /// Incremental parts.
     #[arg(long, default_value_t = 10)]
     parts: usize,
@@ -121,13 +117,13 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let ts = trailspark_bin(a.trailspark.as_deref())?;
     if let (false, Some(avail)) = (a.force, mem_available()) {
-        let need = a.events * BYTES_PER_EVENT;
+        let need = a.scale.events * BYTES_PER_EVENT;
         if need > avail {
             bail!(
                 "{} events need about {:.0} GiB of memory for trailspark's dataflow at its current \
                  footprint (bench/RESULTS.md); {:.0} GiB are available. Pass a smaller --events \
                  (e.g. {}), or --force.",
-                a.events,
+                a.scale.events,
                 need as f64 / (1u64 << 30) as f64,
                 avail as f64 / (1u64 << 30) as f64,
                 avail / BYTES_PER_EVENT / 100_000 * 100_000
@@ -142,16 +138,11 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let cfg = Config {
-        seed: a.seed,
-        events: a.events,
-        orgs: a.orgs,
-        ..Default::default()
-    };
+    let cfg = a.scale.config();
     let mut rows = Vec::new();
 
     // 1. The workload.
-    eprintln!("signalmark: generating {} events", a.events);
+    eprintln!("signalmark: generating {} events", a.scale.events);
     let t = Instant::now();
     let manifest = write_ndjson(&cfg, a.parts, &data)?;
     rows.push(row(
@@ -259,9 +250,9 @@ fn main() -> anyhow::Result<()> {
 
     println!(
         "\nsignalmark: {} events, {} orgs, seed {}, {} parts; {} cores; DuckDB {}; {:.0} s in all\n",
-        a.events,
-        a.orgs,
-        a.seed,
+        a.scale.events,
+        a.scale.orgs,
+        a.scale.seed,
         a.parts,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         duck["duckdb"].as_str().unwrap_or("?"),
@@ -432,9 +423,9 @@ fn rss_bytes(pid: u32) -> u64 {
 /// must be new to the server each time).
 fn fresh_events(a: &Args, salt: u64) -> Generator {
     Generator::new(Config {
-        seed: a.seed ^ (salt << 32),
+        seed: a.scale.seed ^ (salt << 32),
         events: u64::MAX / 2,
-        orgs: a.orgs,
+        orgs: a.scale.orgs,
         ..Default::default()
     })
 }
@@ -447,7 +438,7 @@ async fn ingest(ts: &Path, work: &Path, a: &Args) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     let dir = work.join("ingest-http");
     let s = serve(ts, &dir, None)?;
-    let orgs = setup(&c, &s, a.orgs).await?;
+    let orgs = setup(&c, &s, a.scale.orgs).await?;
     std::fs::write(work.join("access.json"), serde_json::to_vec_pretty(&orgs)?)?;
     let mut load = HttpLoad {
         base: s.base.clone(),
@@ -507,7 +498,7 @@ async fn ingest(ts: &Path, work: &Path, a: &Args) -> anyhow::Result<Vec<Row>> {
     let store = work.join("ingest-nats-store");
     let (mut ns, url) = start_nats(&store)?;
     let s = serve(ts, &work.join("ingest-nats"), Some(&url))?;
-    let orgs = setup(&c, &s, a.orgs).await?;
+    let orgs = setup(&c, &s, a.scale.orgs).await?;
     let t = Instant::now();
     let events = fresh_events(a, 4)
         .filter(|e| e.kind == Kind::Signal)
@@ -615,7 +606,7 @@ async fn edit_rule(c: &reqwest::Client, base: &str, orgs: &[OrgAccess]) -> anyho
 async fn incremental(ts: &Path, work: &Path, data: &Path, a: &Args) -> anyhow::Result<Incremental> {
     let c = reqwest::Client::new();
     let s = serve(ts, &work.join("incremental"), None)?;
-    let orgs = setup(&c, &s, a.orgs).await?;
+    let orgs = setup(&c, &s, a.scale.orgs).await?;
     let mut part_s = Vec::new();
     for p in 0..a.parts {
         let t = Instant::now();
@@ -627,7 +618,7 @@ async fn incremental(ts: &Path, work: &Path, data: &Path, a: &Args) -> anyhow::R
                 &[part_file(data, Kind::Signal, i, p)],
             )?;
         }
-        let updates = product_org_events(data, a.orgs, Some(p), a.parts);
+        let updates = product_org_events(data, a.scale.orgs, Some(p), a.parts);
         post_product_orgs(&s.base, &orgs, updates).await?;
         if p == a.parts / 2 {
             edit_rule(&c, &s.base, &orgs).await?;
@@ -680,7 +671,7 @@ async fn batch(
     let c = reqwest::Client::new();
     let dir = work.join("batch");
     let s = serve(ts, &dir, None)?;
-    let orgs = setup(&c, &s, a.orgs).await?;
+    let orgs = setup(&c, &s, a.scale.orgs).await?;
     stop(s)?;
     let t = Instant::now();
     for (i, o) in orgs.iter().enumerate() {
@@ -724,14 +715,14 @@ async fn batch(
     rows.push(row(
         format!(
             "rule edit with reprocessing, one rule in each of {} orgs (ms)",
-            a.orgs
+            a.scale.orgs
         ),
         format!("{:.0}", ms(t.elapsed())),
     ));
     post_product_orgs(
         &s.base,
         &orgs,
-        product_org_events(data, a.orgs, None, a.parts),
+        product_org_events(data, a.scale.orgs, None, a.parts),
     )
     .await?;
     caught_up(&c, &s.base, &orgs[0].token).await?;

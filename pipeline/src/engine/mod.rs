@@ -38,6 +38,12 @@ pub struct EngineConfig {
     pub queue: usize,
     /// Entries that may wait for the feeder before `feed` blocks.
     pub queue_entries: usize,
+    /// The most entries one epoch takes. Larger epochs amortize the dataflow's per-epoch
+    /// work, but every operator holds an epoch's changes at once while it sorts them, and the
+    /// read models hold an epoch's output until it completes: without a cap, a replay or a
+    /// burst becomes one epoch as large as the queue, and its transient peak stays in the
+    /// process's resident memory after it is freed.
+    pub epoch_entries: usize,
 }
 
 impl Default for EngineConfig {
@@ -47,6 +53,7 @@ impl Default for EngineConfig {
             identity: IdentityConfig::default(),
             queue: 4,
             queue_entries: 1_000_000,
+            epoch_entries: 100_000,
         }
     }
 }
@@ -97,8 +104,9 @@ impl Drop for Engine {
     }
 }
 
-/// Converts a rule config event at `pos` into rule-book changes.
-fn rule_change(e: &ConfigEvent) -> Option<RuleChange> {
+/// Converts a rule config event into a rule-book change (public for tests that compute the
+/// dataflow's sequential reference from the same log).
+pub fn rule_change(e: &ConfigEvent) -> Option<RuleChange> {
     match e {
         ConfigEvent::RuleCreated {
             org_id,
@@ -181,11 +189,13 @@ impl Engine {
             book: RuleBook::default(),
         };
         let q = queue.clone();
+        let epoch_entries = cfg.epoch_entries.max(1);
         std::thread::Builder::new()
             .name("dataflow-feeder".into())
             .spawn(move || {
-                // Takes everything that accumulated as one epoch: under load epochs grow,
-                // which is what keeps the dataflow's throughput up (adaptive batching).
+                // Takes everything that accumulated, as epochs of up to `epoch_entries`: under
+                // load epochs grow, which is what keeps the dataflow's throughput up (adaptive
+                // batching), up to the cap that bounds their transient memory.
                 loop {
                     let batch = {
                         let mut st = q.state.lock().unwrap();
@@ -198,7 +208,9 @@ impl Engine {
                         std::mem::take(&mut st.0)
                     };
                     q.not_full.notify_all();
-                    inputs.feed(&batch);
+                    for epoch in batch.chunks(epoch_entries) {
+                        inputs.feed(epoch);
+                    }
                 }
             })
             .expect("spawning the feeder thread");
@@ -293,7 +305,10 @@ fn run_worker(
                 let tx = tx.clone();
                 $coll
                     .inspect_batch(move |_t, updates| {
-                        let v = updates.iter().map(|(d, _t, r)| (d.clone(), *r)).collect();
+                        let v = updates
+                            .iter()
+                            .map(|(d, t, r)| (d.clone(), *t, *r))
+                            .collect();
                         let _ = tx.send(Update::$variant(v));
                     })
                     .probe_with(&probe);

@@ -1,14 +1,22 @@
 //! Read models: what the HTTP API reads, kept current from the dataflow's output changes.
 //!
-//! The dataflow's workers send every change of their outputs here, then worker 0 sends the
-//! log position up to which all changes have been sent (`applied`). Readers see a consistent
-//! state: models are swapped under one lock per batch of changes, and a reader can wait until
-//! `applied` reaches the position of a write it made.
+//! The dataflow's workers send every change of their outputs here, each with the log position
+//! (logical time) it happens at, then worker 0 sends the position up to which all changes have
+//! been sent (`Applied`). The read thread holds changes until their position is complete,
+//! consolidates them (sums the diffs of equal records) and applies the net change. Applying
+//! changes one by one in arrival order is not enough: one message of a reduce's output holds
+//! many times sorted by record, not by time, so a signal whose outcome went a → b → a inside
+//! one epoch would land on whichever value came last in record order, and a retraction that
+//! arrived after a re-insertion of the same value would remove a live record. Net changes per
+//! completed position make the result independent of how the workers batch and order their
+//! output. Readers see a consistent state: models change under one lock per completed
+//! position, and a reader can wait until `applied` reaches the position of a write it made.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::RwLock;
 use std::time::Duration;
 
+use differential_dataflow::consolidation::consolidate;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
@@ -18,20 +26,121 @@ use trailspark_operators::identity::SignalKey;
 use trailspark_operators::product_orgs::ProductOrg;
 use trailspark_operators::{IdKind, Ident, Org};
 
-/// Changes of one output: records with their diffs.
+/// Net changes of one output: records with their diffs.
 pub type Changes<D> = Vec<(D, isize)>;
+
+/// Changes of one output as a worker sends them: records, the log position they happen at,
+/// and their diffs.
+pub type Timed<D> = Vec<(D, u64, isize)>;
+
+type ProcessedRow = (SignalKey, Processed);
+type MemberRow = (Ident, Ident);
+type ConflictRow = (Ident, IdKind);
+type GroupsRow = ((Org, GroupKey), GroupRow);
+type UsageRow = ((Org, u32, Meter), isize);
+type LeadRow = (Ident, LeadProfile);
+type ProductOrgRow = ((Org, String), ProductOrg);
 
 /// A change of one output, as sent by a worker.
 pub enum Update {
-    Processed(Changes<(SignalKey, Processed)>),
-    Membership(Changes<(Ident, Ident)>),
-    Conflicts(Changes<(Ident, IdKind)>),
-    Groups(Changes<((Org, GroupKey), GroupRow)>),
-    Usage(Changes<((Org, u32, Meter), isize)>),
-    Leads(Changes<(Ident, LeadProfile)>),
-    ProductOrgs(Changes<((Org, String), ProductOrg)>),
+    Processed(Timed<ProcessedRow>),
+    Membership(Timed<MemberRow>),
+    Conflicts(Timed<ConflictRow>),
+    Groups(Timed<GroupsRow>),
+    Usage(Timed<UsageRow>),
+    Leads(Timed<LeadRow>),
+    ProductOrgs(Timed<ProductOrgRow>),
     /// Every change up to this log position has been sent.
     Applied(u64),
+}
+
+/// The net change of one output over completed positions, as the models apply it.
+enum Batch {
+    Processed(Changes<ProcessedRow>),
+    Membership(Changes<MemberRow>),
+    Conflicts(Changes<ConflictRow>),
+    Groups(Changes<GroupsRow>),
+    Usage(Changes<UsageRow>),
+    Leads(Changes<LeadRow>),
+    ProductOrgs(Changes<ProductOrgRow>),
+}
+
+/// Changes received for positions that are not yet complete.
+#[derive(Default)]
+struct Held {
+    processed: Timed<ProcessedRow>,
+    membership: Timed<MemberRow>,
+    conflicts: Timed<ConflictRow>,
+    groups: Timed<GroupsRow>,
+    usage: Timed<UsageRow>,
+    leads: Timed<LeadRow>,
+    product_orgs: Timed<ProductOrgRow>,
+}
+
+/// Takes the changes at positions up to `upto` out of `held`, consolidated. When all of them
+/// are complete (the usual case) the records move into the result in place: an epoch's
+/// changes can be large, and holding them twice would double the read thread's peak.
+fn settle<D: Ord>(held: &mut Timed<D>, upto: u64) -> Changes<D> {
+    let mut now: Changes<D> = if held.iter().all(|(_, t, _)| *t <= upto) {
+        std::mem::take(held)
+            .into_iter()
+            .map(|(d, _, r)| (d, r))
+            .collect()
+    } else {
+        let (now, later): (Timed<D>, Timed<D>) = std::mem::take(held)
+            .into_iter()
+            .partition(|(_, t, _)| *t <= upto);
+        *held = later;
+        now.into_iter().map(|(d, _, r)| (d, r)).collect()
+    };
+    consolidate(&mut now);
+    now
+}
+
+impl Held {
+    /// Holds a worker's changes; returns the position of an `Applied` marker instead.
+    fn hold(&mut self, u: Update) -> Option<u64> {
+        match u {
+            Update::Processed(v) => self.processed.extend(v),
+            Update::Membership(v) => self.membership.extend(v),
+            Update::Conflicts(v) => self.conflicts.extend(v),
+            Update::Groups(v) => self.groups.extend(v),
+            Update::Usage(v) => self.usage.extend(v),
+            Update::Leads(v) => self.leads.extend(v),
+            Update::ProductOrgs(v) => self.product_orgs.extend(v),
+            Update::Applied(p) => return Some(p),
+        }
+        None
+    }
+
+    /// The net changes up to `upto`, in the order downstream events should follow: a lead
+    /// exists before identifiers join it, and both before the signals attributed to it.
+    fn settle(&mut self, upto: u64) -> Vec<Batch> {
+        let all = [
+            Batch::Leads(settle(&mut self.leads, upto)),
+            Batch::Membership(settle(&mut self.membership, upto)),
+            Batch::Conflicts(settle(&mut self.conflicts, upto)),
+            Batch::Processed(settle(&mut self.processed, upto)),
+            Batch::Groups(settle(&mut self.groups, upto)),
+            Batch::Usage(settle(&mut self.usage, upto)),
+            Batch::ProductOrgs(settle(&mut self.product_orgs, upto)),
+        ];
+        all.into_iter().filter(|b| !b.is_empty()).collect()
+    }
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        match self {
+            Batch::Processed(v) => v.is_empty(),
+            Batch::Membership(v) => v.is_empty(),
+            Batch::Conflicts(v) => v.is_empty(),
+            Batch::Groups(v) => v.is_empty(),
+            Batch::Usage(v) => v.is_empty(),
+            Batch::Leads(v) => v.is_empty(),
+            Batch::ProductOrgs(v) => v.is_empty(),
+        }
+    }
 }
 
 /// A change downstream consumers hear about, derived while the models apply the dataflow's
@@ -237,25 +346,25 @@ fn mapping_of(p: &Processed) -> (Status, Option<u64>, Option<Ident>) {
 
 impl Models {
     #[cfg(test)]
-    fn apply(&mut self, update: Update) {
+    fn apply(&mut self, update: Batch) {
         self.apply_collect(update, None)
     }
 
     /// Applies one update; with `out`, also records the [`Change`]s it made. Changes are
     /// found by comparing the touched keys' values before and after the update, so they do
     /// not depend on how the update's records are ordered.
-    fn apply_collect(&mut self, update: Update, out: Option<&mut Vec<Change>>) {
+    fn apply_collect(&mut self, update: Batch, out: Option<&mut Vec<Change>>) {
         let Some(out) = out else {
             return self.apply_plain(update);
         };
         match update {
-            Update::Processed(v) => {
+            Batch::Processed(v) => {
                 let keys: BTreeSet<SignalKey> = v.iter().map(|((k, _), _)| *k).collect();
                 let old: Vec<_> = keys
                     .into_iter()
                     .map(|k| (k, self.processed.get(&k).map(mapping_of)))
                     .collect();
-                self.apply_plain(Update::Processed(v));
+                self.apply_plain(Batch::Processed(v));
                 for (key, before) in old {
                     if let Some(p) = self.processed.get(&key) {
                         if p.status == Status::Completed
@@ -270,7 +379,7 @@ impl Models {
                     }
                 }
             }
-            Update::Membership(v) => {
+            Batch::Membership(v) => {
                 let idents: BTreeSet<Ident> = v.iter().map(|((i, _), _)| i.clone()).collect();
                 let old: Vec<_> = idents
                     .into_iter()
@@ -279,7 +388,7 @@ impl Models {
                         (i, l)
                     })
                     .collect();
-                self.apply_plain(Update::Membership(v));
+                self.apply_plain(Batch::Membership(v));
                 for (ident, previous) in old {
                     let Some(lead) = self.lead_of.get(&ident) else {
                         continue;
@@ -297,7 +406,7 @@ impl Models {
                     }
                 }
             }
-            Update::Leads(v) => {
+            Batch::Leads(v) => {
                 let keys: BTreeSet<Ident> = v.iter().map(|((l, _), _)| l.clone()).collect();
                 let old: Vec<_> = keys
                     .into_iter()
@@ -306,7 +415,7 @@ impl Models {
                         (l, p)
                     })
                     .collect();
-                self.apply_plain(Update::Leads(v));
+                self.apply_plain(Batch::Leads(v));
                 for (lead, before) in old {
                     if let Some(now) = self.leads.get(&lead) {
                         if before.as_ref() != Some(now) {
@@ -319,13 +428,13 @@ impl Models {
                     }
                 }
             }
-            Update::Usage(v) => {
+            Batch::Usage(v) => {
                 let keys: BTreeSet<(Org, u32, Meter)> = v.iter().map(|((k, _), _)| *k).collect();
                 let old: Vec<_> = keys
                     .into_iter()
                     .map(|k| (k, self.usage.get(&k).copied().unwrap_or(0)))
                     .collect();
-                self.apply_plain(Update::Usage(v));
+                self.apply_plain(Batch::Usage(v));
                 for (k, before) in old {
                     let now = self.usage.get(&k).copied().unwrap_or(0);
                     if now != before {
@@ -343,14 +452,14 @@ impl Models {
         }
     }
 
-    fn apply_plain(&mut self, update: Update) {
+    fn apply_plain(&mut self, update: Batch) {
         // Retractions first, so that a key's old value is removed before its new one lands.
         fn ordered<T>(mut v: Vec<(T, isize)>) -> Vec<(T, isize)> {
             v.sort_by_key(|(_, d)| *d);
             v
         }
         match update {
-            Update::Processed(v) => {
+            Batch::Processed(v) => {
                 for ((key, p), d) in ordered(v) {
                     let stats = self.stats.entry(key.0).or_default();
                     if d < 0 {
@@ -394,7 +503,7 @@ impl Models {
                     }
                 }
             }
-            Update::Membership(v) => {
+            Batch::Membership(v) => {
                 for ((ident, lead), d) in ordered(v) {
                     let set = self.members.entry(lead.clone()).or_default();
                     if d < 0 {
@@ -411,7 +520,7 @@ impl Models {
                     }
                 }
             }
-            Update::Conflicts(v) => {
+            Batch::Conflicts(v) => {
                 for (c, d) in v {
                     if d < 0 {
                         self.conflicts.remove(&c);
@@ -420,7 +529,7 @@ impl Models {
                     }
                 }
             }
-            Update::Groups(v) => {
+            Batch::Groups(v) => {
                 for ((k, row), d) in ordered(v) {
                     if d < 0 {
                         if self.groups.get(&k) == Some(&row) {
@@ -431,7 +540,7 @@ impl Models {
                     }
                 }
             }
-            Update::Usage(v) => {
+            Batch::Usage(v) => {
                 for ((k, n), d) in ordered(v) {
                     if d < 0 {
                         if self.usage.get(&k) == Some(&(n as i64)) {
@@ -442,7 +551,7 @@ impl Models {
                     }
                 }
             }
-            Update::Leads(v) => {
+            Batch::Leads(v) => {
                 for ((lead, profile), d) in ordered(v) {
                     if d < 0 {
                         if self.leads.get(&lead) == Some(&profile) {
@@ -455,7 +564,7 @@ impl Models {
                     }
                 }
             }
-            Update::ProductOrgs(v) => {
+            Batch::ProductOrgs(v) => {
                 for ((k, po), d) in ordered(v) {
                     if d < 0 {
                         if self.product_orgs.get(&k) == Some(&po) {
@@ -466,7 +575,6 @@ impl Models {
                     }
                 }
             }
-            Update::Applied(_) => {}
         }
     }
 
@@ -587,24 +695,34 @@ impl ReadModels {
         self.models.write().unwrap().retire(org, r)
     }
 
-    /// Applies changes from the workers until the channel closes.
+    /// Applies changes from the workers until the channel closes: holds each worker's
+    /// changes until an `Applied` marker says their position is complete, then applies the
+    /// net change (see the module's doc).
     pub fn run(&self, rx: std::sync::mpsc::Receiver<Update>) {
+        let mut held = Held::default();
         let mut pending: Vec<Change> = Vec::new();
         let mut ready: Vec<(u64, Vec<Change>)> = Vec::new();
         while let Ok(first) = rx.recv() {
-            let sink = self.changes.get();
-            let mut applied = None;
-            let mut m = self.models.write().unwrap();
+            let mut settled: Vec<(u64, Vec<Batch>)> = Vec::new();
             let mut next = Some(first);
             while let Some(u) = next {
-                if let Update::Applied(p) = u {
-                    applied = Some(p);
-                    if !pending.is_empty() {
-                        ready.push((p, coalesce(std::mem::take(&mut pending))));
-                    }
+                if let Some(p) = held.hold(u) {
+                    settled.push((p, held.settle(p)));
                 }
-                m.apply_collect(u, sink.is_some().then_some(&mut pending));
                 next = rx.try_recv().ok();
+            }
+            let Some(&(applied, _)) = settled.last() else {
+                continue;
+            };
+            let sink = self.changes.get();
+            let mut m = self.models.write().unwrap();
+            for (p, batches) in settled {
+                for b in batches {
+                    m.apply_collect(b, sink.is_some().then_some(&mut pending));
+                }
+                if !pending.is_empty() {
+                    ready.push((p, coalesce(std::mem::take(&mut pending))));
+                }
             }
             drop(m);
             if let Some(sink) = sink {
@@ -614,13 +732,11 @@ impl ReadModels {
                     }
                 }
             }
-            if let Some(p) = applied {
-                self.applied.send_if_modified(|cur| {
-                    let changed = p > *cur;
-                    *cur = (*cur).max(p);
-                    changed
-                });
-            }
+            self.applied.send_if_modified(|cur| {
+                let changed = applied > *cur;
+                *cur = (*cur).max(applied);
+                changed
+            });
         }
     }
 
@@ -716,7 +832,7 @@ mod tests {
                             v.push(((key, old.clone()), -1));
                         }
                         v.push(((key, p), 1));
-                        m.apply(Update::Processed(v));
+                        m.apply(Batch::Processed(v));
                     }
                 }
                 // The index and the statistics, recomputed from the processed map.
@@ -744,6 +860,122 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// However the workers split and order their output (changes of an epoch in any order,
+    /// in messages of any size, some of the next epoch's ahead of the marker), the models end
+    /// on the sequential result: each signal's last outcome, statistics that count each signal
+    /// once, and the leads that exist at the end. Outcomes go back and forth between a few
+    /// values inside one epoch (a → b → a), the case that arrival-order application got wrong.
+    #[test]
+    fn models_follow_the_net_change_whatever_the_arrival_order() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let statuses = [Status::Pending, Status::Completed, Status::Failed];
+        for _run in 0..200 {
+            // Each signal's outcome and each lead's profile over time, as the dataflow would
+            // change them: a retraction of the old value and an insertion of the new one.
+            let mut outcome: BTreeMap<SignalKey, Processed> = BTreeMap::new();
+            let mut lead: BTreeMap<Ident, LeadProfile> = BTreeMap::new();
+            let mut epochs: Vec<(u64, Vec<Update>)> = Vec::new();
+            let mut t = 0u64;
+            for _epoch in 0..1 + rnd(6) {
+                let mut sent: Vec<Update> = Vec::new();
+                for _ in 0..rnd(30) {
+                    t += 1 + rnd(3);
+                    let key = (1 + rnd(2), rnd(12));
+                    let new = processed(statuses[rnd(3) as usize], rnd(2) as i64);
+                    let mut v = Vec::new();
+                    if let Some(old) = outcome.insert(key, new.clone()) {
+                        v.push(((key, old), t, -1));
+                    }
+                    v.push(((key, new), t, 1));
+                    sent.push(Update::Processed(v));
+                    let id = Ident::new(1, IdKind::Email, format!("v{}@x.example", rnd(4)));
+                    let mut v = Vec::new();
+                    let old = lead.remove(&id);
+                    if let Some(old) = &old {
+                        v.push(((id.clone(), old.clone()), t, -1));
+                    }
+                    if rnd(3) > 0 {
+                        let p = LeadProfile {
+                            signals: rnd(3),
+                            ..Default::default()
+                        };
+                        lead.insert(id.clone(), p.clone());
+                        v.push(((id, p), t, 1));
+                    }
+                    if !v.is_empty() {
+                        sent.push(Update::Leads(v));
+                    }
+                }
+                epochs.push((t, sent));
+            }
+            // Split each worker message into single records and shuffle each epoch's.
+            let mut shuffled: Vec<Vec<Update>> = Vec::new();
+            for (_, sent) in epochs.iter_mut() {
+                let mut single: Vec<Update> = Vec::new();
+                for u in sent.drain(..) {
+                    match u {
+                        Update::Processed(v) => {
+                            single.extend(v.into_iter().map(|r| Update::Processed(vec![r])))
+                        }
+                        Update::Leads(v) => {
+                            single.extend(v.into_iter().map(|r| Update::Leads(vec![r])))
+                        }
+                        _ => unreachable!(),
+                    }
+                }
+                for j in (1..single.len()).rev() {
+                    single.swap(j, rnd(j as u64 + 1) as usize);
+                }
+                shuffled.push(single);
+            }
+            // Each epoch's records, then some of the next epoch's (a worker may run ahead of
+            // the marker), then the marker.
+            let mut messages: Vec<Update> = Vec::new();
+            for i in 0..shuffled.len() {
+                let mine = std::mem::take(&mut shuffled[i]);
+                messages.extend(mine);
+                if let Some(next) = shuffled.get_mut(i + 1) {
+                    let early = rnd(next.len() as u64 + 1) as usize;
+                    messages.extend(next.drain(..early));
+                }
+                messages.push(Update::Applied(epochs[i].0));
+            }
+            let read = ReadModels::default();
+            let (tx, rx) = std::sync::mpsc::channel();
+            for m in messages {
+                tx.send(m).unwrap();
+            }
+            drop(tx);
+            read.run(rx);
+            let m = read.read();
+            let got: BTreeMap<SignalKey, Processed> =
+                m.processed.iter().map(|(k, p)| (*k, p.clone())).collect();
+            assert_eq!(got, outcome);
+            for o in [1, 2] {
+                let mut want = Stats::default();
+                for ((po, _), p) in &outcome {
+                    if *po == o {
+                        bump(&mut want, p.status, 1);
+                    }
+                }
+                assert_eq!(m.stats.get(&o).copied().unwrap_or_default(), want);
+            }
+            let got: BTreeMap<Ident, LeadProfile> = m
+                .leads
+                .iter()
+                .map(|(k, p)| (k.clone(), p.clone()))
+                .collect();
+            assert_eq!(got, lead);
+            assert_eq!(read.applied(), epochs.last().map(|e| e.0).unwrap_or(0));
         }
     }
 }

@@ -1,0 +1,219 @@
+//! The engine's read models against the dataflow's sequential reference
+//! (`trailspark_operators::graph::reference`) on random logs, fed in random chunks with
+//! random epoch caps: however the log is cut into epochs, the models end on the same state.
+//! Outcomes that change several times inside one epoch (a visitor identifying, a rule edit
+//! with reprocess) are what this guards: applying output changes in arrival order once lost
+//! signals and leads from the live models.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Value};
+use trailspark::engine::read::{Models, Stats};
+use trailspark::engine::{rule_change, Engine, EngineConfig};
+use trailspark_core::normalize::{normalize, Context};
+use trailspark_core::rules::{
+    Condition, FieldMapping, LeadField, Op, Operand, RuleDef, SignalType,
+};
+use trailspark_core::tenancy::ConfigEvent;
+use trailspark_core::{LogEntry, OrgId};
+use trailspark_operators::graph::{reference, State};
+use trailspark_operators::identity::IdentityConfig;
+use trailspark_operators::rules::{RuleBook, RuleVersion};
+use trailspark_operators::Signal;
+
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+fn rule(org: u64, rule_id: u64, bucket_lt: &str, update: bool, reprocess: bool) -> ConfigEvent {
+    let def = RuleDef {
+        name: format!("rule{rule_id}"),
+        signal_type: SignalType::PageView,
+        description: None,
+        high_intent: false,
+        priority: rule_id as i32,
+        combinator: Default::default(),
+        conditions: vec![Condition {
+            field: "properties.bucket".into(),
+            op: Op::Lt,
+            value: Some(Operand::One(bucket_lt.into())),
+        }],
+        mappings: vec![FieldMapping {
+            field: LeadField::Email,
+            path: "properties.email".into(),
+        }],
+    };
+    if update {
+        ConfigEvent::RuleUpdated {
+            org_id: OrgId(org),
+            rule_id,
+            at: 0,
+            def,
+            reprocess,
+        }
+    } else {
+        ConfigEvent::RuleCreated {
+            org_id: OrgId(org),
+            rule_id,
+            created_at: 0,
+            def,
+            reprocess,
+        }
+    }
+}
+
+/// A log of anonymous page views, identifies (sometimes across two devices), form fills,
+/// retries, and rule creations and edits (with and without reprocess) along the way.
+fn log(rng: &mut Rng, n: usize) -> Vec<(u64, LogEntry)> {
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    let mut push = |out: &mut Vec<(u64, LogEntry)>, e: LogEntry| {
+        pos += 1;
+        out.push((pos, e));
+    };
+    push(&mut out, LogEntry::Config(rule(1, 1, "50", false, false)));
+    push(&mut out, LogEntry::Config(rule(2, 2, "30", false, true)));
+    let visitors = (n as u64 / 8).max(4);
+    for i in 0..n {
+        match rng.below(200) {
+            0 => push(&mut out, LogEntry::Config(rule(1, 1, "80", true, true))),
+            1 => push(&mut out, LogEntry::Config(rule(1, 1, "20", true, false))),
+            2 => push(&mut out, LogEntry::Config(rule(2, 2, "60", true, true))),
+            _ => {}
+        }
+        let org = 1 + rng.below(2);
+        let v = rng.below(visitors);
+        let device = rng.below(2);
+        let bucket = rng.below(100);
+        let payload: Value = match rng.below(10) {
+            0..=5 => json!({"type": "page", "anonymousId": format!("a{v}-{device}"),
+                "properties": {"url": format!("/p{}", v % 7), "bucket": bucket},
+                "messageId": format!("m{i}")}),
+            6 | 7 => json!({"type": "identify", "anonymousId": format!("a{v}-{device}"),
+                "userId": format!("u{v}"), "traits": {"email": format!("v{v}@x.example")},
+                "messageId": format!("m{i}")}),
+            8 => json!({"event": "form_submit", "properties": {"email": format!("v{v}@x.example"),
+                "bucket": bucket}}),
+            // A retry of an earlier message.
+            _ => json!({"type": "page", "anonymousId": format!("a{v}-{device}"),
+                "properties": {"url": "/retry", "bucket": bucket},
+                "messageId": format!("m{}", i / 2)}),
+        };
+        let ctx = Context {
+            org_id: OrgId(org),
+            api_key_id: 1,
+            received_at: 1_767_225_600_000 + i as i64 * 1000,
+            ..Default::default()
+        };
+        push(
+            &mut out,
+            LogEntry::Signal(normalize(&ctx, &payload, payload.to_string())),
+        );
+    }
+    out
+}
+
+/// The reference's state for a log: signals and rule versions as the engine derives them.
+fn expected(entries: &[(u64, LogEntry)]) -> State {
+    let mut book = RuleBook::default();
+    let mut versions: Vec<(RuleVersion, isize)> = Vec::new();
+    let mut signals = Vec::new();
+    for (pos, e) in entries {
+        match e {
+            LogEntry::Signal(r) => signals.push(Signal::from_record(*pos, r)),
+            LogEntry::Config(c) => {
+                if let Some(change) = rule_change(c) {
+                    versions.extend(book.apply(*pos, change));
+                }
+            }
+            LogEntry::ProductOrgUpdate(_) => {}
+        }
+    }
+    differential_dataflow::consolidation::consolidate(&mut versions);
+    assert!(versions.iter().all(|(_, d)| *d == 1));
+    let versions: Vec<RuleVersion> = versions.into_iter().map(|(v, _)| v).collect();
+    reference(&signals, &versions, &IdentityConfig::default())
+}
+
+fn assert_models_equal(m: &Models, want: &State, what: &str) {
+    let processed: BTreeSet<_> = m.processed.iter().map(|(k, p)| (*k, p.clone())).collect();
+    assert_eq!(processed, want.processed, "{what}: processed");
+    for org in [1, 2] {
+        let mut stats = Stats::default();
+        for ((o, _), p) in &want.processed {
+            if *o == org {
+                stats.total += 1;
+                match p.status {
+                    trailspark_operators::graph::Status::Pending => stats.pending += 1,
+                    trailspark_operators::graph::Status::Completed => stats.processed += 1,
+                    trailspark_operators::graph::Status::Failed => stats.failed += 1,
+                    trailspark_operators::graph::Status::Skipped => stats.skipped += 1,
+                }
+            }
+        }
+        assert_eq!(
+            m.stats.get(&org).copied().unwrap_or_default(),
+            stats,
+            "{what}: stats of org {org}"
+        );
+    }
+    let leads: BTreeSet<_> = m
+        .leads
+        .iter()
+        .map(|(l, p)| (l.clone(), p.clone()))
+        .collect();
+    assert_eq!(leads, want.leads, "{what}: leads");
+    let membership: BTreeSet<_> = m
+        .lead_of
+        .iter()
+        .map(|(i, l)| (i.clone(), l.clone()))
+        .collect();
+    assert_eq!(membership, want.membership, "{what}: membership");
+    let groups: BTreeSet<_> = m
+        .groups
+        .iter()
+        .map(|(k, r)| (k.clone(), r.clone()))
+        .collect();
+    assert_eq!(groups, want.groups, "{what}: groups");
+    let usage: BTreeSet<_> = m.usage.iter().map(|(k, n)| (*k, *n as isize)).collect();
+    assert_eq!(usage, want.usage, "{what}: usage");
+}
+
+#[test]
+fn read_models_equal_the_reference_however_the_log_is_cut_into_epochs() {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    for run in 0..8 {
+        let entries = log(&mut rng, 600 + 100 * run);
+        let want = expected(&entries);
+        let epoch_entries = [1, 3, 17, 64, 100_000][rng.below(5) as usize];
+        let engine = Engine::start(EngineConfig {
+            epoch_entries,
+            queue: 1 + rng.below(4) as usize,
+            ..Default::default()
+        });
+        let mut rest = &entries[..];
+        while !rest.is_empty() {
+            let n = (1 + rng.below(150) as usize).min(rest.len());
+            engine.feed(rest[..n].to_vec());
+            rest = &rest[n..];
+        }
+        let last = entries.last().unwrap().0;
+        let t = std::time::Instant::now();
+        while engine.read.applied() < last {
+            assert!(t.elapsed().as_secs() < 120, "the engine did not catch up");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert_models_equal(
+            &engine.read.read(),
+            &want,
+            &format!("run {run}, epochs of up to {epoch_entries}"),
+        );
+    }
+}
