@@ -1,5 +1,12 @@
 //! `trailspark`: the server and its command-line tools.
 
+/// jemalloc instead of the system allocator: the dataflow allocates and frees an epoch's
+/// batches from several threads, and glibc's per-thread arenas keep much of that freed memory
+/// resident (see bench/RESULTS.md, "allocator").
+#[cfg(all(unix, not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -173,7 +180,7 @@ struct DataflowOpts {
     max_user_ids_per_identifier: usize,
     /// Most log entries one dataflow epoch takes (bounds the transient memory of a replay or
     /// a burst; larger epochs amortize more per-epoch work).
-    #[arg(long, env = "TRAILSPARK_EPOCH_ENTRIES", default_value_t = 100_000)]
+    #[arg(long, env = "TRAILSPARK_EPOCH_ENTRIES", default_value_t = 20_000)]
     epoch_entries: usize,
 }
 

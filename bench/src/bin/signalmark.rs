@@ -76,10 +76,11 @@ struct Args {
     force: bool,
 }
 
-/// Resident bytes per workload event the batch server needed in the latest run recorded in
-/// bench/RESULTS.md (6.9 GiB per million signals), with a margin: the guard below uses it to
-/// refuse a scale this machine cannot hold, instead of driving it into swap.
-const BYTES_PER_EVENT: u64 = 8 * 1024;
+/// Resident bytes per workload event the batch server needs at its peak, from bench/RESULTS.md
+/// (5.3 GiB per million signals with jemalloc and 20k-entry epochs; the incremental server
+/// runs beside it and DuckDB after), with a margin: the guard below uses it to refuse a scale
+/// this machine cannot hold, instead of driving it into swap.
+const BYTES_PER_EVENT: u64 = 7 * 1024;
 
 fn mem_available() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/meminfo").ok()?;

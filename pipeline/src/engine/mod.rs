@@ -53,7 +53,7 @@ impl Default for EngineConfig {
             identity: IdentityConfig::default(),
             queue: 4,
             queue_entries: 1_000_000,
-            epoch_entries: 100_000,
+            epoch_entries: 20_000,
         }
     }
 }
