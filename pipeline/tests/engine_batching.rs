@@ -5,10 +5,10 @@
 //! with reprocess) are what this guards: applying output changes in arrival order once lost
 //! signals and leads from the live models.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{json, Value};
-use trailspark::engine::read::{Models, Stats};
+use trailspark::engine::read::{bump, Models, Stats};
 use trailspark::engine::{rule_change, Engine, EngineConfig};
 use trailspark_core::normalize::{normalize, Context};
 use trailspark_core::rules::{
@@ -142,20 +142,18 @@ fn expected(entries: &[(u64, LogEntry)]) -> State {
     reference(&signals, &versions, &IdentityConfig::default())
 }
 
+/// A map's entries as a set, to compare with the reference's.
+fn set<K: Clone + Ord, V: Clone + Ord>(m: &HashMap<K, V>) -> BTreeSet<(K, V)> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
 fn assert_models_equal(m: &Models, want: &State, what: &str) {
-    let processed: BTreeSet<_> = m.processed.iter().map(|(k, p)| (*k, p.clone())).collect();
-    assert_eq!(processed, want.processed, "{what}: processed");
+    assert_eq!(set(&m.processed), want.processed, "{what}: processed");
     for org in [1, 2] {
         let mut stats = Stats::default();
         for ((o, _), p) in &want.processed {
             if *o == org {
-                stats.total += 1;
-                match p.status {
-                    trailspark_operators::graph::Status::Pending => stats.pending += 1,
-                    trailspark_operators::graph::Status::Completed => stats.processed += 1,
-                    trailspark_operators::graph::Status::Failed => stats.failed += 1,
-                    trailspark_operators::graph::Status::Skipped => stats.skipped += 1,
-                }
+                bump(&mut stats, p.status, 1);
             }
         }
         assert_eq!(
@@ -164,24 +162,9 @@ fn assert_models_equal(m: &Models, want: &State, what: &str) {
             "{what}: stats of org {org}"
         );
     }
-    let leads: BTreeSet<_> = m
-        .leads
-        .iter()
-        .map(|(l, p)| (l.clone(), p.clone()))
-        .collect();
-    assert_eq!(leads, want.leads, "{what}: leads");
-    let membership: BTreeSet<_> = m
-        .lead_of
-        .iter()
-        .map(|(i, l)| (i.clone(), l.clone()))
-        .collect();
-    assert_eq!(membership, want.membership, "{what}: membership");
-    let groups: BTreeSet<_> = m
-        .groups
-        .iter()
-        .map(|(k, r)| (k.clone(), r.clone()))
-        .collect();
-    assert_eq!(groups, want.groups, "{what}: groups");
+    assert_eq!(set(&m.leads), want.leads, "{what}: leads");
+    assert_eq!(set(&m.lead_of), want.membership, "{what}: membership");
+    assert_eq!(set(&m.groups), want.groups, "{what}: groups");
     let usage: BTreeSet<_> = m.usage.iter().map(|(k, n)| (*k, *n as isize)).collect();
     assert_eq!(usage, want.usage, "{what}: usage");
 }

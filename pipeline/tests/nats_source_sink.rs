@@ -409,20 +409,8 @@ fn nats_credentials_user_password_and_token() {
         ),
         (vec!["--auth", "tok3n"], vec!["--nats-token", "tok3n"]),
     ] {
-        let port = free_port();
-        let store = tempfile::tempdir().unwrap();
-        let mut nats = Command::new(nats_server_bin())
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(store.path())
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_until(20, "nats-server", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        let url = format!("nats://127.0.0.1:{port}");
+        let nats = Nats::start_with(&args);
+        let url = nats.url();
         let dir = tempfile::tempdir().unwrap();
         let mut env: Vec<(String, String)> = Vec::new();
         for pair in flags.chunks(2) {
@@ -448,8 +436,7 @@ fn nats_credentials_user_password_and_token() {
             .unwrap();
         assert_eq!(h["nats"]["connected"], true, "{h}");
         drop(s);
-        let _ = nats.kill();
-        let _ = nats.wait();
+        drop(nats);
     }
 }
 
@@ -457,30 +444,19 @@ fn nats_credentials_user_password_and_token() {
 fn nats_credentials_nkey() {
     let user = nkeys::KeyPair::new_user();
     let seed = user.seed().unwrap();
-    let port = free_port();
-    let store = tempfile::tempdir().unwrap();
-    let conf = store.path().join("nats.conf");
+    // Only the users' authorization in the file: port and store come from the flags.
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conf = conf_dir.path().join("nats.conf");
     std::fs::write(
         &conf,
         format!(
-            "listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\" }}\n\
-             authorization {{ users = [ {{ nkey: \"{}\" }} ] }}\n",
-            store.path().join("js").display(),
+            "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}\n",
             user.public_key()
         ),
     )
     .unwrap();
-    let mut nats = Command::new(nats_server_bin())
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until(20, "nats-server", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    let url = format!("nats://127.0.0.1:{port}");
+    let nats = Nats::start_with(&["-c", conf.to_str().unwrap()]);
+    let url = nats.url();
     // Without the nkey, NATS refuses the connection.
     let refused = rt().block_on(async {
         async_nats::ConnectOptions::new()
@@ -495,8 +471,7 @@ fn nats_credentials_nkey() {
     assert_eq!(r.status(), 202);
     wait_total(&s, 1, 30);
     drop(s);
-    let _ = nats.kill();
-    let _ = nats.wait();
+    drop(nats);
 }
 
 // ----- Fault scenarios -----------------------------------------------------------------

@@ -114,9 +114,10 @@ impl Held {
     }
 
     /// The net changes up to `upto`, in the order downstream events should follow: a lead
-    /// exists before identifiers join it, and both before the signals attributed to it.
-    fn settle(&mut self, upto: u64) -> Vec<Batch> {
-        let all = [
+    /// exists before identifiers join it, and both before the signals attributed to it. An
+    /// output without changes yields an empty batch, which applies as nothing.
+    fn settle(&mut self, upto: u64) -> [Batch; 7] {
+        [
             Batch::Leads(settle(&mut self.leads, upto)),
             Batch::Membership(settle(&mut self.membership, upto)),
             Batch::Conflicts(settle(&mut self.conflicts, upto)),
@@ -124,22 +125,7 @@ impl Held {
             Batch::Groups(settle(&mut self.groups, upto)),
             Batch::Usage(settle(&mut self.usage, upto)),
             Batch::ProductOrgs(settle(&mut self.product_orgs, upto)),
-        ];
-        all.into_iter().filter(|b| !b.is_empty()).collect()
-    }
-}
-
-impl Batch {
-    fn is_empty(&self) -> bool {
-        match self {
-            Batch::Processed(v) => v.is_empty(),
-            Batch::Membership(v) => v.is_empty(),
-            Batch::Conflicts(v) => v.is_empty(),
-            Batch::Groups(v) => v.is_empty(),
-            Batch::Usage(v) => v.is_empty(),
-            Batch::Leads(v) => v.is_empty(),
-            Batch::ProductOrgs(v) => v.is_empty(),
-        }
+        ]
     }
 }
 
@@ -329,7 +315,8 @@ pub fn lead_id(lead: &Ident) -> String {
     format!("ld_{}", &hex::encode(h.finalize())[..20])
 }
 
-fn bump(stats: &mut Stats, status: Status, by: i64) {
+/// Counts `by` signals of `status` into an org's statistics.
+pub fn bump(stats: &mut Stats, status: Status, by: i64) {
     stats.total += by;
     match status {
         Status::Pending => stats.pending += by,
@@ -703,7 +690,7 @@ impl ReadModels {
         let mut pending: Vec<Change> = Vec::new();
         let mut ready: Vec<(u64, Vec<Change>)> = Vec::new();
         while let Ok(first) = rx.recv() {
-            let mut settled: Vec<(u64, Vec<Batch>)> = Vec::new();
+            let mut settled: Vec<(u64, [Batch; 7])> = Vec::new();
             let mut next = Some(first);
             while let Some(u) = next {
                 if let Some(p) = held.hold(u) {

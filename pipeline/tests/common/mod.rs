@@ -253,6 +253,8 @@ pub struct Nats {
     child: Option<Child>,
     pub port: u16,
     pub store: tempfile::TempDir,
+    /// More arguments for nats-server (authentication, a config file), kept for restarts.
+    args: Vec<String>,
 }
 
 pub fn nats_server_bin() -> String {
@@ -277,12 +279,18 @@ pub fn nats_server_bin() -> String {
 
 impl Nats {
     pub fn start() -> Nats {
+        Nats::start_with(&[])
+    }
+
+    /// With more nats-server arguments, e.g. `--user ts --pass s3cret` or `-c auth.conf`.
+    pub fn start_with(args: &[&str]) -> Nats {
         let store = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut n = Nats {
             child: None,
             port,
             store,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         n.spawn();
         n
@@ -299,6 +307,7 @@ impl Nats {
                 "-sd",
             ])
             .arg(self.store.path())
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
