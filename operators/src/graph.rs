@@ -25,7 +25,7 @@ use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
 use crate::dedup::{dedup, dedup_reference};
-use crate::groups::{group_key, GroupKey};
+use crate::groups::{group_key, interned, GroupKey};
 use crate::identity::{resolve, resolve_reference, signal_idents, IdentityConfig, SignalKey};
 use crate::rules::{match_rules, match_rules_reference, Match, RuleVersion, SignalType};
 use crate::types::{IdKind, Ident, Org, Signal};
@@ -42,35 +42,75 @@ pub enum Status {
 }
 
 /// What processing made of one staged signal.
+///
+/// Its text is shared (`Arc<str>`) with the signal, the rule match and one copy per error
+/// message: there is one of these per signal in the status arrangement and in the read
+/// models, and a `String` per field made each of them, and each clone, a heap copy.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Processed {
     pub status: Status,
     /// `No identifying field`, `Invalid path`, or `Rule not found` (spec 11).
-    pub error: Option<String>,
+    pub error: Option<Arc<str>>,
     pub rule_id: Option<u64>,
-    pub rule_name: Option<String>,
+    pub rule_name: Option<Arc<str>>,
     pub signal_type: Option<SignalType>,
     pub high_intent: bool,
     pub lead: Option<Ident>,
-    pub source: String,
-    pub event_type: String,
+    pub source: Arc<str>,
+    pub event_type: Arc<str>,
     pub received_at: i64,
     pub event_at: i64,
 }
 
+thread_local! {
+    // Every unmapped signal is skipped with the same message: one shared copy per worker.
+    static RULE_NOT_FOUND: Arc<str> = Arc::from("Rule not found");
+    static NO_IDENTIFYING_FIELD: Arc<str> = Arc::from("No identifying field");
+}
+
+/// What a signal's status and its lead fact need of it, taken once when it is staged. The
+/// status operator keeps one per signal and re-decides on every identify and rule edit that
+/// touches it: holding this instead of the whole signal keeps that arrangement small, and the
+/// payload is parsed for traits once instead of on every re-decision.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Staged {
+    pub pos: u64,
+    pub received_at: i64,
+    pub event_at: i64,
+    pub source: Arc<str>,
+    pub event_type: Arc<str>,
+    /// What the payload states about the person (`Signal::traits`).
+    pub traits: Arc<[(String, String)]>,
+    pub product_org: Option<Arc<str>>,
+}
+
+impl Staged {
+    pub fn of(s: &Signal) -> Staged {
+        Staged {
+            pos: s.pos,
+            received_at: s.received_at,
+            event_at: s.event_at,
+            source: s.source.clone(),
+            event_type: s.event_type.clone(),
+            traits: Arc::from(s.traits(&s.payload_value())),
+            product_org: s.product_org.clone(),
+        }
+    }
+}
+
 /// Decides a signal's status from what is known about it (see `Status`).
 pub fn derive_status(
-    signal: &Signal,
+    signal: &Staged,
     cold: bool,
     winner: Option<&Match>,
     lead: Option<&Ident>,
 ) -> Processed {
     let (status, error) = match (winner, lead) {
-        (Some(m), _) if m.error.is_some() => (Status::Failed, m.error.clone()),
+        (Some(m), _) if m.error.is_some() => (Status::Failed, m.error.as_deref().map(Arc::from)),
         (Some(_), Some(_)) => (Status::Completed, None),
         (_, None) if cold => (Status::Pending, None),
-        (Some(_), None) => (Status::Failed, Some("No identifying field".to_string())),
-        (None, _) => (Status::Skipped, Some("Rule not found".to_string())),
+        (Some(_), None) => (Status::Failed, Some(NO_IDENTIFYING_FIELD.with(Arc::clone))),
+        (None, _) => (Status::Skipped, Some(RULE_NOT_FOUND.with(Arc::clone))),
     };
     Processed {
         status,
@@ -80,8 +120,8 @@ pub fn derive_status(
         signal_type: winner.map(|m| m.signal_type),
         high_intent: winner.is_some_and(|m| m.high_intent),
         lead: lead.cloned(),
-        source: signal.source.to_string(),
-        event_type: signal.event_type.to_string(),
+        source: signal.source.clone(),
+        event_type: signal.event_type.clone(),
         received_at: signal.received_at,
         event_at: signal.event_at,
     }
@@ -146,11 +186,11 @@ pub fn merge_rows(rows: &[&GroupRow]) -> GroupRow {
 /// the whole group's size, which matters for groups of many thousands of signals.
 const GROUP_BUCKETS: u64 = 128;
 
-fn member(s: &Signal, mapped: bool) -> ((Org, GroupKey), Member) {
+fn member(s: &Signal, mapped: bool) -> ((Org, Arc<GroupKey>), Member) {
     let payload = s.payload_value();
     let has_email = s.ids.iter().any(|(k, _)| *k == IdKind::Email);
     (
-        (s.org, group_key(s, &payload)),
+        (s.org, interned(group_key(s, &payload))),
         (
             mapped,
             (!has_email, s.pos, s.received_at, s.payload.clone()),
@@ -178,8 +218,9 @@ pub struct LeadFact {
     pub event_at: i64,
     pub pos: u64,
     pub signal_type: Option<SignalType>,
-    pub traits: Vec<(String, String)>,
-    pub product_org: Option<String>,
+    /// Shared, like the signal's text: a fact lives in the status and the lead arrangements.
+    pub traits: Arc<[(String, String)]>,
+    pub product_org: Option<Arc<str>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -202,14 +243,14 @@ pub fn profile(facts: &[&LeadFact]) -> LeadProfile {
     let mut by_type = BTreeMap::new();
     let mut product_org = None;
     for f in &ordered {
-        for (k, v) in &f.traits {
+        for (k, v) in f.traits.iter() {
             traits.insert(k.clone(), v.clone());
         }
         if let Some(t) = f.signal_type {
             *by_type.entry(t).or_insert(0u64) += 1;
         }
-        if f.product_org.is_some() {
-            product_org = f.product_org.clone();
+        if let Some(o) = &f.product_org {
+            product_org = Some(o.to_string());
         }
     }
     LeadProfile {
@@ -222,13 +263,18 @@ pub fn profile(facts: &[&LeadFact]) -> LeadProfile {
     }
 }
 
-fn lead_fact(s: &Signal, p: &Processed, rule_fields: &[(String, String)]) -> LeadFact {
-    let mut traits = s.traits(&s.payload_value());
-    for (k, v) in rule_fields {
-        traits.retain(|(key, _)| key != k);
-        traits.push((k.clone(), v.clone()));
-    }
-    traits.sort();
+fn lead_fact(s: &Staged, p: &Processed, rule_fields: &[(String, String)]) -> LeadFact {
+    let traits = if rule_fields.is_empty() {
+        s.traits.clone()
+    } else {
+        let mut traits = s.traits.to_vec();
+        for (k, v) in rule_fields {
+            traits.retain(|(key, _)| key != k);
+            traits.push((k.clone(), v.clone()));
+        }
+        traits.sort();
+        Arc::from(traits)
+    };
     LeadFact {
         event_at: s.event_at,
         pos: s.pos,
@@ -238,7 +284,7 @@ fn lead_fact(s: &Signal, p: &Processed, rule_fields: &[(String, String)]) -> Lea
             None
         },
         traits,
-        product_org: s.product_org.as_deref().map(str::to_string),
+        product_org: s.product_org.clone(),
     }
 }
 
@@ -256,7 +302,7 @@ pub struct Outputs<'s, T: Timestamp + Lattice> {
 /// Tagged facts about one signal, folded into its status.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 enum Fact {
-    Signal(Signal, bool),
+    Signal(Staged, bool),
     Rule(Match),
     Lead(Ident),
 }
@@ -289,10 +335,11 @@ where
     let facts = unique
         .clone()
         .map(move |s| {
-            let cold = signal_idents(&s, &c)
+            let cold = s
+                .ids
                 .iter()
-                .any(|(_, i)| i.kind == IdKind::AnonymousId);
-            ((s.org, s.pos), Fact::Signal(s, cold))
+                .any(|(k, v)| *k == IdKind::AnonymousId && c.allows(v));
+            ((s.org, s.pos), Fact::Signal(Staged::of(&s), cold))
         })
         .concat(winner.clone().map(|(k, m)| (k, Fact::Rule(m))))
         .concat(
@@ -355,13 +402,17 @@ where
         .count_total();
 
     // Signal groups, with each member's mapped flag.
+    // Each signal becomes a member (unmapped) once; a semijoin with the mapped keys flips the
+    // flag of the mapped. Joining members rather than signals keeps the arrangement to the
+    // few fields a member has, and one semijoin serves both sides (`antijoin` would arrange
+    // everything a second time for its own).
     let mapped_keys = winner.map(|(k, _)| k);
-    let by_key = unique.clone().map(|s| ((s.org, s.pos), s));
-    let mapped = by_key
+    let by_key = unique.clone().map(|s| ((s.org, s.pos), member(&s, false)));
+    let mapped_members = by_key.clone().semijoin(mapped_keys);
+    let mapped = mapped_members
         .clone()
-        .semijoin(mapped_keys.clone())
-        .map(|(_, s)| member(&s, true));
-    let unmapped = by_key.antijoin(mapped_keys).map(|(_, s)| member(&s, false));
+        .map(|(_, (k, (_, m)))| (k, (true, m)));
+    let unmapped = by_key.concat(mapped_members.negate()).map(|(_, m)| m);
     let groups = mapped
         .concat(unmapped)
         .map(|(k, m)| ((k, m.1 .1 % GROUP_BUCKETS), m))
@@ -373,7 +424,8 @@ where
         .reduce_named("Groups", |_k, rows, out| {
             let rows: Vec<&GroupRow> = rows.iter().map(|(r, _)| *r).collect();
             out.push((merge_rows(&rows), 1));
-        });
+        })
+        .map(|((org, k), row)| ((org, GroupKey::clone(&k)), row));
 
     Outputs {
         unique,
@@ -423,7 +475,7 @@ pub fn reference(signals: &[Signal], rules: &[RuleVersion], cfg: &IdentityConfig
     let mut lead_facts: BTreeMap<Ident, Vec<LeadFact>> = BTreeMap::new();
     let mut usage: BTreeMap<(Org, u32, Meter), isize> = BTreeMap::new();
     let mut active: BTreeSet<(Org, u32, Ident)> = BTreeSet::new();
-    let mut members: BTreeMap<(Org, GroupKey), Vec<Member>> = BTreeMap::new();
+    let mut members: BTreeMap<(Org, Arc<GroupKey>), Vec<Member>> = BTreeMap::new();
     for s in signals {
         *usage
             .entry((s.org, Signal::month_of(s.received_at), Meter::RawSignals))
@@ -435,7 +487,8 @@ pub fn reference(signals: &[Signal], rules: &[RuleVersion], cfg: &IdentityConfig
             .iter()
             .any(|(_, i)| i.kind == IdKind::AnonymousId);
         let winner = winners.get(&key);
-        let p = derive_status(s, cold, winner, lead_of.get(&key));
+        let staged = Staged::of(s);
+        let p = derive_status(&staged, cold, winner, lead_of.get(&key));
         let month = Signal::month_of(s.received_at);
         *usage
             .entry((s.org, month, Meter::StagedSignals))
@@ -451,7 +504,7 @@ pub fn reference(signals: &[Signal], rules: &[RuleVersion], cfg: &IdentityConfig
             lead_facts
                 .entry(l.clone())
                 .or_default()
-                .push(lead_fact(s, &p, &fields));
+                .push(lead_fact(&staged, &p, &fields));
         }
         let (gk, m) = member(s, winner.is_some());
         members.entry(gk).or_default().push(m);
@@ -472,7 +525,7 @@ pub fn reference(signals: &[Signal], rules: &[RuleVersion], cfg: &IdentityConfig
         .into_iter()
         .map(|(k, ms)| {
             let refs: Vec<&Member> = ms.iter().collect();
-            (k, group_row(&refs))
+            ((k.0, GroupKey::clone(&k.1)), group_row(&refs))
         })
         .collect();
     state
@@ -696,7 +749,7 @@ mod tests {
 
     #[test]
     fn statuses() {
-        let s = signal(1, 1, 0, json!({"anonymousId": "a"}));
+        let s = Staged::of(&signal(1, 1, 0, json!({"anonymousId": "a"})));
         let m = Match {
             priority: 0,
             created_at: 0,
@@ -802,7 +855,7 @@ mod tests {
             );
             assert_eq!(after.leads.len(), 1);
             let (lead, profile) = after.leads.iter().next().unwrap();
-            assert_eq!(lead.value, "x@y.com");
+            assert_eq!(&*lead.value, "x@y.com");
             assert_eq!(profile.signals, 4);
             assert!(profile.traits.contains(&("email".into(), "X@Y.com".into())));
         }

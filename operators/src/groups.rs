@@ -12,6 +12,10 @@
 //!   keys, `webpage` for page views, else `action`;
 //! - descriptor: the form name/id, asset name, webinar name, or page title.
 
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use trailspark_core::path;
@@ -46,6 +50,36 @@ impl ContentType {
             ContentType::Action => "action",
         }
     }
+}
+
+/// The shared copy of `key`: one allocation per distinct key and worker thread instead of
+/// five strings per signal. Every staged signal is a group member keyed by its group key, and
+/// groups are few next to signals, so the group arrangements hold mostly pointers.
+///
+/// Keys no arrangement holds any more are swept out whenever the table has doubled since the
+/// last sweep, so the table stays within twice the live keys (and never below 1,024 entries
+/// between sweeps, so a small table is not swept on every call).
+pub fn interned(key: GroupKey) -> Arc<GroupKey> {
+    struct Table {
+        keys: HashSet<Arc<GroupKey>>,
+        sweep_at: usize,
+    }
+    thread_local! {
+        static TABLE: RefCell<Table> = RefCell::new(Table { keys: HashSet::new(), sweep_at: 1024 });
+    }
+    TABLE.with(|t| {
+        let mut t = t.borrow_mut();
+        if let Some(k) = t.keys.get(&key) {
+            return k.clone();
+        }
+        if t.keys.len() >= t.sweep_at {
+            t.keys.retain(|k| Arc::strong_count(k) > 1);
+            t.sweep_at = (t.keys.len() * 2).max(1024);
+        }
+        let k = Arc::new(key);
+        t.keys.insert(k.clone());
+        k
+    })
 }
 
 fn first(payload: &Value, paths: &[&str]) -> Option<String> {
@@ -213,6 +247,34 @@ mod tests {
         );
         assert_eq!(normalize_path("https://a.io"), None);
         assert_eq!(normalize_path("/"), None);
+    }
+
+    #[test]
+    fn equal_keys_share_one_copy_and_dropped_keys_are_swept() {
+        let key = |i: usize| GroupKey {
+            source: "segment".into(),
+            event: "page".into(),
+            path: Some(format!("p{i}")),
+            form: None,
+            descriptor: None,
+            content_type: ContentType::Webpage,
+        };
+        let a = interned(key(1));
+        let b = interned(key(1));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &interned(key(2))));
+        // Thousands of keys nobody holds: the sweeps drop them, the held one survives and is
+        // still the copy handed out.
+        for i in 10..5000 {
+            interned(key(i));
+        }
+        assert!(Arc::strong_count(&a) >= 2, "the table keeps a held key");
+        assert!(Arc::ptr_eq(&a, &interned(key(1))));
+        let weak = Arc::downgrade(&interned(key(3)));
+        for i in 5000..12000 {
+            interned(key(i));
+        }
+        assert!(weak.upgrade().is_none(), "a key no one holds is swept");
     }
 
     #[test]

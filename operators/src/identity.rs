@@ -24,6 +24,7 @@ use std::hash::Hash;
 use differential_dataflow::algorithms::graphs::propagate::propagate;
 use differential_dataflow::lattice::Lattice;
 use differential_dataflow::operators::CountTotal;
+use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use timely::order::TotalOrder;
@@ -96,7 +97,7 @@ pub fn signal_idents(signal: &Signal, cfg: &IdentityConfig) -> Vec<(SignalKey, I
         .map(|(k, v)| {
             (
                 (signal.org, signal.pos),
-                Ident::new(signal.org, *k, v.to_string()),
+                Ident::new(signal.org, *k, v.clone()),
             )
         })
         .collect()
@@ -121,11 +122,16 @@ where
     T: Timestamp + Lattice + TotalOrder + Hash,
 {
     let facts = facts.distinct();
+    // One arrangement of the facts by signal serves the co-occurrence self-join and the
+    // anchors (a `join_map` of the collection with itself and a `reduce` would arrange every
+    // (signal, identifier) fact three times).
+    let by_signal = facts.clone().arrange_by_key_named("Arrange: SignalIdents");
     // Co-occurrence: ordered pairs of distinct identifiers carried by one signal.
-    let cooc = facts
+    let cooc = by_signal
         .clone()
-        .join_map(facts.clone(), |_sk, x, y| (x.clone(), y.clone()))
-        .filter(|(x, y)| x != y)
+        .join_core(by_signal.clone(), |_sk, x: &Ident, y: &Ident| {
+            (x != y).then(|| (x.clone(), y.clone()))
+        })
         .distinct();
 
     // Identifiers linked to too many distinct identifiers of a limited kind.
@@ -169,7 +175,16 @@ where
         .join_map(component_lead, |_c, n, lead| (n.clone(), lead.clone()));
 
     // A signal belongs to the lead of its smallest identifier (persistent kinds sort first).
-    let anchor = facts.reduce_named("Anchor", |_sk, ids, out| out.push((ids[0].0.clone(), 1)));
+    let anchor = by_signal
+        .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<SignalKey, Ident, T, isize>, _, _>(
+            "Anchor",
+            |_sk, ids, out| out.push((ids[0].0.clone(), 1)),
+            |out, sk, changes| {
+                out.clear();
+                out.extend(changes.drain(..).map(|(id, t, r)| ((*sk, id), t, r)));
+            },
+        )
+        .as_collection(|sk, id| (*sk, id.clone()));
     let signal_lead = anchor
         .map(|(sk, a)| (a, sk))
         .join_map(membership.clone(), |_a, sk, lead| (*sk, lead.clone()));

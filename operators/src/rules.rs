@@ -171,7 +171,8 @@ pub struct Match {
     pub created_at: i64,
     pub rule_id: u64,
     pub version: u64,
-    pub rule_name: String,
+    /// Shared: a match is cloned into several arrangements and into every processed record.
+    pub rule_name: Arc<str>,
     pub signal_type: SignalType,
     pub high_intent: bool,
     /// `Invalid path` when a mapping path resolved to an object or array.
@@ -192,7 +193,7 @@ pub fn evaluate(rule: &RuleVersion, signal: &Signal, payload: &Value) -> Option<
         created_at: rule.created_at,
         rule_id: rule.rule_id,
         version: rule.version,
-        rule_name: rule.def.name.clone(),
+        rule_name: Arc::from(rule.def.name.as_str()),
         signal_type: rule.def.signal_type,
         high_intent: rule.def.high_intent,
         error: None,
@@ -597,8 +598,8 @@ mod tests {
         let versions: Vec<RuleVersion> = book.versions().cloned().collect();
         let m = match_rules_reference(&signals, &versions);
         assert!(!m.contains_key(&(1, 5)), "before the rule existed");
-        assert_eq!(m[&(1, 15)].rule_name, "Old");
-        assert_eq!(m[&(1, 25)].rule_name, "New");
+        assert_eq!(&*m[&(1, 15)].rule_name, "Old");
+        assert_eq!(&*m[&(1, 25)].rule_name, "New");
         book.apply(
             30,
             RuleChange::Update {
@@ -610,7 +611,7 @@ mod tests {
         let versions: Vec<RuleVersion> = book.versions().cloned().collect();
         let m = match_rules_reference(&signals, &versions);
         assert_eq!(
-            (m[&(1, 15)].rule_name.as_str(), m[&(1, 15)].version),
+            (m[&(1, 15)].rule_name.as_ref(), m[&(1, 15)].version),
             ("New", 3)
         );
         assert!(
@@ -628,7 +629,7 @@ mod tests {
         let versions: Vec<RuleVersion> = book.versions().cloned().collect();
         let m = match_rules_reference(&signals, &versions);
         assert_eq!(
-            (m[&(1, 5)].rule_name.as_str(), m[&(1, 5)].version),
+            (m[&(1, 5)].rule_name.as_ref(), m[&(1, 5)].version),
             ("New", 4)
         );
         assert_eq!(m[&(1, 25)].version, 4);

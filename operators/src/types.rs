@@ -48,15 +48,20 @@ impl IdKind {
 }
 
 /// A node of the identity graph.
+///
+/// The value is shared (`Arc<str>`): identity resolution keeps every identifier in about ten
+/// arrangements (facts, co-occurrence, labels, anchors, memberships, lead keys), and each of
+/// them clones it. A `String` made each clone a heap copy; sharing makes it a count bump, and
+/// an identifier taken from a signal shares the signal's own text.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Ident {
     pub org: Org,
     pub kind: IdKind,
-    pub value: String,
+    pub value: Arc<str>,
 }
 
 impl Ident {
-    pub fn new(org: Org, kind: IdKind, value: impl Into<String>) -> Self {
+    pub fn new(org: Org, kind: IdKind, value: impl Into<Arc<str>>) -> Self {
         Ident {
             org,
             kind,

@@ -6,6 +6,7 @@
 //! them at once), payloads from the SQL engine's `signals` and `anonymous_signals` tables
 //! (archive files plus the rows not yet in a file), so the explorer reads what SQL reads.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
@@ -450,14 +451,14 @@ pub async fn rehydrate(
                 id,
                 Processed {
                     status,
-                    error: r[8].as_str().map(str::to_string),
+                    error: r[8].as_str().map(Arc::from),
                     rule_id,
-                    rule_name: rule.map(|r| r.def.name.clone()),
+                    rule_name: rule.map(|r| Arc::from(r.def.name.as_str())),
                     signal_type: rule.map(|r| r.def.signal_type),
                     high_intent: rule.is_some_and(|r| r.def.high_intent),
                     lead: r[7].as_str().and_then(|l| m.lead_ids.get(l)).cloned(),
-                    source: r[3].as_str().unwrap_or_default().to_string(),
-                    event_type: r[4].as_str().unwrap_or_default().to_string(),
+                    source: Arc::from(r[3].as_str().unwrap_or_default()),
+                    event_type: Arc::from(r[4].as_str().unwrap_or_default()),
                     received_at: r[1].as_i64().unwrap_or_default(),
                     event_at: r[2].as_i64().unwrap_or_default(),
                 },

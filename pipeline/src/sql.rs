@@ -35,9 +35,9 @@ fn processing(p: &Processed) -> Processing {
     Processing {
         status: Some(status_str(p.status).to_string()),
         rule_id: p.rule_id,
-        rule_name: p.rule_name.clone(),
+        rule_name: p.rule_name.as_deref().map(str::to_string),
         lead_id: p.lead.as_ref().map(lead_id),
-        error: p.error.clone(),
+        error: p.error.as_deref().map(str::to_string),
     }
 }
 
@@ -97,14 +97,17 @@ pub fn live_tables(m: &Models, registry: &Registry, org: u64) -> Vec<Table> {
             "key_kind",
             str_col(&leads, |(l, _)| Some(l.kind.as_str().into())),
         )
-        .column("key_value", str_col(&leads, |(l, _)| Some(l.value.clone())))
+        .column(
+            "key_value",
+            str_col(&leads, |(l, _)| Some(l.value.to_string())),
+        )
         .column(
             "email",
             str_col(&leads, |(l, _)| {
                 m.members.get(*l).and_then(|ids| {
                     ids.iter()
                         .find(|i| i.kind == trailspark_operators::IdKind::Email)
-                        .map(|i| i.value.clone())
+                        .map(|i| i.value.to_string())
                 })
             }),
         )
@@ -144,7 +147,10 @@ pub fn live_tables(m: &Models, registry: &Registry, org: u64) -> Vec<Table> {
             "kind",
             str_col(&idents, |(i, _)| Some(i.kind.as_str().into())),
         )
-        .column("value", str_col(&idents, |(i, _)| Some(i.value.clone())))
+        .column(
+            "value",
+            str_col(&idents, |(i, _)| Some(i.value.to_string())),
+        )
         .column(
             "persistent",
             Column::Bool(
