@@ -316,6 +316,9 @@ enum Command {
         /// With --data-dir: the log is on NATS JetStream instead.
         #[arg(long = "nats", env = "TRAILSPARK_NATS_URL")]
         nats_url: Option<String>,
+        /// With --nats: the same credentials and TLS options as `serve`.
+        #[command(flatten)]
+        auth: NatsAuthOpts,
         /// Write refused events here, one JSON line each with file, line and reason.
         #[arg(long)]
         rejects: Option<PathBuf>,
@@ -474,9 +477,10 @@ async fn main() -> anyhow::Result<()> {
             server,
             data_dir,
             nats_url,
+            auth,
             rejects,
             files,
-        } => backfill(key, server, data_dir, nats_url, rejects, files).await,
+        } => backfill(key, server, data_dir, nats_url, auth, rejects, files).await,
         Command::Keys { cmd } => keys(cmd).await,
         Command::Log {
             cmd: LogCmd::Dump { log },
@@ -805,6 +809,7 @@ async fn backfill(
     server: Option<String>,
     data_dir: Option<PathBuf>,
     nats_url: Option<String>,
+    auth: NatsAuthOpts,
     rejects: Option<PathBuf>,
     files: Vec<PathBuf>,
 ) -> anyhow::Result<()> {
@@ -819,7 +824,7 @@ async fn backfill(
                 data_dir: dir,
                 nats_url,
                 stream: StreamSettings::default(),
-                nats_auth: Default::default(),
+                nats_auth: auth.auth(),
             };
             let opened = open::open_for_append(&loc).await?;
             let t = offline_target(opened.log.clone(), &opened.registry, &key)?;

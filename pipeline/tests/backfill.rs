@@ -270,22 +270,46 @@ fn backfill_matches_live_ingestion_and_is_idempotent() {
 
 #[test]
 fn backfill_appends_to_a_running_servers_nats_log() {
-    let nats = Nats::start();
+    // A NATS server that wants a user and password: the backfill takes the same credential
+    // options as `serve`.
+    let nats = Nats::start_with(&["--user", "ts", "--pass", "s3cret"]);
     let url = nats.url();
     let tmp = tempfile::tempdir().unwrap();
     let (files, bad_lines) = generate(tmp.path(), 3_000);
     let live_dir = tempfile::tempdir().unwrap();
-    let s = Server::start(live_dir.path(), Some(&url));
+    let s = Server::start_with(
+        live_dir.path(),
+        Some(&url),
+        &[
+            ("TRAILSPARK_NATS_USER", "ts"),
+            ("TRAILSPARK_NATS_PASSWORD", "s3cret"),
+        ],
+    );
     let key = s.first_key.clone().unwrap();
     // Straight onto JetStream while the server runs; the server follows the stream.
     let side = tempfile::tempdir().unwrap();
+    let side_dir = side.path().to_str().unwrap();
+    let anonymous = Command::new(bin())
+        .args(["backfill", "--key", &key, "--data-dir", side_dir, "--nats", &url])
+        .args(&files)
+        .env("TRAILSPARK_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        !anonymous.status.success(),
+        "a backfill without credentials must be refused"
+    );
     let args = [
         "--key",
         &key,
         "--data-dir",
-        side.path().to_str().unwrap(),
+        side_dir,
         "--nats",
         &url,
+        "--nats-user",
+        "ts",
+        "--nats-password",
+        "s3cret",
     ];
     let rejects = tmp.path().join("rejects.ndjson");
     let (accepted, duplicates, rejected) = backfill(&args, &files, &rejects);
