@@ -290,7 +290,15 @@ fn backfill_appends_to_a_running_servers_nats_log() {
     let side = tempfile::tempdir().unwrap();
     let side_dir = side.path().to_str().unwrap();
     let anonymous = Command::new(bin())
-        .args(["backfill", "--key", &key, "--data-dir", side_dir, "--nats", &url])
+        .args([
+            "backfill",
+            "--key",
+            &key,
+            "--data-dir",
+            side_dir,
+            "--nats",
+            &url,
+        ])
         .args(&files)
         .env("TRAILSPARK_LOG", "warn")
         .output()
