@@ -43,8 +43,8 @@ pub enum Status {
 
 /// What processing made of one staged signal.
 ///
-/// Its text is shared (`Arc<str>`) with the signal, the rule match and one copy per error
-/// message: there is one of these per signal in the status arrangement and in the read
+/// Its text is shared (`Arc<str>`) with the signal, the rule match and, for the two fixed
+/// error messages, one copy per worker: there is one of these per signal in the status arrangement and in the read
 /// models, and a `String` per field made each of them, and each clone, a heap copy.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Processed {
@@ -96,6 +96,14 @@ impl Staged {
             product_org: s.product_org.clone(),
         }
     }
+}
+
+/// Whether `s` may wait cold for an identify: it carries an anonymous id that is an identifier
+/// (not a blocked value).
+fn cold(s: &Signal, cfg: &IdentityConfig) -> bool {
+    s.ids
+        .iter()
+        .any(|(k, v)| *k == IdKind::AnonymousId && cfg.allows(v))
 }
 
 /// Decides a signal's status from what is known about it (see `Status`).
@@ -239,18 +247,20 @@ pub struct LeadProfile {
 pub fn profile(facts: &[&LeadFact]) -> LeadProfile {
     let mut ordered: Vec<&&LeadFact> = facts.iter().collect();
     ordered.sort_by_key(|f| (f.event_at, f.pos));
-    let mut traits = BTreeMap::new();
+    // Borrowed while merging, copied once at the end: a profile is recomputed over all of a
+    // lead's facts whenever one changes.
+    let mut traits: BTreeMap<&str, &str> = BTreeMap::new();
     let mut by_type = BTreeMap::new();
     let mut product_org = None;
     for f in &ordered {
         for (k, v) in f.traits.iter() {
-            traits.insert(k.clone(), v.clone());
+            traits.insert(k, v);
         }
         if let Some(t) = f.signal_type {
             *by_type.entry(t).or_insert(0u64) += 1;
         }
-        if let Some(o) = &f.product_org {
-            product_org = Some(o.to_string());
+        if f.product_org.is_some() {
+            product_org = f.product_org.as_deref();
         }
     }
     LeadProfile {
@@ -258,8 +268,11 @@ pub fn profile(facts: &[&LeadFact]) -> LeadProfile {
         first_activity: ordered.first().map_or(0, |f| f.event_at),
         last_activity: ordered.last().map_or(0, |f| f.event_at),
         by_type: by_type.into_iter().collect(),
-        traits: traits.into_iter().collect(),
-        product_org,
+        traits: traits
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        product_org: product_org.map(str::to_string),
     }
 }
 
@@ -334,13 +347,7 @@ where
     let c = cfg.clone();
     let facts = unique
         .clone()
-        .map(move |s| {
-            let cold = s
-                .ids
-                .iter()
-                .any(|(k, v)| *k == IdKind::AnonymousId && c.allows(v));
-            ((s.org, s.pos), Fact::Signal(Staged::of(&s), cold))
-        })
+        .map(move |s| ((s.org, s.pos), Fact::Signal(Staged::of(&s), cold(&s, &c))))
         .concat(winner.clone().map(|(k, m)| (k, Fact::Rule(m))))
         .concat(
             identity
@@ -483,12 +490,9 @@ pub fn reference(signals: &[Signal], rules: &[RuleVersion], cfg: &IdentityConfig
     }
     for s in &unique {
         let key = (s.org, s.pos);
-        let cold = signal_idents(s, cfg)
-            .iter()
-            .any(|(_, i)| i.kind == IdKind::AnonymousId);
         let winner = winners.get(&key);
         let staged = Staged::of(s);
-        let p = derive_status(&staged, cold, winner, lead_of.get(&key));
+        let p = derive_status(&staged, cold(s, cfg), winner, lead_of.get(&key));
         let month = Signal::month_of(s.received_at);
         *usage
             .entry((s.org, month, Meter::StagedSignals))

@@ -136,11 +136,6 @@ impl Signal {
         serde_json::from_str(&self.payload).unwrap_or(serde_json::Value::Null)
     }
 
-    /// Whether the signal carries an anonymous id (it can wait cold for an identify).
-    pub fn has_anonymous_id(&self) -> bool {
-        self.ids.iter().any(|(k, _)| *k == IdKind::AnonymousId)
-    }
-
     /// Scalar traits the payload states about the person (`traits`, `context.traits`), as text.
     pub fn traits(&self, payload: &serde_json::Value) -> Vec<(String, String)> {
         let mut out = Vec::new();

@@ -289,16 +289,10 @@ fn backfill_appends_to_a_running_servers_nats_log() {
     // Straight onto JetStream while the server runs; the server follows the stream.
     let side = tempfile::tempdir().unwrap();
     let side_dir = side.path().to_str().unwrap();
+    let anonymous_args = ["--key", &key, "--data-dir", side_dir, "--nats", &url];
     let anonymous = Command::new(bin())
-        .args([
-            "backfill",
-            "--key",
-            &key,
-            "--data-dir",
-            side_dir,
-            "--nats",
-            &url,
-        ])
+        .arg("backfill")
+        .args(anonymous_args)
         .args(&files)
         .env("TRAILSPARK_LOG", "warn")
         .output()
@@ -308,17 +302,10 @@ fn backfill_appends_to_a_running_servers_nats_log() {
         "a backfill without credentials must be refused"
     );
     let args = [
-        "--key",
-        &key,
-        "--data-dir",
-        side_dir,
-        "--nats",
-        &url,
-        "--nats-user",
-        "ts",
-        "--nats-password",
-        "s3cret",
-    ];
+        &anonymous_args[..],
+        &["--nats-user", "ts", "--nats-password", "s3cret"],
+    ]
+    .concat();
     let rejects = tmp.path().join("rejects.ndjson");
     let (accepted, duplicates, rejected) = backfill(&args, &files, &rejects);
     assert_eq!(rejected, bad_lines.len() as u64);
