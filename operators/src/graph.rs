@@ -2,14 +2,19 @@
 //! versions to everything the read models show.
 //!
 //! ```text
-//! signals ─ dedup ─ unique ─┬─ match_rules(rules) ─ winner ──┬───────────────┐
+//! unique ───────────────────┬─ match_rules(rules) ─ winner ──┬───────────────┐
 //!                           ├─ identifiers ──┐               │ mapped ids    │
 //!                           │                └─ resolve ◄────┘               │
 //!                           │                    │ signal_lead               │
 //!                           └────────────────────┴──► status ◄───────────────┘
 //!                                                      ├─► usage, lead profiles
 //!                           unique + winner ──────────────► signal groups
+//! raw (org, month) counts ───────────────────────────────────► usage
 //! ```
+//!
+//! `unique` holds the first copy of each (org, dedup key) only: the engine deduplicates as it
+//! reads the log (see [`crate::dedup`]) and passes the count of every signal read, copies
+//! included, as `raw` for the raw-signal meter.
 //!
 //! The per-record decisions (a signal's status, a group's row, a lead's profile) are plain
 //! functions shared with the sequential reference, which checks the plumbing around them.
@@ -24,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
-use crate::dedup::{dedup, dedup_reference};
+use crate::dedup::dedup_reference;
 use crate::groups::{group_key, interned, GroupKey};
 use crate::identity::{resolve, resolve_reference, signal_idents, IdentityConfig, SignalKey};
 use crate::rules::{match_rules, match_rules_reference, Match, RuleVersion, SignalType};
@@ -303,7 +308,6 @@ fn lead_fact(s: &Staged, p: &Processed, rule_fields: &[(String, String)]) -> Lea
 
 /// Everything the dataflow maintains.
 pub struct Outputs<'s, T: Timestamp + Lattice> {
-    pub unique: VecCollection<'s, T, Signal, isize>,
     pub processed: VecCollection<'s, T, (SignalKey, Processed), isize>,
     pub membership: VecCollection<'s, T, (Ident, Ident), isize>,
     pub conflicts: VecCollection<'s, T, (Ident, IdKind), isize>,
@@ -320,16 +324,17 @@ enum Fact {
     Lead(Ident),
 }
 
-/// Builds the dataflow over all signals on the log and the rule versions.
+/// Builds the dataflow over the log's unique signals (first copies), the receipt months of
+/// all its signals (`(org, YYYYMM)`, copies included) and the rule versions.
 pub fn build<'s, T>(
-    signals: VecCollection<'s, T, Signal, isize>,
+    unique: VecCollection<'s, T, Signal, isize>,
+    raw: VecCollection<'s, T, (Org, u32), isize>,
     rules: VecCollection<'s, T, RuleVersion, isize>,
     cfg: &IdentityConfig,
 ) -> Outputs<'s, T>
 where
     T: Timestamp + Lattice + TotalOrder + std::hash::Hash,
 {
-    let unique = dedup(signals.clone());
     let winner = match_rules(unique.clone(), rules);
 
     let c = cfg.clone();
@@ -384,8 +389,8 @@ where
 
     // Usage per org and month.
     let month = Signal::month_of;
-    let usage = signals
-        .map(move |s| (s.org, month(s.received_at), Meter::RawSignals))
+    let usage = raw
+        .map(|(org, m)| (org, m, Meter::RawSignals))
         .concat(
             unique
                 .clone()
@@ -435,7 +440,6 @@ where
         .map(|((org, k), row)| ((org, GroupKey::clone(&k)), row));
 
     Outputs {
-        unique,
         processed,
         membership: identity.membership,
         conflicts: identity.conflicts,
@@ -548,6 +552,7 @@ mod tests {
     #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
     enum In {
         S(Signal),
+        Raw((Org, u32)),
         R(RuleVersion),
     }
 
@@ -689,20 +694,30 @@ mod tests {
             let mut inputs: Vec<(In, isize)> = Vec::new();
             let mut signals: Vec<Signal> = Vec::new();
             let mut rule_ids = Vec::new();
+            // As the engine feeds it: first copies as signals, every copy as a raw count.
+            let mut seen = crate::dedup::FirstSeen::default();
+            let mut unique = BTreeSet::new();
+            let mut feed = |s: Signal, inputs: &mut Vec<(In, isize)>| {
+                inputs.push((In::Raw((s.org, Signal::month_of(s.received_at))), 1));
+                if seen.insert(s.org, s.dedup) {
+                    unique.insert(s.clone());
+                    inputs.push((In::S(s), 1));
+                }
+            };
             for (i, step) in steps.into_iter().enumerate() {
                 let pos = i as u64 + 1;
                 match step {
                     Step::Event { org, visitor, kind, month, page } => {
                         let s = signal(org, pos, base + month as i64 * 40 * 86_400_000 + pos as i64, payload(visitor, kind, page));
                         signals.push(s.clone());
-                        inputs.push((In::S(s), 1));
+                        feed(s, &mut inputs);
                     }
                     Step::Retry => {
                         if let Some(last) = signals.last() {
                             let mut s = last.clone();
                             s.pos = pos;
                             signals.push(s.clone());
-                            inputs.push((In::S(s), 1));
+                            feed(s, &mut inputs);
                         }
                     }
                     Step::Rule { kind, variant, prio, reprocess } => {
@@ -727,14 +742,15 @@ mod tests {
                     ($field:ident) => {{
                         let got = run(workers, batches.clone(), |input| {
                             let signals = input.clone().flat_map(|i| if let In::S(s) = i { Some(s) } else { None });
+                            let raw = input.clone().flat_map(|i| if let In::Raw(m) = i { Some(m) } else { None });
                             let rules = input.flat_map(|i| if let In::R(r) = i { Some(r) } else { None });
-                            build(signals, rules, &IdentityConfig::default()).$field
+                            build(signals, raw, rules, &IdentityConfig::default()).$field
                         });
                         got.into_iter().map(|(d, r)| { assert_eq!(r, 1, "{:?}", d); d }).collect::<BTreeSet<_>>()
                     }};
                 }
                 let got = State {
-                    unique: output!(unique),
+                    unique: unique.clone(),
                     processed: output!(processed),
                     membership: output!(membership),
                     groups: output!(groups),

@@ -13,13 +13,13 @@
 //! - descriptor: the form name/id, asset name, webinar name, or page title.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use trailspark_core::path;
 
+use crate::intern::Interner;
 use crate::types::Signal;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -56,29 +56,17 @@ impl ContentType {
 /// five strings per signal. Every staged signal is a group member keyed by its group key, and
 /// groups are few next to signals, so the group arrangements hold mostly pointers.
 ///
-/// Keys no arrangement holds any more are swept out whenever the table has doubled since the
-/// last sweep, so the table stays within twice the live keys (and never below 1,024 entries
-/// between sweeps, so a small table is not swept on every call).
+/// Keys no arrangement holds any more are swept out (see [`Interner`]).
 pub fn interned(key: GroupKey) -> Arc<GroupKey> {
-    struct Table {
-        keys: HashSet<Arc<GroupKey>>,
-        sweep_at: usize,
-    }
     thread_local! {
-        static TABLE: RefCell<Table> = RefCell::new(Table { keys: HashSet::new(), sweep_at: 1024 });
+        static TABLE: RefCell<Interner<GroupKey>> = RefCell::new(Interner::default());
     }
     TABLE.with(|t| {
         let mut t = t.borrow_mut();
-        if let Some(k) = t.keys.get(&key) {
-            return k.clone();
+        match t.get(&key) {
+            Some(k) => k,
+            None => t.insert(Arc::new(key)),
         }
-        if t.keys.len() >= t.sweep_at {
-            t.keys.retain(|k| Arc::strong_count(k) > 1);
-            t.sweep_at = (t.keys.len() * 2).max(1024);
-        }
-        let k = Arc::new(key);
-        t.keys.insert(k.clone());
-        k
     })
 }
 

@@ -113,7 +113,9 @@ pub struct Identity<'s, T: Timestamp + Lattice> {
     pub conflicts: VecCollection<'s, T, (Ident, IdKind), isize>,
 }
 
-/// Resolves identities from `(signal, identifier)` facts (see the module docs).
+/// Resolves identities from `(signal, identifier)` facts (see the module docs). Each fact
+/// must occur once (the dataflow's facts do: a signal's own identifiers are distinct, and a
+/// rule match leaves out those the signal carries).
 pub fn resolve<'s, T>(
     facts: VecCollection<'s, T, (SignalKey, Ident), isize>,
     cfg: &IdentityConfig,
@@ -121,7 +123,6 @@ pub fn resolve<'s, T>(
 where
     T: Timestamp + Lattice + TotalOrder + Hash,
 {
-    let facts = facts.distinct();
     // One arrangement of the facts by signal serves the co-occurrence self-join and the
     // anchors (a `join_map` of the collection with itself and a `reduce` would arrange every
     // (signal, identifier) fact three times).

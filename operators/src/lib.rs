@@ -3,18 +3,20 @@
 //! reference implementation that the tests hold it to on random inputs, at 1 and 2 workers
 //! and in shuffled arrival orders.
 //!
-//! - [`dedup`]: unique staged signals.
+//! - [`dedup`]: unique staged signals (a first-seen set the engine keeps as it reads the log).
 //! - [`identity`]: identity resolution as connected components, with guard rails, leads and
 //!   rehydration of anonymous signals.
 //! - [`rules`]: mapping rules as versioned data joined with staged signals.
 //! - [`groups`]: the signal-group key and title.
 //! - [`product_orgs`]: product-org state, latest value per field by event time.
+//! - [`intern`]: shared copies of repeated values (identifiers, group keys).
 //! - [`graph`]: all of it assembled: statuses, lead profiles, usage, signal groups.
 
 pub mod dedup;
 pub mod graph;
 pub mod groups;
 pub mod identity;
+pub mod intern;
 pub mod product_orgs;
 pub mod rules;
 pub mod types;

@@ -1,10 +1,13 @@
 //! The records that flow through the dataflow. They are compact on purpose: identifiers,
 //! positions and the fields the operators read, not whole canonical records.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use trailspark_core::SignalRecord;
+
+use crate::intern::Interner;
 
 /// An organization id (the tenant). Every key in the dataflow starts with it, so that orgs
 /// never mix and work spreads across workers by org.
@@ -101,6 +104,23 @@ pub struct Signal {
 impl Signal {
     /// The compact form of a canonical record at log position `pos`.
     pub fn from_record(pos: u64, r: &SignalRecord) -> Signal {
+        Signal::from_record_keyed(pos, r, r.dedup_bits())
+    }
+
+    /// [`Signal::from_record`] with the record's `dedup_bits` already computed (they hash the
+    /// message id, and the engine needs them before it decides to build the signal).
+    ///
+    /// Its text, except the payload, is interned per thread: a visitor's identifiers, the
+    /// source and the event type repeat across many signals, and each signal held its own
+    /// copies of them in the dataflow.
+    pub fn from_record_keyed(pos: u64, r: &SignalRecord, dedup: u128) -> Signal {
+        thread_local! {
+            static TEXT: RefCell<Interner<str>> = RefCell::new(Interner::default());
+        }
+        TEXT.with(|t| Signal::build(pos, r, dedup, &mut t.borrow_mut()))
+    }
+
+    fn build(pos: u64, r: &SignalRecord, dedup: u128, text: &mut Interner<str>) -> Signal {
         let i = &r.ids;
         let mut ids: Vec<(IdKind, Arc<str>)> = [
             (IdKind::Email, &i.email),
@@ -112,21 +132,21 @@ impl Signal {
             (IdKind::DeviceId, &i.device_id),
         ]
         .into_iter()
-        .filter_map(|(k, v)| v.as_deref().map(|v| (k, Arc::from(v))))
+        .filter_map(|(k, v)| v.as_deref().map(|v| (k, text.str(v))))
         .collect();
         ids.sort();
         ids.dedup();
         Signal {
             org: r.org_id.0,
             pos,
-            dedup: r.dedup_bits(),
+            dedup,
             received_at: r.received_at,
             event_at: r.event_at,
-            source: Arc::from(r.source.as_str()),
-            event_type: Arc::from(r.event_type.as_str()),
-            event_name: r.event_name.as_deref().map(Arc::from),
+            source: text.str(&r.source),
+            event_type: text.str(&r.event_type),
+            event_name: r.event_name.as_deref().map(|n| text.str(n)),
             ids: Arc::from(ids),
-            product_org: r.ids.product_org_id.as_deref().map(Arc::from),
+            product_org: r.ids.product_org_id.as_deref().map(|p| text.str(p)),
             payload: Arc::from(r.payload.as_str()),
         }
     }

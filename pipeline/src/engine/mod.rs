@@ -10,8 +10,9 @@
 //! ingestion answer 503 instead of growing memory.
 
 pub mod read;
+mod stats;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -20,11 +21,12 @@ use differential_dataflow::input::Input;
 use timely::dataflow::ProbeHandle;
 use trailspark_core::tenancy::ConfigEvent;
 use trailspark_core::LogEntry;
+use trailspark_operators::dedup::FirstSeen;
 use trailspark_operators::graph::build;
 use trailspark_operators::identity::IdentityConfig;
 use trailspark_operators::product_orgs::{product_orgs, ProductOrgUpdate};
 use trailspark_operators::rules::{RuleBook, RuleChange, RuleVersion};
-use trailspark_operators::Signal;
+use trailspark_operators::{Org, Signal};
 
 use self::read::{ReadModels, Update};
 
@@ -62,7 +64,10 @@ impl Default for EngineConfig {
 /// exchange by key) and the log position the epoch closes at.
 #[derive(Default)]
 struct Epoch {
+    /// First copies only (see `Inputs::seen`).
     signals: Vec<Signal>,
+    /// Signals read per (org, receipt month), copies included: the raw-signal meter.
+    raw: Vec<((Org, u32), isize)>,
     rules: Vec<(RuleVersion, isize)>,
     product_orgs: Vec<ProductOrgUpdate>,
     upto: u64,
@@ -85,6 +90,9 @@ struct FeedQueue {
 struct Inputs {
     feeds: Vec<SyncSender<Feed>>,
     book: RuleBook,
+    /// Dedup keys already staged: entries arrive in log order, so the first copy of a key is
+    /// the first one read, and retries never enter the dataflow.
+    seen: FirstSeen,
 }
 
 /// A handle to the running engine. Entries must be fed in log order (one feeding thread:
@@ -187,6 +195,7 @@ impl Engine {
         let mut inputs = Inputs {
             feeds,
             book: RuleBook::default(),
+            seen: FirstSeen::default(),
         };
         let q = queue.clone();
         let epoch_entries = cfg.epoch_entries.max(1);
@@ -260,9 +269,17 @@ impl Inputs {
             upto,
             ..Default::default()
         };
+        let mut raw: BTreeMap<(Org, u32), isize> = BTreeMap::new();
         for (pos, entry) in entries {
             match entry {
-                LogEntry::Signal(s) => epoch.signals.push(Signal::from_record(*pos, s)),
+                LogEntry::Signal(s) => {
+                    *raw.entry((s.org_id.0, Signal::month_of(s.received_at)))
+                        .or_default() += 1;
+                    let key = s.dedup_bits();
+                    if self.seen.insert(s.org_id.0, key) {
+                        epoch.signals.push(Signal::from_record_keyed(*pos, s, key));
+                    }
+                }
                 LogEntry::Config(e) => {
                     if let Some(change) = rule_change(e) {
                         epoch.rules.extend(self.book.apply(*pos, change));
@@ -274,6 +291,7 @@ impl Inputs {
                 LogEntry::ProductOrgUpdate(_) => {}
             }
         }
+        epoch.raw = raw.into_iter().collect();
         let mut first = Some(epoch);
         for tx in &self.feeds {
             let e = first.take().unwrap_or(Epoch {
@@ -294,35 +312,38 @@ fn run_worker(
     identity: &IdentityConfig,
 ) {
     let index = worker.index();
+    let stats = stats::ArrangementStats::enable(worker);
     let probe = ProbeHandle::new();
-    let (mut signals_in, mut rules_in, mut orgs_in) = worker.dataflow::<u64, _, _>(|scope| {
-        let (signals_in, signals) = scope.new_collection::<Signal, isize>();
-        let (rules_in, rules) = scope.new_collection::<RuleVersion, isize>();
-        let (orgs_in, updates) = scope.new_collection::<ProductOrgUpdate, isize>();
-        let out = build(signals, rules, identity);
-        macro_rules! sink {
-            ($coll:expr, $variant:ident) => {{
-                let tx = tx.clone();
-                $coll
-                    .inspect_batch(move |_t, updates| {
-                        let v = updates
-                            .iter()
-                            .map(|(d, t, r)| (d.clone(), *t, *r))
-                            .collect();
-                        let _ = tx.send(Update::$variant(v));
-                    })
-                    .probe_with(&probe);
-            }};
-        }
-        sink!(out.processed, Processed);
-        sink!(out.membership, Membership);
-        sink!(out.conflicts, Conflicts);
-        sink!(out.groups, Groups);
-        sink!(out.usage, Usage);
-        sink!(out.leads, Leads);
-        sink!(product_orgs(updates), ProductOrgs);
-        (signals_in, rules_in, orgs_in)
-    });
+    let (mut signals_in, mut raw_in, mut rules_in, mut orgs_in) =
+        worker.dataflow::<u64, _, _>(|scope| {
+            let (signals_in, signals) = scope.new_collection::<Signal, isize>();
+            let (raw_in, raw) = scope.new_collection::<(Org, u32), isize>();
+            let (rules_in, rules) = scope.new_collection::<RuleVersion, isize>();
+            let (orgs_in, updates) = scope.new_collection::<ProductOrgUpdate, isize>();
+            let out = build(signals, raw, rules, identity);
+            macro_rules! sink {
+                ($coll:expr, $variant:ident) => {{
+                    let tx = tx.clone();
+                    $coll
+                        .inspect_batch(move |_t, updates| {
+                            let v = updates
+                                .iter()
+                                .map(|(d, t, r)| (d.clone(), *t, *r))
+                                .collect();
+                            let _ = tx.send(Update::$variant(v));
+                        })
+                        .probe_with(&probe);
+                }};
+            }
+            sink!(out.processed, Processed);
+            sink!(out.membership, Membership);
+            sink!(out.conflicts, Conflicts);
+            sink!(out.groups, Groups);
+            sink!(out.usage, Usage);
+            sink!(out.leads, Leads);
+            sink!(product_orgs(updates), ProductOrgs);
+            (signals_in, raw_in, rules_in, orgs_in)
+        });
     let mut closing: VecDeque<u64> = VecDeque::new();
     loop {
         let wait = if closing.is_empty() {
@@ -333,6 +354,7 @@ fn run_worker(
         match rx.recv_timeout(wait) {
             Ok(Feed::Batch(Epoch {
                 signals,
+                raw,
                 rules,
                 product_orgs,
                 upto,
@@ -344,6 +366,9 @@ fn run_worker(
                     let t = s.pos.max(now);
                     signals_in.update_at(s, t, 1);
                 }
+                for (m, n) in raw {
+                    raw_in.update_at(m, now, n);
+                }
                 for (r, d) in rules {
                     rules_in.update_at(r, now, d);
                 }
@@ -352,9 +377,11 @@ fn run_worker(
                 }
                 let next = (upto + 1).max(now);
                 signals_in.advance_to(next);
+                raw_in.advance_to(next);
                 rules_in.advance_to(next);
                 orgs_in.advance_to(next);
                 signals_in.flush();
+                raw_in.flush();
                 rules_in.flush();
                 orgs_in.flush();
                 closing.push_back(upto);
@@ -370,6 +397,9 @@ fn run_worker(
             closing.pop_front();
             if index == 0 {
                 let _ = tx.send(Update::Applied(t));
+            }
+            if let Some(s) = &stats {
+                s.borrow_mut().report(index, t);
             }
         }
     }
