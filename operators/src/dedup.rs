@@ -57,22 +57,22 @@ pub fn dedup_reference(signals: &[Signal]) -> Vec<Signal> {
     out
 }
 
-/// The first copies, in log order: what the engine feeds the dataflow.
-pub fn first_copies(signals: &[Signal]) -> Vec<Signal> {
-    let mut sorted: Vec<&Signal> = signals.iter().collect();
-    sorted.sort_by_key(|s| s.pos);
-    let mut seen = FirstSeen::default();
-    sorted
-        .into_iter()
-        .filter(|s| seen.insert(s.org, s.dedup))
-        .cloned()
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The first copies, in log order: what the engine feeds the dataflow.
+    fn first_copies(signals: &[Signal]) -> Vec<Signal> {
+        let mut sorted: Vec<&Signal> = signals.iter().collect();
+        sorted.sort_by_key(|s| s.pos);
+        let mut seen = FirstSeen::default();
+        sorted
+            .into_iter()
+            .filter(|s| seen.insert(s.org, s.dedup))
+            .cloned()
+            .collect()
+    }
 
     fn arb_signal() -> impl Strategy<Value = Signal> {
         (1u64..4, 0u64..200, 0u8..12).prop_map(|(org, pos, key)| Signal {
