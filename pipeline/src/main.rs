@@ -2,8 +2,8 @@
 
 /// jemalloc instead of the system allocator: the dataflow allocates and frees an epoch's
 /// batches from several threads, and glibc's per-thread arenas keep much of that freed memory
-/// resident (see bench/RESULTS.md, "allocator").
-#[cfg(all(unix, not(target_env = "musl")))]
+/// resident (see bench/RESULTS.md, "allocator"). The `jemalloc` feature is on by default.
+#[cfg(all(unix, not(target_env = "musl"), feature = "jemalloc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
