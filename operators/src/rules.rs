@@ -221,9 +221,8 @@ pub fn evaluate(rule: &RuleVersion, signal: &Signal, payload: &Value) -> Option<
     }
     m.ids.sort();
     m.ids.dedup();
-    // Identifiers the signal carries itself are already its facts: leaving them out here
-    // keeps every (signal, identifier) fact single, so identity resolution takes its facts
-    // as they come instead of arranging them twice more to make them distinct.
+    // Identifiers the signal carries itself are already its facts in identity resolution:
+    // leaving them out spares it a second copy of each.
     m.ids
         .retain(|(k, v)| !signal.ids.iter().any(|(sk, sv)| sk == k && **sv == **v));
     Some(m)
