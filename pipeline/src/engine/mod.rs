@@ -345,6 +345,7 @@ fn run_worker(
             (signals_in, raw_in, rules_in, orgs_in)
         });
     let mut closing: VecDeque<u64> = VecDeque::new();
+    let mut completed = 0u64;
     loop {
         let wait = if closing.is_empty() {
             Duration::from_millis(50)
@@ -395,12 +396,13 @@ fn run_worker(
                 break;
             }
             closing.pop_front();
+            completed = t;
             if index == 0 {
                 let _ = tx.send(Update::Applied(t));
             }
-            if let Some(s) = &stats {
-                s.borrow_mut().report(index, t);
-            }
+        }
+        if let Some(s) = &stats {
+            s.borrow_mut().report(index, completed);
         }
     }
 }

@@ -2,9 +2,9 @@
 //!
 //! With `TRAILSPARK_ARRANGEMENT_STATS=1` each worker counts the updates held by every
 //! arrangement (from differential's batch, merge and drop events, which balance) and logs the
-//! largest, by operator name, whenever it reports a completed position and at most every ten
-//! seconds. Off by default: timely's own log, which names the operators, reports every
-//! operator activation.
+//! largest, by operator name, at most every ten seconds while they change, so the last report
+//! after a burst (a replay) shows its final state. Off by default: timely's own log, which
+//! names the operators, reports every operator activation.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -20,6 +20,8 @@ pub struct ArrangementStats {
     names: HashMap<usize, String>,
     held: HashMap<usize, i64>,
     last: Option<Instant>,
+    /// Whether anything changed since the last report.
+    changed: bool,
 }
 
 impl ArrangementStats {
@@ -60,6 +62,7 @@ impl ArrangementStats {
                         _ => continue,
                     };
                     *s.held.entry(op).or_default() += change;
+                    s.changed |= change != 0;
                 }
             }
         });
@@ -84,6 +87,9 @@ impl ArrangementStats {
                 (*n, format!("{name}#{op}"))
             })
             .collect();
+        if rows.is_empty() {
+            return;
+        }
         rows.sort_by(|a, b| b.cmp(a));
         let total: i64 = rows.iter().map(|r| r.0).sum();
         let top: Vec<String> = rows
