@@ -135,7 +135,8 @@ def compute(con, edited):
                 coalesce(j->>'$.properties.asset_name', j->>'$.properties.file_name', j->>'$.properties.asset') AS asset,
                 coalesce(j->>'$.properties.form_name', j->>'$.properties.form_id') AS form_desc,
                 coalesce(j->>'$.properties.page_title', j->>'$.properties.title', j->>'$.context.page.title') AS title
-              FROM sl)
+              -- A pending signal (anonymous, no lead yet) is in no group (spec 7.2).
+              FROM sl WHERE lead IS NOT NULL OR anon IS NULL)
             SELECT org, source, event, path, form,
               coalesce(form_desc, asset, webinar, title, CASE WHEN event_type = 'page' THEN event_name END) AS descriptor,
               CASE WHEN webinar IS NOT NULL THEN 'webinar'

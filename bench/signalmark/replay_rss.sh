@@ -3,6 +3,8 @@
 # reach the log head, and the server's resident memory (peak and after). bench/RESULTS.md,
 # "Allocator and epoch cap", was measured with it.
 #   bench/signalmark/replay_rss.sh BIN DATA_DIR PORT [serve options, e.g. --epoch-entries N]
+# SETTLE_SECS (default 2): how long to wait after the catch-up before reading the memory
+# (longer to let hot-window passes evict what the replay brought in).
 set -uo pipefail
 bin=$1; dir=$2; port=$3; shift 3
 "$bin" serve --data-dir "$dir" --listen "127.0.0.1:$port" "$@" >"/tmp/replay_$port.log" 2>&1 &
@@ -15,6 +17,6 @@ sys.exit(0 if h["log_head"] > 0 and h["read_models_position"] >= h["log_head"] e
   sleep 0.3
 done
 t1=$(date +%s.%N)
-sleep 2
+sleep "${SETTLE_SECS:-2}"
 echo "$(basename "$bin") $* replay_s=$(echo "$t1 - $t0" | bc) $(grep -E 'VmRSS|VmHWM' "/proc/$pid/status" | tr -s ' \t' ' ' | tr '\n' ' ')"
 kill "$pid"; wait "$pid" 2>/dev/null

@@ -8,13 +8,19 @@
 //!                           │                    │ signal_lead               │
 //!                           └────────────────────┴──► status ◄───────────────┘
 //!                                                      ├─► usage, lead profiles
-//!                           unique + winner ──────────────► signal groups
-//! raw (org, month) counts ───────────────────────────────────► usage
+//!                           unique + status (not pending) ─► signal groups
+//! counted (org, month, meter) ───────────────────────────────► usage
 //! ```
 //!
 //! `unique` holds the first copy of each (org, dedup key) only: the engine deduplicates as it
-//! reads the log (see [`crate::dedup`]) and passes the count of every signal read, copies
-//! included, as `raw` for the raw-signal meter.
+//! reads the log (see [`crate::dedup`]) and passes, as `counted`, one raw-signal count for
+//! every signal read (copies included) and one staged-signal count for every first copy.
+//! Those two meters are counted where the log is read, not from `unique`, because `unique`
+//! is the *hot* set: the engine takes anonymous signals that wait too long out of it (the
+//! hot window) and puts them back when an identify names them, and neither may move a meter.
+//! For the same reason a signal that waits cold (pending) is in no signal group: spec 7.2
+//! keeps anonymous signals out of staging until they are identified, and groups are buckets
+//! of staged signals.
 //!
 //! The per-record decisions (a signal's status, a group's row, a lead's profile) are plain
 //! functions shared with the sequential reference, which checks the plumbing around them.
@@ -324,11 +330,12 @@ enum Fact {
     Lead(Ident),
 }
 
-/// Builds the dataflow over the log's unique signals (first copies), the receipt months of
-/// all its signals (`(org, YYYYMM)`, copies included) and the rule versions.
+/// Builds the dataflow over the log's hot unique signals (first copies), the counts of the
+/// meters kept where the log is read (`(org, YYYYMM, RawSignals | StagedSignals)`) and the
+/// rule versions.
 pub fn build<'s, T>(
     unique: VecCollection<'s, T, Signal, isize>,
-    raw: VecCollection<'s, T, (Org, u32), isize>,
+    counted: VecCollection<'s, T, (Org, u32, Meter), isize>,
     rules: VecCollection<'s, T, RuleVersion, isize>,
     cfg: &IdentityConfig,
 ) -> Outputs<'s, T>
@@ -353,7 +360,7 @@ where
     let facts = unique
         .clone()
         .map(move |s| ((s.org, s.pos), Fact::Signal(Staged::of(&s), cold(&s, &c))))
-        .concat(winner.clone().map(|(k, m)| (k, Fact::Rule(m))))
+        .concat(winner.map(|(k, m)| (k, Fact::Rule(m))))
         .concat(
             identity
                 .signal_lead
@@ -389,13 +396,7 @@ where
 
     // Usage per org and month.
     let month = Signal::month_of;
-    let usage = raw
-        .map(|(org, m)| (org, m, Meter::RawSignals))
-        .concat(
-            unique
-                .clone()
-                .map(move |s| (s.org, month(s.received_at), Meter::StagedSignals)),
-        )
+    let usage = counted
         .concat(
             processed
                 .clone()
@@ -413,20 +414,22 @@ where
         // re-read every signal of the org and month on each change.
         .count_total();
 
-    // Signal groups, with each member's mapped flag.
-    // Each signal becomes a member (unmapped) once; a semijoin with the mapped keys flips the
-    // flag of the mapped. Joining members rather than signals keeps the arrangement to the
-    // few fields a member has, and one semijoin serves both sides (`antijoin` would arrange
-    // everything a second time for its own).
-    let mapped_keys = winner.map(|(k, _)| k);
-    let by_key = unique.clone().map(|s| ((s.org, s.pos), member(&s, false)));
-    let mapped_members = by_key.clone().semijoin(mapped_keys);
-    let mapped = mapped_members
+    // Signal groups, with each member's mapped flag: every signal that does not wait cold,
+    // mapped when a rule matches it. Joining members rather than signals keeps the
+    // arrangement to the few fields a member has; the other side is one flag per signal, which
+    // changes only when the signal leaves or enters pending or gains or loses its rule (a
+    // re-decision that changes only the lead consolidates away).
+    let grouped = processed
         .clone()
-        .map(|(_, (k, (_, m)))| (k, (true, m)));
-    let unmapped = by_key.concat(mapped_members.negate()).map(|(_, m)| m);
-    let groups = mapped
-        .concat(unmapped)
+        .flat_map(|(k, p)| (p.status != Status::Pending).then_some((k, p.rule_id.is_some())));
+    let by_key = unique.clone().map(|s| {
+        let (gk, (_, m)) = member(&s, false);
+        ((s.org, s.pos), (gk, m))
+    });
+    let members = by_key.join_map(grouped, |_k, (gk, m), mapped| {
+        (gk.clone(), (*mapped, m.clone()))
+    });
+    let groups = members
         .map(|(k, m)| ((k, m.1 .1 % GROUP_BUCKETS), m))
         .reduce_named("GroupBuckets", |_k, members, out| {
             let members: Vec<&Member> = members.iter().map(|(m, _)| *m).collect();
@@ -514,8 +517,10 @@ pub fn reference(signals: &[Signal], rules: &[RuleVersion], cfg: &IdentityConfig
                 .or_default()
                 .push(lead_fact(&staged, &p, &fields));
         }
-        let (gk, m) = member(s, winner.is_some());
-        members.entry(gk).or_default().push(m);
+        if p.status != Status::Pending {
+            let (gk, m) = member(s, winner.is_some());
+            members.entry(gk).or_default().push(m);
+        }
         state.processed.insert((key, p));
     }
     for (org, month, _) in active {
@@ -552,7 +557,7 @@ mod tests {
     #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
     enum In {
         S(Signal),
-        Raw((Org, u32)),
+        Count((Org, u32, Meter)),
         R(RuleVersion),
     }
 
@@ -694,12 +699,15 @@ mod tests {
             let mut inputs: Vec<(In, isize)> = Vec::new();
             let mut signals: Vec<Signal> = Vec::new();
             let mut rule_ids = Vec::new();
-            // As the engine feeds it: first copies as signals, every copy as a raw count.
+            // As the engine feeds it: first copies as signals, every copy as a raw count,
+            // every first copy as a staged count.
             let mut seen = crate::dedup::FirstSeen::default();
             let mut unique = BTreeSet::new();
             let mut feed = |s: Signal, inputs: &mut Vec<(In, isize)>| {
-                inputs.push((In::Raw((s.org, Signal::month_of(s.received_at))), 1));
+                let month = Signal::month_of(s.received_at);
+                inputs.push((In::Count((s.org, month, Meter::RawSignals)), 1));
                 if seen.insert(s.org, s.dedup) {
+                    inputs.push((In::Count((s.org, month, Meter::StagedSignals)), 1));
                     unique.insert(s.clone());
                     inputs.push((In::S(s), 1));
                 }
@@ -742,9 +750,9 @@ mod tests {
                     ($field:ident) => {{
                         let got = run(workers, batches.clone(), |input| {
                             let signals = input.clone().flat_map(|i| if let In::S(s) = i { Some(s) } else { None });
-                            let raw = input.clone().flat_map(|i| if let In::Raw(m) = i { Some(m) } else { None });
+                            let counted = input.clone().flat_map(|i| if let In::Count(m) = i { Some(m) } else { None });
                             let rules = input.flat_map(|i| if let In::R(r) = i { Some(r) } else { None });
-                            build(signals, raw, rules, &IdentityConfig::default()).$field
+                            build(signals, counted, rules, &IdentityConfig::default()).$field
                         });
                         got.into_iter().map(|(d, r)| { assert_eq!(r, 1, "{:?}", d); d }).collect::<BTreeSet<_>>()
                     }};

@@ -204,11 +204,14 @@ fn overlay(m: &Models, org: u64, rec: &mut Map<String, Value>) {
             rec.insert("error".into(), json!(p.error));
             rec.insert("lead_id".into(), json!(p.lead.as_ref().map(lead_id)));
         }
-        // Not in live state: retired by retention (the archived outcome stands), or on the
-        // log but never staged (a retry of an earlier signal: the archive has no outcome).
+        // Not in live state: waiting cold outside the dataflow (the hot window), retired by
+        // retention (the archived outcome stands), or on the log but never staged (a retry of
+        // an earlier signal: the archive has no outcome).
         None => {
             let archived = rec.get("status").is_some_and(|s| !s.is_null());
-            if archived {
+            if m.cold.busy(&(org, id)) {
+                rec.insert("cold".into(), json!(true));
+            } else if archived {
                 rec.insert("retired".into(), json!(true));
             } else {
                 rec.insert("status".into(), json!("duplicate"));

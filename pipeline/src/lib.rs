@@ -8,6 +8,7 @@ pub mod api;
 pub mod backfill;
 pub mod engine;
 pub mod explorer;
+pub mod hot;
 pub mod log;
 pub mod nats;
 pub mod open;

@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use trailspark::admin::{key_json, rfc3339};
 use trailspark::engine::{Engine, EngineConfig};
+use trailspark::hot::HotConfig;
 use trailspark::log::jetstream::StreamSettings;
 use trailspark::open::{self, LogLocation};
 use trailspark::retention::RetentionConfig;
@@ -182,6 +183,11 @@ struct DataflowOpts {
     /// a burst; larger epochs amortize more per-epoch work).
     #[arg(long, env = "TRAILSPARK_EPOCH_ENTRIES", default_value_t = 20_000)]
     epoch_entries: usize,
+    /// Days an anonymous signal stays in the dataflow waiting for an identify, by the log's
+    /// clock (days as long as TRAILSPARK_RETENTION_DAY_SECS); older ones wait in the archive
+    /// and an identify brings them back. 0 keeps them all in the dataflow.
+    #[arg(long, env = "TRAILSPARK_HOT_WINDOW_DAYS", default_value_t = 7)]
+    hot_window_days: u32,
 }
 
 impl DataflowOpts {
@@ -260,6 +266,7 @@ impl ArchiveOpts {
             interval: Duration::from_secs(self.retention_interval_secs.max(1)),
             day: Duration::from_secs(self.retention_day_secs.max(1)),
             permanent_delete_days: self.permanent_delete_days.max(1),
+            ..Default::default()
         }
     }
 
@@ -608,13 +615,26 @@ async fn serve(
         .sql
         .set(SqlEngine::new(Some(archiver.clone()), archive.limits())?);
     let archiving = tokio::spawn(archiver.clone().run());
-    let _ = state.retention.set(archive.retention());
+    let retention = {
+        let mut r = archive.retention();
+        r.hot = HotConfig {
+            window_ms: (dataflow.hot_window_days > 0)
+                .then(|| i64::from(dataflow.hot_window_days) * r.day.as_millis().max(1) as i64),
+            identity: dataflow.engine_config().identity,
+        };
+        r
+    };
+    let _ = state.retention.set(retention.clone());
     let retaining = state.engine.clone().map(|engine| {
+        tokio::spawn(trailspark::hot::run_rehydrator(
+            state.clone(),
+            engine.clone(),
+        ));
         tokio::spawn(trailspark::retention::run(
             state.clone(),
             engine,
             archiver.clone(),
-            archive.retention(),
+            retention,
         ))
     });
     let listener = tokio::net::TcpListener::bind(listen)

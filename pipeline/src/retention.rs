@@ -14,6 +14,7 @@ use trailspark_sinks::archive::{ArchiveError, Archiver};
 
 use crate::engine::read::Retention;
 use crate::engine::Engine;
+use crate::hot::{HotConfig, HotError};
 use crate::state::AppState;
 
 const DAY_MS: i64 = 86_400_000;
@@ -27,6 +28,8 @@ pub struct RetentionConfig {
     pub day: Duration,
     /// Archived partitions older than this many days are deleted (`PERMANENT_DELETE_DAYS`).
     pub permanent_delete_days: u32,
+    /// The anonymous hot window, evicted from on each pass (see [`crate::hot`]).
+    pub hot: HotConfig,
 }
 
 impl Default for RetentionConfig {
@@ -35,6 +38,10 @@ impl Default for RetentionConfig {
             interval: Duration::from_secs(60),
             day: Duration::from_secs(86_400),
             permanent_delete_days: 365,
+            hot: HotConfig {
+                window_ms: None,
+                identity: Default::default(),
+            },
         }
     }
 }
@@ -44,6 +51,16 @@ impl Default for RetentionConfig {
 pub struct PassStats {
     pub retired: usize,
     pub files_deleted: usize,
+    /// Anonymous signals that left the dataflow (the hot window).
+    pub evicted: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Hot(#[from] HotError),
 }
 
 /// One retention pass over every org.
@@ -52,7 +69,7 @@ pub async fn pass(
     engine: &Engine,
     archiver: &Archiver,
     cfg: &RetentionConfig,
-) -> Result<PassStats, ArchiveError> {
+) -> Result<PassStats, PassError> {
     let now = chrono::Utc::now().timestamp_millis();
     let day_ms = cfg.day.as_millis().max(1) as i64;
     let below_pos = archiver.stats().checkpoint;
@@ -79,6 +96,9 @@ pub async fn pass(
     out.files_deleted = archiver
         .delete_before(delete_ms.div_euclid(DAY_MS) as i32)
         .await?;
+    if let Some(sql) = state.sql.get() {
+        out.evicted = crate::hot::evict(engine, archiver, sql, &cfg.hot).await?;
+    }
     if out.retired > 0 || out.files_deleted > 0 {
         tracing::info!(
             retired = out.retired,

@@ -200,3 +200,173 @@ fn read_models_equal_the_reference_however_the_log_is_cut_into_epochs() {
         );
     }
 }
+
+fn wait_applied(engine: &Engine, pos: u64) {
+    let t = std::time::Instant::now();
+    while engine.read.applied() < pos {
+        assert!(t.elapsed().as_secs() < 120, "the engine did not catch up");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// The hot window's moves, made the way `trailspark::hot` makes them (under the models' lock,
+/// with the signals rebuilt from their records), at random moments while the log is fed:
+/// pending signals leave the dataflow, and come back when an identifier they carry joins a
+/// lead. Whatever was evicted when, the models end on the reference's state, except that the
+/// signals still out have no processed record and are counted as `cold` pending signals.
+#[test]
+fn evicting_and_rehydrating_pending_signals_changes_only_their_own_records() {
+    use trailspark::engine::Side;
+    use trailspark_operators::identity::signal_idents;
+
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let cfg = IdentityConfig::default();
+    for run in 0..6 {
+        let entries = log(&mut rng, 500 + 100 * run);
+        let want = expected(&entries);
+        let records: HashMap<u64, Signal> = entries
+            .iter()
+            .filter_map(|(p, e)| match e {
+                LogEntry::Signal(r) => Some((*p, Signal::from_record(*p, r))),
+                _ => None,
+            })
+            .collect();
+        let engine = Engine::start(EngineConfig {
+            epoch_entries: [3, 17, 100_000][rng.below(3) as usize],
+            ..Default::default()
+        });
+        let (mut evicted, mut rehydrated) = (0usize, 0usize);
+        let rehydrate = |engine: &Engine| -> usize {
+            let mut m = engine.read.write();
+            let taken = m.cold.take_wanted();
+            let keys: Vec<_> = taken
+                .iter()
+                .flat_map(|(_, t)| t.iter().map(|t| t.key))
+                .collect();
+            if !keys.is_empty() {
+                let signals = keys.iter().map(|k| records[&k.1].clone()).collect();
+                let ticket = engine.feed_side(Side::Rehydrate(signals));
+                m.cold.queued(ticket, keys.iter().copied());
+            }
+            m.cold.finish(keys.iter().copied());
+            keys.len()
+        };
+        let mut rest = &entries[..];
+        while !rest.is_empty() {
+            let n = (1 + rng.below(120) as usize).min(rest.len());
+            let fed = rest[n - 1].0;
+            engine.feed(rest[..n].to_vec());
+            rest = &rest[n..];
+            if rng.below(2) == 0 {
+                // Mostly let the models catch up first, so that there is pending to evict;
+                // otherwise evict from models that lag the log (an identify may be on its way).
+                if rng.below(4) != 0 {
+                    wait_applied(&engine, fed);
+                }
+                // Evict some of what the models show pending now (they may lag the log).
+                let mut m = engine.read.write();
+                let pending: Vec<_> = m
+                    .processed
+                    .iter()
+                    .filter(|(k, p)| {
+                        p.status == trailspark_operators::graph::Status::Pending && !m.cold.busy(k)
+                    })
+                    .map(|(k, _)| *k)
+                    .collect();
+                let mut leaving = Vec::new();
+                for k in pending {
+                    if rng.below(3) == 0 {
+                        let s = records[&k.1].clone();
+                        let idents = signal_idents(&s, &cfg)
+                            .into_iter()
+                            .map(|(_, i)| i)
+                            .collect();
+                        m.cold.evict(k, s.received_at, idents);
+                        leaving.push(s);
+                    }
+                }
+                evicted += leaving.len();
+                if !leaving.is_empty() {
+                    let keys: Vec<_> = leaving.iter().map(|s: &Signal| (s.org, s.pos)).collect();
+                    let ticket = engine.feed_side(Side::Evict(leaving));
+                    m.cold.queued(ticket, keys);
+                }
+            }
+            if rng.below(2) == 0 {
+                rehydrated += rehydrate(&engine);
+            }
+        }
+        // Drain: once the log is applied, rehydrate what is wanted until nothing is and every
+        // queued move has landed.
+        wait_applied(&engine, entries.last().unwrap().0);
+        let t = std::time::Instant::now();
+        loop {
+            rehydrated += rehydrate(&engine);
+            let m = engine.read.read();
+            if !m.cold.has_wanted() && m.cold.settled() {
+                break;
+            }
+            drop(m);
+            assert!(
+                t.elapsed().as_secs() < 120,
+                "the hot window's moves did not land"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert!(evicted > 20, "run {run}: only {evicted} evicted");
+        assert!(rehydrated > 0, "run {run}: nothing rehydrated");
+        let m = engine.read.read();
+        let out: BTreeSet<_> = want
+            .processed
+            .iter()
+            .filter(|(k, _)| m.cold.is_out(k))
+            .cloned()
+            .collect();
+        assert!(
+            out.iter()
+                .all(|(_, p)| p.status == trailspark_operators::graph::Status::Pending),
+            "run {run}: only pending signals stay out: {:?}",
+            out.iter()
+                .filter(|(_, p)| p.status != trailspark_operators::graph::Status::Pending)
+                .map(|(k, _)| {
+                    let s = &records[&k.1];
+                    let idents: Vec<_> =
+                        signal_idents(s, &cfg).into_iter().map(|(_, i)| i).collect();
+                    (
+                        k,
+                        idents
+                            .iter()
+                            .map(|i| (m.lead_of.get(i).cloned(), m.cold.carries(i)))
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        );
+        let hot = State {
+            processed: want.processed.difference(&out).cloned().collect(),
+            ..Default::default()
+        };
+        assert_eq!(set(&m.processed), hot.processed, "run {run}: processed");
+        for org in [1, 2] {
+            let mut stats = Stats::default();
+            for ((o, k), p) in &want.processed {
+                if *o == org {
+                    bump(&mut stats, p.status, 1);
+                    if m.cold.is_out(&(*o, *k)) {
+                        stats.cold += 1;
+                    }
+                }
+            }
+            assert_eq!(
+                m.stats.get(&org).copied().unwrap_or_default(),
+                stats,
+                "run {run}: stats of org {org}"
+            );
+        }
+        assert_eq!(set(&m.leads), want.leads, "run {run}: leads");
+        assert_eq!(set(&m.lead_of), want.membership, "run {run}: membership");
+        assert_eq!(set(&m.groups), want.groups, "run {run}: groups");
+        let usage: BTreeSet<_> = m.usage.iter().map(|(k, n)| (*k, *n as isize)).collect();
+        assert_eq!(usage, want.usage, "run {run}: usage");
+    }
+}

@@ -389,3 +389,176 @@ fn retention_moves_processed_signals_out_of_live_state_and_sql_still_finds_them(
     );
     assert!(all_pages(&s, "failed", 50, head).is_empty());
 }
+
+/// The same posts, with and without the hot window: anonymous signals that waited longer than
+/// the window leave the dataflow (their archive rows stay), a late identify brings them back
+/// by an archive lookup, and the result is what it is on a server that kept them hot.
+#[test]
+fn a_late_identify_rehydrates_archived_anonymous_signals_as_if_they_had_stayed_hot() {
+    let run_server = |hot_days: &str| -> (tempfile::TempDir, Server) {
+        let dir = tempfile::tempdir().unwrap();
+        let env = [
+            ("TRAILSPARK_ARCHIVE_MAX_AGE_SECS", "1"),
+            // Retention days (which the hot window counts in) of one second; passes only
+            // when asked (and at start).
+            ("TRAILSPARK_RETENTION_DAY_SECS", "1"),
+            ("TRAILSPARK_RETENTION_INTERVAL_SECS", "3600"),
+            ("TRAILSPARK_HOT_WINDOW_DAYS", hot_days),
+        ];
+        let s = Server::start_with(dir.path(), None, &env);
+        (dir, s)
+    };
+    let (_hot_dir, hot) = run_server("0");
+    let (_cold_dir, cold) = run_server("2");
+    let run = |s: &Server| -> Value {
+        let r = s.admin(Method::POST, "/api/admin/retention/run", ADMIN_TOKEN, None);
+        assert_eq!(r.status(), 200);
+        r.json().unwrap()
+    };
+    let servers = [&hot, &cold];
+    let keys: Vec<String> = servers.iter().map(|s| s.new_key()).collect();
+    for s in servers {
+        event_rule(s, "pricing", false);
+    }
+    let post_both = |body: Value| -> [u64; 2] {
+        [
+            post(&hot, &keys[0], body.clone()),
+            post(&cold, &keys[1], body),
+        ]
+    };
+    // Two devices of one visitor (v1, v4), and a visitor who never identifies (v2).
+    let mut anonymous = Vec::new();
+    for (anon, page) in [("v1", "/a"), ("v1", "/b"), ("v2", "/a"), ("v4", "/c")] {
+        anonymous.push(post_both(
+            json!({"anonymousId": anon, "event": "pricing", "properties": {"url": page}}),
+        ));
+    }
+    // Three seconds later on the log's clock: the anonymous four are older than the window.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let tick = post_both(json!({"email": "tick@x.io", "event": "other"}));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut evicted = 0;
+    while evicted < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "evicted {evicted} of 4"
+        );
+        evicted += run(&cold)["evicted"].as_u64().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(evicted, 4);
+    assert_eq!(run(&hot)["evicted"], 0, "no hot window on this one");
+    assert_eq!(run(&cold)["evicted"], 0, "nothing evicted twice");
+    let stats = get(&cold, "/api/explorer/stats", tick[1]);
+    assert_eq!(
+        (
+            stats["total"].as_i64(),
+            stats["pending"].as_i64(),
+            stats["cold"].as_i64()
+        ),
+        (Some(5), Some(4), Some(4)),
+        "out of the dataflow, still pending: {stats}"
+    );
+    // Out of the dataflow means out of its outputs: the pending tab lists none of them, and
+    // SQL still finds them in the archive.
+    assert!(all_pages(&cold, "pending", 50, tick[1]).is_empty());
+    let r = client()
+        .post(cold.url("/api/sql"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"sql": "SELECT count(*) FROM anonymous_signals WHERE status = 'pending'"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.json::<Value>().unwrap()["rows"], json!([[4]]));
+
+    // v1 identifies: its two signals come back from the archive and join the lead. Later its
+    // other device is identified to the same email, and v4's signal follows.
+    let wait_cold = |n: i64, at: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let stats = get(&cold, "/api/explorer/stats", at);
+            if stats["cold"] == n {
+                return stats;
+            }
+            assert!(std::time::Instant::now() < deadline, "{stats}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let id1 = post_both(json!({"anonymousId": "v1", "email": "E@x.io", "event": "identify"}));
+    wait_cold(2, id1[1]);
+    let id4 = post_both(json!({"anonymousId": "v4", "email": "e@x.io", "event": "identify"}));
+    let stats = wait_cold(1, id4[1]);
+    assert_eq!(
+        (stats["pending"].as_i64(), stats["processed"].as_i64()),
+        (Some(1), Some(3)),
+        "{stats}"
+    );
+    let at = [
+        id4[0],
+        cold.post_signal(&keys[1], r#"{"email":"t2@x.io","event":"other"}"#)
+            .json::<Value>()
+            .unwrap()["id"]
+            .as_u64()
+            .unwrap(),
+    ];
+    // The two servers received the same posts a few milliseconds apart: times differ.
+    fn untimed(v: &mut Value) {
+        match v {
+            Value::String(s) if s.len() > 10 && s.as_bytes()[4] == b'-' && s.contains('T') => {
+                *s = "<time>".into()
+            }
+            Value::Array(a) => a.iter_mut().for_each(untimed),
+            Value::Object(o) => o.values_mut().for_each(untimed),
+            _ => {}
+        }
+    }
+    let strip = |mut v: Value| {
+        v.as_object_mut().unwrap().remove("log_position");
+        untimed(&mut v);
+        v
+    };
+    let both = |path: &dyn Fn(usize) -> String| -> [Value; 2] {
+        [0, 1].map(|i| strip(get(servers[i], &path(i), at[i])))
+    };
+    for (i, ids) in anonymous.iter().enumerate() {
+        let [h, c] = both(&|s| format!("/api/explorer/signals/{}", ids[s]));
+        let expected = if i == 2 { "pending" } else { "completed" };
+        assert_eq!(h["status"], expected, "{h}");
+        if i == 2 {
+            // Still cold: the explorer shows its archived outcome.
+            assert_eq!(
+                (&c["status"], &c["cold"]),
+                (&json!("pending"), &json!(true)),
+                "{c}"
+            );
+        } else {
+            let fields = [
+                "status",
+                "lead_id",
+                "rule_id",
+                "rule_name",
+                "error",
+                "payload",
+            ];
+            for f in fields {
+                assert_eq!(h[f], c[f], "signal {i}, {f}: {h} / {c}");
+            }
+        }
+    }
+    let [h, c] = both(&|_| "/api/leads?email=e@x.io".into());
+    assert_eq!(h["signals"], 5, "{h}");
+    assert_eq!(h, c);
+    let [h, c] = both(&|_| "/api/signal-queue/groups?tab=mapped".into());
+    let counted: u64 = h["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 3, "v2's signal waits cold, in no group: {h}");
+    assert_eq!(h, c);
+    let [h, c] = both(&|_| "/api/usage".into());
+    let staged = |v: &Value| v["staged_signals"].as_u64();
+    assert_eq!(staged(&h), Some(7), "{h}");
+    assert_eq!(staged(&c), Some(8), "the cold server's extra tick: {c}");
+    assert_eq!(h["mapped_signals"], c["mapped_signals"]);
+}

@@ -1,18 +1,24 @@
 //! The dataflow engine: timely workers on their own threads running
 //! [`trailspark_operators::graph::build`], fed with log entries in log order.
 //!
-//! Logical time is the log position: an entry at position `p` enters at time `p`, and after
-//! each batch every worker's inputs advance past the batch's last position. Worker 0 watches a
-//! probe on all outputs and reports to the read models the position up to which every
-//! output change has been sent (timely state stays on its workers; the rest of the server
-//! reaches them only through channels, STYLE.md rule 7). Feeding blocks when the workers fall
-//! behind, which pushes back on the log writer and, through its bounded queue, makes
-//! ingestion answer 503 instead of growing memory.
+//! Logical time follows the log position: an entry at position `p` enters at time `2p`, and
+//! after each batch every worker's inputs advance past the batch's last position. The odd
+//! times between are for the hot window's side epochs (see [`crate::hot`]), which take
+//! anonymous signals that waited too long out of the dataflow and put them back when an
+//! identify names them: changes that come from no log entry, so they need times of their own
+//! that are still in log order. Worker 0 watches a probe on all outputs and reports to the
+//! read models the time up to which every output change has been sent, with the log position
+//! that covers (timely state stays on its workers; the rest of the server reaches them only
+//! through channels, STYLE.md rule 7). Feeding blocks when the workers fall behind, which
+//! pushes back on the log writer and, through its bounded queue, makes ingestion answer 503
+//! instead of growing memory.
 
+pub mod cold;
 pub mod read;
 mod stats;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -22,7 +28,7 @@ use timely::dataflow::ProbeHandle;
 use trailspark_core::tenancy::ConfigEvent;
 use trailspark_core::LogEntry;
 use trailspark_operators::dedup::FirstSeen;
-use trailspark_operators::graph::build;
+use trailspark_operators::graph::{build, Meter};
 use trailspark_operators::identity::IdentityConfig;
 use trailspark_operators::product_orgs::{product_orgs, ProductOrgUpdate};
 use trailspark_operators::rules::{RuleBook, RuleChange, RuleVersion};
@@ -64,23 +70,50 @@ impl Default for EngineConfig {
 /// exchange by key) and the log position the epoch closes at.
 #[derive(Default)]
 struct Epoch {
-    /// First copies only (see `Inputs::seen`).
-    signals: Vec<Signal>,
-    /// Signals read per (org, receipt month), copies included: the raw-signal meter.
-    raw: Vec<((Org, u32), isize)>,
+    /// First copies only (see `Inputs::seen`), entering; or, in a side epoch, hot-window
+    /// evictions (-1) and rehydrations (+1).
+    signals: Vec<(Signal, isize)>,
+    /// The meters counted where the log is read: raw signals (copies included) and staged
+    /// signals (first copies), per (org, receipt month).
+    counted: Vec<((Org, u32, Meter), isize)>,
     rules: Vec<(RuleVersion, isize)>,
     product_orgs: Vec<ProductOrgUpdate>,
+    /// The last log position fed, this epoch included.
     upto: u64,
+    /// A side epoch: changes from the hot window, not from the log (see the module doc).
+    side: bool,
+    /// Side epochs sent so far, this one included: the read models learn from it which of
+    /// the hot window's moves have landed (see [`cold::ColdIndex::landed`]).
+    sides: u64,
 }
 
 enum Feed {
     Batch(Epoch),
 }
 
-/// Entries waiting for the feeder thread, bounded so that a dataflow that falls behind
-/// pushes back on the log instead of growing memory.
+/// Changes to the hot set that come from no log entry (see [`crate::hot`]).
+pub enum Side {
+    /// Signals leaving the dataflow: each must be, value for value, a signal in it.
+    Evict(Vec<Signal>),
+    /// Evicted signals coming back.
+    Rehydrate(Vec<Signal>),
+}
+
+/// What waits for the feeder thread: log entries (bounded, so that a dataflow that falls
+/// behind pushes back on the log instead of growing memory), side changes, and whether the
+/// engine is closing.
+#[derive(Default)]
+struct Waiting {
+    entries: Vec<(u64, LogEntry)>,
+    sides: Vec<Side>,
+    /// Side changes queued so far (each one's ticket is its number).
+    queued_sides: u64,
+    closed: bool,
+}
+
+/// The feeder thread's queue.
 struct FeedQueue {
-    state: Mutex<(Vec<(u64, LogEntry)>, bool)>,
+    state: Mutex<Waiting>,
     not_empty: Condvar,
     not_full: Condvar,
     capacity: usize,
@@ -93,6 +126,12 @@ struct Inputs {
     /// Dedup keys already staged: entries arrive in log order, so the first copy of a key is
     /// the first one read, and retries never enter the dataflow.
     seen: FirstSeen,
+    /// The last log position fed.
+    upto: u64,
+    /// Side epochs sent.
+    sides: u64,
+    /// The latest receipt time fed (see [`Engine::log_clock`]).
+    clock: Arc<AtomicI64>,
 }
 
 /// A handle to the running engine. Entries must be fed in log order (one feeding thread:
@@ -103,11 +142,12 @@ pub struct Engine {
     pub read: Arc<ReadModels>,
     /// Sees every entry the engine is fed, in the same order (see [`Engine::attach_archiver`]).
     archiver: std::sync::OnceLock<Arc<trailspark_sinks::archive::Archiver>>,
+    clock: Arc<AtomicI64>,
 }
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        self.queue.state.lock().unwrap().1 = true;
+        self.queue.state.lock().unwrap().closed = true;
         self.queue.not_empty.notify_all();
     }
 }
@@ -187,15 +227,19 @@ impl Engine {
             })
             .expect("spawning the timely thread");
         let queue = Arc::new(FeedQueue {
-            state: Mutex::new((Vec::new(), false)),
+            state: Mutex::new(Waiting::default()),
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
             capacity: cfg.queue_entries,
         });
+        let clock = Arc::new(AtomicI64::new(i64::MIN));
         let mut inputs = Inputs {
             feeds,
             book: RuleBook::default(),
             seen: FirstSeen::default(),
+            upto: 0,
+            sides: 0,
+            clock: clock.clone(),
         };
         let q = queue.clone();
         let epoch_entries = cfg.epoch_entries.max(1);
@@ -206,19 +250,29 @@ impl Engine {
                 // load epochs grow, which is what keeps the dataflow's throughput up (adaptive
                 // batching), up to the cap that bounds their transient memory.
                 loop {
-                    let batch = {
+                    let (batch, sides) = {
                         let mut st = q.state.lock().unwrap();
-                        while st.0.is_empty() && !st.1 {
+                        while st.entries.is_empty() && st.sides.is_empty() && !st.closed {
                             st = q.not_empty.wait(st).unwrap();
                         }
-                        if st.0.is_empty() {
+                        if st.entries.is_empty() && st.sides.is_empty() {
                             break;
                         }
-                        std::mem::take(&mut st.0)
+                        (
+                            std::mem::take(&mut st.entries),
+                            std::mem::take(&mut st.sides),
+                        )
                     };
                     q.not_full.notify_all();
                     for epoch in batch.chunks(epoch_entries) {
                         inputs.feed(epoch);
+                    }
+                    // After the entries that were waiting with them: a side change was decided
+                    // on state no later than those entries, and the hot window keeps each
+                    // signal's evictions and rehydrations alternating in the order it queued
+                    // them, which this keeps.
+                    for side in sides {
+                        inputs.feed_side(side);
                     }
                 }
             })
@@ -227,7 +281,30 @@ impl Engine {
             queue,
             read,
             archiver: std::sync::OnceLock::new(),
+            clock,
         })
+    }
+
+    /// The log's clock: the latest receipt time (Unix ms) of the signals fed so far, or
+    /// `None` before the first. The hot window is measured on it rather than on the wall
+    /// clock, so that a backfill of old events or a replay ages signals as the log did.
+    pub fn log_clock(&self) -> Option<i64> {
+        let t = self.clock.load(Ordering::Relaxed);
+        (t != i64::MIN).then_some(t)
+    }
+
+    /// Queues a change of the hot set; it enters after the log entries already queued.
+    /// Never blocks (side changes are few, and their caller holds the read models' lock to
+    /// keep them in order). Returns its ticket: the read models have applied its outcome
+    /// once [`cold::ColdIndex::landed`] reaches it.
+    pub fn feed_side(&self, side: Side) -> u64 {
+        let mut st = self.queue.state.lock().unwrap();
+        st.sides.push(side);
+        st.queued_sides += 1;
+        let ticket = st.queued_sides;
+        drop(st);
+        self.queue.not_empty.notify_one();
+        ticket
     }
 
     /// Makes the archiver receive every entry fed from now on. The engine is the one place
@@ -246,13 +323,13 @@ impl Engine {
             a.offer(&entries);
         }
         let mut st = self.queue.state.lock().unwrap();
-        while st.0.len() >= self.queue.capacity && !st.1 {
+        while st.entries.len() >= self.queue.capacity && !st.closed {
             st = self.queue.not_full.wait(st).unwrap();
         }
-        if st.0.is_empty() {
-            st.0 = entries;
+        if st.entries.is_empty() {
+            st.entries = entries;
         } else {
-            st.0.extend(entries);
+            st.entries.extend(entries);
         }
         drop(st);
         self.queue.not_empty.notify_one();
@@ -267,17 +344,27 @@ impl Inputs {
         };
         let mut epoch = Epoch {
             upto,
+            sides: self.sides,
             ..Default::default()
         };
-        let mut raw: BTreeMap<(Org, u32), isize> = BTreeMap::new();
+        let mut counted: BTreeMap<(Org, u32, Meter), isize> = BTreeMap::new();
+        let mut clock = self.clock.load(Ordering::Relaxed);
         for (pos, entry) in entries {
             match entry {
                 LogEntry::Signal(s) => {
-                    *raw.entry((s.org_id.0, Signal::month_of(s.received_at)))
+                    let month = Signal::month_of(s.received_at);
+                    clock = clock.max(s.received_at);
+                    *counted
+                        .entry((s.org_id.0, month, Meter::RawSignals))
                         .or_default() += 1;
                     let key = s.dedup_bits();
                     if self.seen.insert(s.org_id.0, key) {
-                        epoch.signals.push(Signal::from_record_keyed(*pos, s, key));
+                        *counted
+                            .entry((s.org_id.0, month, Meter::StagedSignals))
+                            .or_default() += 1;
+                        epoch
+                            .signals
+                            .push((Signal::from_record_keyed(*pos, s, key), 1));
                     }
                 }
                 LogEntry::Config(e) => {
@@ -291,11 +378,36 @@ impl Inputs {
                 LogEntry::ProductOrgUpdate(_) => {}
             }
         }
-        epoch.raw = raw.into_iter().collect();
+        epoch.counted = counted.into_iter().collect();
+        self.clock.store(clock, Ordering::Relaxed);
+        self.upto = upto;
+        self.send(epoch);
+    }
+
+    /// Sends one side epoch (see [`Side`]) to the workers.
+    fn feed_side(&mut self, side: Side) {
+        let signals = match side {
+            Side::Evict(v) => v.into_iter().map(|s| (s, -1)).collect(),
+            Side::Rehydrate(v) => v.into_iter().map(|s| (s, 1)).collect(),
+        };
+        self.sides += 1;
+        self.send(Epoch {
+            signals,
+            upto: self.upto,
+            side: true,
+            sides: self.sides,
+            ..Default::default()
+        });
+    }
+
+    fn send(&mut self, epoch: Epoch) {
+        let (upto, side, sides) = (epoch.upto, epoch.side, epoch.sides);
         let mut first = Some(epoch);
         for tx in &self.feeds {
             let e = first.take().unwrap_or(Epoch {
                 upto,
+                side,
+                sides,
                 ..Default::default()
             });
             if tx.send(Feed::Batch(e)).is_err() {
@@ -314,13 +426,13 @@ fn run_worker(
     let index = worker.index();
     let stats = stats::ArrangementStats::enable(worker);
     let probe = ProbeHandle::new();
-    let (mut signals_in, mut raw_in, mut rules_in, mut orgs_in) =
+    let (mut signals_in, mut counted_in, mut rules_in, mut orgs_in) =
         worker.dataflow::<u64, _, _>(|scope| {
             let (signals_in, signals) = scope.new_collection::<Signal, isize>();
-            let (raw_in, raw) = scope.new_collection::<(Org, u32), isize>();
+            let (counted_in, counted) = scope.new_collection::<(Org, u32, Meter), isize>();
             let (rules_in, rules) = scope.new_collection::<RuleVersion, isize>();
             let (orgs_in, updates) = scope.new_collection::<ProductOrgUpdate, isize>();
-            let out = build(signals, raw, rules, identity);
+            let out = build(signals, counted, rules, identity);
             macro_rules! sink {
                 ($coll:expr, $variant:ident) => {{
                     let tx = tx.clone();
@@ -342,9 +454,10 @@ fn run_worker(
             sink!(out.usage, Usage);
             sink!(out.leads, Leads);
             sink!(product_orgs(updates), ProductOrgs);
-            (signals_in, raw_in, rules_in, orgs_in)
+            (signals_in, counted_in, rules_in, orgs_in)
         });
-    let mut closing: VecDeque<u64> = VecDeque::new();
+    // (time the epoch closes at, log position and side epochs it covers)
+    let mut closing: VecDeque<(u64, u64, u64)> = VecDeque::new();
     let mut completed = 0u64;
     loop {
         let wait = if closing.is_empty() {
@@ -355,20 +468,23 @@ fn run_worker(
         match rx.recv_timeout(wait) {
             Ok(Feed::Batch(Epoch {
                 signals,
-                raw,
+                counted,
                 rules,
                 product_orgs,
                 upto,
+                side,
+                sides,
             })) => {
-                // Signals enter at their log position; config and product-org updates at the
-                // epoch's time (rules carry their own position ranges).
+                // Signals enter at their log position (time 2p); config and product-org
+                // updates at the epoch's time (rules carry their own position ranges); a side
+                // epoch's changes at the next time, odd unless side epochs follow each other.
                 let now = *signals_in.time();
-                for s in signals {
-                    let t = s.pos.max(now);
-                    signals_in.update_at(s, t, 1);
+                for (s, d) in signals {
+                    let t = if side { now } else { (2 * s.pos).max(now) };
+                    signals_in.update_at(s, t, d);
                 }
-                for (m, n) in raw {
-                    raw_in.update_at(m, now, n);
+                for (m, n) in counted {
+                    counted_in.update_at(m, now, n);
                 }
                 for (r, d) in rules {
                     rules_in.update_at(r, now, d);
@@ -376,29 +492,33 @@ fn run_worker(
                 for u in product_orgs {
                     orgs_in.update_at(u, now, 1);
                 }
-                let next = (upto + 1).max(now);
+                let next = if side {
+                    now + 1
+                } else {
+                    (2 * upto + 1).max(now + 1)
+                };
                 signals_in.advance_to(next);
-                raw_in.advance_to(next);
+                counted_in.advance_to(next);
                 rules_in.advance_to(next);
                 orgs_in.advance_to(next);
                 signals_in.flush();
-                raw_in.flush();
+                counted_in.flush();
                 rules_in.flush();
                 orgs_in.flush();
-                closing.push_back(upto);
+                closing.push_back((next - 1, upto, sides));
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
         worker.step();
-        while let Some(&t) = closing.front() {
-            if probe.less_than(&(t + 1)) {
+        while let Some(&(time, pos, sides)) = closing.front() {
+            if probe.less_than(&(time + 1)) {
                 break;
             }
             closing.pop_front();
-            completed = t;
+            completed = pos;
             if index == 0 {
-                let _ = tx.send(Update::Applied(t));
+                let _ = tx.send(Update::Applied { time, pos, sides });
             }
         }
         if let Some(s) = &stats {

@@ -1,8 +1,8 @@
 //! Read models: what the HTTP API reads, kept current from the dataflow's output changes.
 //!
-//! The dataflow's workers send every change of their outputs here, each with the log position
-//! (logical time) it happens at, then worker 0 sends the position up to which all changes have
-//! been sent (`Applied`). The read thread holds changes until their position is complete,
+//! The dataflow's workers send every change of their outputs here, each with the logical time
+//! it happens at, then worker 0 sends the time up to which all changes have been sent, with
+//! the log position that covers (`Applied`). The read thread holds changes until their time is complete,
 //! consolidates them (sums the diffs of equal records) and applies the net change. Applying
 //! changes one by one in arrival order is not enough: one message of a reduce's output holds
 //! many times sorted by record, not by time, so a signal whose outcome went a → b → a inside
@@ -19,12 +19,14 @@ use std::time::Duration;
 use differential_dataflow::consolidation::consolidate;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use trailspark_operators::graph::{GroupRow, LeadProfile, Meter, Processed, Status};
 use trailspark_operators::groups::GroupKey;
 use trailspark_operators::identity::SignalKey;
 use trailspark_operators::product_orgs::ProductOrg;
 use trailspark_operators::{IdKind, Ident, Org};
+
+use super::cold::ColdIndex;
 
 /// Net changes of one output: records with their diffs.
 pub type Changes<D> = Vec<(D, isize)>;
@@ -50,8 +52,13 @@ pub enum Update {
     Usage(Timed<UsageRow>),
     Leads(Timed<LeadRow>),
     ProductOrgs(Timed<ProductOrgRow>),
-    /// Every change up to this log position has been sent.
-    Applied(u64),
+    /// Every change up to logical time `time` has been sent; the log is applied up to `pos`
+    /// and the hot window's side epochs up to the `sides`th.
+    Applied {
+        time: u64,
+        pos: u64,
+        sides: u64,
+    },
 }
 
 /// The net change of one output over completed positions, as the models apply it.
@@ -98,8 +105,9 @@ fn settle<D: Ord>(held: &mut Timed<D>, upto: u64) -> Changes<D> {
 }
 
 impl Held {
-    /// Holds a worker's changes; returns the position of an `Applied` marker instead.
-    fn hold(&mut self, u: Update) -> Option<u64> {
+    /// Holds a worker's changes; returns an `Applied` marker's time, position and side
+    /// epochs instead.
+    fn hold(&mut self, u: Update) -> Option<(u64, u64, u64)> {
         match u {
             Update::Processed(v) => self.processed.extend(v),
             Update::Membership(v) => self.membership.extend(v),
@@ -108,7 +116,7 @@ impl Held {
             Update::Usage(v) => self.usage.extend(v),
             Update::Leads(v) => self.leads.extend(v),
             Update::ProductOrgs(v) => self.product_orgs.extend(v),
-            Update::Applied(p) => return Some(p),
+            Update::Applied { time, pos, sides } => return Some((time, pos, sides)),
         }
         None
     }
@@ -241,6 +249,9 @@ pub struct Stats {
     pub processed: i64,
     pub failed: i64,
     pub skipped: i64,
+    /// Of `pending`, those the hot window took out of the dataflow: they wait in the
+    /// archive until an identify brings them back.
+    pub cold: i64,
 }
 
 #[derive(Default)]
@@ -268,6 +279,8 @@ pub struct Models {
     pub retention: HashMap<Org, Retention>,
     /// Archived signals brought back into live state, until when (Unix ms).
     pub rehydrated: HashMap<SignalKey, i64>,
+    /// Anonymous signals out of the dataflow (the hot window).
+    pub cold: ColdIndex,
 }
 
 /// Where an org's retention stands.
@@ -447,6 +460,13 @@ impl Models {
         }
         match update {
             Batch::Processed(v) => {
+                // A record retracted without a replacement is a signal leaving the dataflow,
+                // which only the hot window does.
+                let replaced: std::collections::HashSet<SignalKey> = v
+                    .iter()
+                    .filter(|(_, d)| *d > 0)
+                    .map(|((k, _), _)| *k)
+                    .collect();
                 for ((key, p), d) in ordered(v) {
                     let stats = self.stats.entry(key.0).or_default();
                     if d < 0 {
@@ -454,6 +474,19 @@ impl Models {
                             self.processed.remove(&key);
                             self.tabs.remove(&(key.0, Tab::of(p.status), key.1));
                             bump(stats, p.status, -1);
+                            if !replaced.contains(&key) {
+                                // Still pending, in the archive: counted as such.
+                                bump(stats, Status::Pending, 1);
+                                stats.cold += 1;
+                                if let Some(idents) = self.cold.landed_out(key) {
+                                    // An identify that came while the eviction was queued.
+                                    for i in idents.iter() {
+                                        if self.lead_of.contains_key(i) {
+                                            self.cold.want(i.clone());
+                                        }
+                                    }
+                                }
+                            }
                             if let Some(l) = &p.lead {
                                 if let Some(set) = self.lead_signals.get_mut(l) {
                                     set.remove(&key.1);
@@ -461,6 +494,10 @@ impl Models {
                             }
                         }
                     } else {
+                        if self.cold.landed_in(&key) {
+                            bump(stats, Status::Pending, -1);
+                            stats.cold -= 1;
+                        }
                         if !self.rehydrated.contains_key(&key)
                             && self
                                 .retention
@@ -503,6 +540,7 @@ impl Models {
                         }
                     } else {
                         set.insert(ident.clone());
+                        self.cold.want(ident.clone());
                         self.lead_of.insert(ident, lead);
                     }
                 }
@@ -604,7 +642,9 @@ impl Models {
         let mut n = 0;
         for (id, p) in signals {
             let key = (org, id);
-            if self.processed.contains_key(&key) {
+            // A signal the hot window holds cold comes back with its identify, through the
+            // dataflow; it is counted as pending meanwhile.
+            if self.processed.contains_key(&key) || self.cold.busy(&key) {
                 continue;
             }
             bump(self.stats.entry(org).or_default(), p.status, 1);
@@ -650,6 +690,8 @@ pub type ChangeSink = tokio::sync::mpsc::Sender<(u64, Vec<Change>)>;
 /// The read models and their applied position.
 pub struct ReadModels {
     models: RwLock<Models>,
+    /// Woken when cold signals are wanted back (see [`crate::hot`]).
+    pub wanted: Notify,
     applied: watch::Sender<u64>,
     changes: std::sync::OnceLock<ChangeSink>,
 }
@@ -658,6 +700,7 @@ impl Default for ReadModels {
     fn default() -> Self {
         ReadModels {
             models: RwLock::new(Models::default()),
+            wanted: Notify::new(),
             applied: watch::channel(0).0,
             changes: std::sync::OnceLock::new(),
         }
@@ -691,10 +734,12 @@ impl ReadModels {
         let mut ready: Vec<(u64, Vec<Change>)> = Vec::new();
         while let Ok(first) = rx.recv() {
             let mut settled: Vec<(u64, [Batch; 7])> = Vec::new();
+            let mut sides = 0;
             let mut next = Some(first);
             while let Some(u) = next {
-                if let Some(p) = held.hold(u) {
-                    settled.push((p, held.settle(p)));
+                if let Some((time, pos, s)) = held.hold(u) {
+                    settled.push((pos, held.settle(time)));
+                    sides = s;
                 }
                 next = rx.try_recv().ok();
             }
@@ -711,7 +756,12 @@ impl ReadModels {
                     ready.push((p, coalesce(std::mem::take(&mut pending))));
                 }
             }
+            m.cold.landed(sides);
+            let wanted = m.cold.has_wanted();
             drop(m);
+            if wanted {
+                self.wanted.notify_one();
+            }
             if let Some(sink) = sink {
                 for batch in ready.drain(..) {
                     if sink.blocking_send(batch).is_err() {
@@ -729,6 +779,12 @@ impl ReadModels {
 
     pub fn read(&self) -> std::sync::RwLockReadGuard<'_, Models> {
         self.models.read().unwrap()
+    }
+
+    /// The models for a change made outside the dataflow's updates (the hot window's moves,
+    /// which must happen under the lock that orders them).
+    pub fn write(&self) -> std::sync::RwLockWriteGuard<'_, Models> {
+        self.models.write().unwrap()
     }
 
     /// The log position the models reflect.
@@ -934,7 +990,11 @@ mod tests {
                     let early = rnd(next.len() as u64 + 1) as usize;
                     messages.extend(next.drain(..early));
                 }
-                messages.push(Update::Applied(epochs[i].0));
+                messages.push(Update::Applied {
+                    time: epochs[i].0,
+                    pos: epochs[i].0,
+                    sides: 0,
+                });
             }
             let read = ReadModels::default();
             let (tx, rx) = std::sync::mpsc::channel();

@@ -1,0 +1,299 @@
+//! The anonymous hot window (spec 7.2–7.3, issue 4).
+//!
+//! An anonymous signal waits cold (pending) until an identify links one of its identifiers to
+//! a lead. Kept in the dataflow, it holds its identity facts, labels, status and group member
+//! for as long as it waits, and most anonymous visitors never identify. So a signal that has
+//! waited longer than the hot window, measured on the log's clock (the latest receipt time
+//! fed, so a replay or a backfill of old events ages signals as the log did), and that the
+//! archive already holds, leaves the dataflow: the engine retracts it in a side epoch (see
+//! [`crate::engine`]), value for value as it entered, rebuilt from its archive row.
+//!
+//! Rehydration: when one of its identifiers joins a lead (the read models see the membership
+//! change; [`crate::engine::cold`]), the rehydrator looks its signals up in the archive with
+//! DataFusion (`anonymous_signals` by `anonymous_id`, or the identifier's own column) and the
+//! engine puts them back. From there the dataflow does what it would have done had they stayed:
+//! they join the lead, rules map them, their identifiers link whatever else they carry (which
+//! can bring further cold signals back). While out, a signal counts as pending in the
+//! explorer's statistics and stays in the usage meters (counted where the log is read); a
+//! pending signal is in no signal group either way (spec 7.2), so leaving changes no output but
+//! its own processed record.
+//!
+//! What is not the same as staying hot: a rule edit with reprocessing does not reach cold
+//! signals until they come back (in the hosted product, cold storage is not processed against
+//! rules before an identify either, spec 7.3 step 6), and after a restart the replay brings
+//! every signal in hot until the first pass.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use trailspark_core::OrgId;
+use trailspark_operators::identity::{signal_idents, IdentityConfig};
+use trailspark_operators::{Ident, Signal};
+use trailspark_queries::{SqlEngine, SqlError};
+use trailspark_sinks::archive::{from_batch, Archiver};
+
+use crate::engine::cold::Taken;
+use crate::engine::read::Tab;
+use crate::engine::{Engine, Side};
+use crate::state::AppState;
+use trailspark_operators::graph::Status;
+
+/// Hot-window settings.
+#[derive(Clone, Debug)]
+pub struct HotConfig {
+    /// How long an anonymous signal stays in the dataflow while it waits for an identify
+    /// (milliseconds of the log's clock). `None`: for ever.
+    pub window_ms: Option<i64>,
+    /// The identity settings the engine runs with (which identifiers a signal carries).
+    pub identity: IdentityConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HotError {
+    #[error("archive lookup failed: {0}")]
+    Lookup(#[from] SqlError),
+    #[error("archive rows unreadable: {0}")]
+    Rows(#[from] arrow::error::ArrowError),
+}
+
+/// Signals looked up per archive query.
+const CHUNK: usize = 1_000;
+
+fn sql_str(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn date_of(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+/// Archived anonymous signals of `org`: those at `positions` (received between `from_ms`
+/// and `to_ms`), and, with `idents`, only those carrying one of them (which lets the reader
+/// skip row groups by their identifier columns' statistics and bloom filters).
+async fn lookup(
+    sql: &SqlEngine,
+    org: u64,
+    idents: &[Ident],
+    positions: &[u64],
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<Signal>, HotError> {
+    let (lo, hi) = (
+        positions.iter().min().copied().unwrap_or(0),
+        positions.iter().max().copied().unwrap_or(0),
+    );
+    let list: Vec<String> = positions.iter().map(u64::to_string).collect();
+    let mut q = format!(
+        "SELECT * FROM anonymous_signals WHERE date >= {} AND date <= {} \
+         AND id >= {lo} AND id <= {hi} AND id IN ({})",
+        sql_str(&date_of(from_ms)),
+        sql_str(&date_of(to_ms)),
+        list.join(",")
+    );
+    if !idents.is_empty() {
+        let mut by_kind: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for i in idents {
+            by_kind
+                .entry(i.kind.as_str())
+                .or_default()
+                .push(sql_str(&i.value));
+        }
+        let any: Vec<String> = by_kind
+            .into_iter()
+            .map(|(col, vs)| format!("{col} IN ({})", vs.join(",")))
+            .collect();
+        q.push_str(&format!(" AND ({})", any.join(" OR ")));
+    }
+    let out = sql.query(org, &q, Vec::new()).await?;
+    let mut signals: BTreeMap<u64, Signal> = BTreeMap::new();
+    for b in &out.batches {
+        for row in from_batch(OrgId(org), b)? {
+            signals
+                .entry(row.id)
+                .or_insert_with(|| Signal::from_record(row.id, &row.record));
+        }
+    }
+    Ok(signals.into_values().collect())
+}
+
+/// One eviction pass: every org's pending signals older than the window and below the
+/// archive's checkpoint leave the dataflow. Returns how many were queued to leave.
+pub async fn evict(
+    engine: &Engine,
+    archiver: &Archiver,
+    sql: &SqlEngine,
+    cfg: &HotConfig,
+) -> Result<usize, HotError> {
+    let (Some(window), Some(clock)) = (cfg.window_ms, engine.log_clock()) else {
+        return Ok(0);
+    };
+    let cutoff = clock.saturating_sub(window);
+    let below = archiver.stats().checkpoint;
+    let candidates: Vec<(u64, Vec<(u64, i64)>)> = {
+        let m = engine.read.read();
+        let mut orgs: Vec<u64> = m.stats.keys().copied().collect();
+        orgs.sort_unstable();
+        orgs.into_iter()
+            .map(|org| {
+                let c = m
+                    .tabs
+                    .range((org, Tab::Pending, 0)..(org, Tab::Pending, below))
+                    .filter_map(|&(_, _, pos)| {
+                        let p = m.processed.get(&(org, pos))?;
+                        (p.status == Status::Pending
+                            && p.received_at < cutoff
+                            && !m.cold.busy(&(org, pos)))
+                        .then_some((pos, p.received_at))
+                    })
+                    .collect();
+                (org, c)
+            })
+            .collect()
+    };
+    let mut n = 0;
+    for (org, c) in candidates {
+        for chunk in c.chunks(CHUNK) {
+            let positions: Vec<u64> = chunk.iter().map(|c| c.0).collect();
+            let from = chunk.iter().map(|c| c.1).min().unwrap_or(0);
+            let to = chunk.iter().map(|c| c.1).max().unwrap_or(0);
+            let signals = lookup(sql, org, &[], &positions, from, to).await?;
+            let mut m = engine.read.write();
+            let mut leaving = Vec::with_capacity(signals.len());
+            for s in signals {
+                let key = (org, s.pos);
+                // Still waiting, and the row is the signal the dataflow holds (a row that did
+                // not rebuild to it would retract something the dataflow does not have).
+                let same = m.processed.get(&key).is_some_and(|p| {
+                    p.status == Status::Pending
+                        && p.received_at == s.received_at
+                        && p.event_type == s.event_type
+                        && p.source == s.source
+                });
+                if !same || m.cold.busy(&key) {
+                    continue;
+                }
+                let idents: Arc<[Ident]> = signal_idents(&s, &cfg.identity)
+                    .into_iter()
+                    .map(|(_, i)| i)
+                    .collect();
+                m.cold.evict(key, s.received_at, idents);
+                leaving.push(s);
+            }
+            n += leaving.len();
+            if !leaving.is_empty() {
+                // Under the models' lock, so that no rehydration of these is queued first.
+                let keys: Vec<_> = leaving.iter().map(|s| (org, s.pos)).collect();
+                let ticket = engine.feed_side(Side::Evict(leaving));
+                m.cold.queued(ticket, keys);
+            }
+        }
+    }
+    if n > 0 {
+        tracing::info!(
+            evicted = n,
+            "Hot window: anonymous signals left the dataflow."
+        );
+    }
+    Ok(n)
+}
+
+/// Brings back the cold signals whose identifiers joined a lead, for as long as the server
+/// runs.
+pub async fn run_rehydrator(state: Arc<AppState>, engine: Arc<Engine>) {
+    loop {
+        engine.read.wanted.notified().await;
+        let Some(sql) = state.sql.get() else {
+            continue;
+        };
+        if let Err(e) = rehydrate_wanted(&engine, sql).await {
+            tracing::warn!(error = %e, "Hot window: rehydration failed; retrying.");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// Rehydrates what is wanted now, with one archive lookup per org and chunk of signals (an
+/// identify burst wants many identifiers at once). Returns how many signals were queued back.
+pub async fn rehydrate_wanted(engine: &Engine, sql: &SqlEngine) -> Result<usize, HotError> {
+    let mut n = 0;
+    loop {
+        let wanted = engine.read.write().cold.take_wanted();
+        if wanted.is_empty() {
+            return Ok(n);
+        }
+        let mut by_org: BTreeMap<u64, Vec<(Ident, Vec<Taken>)>> = BTreeMap::new();
+        for (ident, taken) in wanted {
+            by_org.entry(ident.org).or_default().push((ident, taken));
+        }
+        let mut failed = None;
+        for (org, wanted) in by_org {
+            if failed.is_none() {
+                match rehydrate_org(engine, sql, org, &wanted).await {
+                    Ok(k) => {
+                        n += k;
+                        continue;
+                    }
+                    Err(e) => failed = Some(e),
+                }
+            }
+            // What was not queued is cold again, and wanted again.
+            let mut m = engine.read.write();
+            for (ident, taken) in wanted {
+                m.cold.put_back(Some(ident), taken.iter().map(|t| t.key));
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+    }
+}
+
+async fn rehydrate_org(
+    engine: &Engine,
+    sql: &SqlEngine,
+    org: u64,
+    wanted: &[(Ident, Vec<Taken>)],
+) -> Result<usize, HotError> {
+    let mut taken: Vec<Taken> = wanted.iter().flat_map(|(_, t)| t.iter().copied()).collect();
+    taken.sort_by_key(|t| t.key);
+    let idents: Vec<Ident> = wanted.iter().map(|(i, _)| i.clone()).collect();
+    let mut n = 0;
+    for chunk in taken.chunks(CHUNK) {
+        let positions: Vec<u64> = chunk.iter().map(|t| t.key.1).collect();
+        let from = chunk.iter().map(|t| t.received_at).min().unwrap_or(0);
+        let to = chunk.iter().map(|t| t.received_at).max().unwrap_or(0);
+        let signals = lookup(sql, org, &idents, &positions, from, to).await?;
+        let mut m = engine.read.write();
+        let found: std::collections::HashSet<u64> = signals.iter().map(|s| s.pos).collect();
+        let missing: Vec<_> = chunk
+            .iter()
+            .map(|t| t.key)
+            .filter(|k| !found.contains(&k.1))
+            .collect();
+        if !missing.is_empty() {
+            // Not in the archive (deleted after PERMANENT_DELETE_DAYS): they stay cold.
+            tracing::warn!(
+                org,
+                missing = missing.len(),
+                "Hot window: cold signals not found in the archive."
+            );
+            m.cold.put_back(None, missing);
+        }
+        let keys: Vec<_> = signals.iter().map(|s| (org, s.pos)).collect();
+        n += signals.len();
+        if !signals.is_empty() {
+            // Under the models' lock: see `evict`.
+            let ticket = engine.feed_side(Side::Rehydrate(signals));
+            m.cold.queued(ticket, keys.iter().copied());
+        }
+        m.cold.finish(keys);
+    }
+    if n > 0 {
+        tracing::debug!(org, n, "Hot window: cold signals rehydrated.");
+    }
+    Ok(n)
+}
