@@ -386,9 +386,17 @@ fn signal_groups_and_roles() {
             json!({"event": "form_submit", "email": format!("u{i}@x.io"), "properties": {"form_name": "ContactForm", "page_url": "https://a.io/pricing-page/"}}),
         );
     }
-    let pos = send(&s, &key, json!({"type": "identify", "anonymousId": "z1"}));
+    // An anonymous signal waits in cold storage, not staged (spec 7.2): it is in no group
+    // until an identify brings it in.
+    send(&s, &key, json!({"type": "page", "anonymousId": "z9"}));
+    let pos = send(
+        &s,
+        &key,
+        json!({"type": "identify", "anonymousId": "z1", "traits": {"email": "z@x.io"}}),
+    );
     let g = get(&s, "/api/signal-queue/groups", pos);
     let groups = g["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{groups:?}");
     assert_eq!(
         groups[0]["title"],
         "form_submit - ContactForm (pricing_page) [action]"
