@@ -188,6 +188,11 @@ struct DataflowOpts {
     /// and an identify brings them back. 0 keeps them all in the dataflow.
     #[arg(long, env = "TRAILSPARK_HOT_WINDOW_DAYS", default_value_t = 7)]
     hot_window_days: u32,
+    /// Merge work (records) each arrangement does per idle step until it is compact, so that
+    /// retracted state (evictions, reprocessing) frees its memory without waiting for more
+    /// traffic. 0 turns idle merging off.
+    #[arg(long, env = "TRAILSPARK_IDLE_MERGE_EFFORT", default_value_t = 1_000)]
+    idle_merge_effort: u32,
 }
 
 impl DataflowOpts {
@@ -205,6 +210,8 @@ impl DataflowOpts {
                 max_user_ids: self.max_user_ids_per_identifier,
             },
             epoch_entries: self.epoch_entries,
+            idle_merge_effort: (self.idle_merge_effort > 0)
+                .then_some(self.idle_merge_effort as isize),
             ..Default::default()
         }
     }

@@ -52,6 +52,15 @@ pub struct EngineConfig {
     /// burst becomes one epoch as large as the queue, and its transient peak stays in the
     /// process's resident memory after it is freed.
     pub epoch_entries: usize,
+    /// Merge work (in records) an arrangement does each time the worker is idle, until it
+    /// is one compact batch. Without it differential merges only as new updates arrive, so
+    /// what was retracted last (hot-window evictions, a reprocessed backlog) keeps its
+    /// memory until enough later traffic pushes the merges along (measured: evicting 74% of
+    /// a replay's signals grew the held updates by 37% without it, and halved them with
+    /// it). Every idle step does this much work in each arrangement before new input is
+    /// read, so it is kept small: at 100,000 an identify took 449 ms to show instead of 3.
+    /// `None`: no idle merging.
+    pub idle_merge_effort: Option<isize>,
 }
 
 impl Default for EngineConfig {
@@ -62,6 +71,7 @@ impl Default for EngineConfig {
             queue: 4,
             queue_entries: 1_000_000,
             epoch_entries: 20_000,
+            idle_merge_effort: Some(1_000),
         }
     }
 }
@@ -210,10 +220,16 @@ impl Engine {
         let receivers = Arc::new(Mutex::new(receivers));
         let update_tx = Arc::new(Mutex::new(update_tx));
         let identity = cfg.identity.clone();
+        let idle_merge = cfg.idle_merge_effort;
         std::thread::Builder::new()
             .name("timely".into())
             .spawn(move || {
-                let guards = timely::execute(timely::Config::process(workers), move |worker| {
+                let mut config = timely::Config::process(workers);
+                differential_dataflow::configure(
+                    &mut config.worker,
+                    &differential_dataflow::Config::default().idle_merge_effort(idle_merge),
+                );
+                let guards = timely::execute(config, move |worker| {
                     let rx = receivers.lock().unwrap()[worker.index()]
                         .take()
                         .expect("one receiver per worker");
@@ -460,7 +476,10 @@ fn run_worker(
     let mut closing: VecDeque<(u64, u64, u64)> = VecDeque::new();
     let mut completed = 0u64;
     loop {
-        let wait = if closing.is_empty() {
+        // Wait for input only when nothing is left to do: no epoch closing and no operator
+        // activated (idle merging keeps arrangements scheduled until they are compact).
+        let activated = worker.activations().borrow().empty_for() == Some(Duration::ZERO);
+        let wait = if closing.is_empty() && !activated {
             Duration::from_millis(50)
         } else {
             Duration::ZERO
