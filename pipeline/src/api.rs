@@ -358,10 +358,13 @@ async fn run_sql(
             "SQL is not available on this server",
         ));
     };
+    let reads = trailspark_queries::SqlEngine::tables_read(sql);
     let live = {
         let m = engine.read.read();
         let reg = state.registry.read().unwrap();
-        crate::sql::live_tables(&m, &reg, org)
+        crate::sql::live_tables(&m, &reg, org, |t| {
+            reads.as_ref().is_none_or(|r| r.contains(t))
+        })
     };
     let out = sql_engine.query(org, sql, live).await.map_err(|e| {
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);

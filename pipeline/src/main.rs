@@ -926,7 +926,10 @@ async fn sql_cli(
             }
             let live = {
                 let m = engine.read.read();
-                trailspark::sql::live_tables(&m, &opened.registry, org)
+                let reads = SqlEngine::tables_read(&sql);
+                trailspark::sql::live_tables(&m, &opened.registry, org, |t| {
+                    reads.as_ref().is_none_or(|r| r.contains(t))
+                })
             };
             (
                 SqlEngine::new(Some(archiver), limits)?,

@@ -161,6 +161,29 @@ impl SqlEngine {
         &self.limits
     }
 
+    /// The tables `sql` reads, by name, so that the caller builds only those live tables.
+    /// `None` when that cannot be told from the text: it does not parse as one statement
+    /// (the query then fails with the parser's own error), or it names a qualified table
+    /// such as `information_schema.tables`, which lists every table. Isolation does not
+    /// depend on this: a table left out is one the query cannot find, never another org's.
+    pub fn tables_read(sql: &str) -> Option<std::collections::BTreeSet<String>> {
+        use datafusion::common::TableReference;
+        let mut statements = datafusion::sql::parser::DFParser::parse_sql(sql).ok()?;
+        let statement = statements.pop_front()?;
+        if !statements.is_empty() {
+            return None;
+        }
+        let (tables, _ctes) =
+            datafusion::sql::resolve::resolve_table_references(&statement, true).ok()?;
+        tables
+            .into_iter()
+            .map(|t| match t {
+                TableReference::Bare { table } => Some(table.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// A session holding `org`'s tables and nothing else: its archive trees and `live`, the
     /// tables the pipeline built from its read models for this org only.
     pub async fn session(&self, org: u64, live: Vec<Table>) -> Result<SessionContext, SqlError> {

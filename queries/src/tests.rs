@@ -149,3 +149,30 @@ async fn limits_stop_big_results_and_long_queries() {
         .unwrap();
     assert_eq!(err.code(), "query_timeout");
 }
+
+#[test]
+fn tables_read_names_what_a_query_reads_or_says_it_cannot_tell() {
+    let names = |sql: &str| SqlEngine::tables_read(sql).map(|s| s.into_iter().collect::<Vec<_>>());
+    assert_eq!(names("SELECT 1"), Some(vec![]));
+    assert_eq!(
+        names("SELECT count(*) FROM signals WHERE lead_id IN (SELECT lead_id FROM LEADS)"),
+        Some(vec!["leads".into(), "signals".into()])
+    );
+    assert_eq!(
+        names(
+            "WITH g AS (SELECT title FROM signal_groups) \
+             SELECT * FROM g UNION ALL SELECT meter FROM usage"
+        ),
+        Some(vec!["signal_groups".into(), "usage".into()])
+    );
+    assert_eq!(
+        names("EXPLAIN SELECT * FROM identities i JOIN mapping_rules r ON true"),
+        Some(vec!["identities".into(), "mapping_rules".into()])
+    );
+    // Catalog views list every table; unparsable text and several statements are left to
+    // the planner to refuse.
+    assert_eq!(names("SELECT * FROM information_schema.tables"), None);
+    assert_eq!(names("SELECT * FROM public.leads"), None);
+    assert_eq!(names("SELEC nonsense"), None);
+    assert_eq!(names("SELECT 1; SELECT * FROM leads"), None);
+}
