@@ -209,9 +209,14 @@ pub async fn run_rehydrator(state: Arc<AppState>, engine: Arc<Engine>) {
         let Some(sql) = state.sql.get() else {
             continue;
         };
-        if let Err(e) = rehydrate_wanted(&engine, sql).await {
-            tracing::warn!(error = %e, "Hot window: rehydration failed; retrying.");
-            tokio::time::sleep(Duration::from_secs(1)).await;
+        // A failed lookup puts its signals back as wanted, but nothing would notify again
+        // until the models next change (maybe never on a quiet server), so retry here, with
+        // a growing pause while the archive stays unreachable.
+        let mut pause = Duration::from_secs(1);
+        while let Err(e) = rehydrate_wanted(&engine, sql).await {
+            tracing::warn!(error = %e, retry_in = ?pause, "Hot window: rehydration failed.");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(60));
         }
     }
 }
