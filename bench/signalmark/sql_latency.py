@@ -2,7 +2,7 @@
 directory (signalmark's batch load), binaries alternating, two rounds each. bench/RESULTS.md,
 "SQL: build only the live tables a query reads", used it.
 
-    python3 bench/signalmark/sql_latency.py DATA_DIR BIN_BEFORE BIN_AFTER
+    [ROUNDS=2] [SETTLE=20] python3 bench/signalmark/sql_latency.py DATA_DIR BIN_BEFORE BIN_AFTER
 """
 import json, subprocess, sys, time, urllib.request, statistics, os
 ADMIN = "signalmark-admin-token-3f9c2a7e51d04b86"
@@ -27,7 +27,7 @@ def run(bin, port, data):
             if h["log_head"] > 0 and h["read_models_position"] >= h["log_head"]: break
         except Exception: pass
         time.sleep(0.3)
-    time.sleep(20)  # let idle merging settle
+    time.sleep(float(os.environ.get("SETTLE", "20")))  # let idle merging settle
     tok = req(base + "/api/admin/tokens", ADMIN, {"role": "editor"})["token"]
     out = {}
     for name, q in QUERIES.items():
@@ -35,16 +35,17 @@ def run(bin, port, data):
         for i in range(25):
             t = time.perf_counter(); req(base + "/api/sql", tok, {"sql": q}); ts.append((time.perf_counter() - t) * 1000)
         out[name] = statistics.median(ts[5:])
+    out["buffered_rows"] = json.load(urllib.request.urlopen(urllib.request.Request(base + "/api/admin/archive", headers={"Authorization": f"Bearer {ADMIN}"})))["buffered_rows"]
     p.terminate(); p.wait()
     return out
 data = sys.argv[1]; bins = sys.argv[2:]
 port = 18400
 res = {b: [] for b in bins}
-for r in range(2):
+for r in range(int(os.environ.get("ROUNDS", "2"))):
     for b in bins:
         port += 1
         res[b].append(run(b, port, data))
 for b in bins:
     print(b)
-    for name in QUERIES:
+    for name in list(QUERIES) + ["buffered_rows"]:
         print(f"  {name}: " + ", ".join(f"{x[name]:.1f}" for x in res[b]) + " ms")

@@ -185,13 +185,24 @@ impl SqlEngine {
     }
 
     /// A session holding `org`'s tables and nothing else: its archive trees and `live`, the
-    /// tables the pipeline built from its read models for this org only.
-    pub async fn session(&self, org: u64, live: Vec<Table>) -> Result<SessionContext, SqlError> {
+    /// tables the pipeline built from its read models for this org only. With `reads` (see
+    /// [`Self::tables_read`]), only the archive tables named there: each one copies the
+    /// archiver's buffered rows of the org into a batch, which right after a load (hundreds
+    /// of thousands of rows not yet in a file) is most of a query's time.
+    pub async fn session(
+        &self,
+        org: u64,
+        live: Vec<Table>,
+        reads: Option<&std::collections::BTreeSet<String>>,
+    ) -> Result<SessionContext, SqlError> {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_target_partitions(2);
         let ctx = SessionContext::new_with_config_rt(config, self.runtime.clone());
         for (name, kind) in ARCHIVE_TABLES {
+            if reads.is_some_and(|r| !r.contains(name)) {
+                continue;
+            }
             let df = self.archive_table(&ctx, kind, org).await?;
             ctx.register_table(name, df.into_view()).map_err(classify)?;
         }
@@ -277,7 +288,8 @@ impl SqlEngine {
         live: Vec<Table>,
     ) -> Result<QueryOutput, SqlError> {
         let run = async {
-            let ctx = self.session(org, live).await?;
+            let reads = Self::tables_read(sql);
+            let ctx = self.session(org, live, reads.as_ref()).await?;
             let options = SQLOptions::new()
                 .with_allow_ddl(false)
                 .with_allow_dml(false)
