@@ -358,15 +358,12 @@ async fn run_sql(
             "SQL is not available on this server",
         ));
     };
-    let reads = trailspark_queries::SqlEngine::tables_read(sql);
-    let live = {
+    let live = |reads: &dyn Fn(&str) -> bool| {
         let m = engine.read.read();
         let reg = state.registry.read().unwrap();
-        crate::sql::live_tables(&m, &reg, org, |t| {
-            reads.as_ref().is_none_or(|r| r.contains(t))
-        })
+        crate::sql::live_tables(&m, &reg, org, reads)
     };
-    let out = sql_engine.query(org, sql, live).await.map_err(|e| {
+    let out = sql_engine.query_with(org, sql, live).await.map_err(|e| {
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
         error(status, e.code(), e.to_string())
     })?;

@@ -28,13 +28,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use trailspark_core::OrgId;
-use trailspark_operators::identity::{signal_idents, IdentityConfig};
+use trailspark_operators::identity::{signal_idents, IdentityConfig, SignalKey};
 use trailspark_operators::{Ident, Signal};
 use trailspark_queries::{SqlEngine, SqlError};
 use trailspark_sinks::archive::{from_batch, Archiver};
 
 use crate::engine::cold::Taken;
-use crate::engine::read::Tab;
+use crate::engine::read::{Models, Tab};
 use crate::engine::{Engine, Side};
 use crate::state::AppState;
 use trailspark_operators::graph::Status;
@@ -120,6 +120,45 @@ async fn lookup(
     Ok(signals.into_values().collect())
 }
 
+/// Takes `signals` out of the dataflow: records them cold and queues their eviction. Each
+/// must be, value for value, a signal the dataflow holds and the models show, not busy.
+/// `m` is the models' write lock, held across both steps so that no rehydration of these
+/// can be queued before their eviction, and the ticket is recorded before the models can
+/// apply the move (see [`crate::engine::cold`]). Returns how many were queued.
+pub fn queue_eviction(
+    engine: &Engine,
+    m: &mut Models,
+    signals: Vec<Signal>,
+    identity: &IdentityConfig,
+) -> usize {
+    if signals.is_empty() {
+        return 0;
+    }
+    let keys: Vec<SignalKey> = signals.iter().map(|s| (s.org, s.pos)).collect();
+    for (key, s) in keys.iter().zip(&signals) {
+        let idents: Arc<[Ident]> = signal_idents(s, identity)
+            .into_iter()
+            .map(|(_, i)| i)
+            .collect();
+        m.cold.evict(*key, s.received_at, idents);
+    }
+    let ticket = engine.feed_side(Side::Evict(signals));
+    m.cold.queued(ticket, keys.iter().copied());
+    keys.len()
+}
+
+/// Puts back `signals`, taken for rehydration ([`crate::engine::cold::ColdIndex::take_wanted`]),
+/// under the models' write lock `m` (see [`queue_eviction`]). Returns how many were queued.
+pub fn queue_rehydration(engine: &Engine, m: &mut Models, signals: Vec<Signal>) -> usize {
+    let keys: Vec<SignalKey> = signals.iter().map(|s| (s.org, s.pos)).collect();
+    if !signals.is_empty() {
+        let ticket = engine.feed_side(Side::Rehydrate(signals));
+        m.cold.queued(ticket, keys.iter().copied());
+    }
+    m.cold.finish(keys.iter().copied());
+    keys.len()
+}
+
 /// One eviction pass: every org's pending signals older than the window and below the
 /// archive's checkpoint leave the dataflow. Returns how many were queued to leave.
 pub async fn evict(
@@ -176,20 +215,9 @@ pub async fn evict(
                 if !same || m.cold.busy(&key) {
                     continue;
                 }
-                let idents: Arc<[Ident]> = signal_idents(&s, &cfg.identity)
-                    .into_iter()
-                    .map(|(_, i)| i)
-                    .collect();
-                m.cold.evict(key, s.received_at, idents);
                 leaving.push(s);
             }
-            n += leaving.len();
-            if !leaving.is_empty() {
-                // Under the models' lock, so that no rehydration of these is queued first.
-                let keys: Vec<_> = leaving.iter().map(|s| (org, s.pos)).collect();
-                let ticket = engine.feed_side(Side::Evict(leaving));
-                m.cold.queued(ticket, keys);
-            }
+            n += queue_eviction(engine, &mut m, leaving, &cfg.identity);
         }
     }
     if n > 0 {
@@ -288,14 +316,7 @@ async fn rehydrate_org(
             );
             m.cold.put_back(None, missing);
         }
-        let keys: Vec<_> = signals.iter().map(|s| (org, s.pos)).collect();
-        n += signals.len();
-        if !signals.is_empty() {
-            // Under the models' lock: see `evict`.
-            let ticket = engine.feed_side(Side::Rehydrate(signals));
-            m.cold.queued(ticket, keys.iter().copied());
-        }
-        m.cold.finish(keys);
+        n += queue_rehydration(engine, &mut m, signals);
     }
     if n > 0 {
         tracing::debug!(org, n, "Hot window: cold signals rehydrated.");

@@ -890,7 +890,9 @@ async fn sql_cli(
         ..Default::default()
     };
     // Archive alone: an archive URL and no data directory.
-    let (engine, live, _opened) = match (data_dir, &archive) {
+    // With a data directory, the replayed log and its engine, whose read models hold the live
+    // tables.
+    let (engine, replayed) = match (data_dir, &archive) {
         (None, Some(url)) => {
             let archiver = Archiver::open(
                 Location::parse(url)?,
@@ -899,7 +901,7 @@ async fn sql_cli(
             )
             .await
             .with_context(|| format!("opening the archive at {url}"))?;
-            (SqlEngine::new(Some(archiver), limits)?, Vec::new(), None)
+            (SqlEngine::new(Some(archiver), limits)?, None)
         }
         (dir, _) => {
             let dir = dir.unwrap_or_else(|| PathBuf::from("trailspark-data"));
@@ -924,21 +926,20 @@ async fn sql_cli(
             if !engine.read.wait_for(head, Duration::from_secs(600)).await {
                 bail!("the dataflow did not catch up with the log in 10 minutes");
             }
-            let live = {
-                let m = engine.read.read();
-                let reads = SqlEngine::tables_read(&sql);
-                trailspark::sql::live_tables(&m, &opened.registry, org, |t| {
-                    reads.as_ref().is_none_or(|r| r.contains(t))
-                })
-            };
             (
                 SqlEngine::new(Some(archiver), limits)?,
-                live,
                 Some((opened, engine)),
             )
         }
     };
-    let out = engine.query(org, &sql, live).await?;
+    let out = engine
+        .query_with(org, &sql, |reads| match &replayed {
+            Some((opened, e)) => {
+                trailspark::sql::live_tables(&e.read.read(), &opened.registry, org, reads)
+            }
+            None => Vec::new(),
+        })
+        .await?;
     let text = match format.as_str() {
         "table" => to_table(&out)?,
         "json" => String::from_utf8(encode(&out, Format::Json)?)?,

@@ -95,26 +95,6 @@ fn post(s: &Server, key: &str, body: Value) -> u64 {
     r.json::<Value>().unwrap()["id"].as_u64().unwrap()
 }
 
-fn sql_as(s: &Server, token: &str, sql: &str, accept: Option<&str>) -> reqwest::blocking::Response {
-    let mut rb = client()
-        .post(s.url("/api/sql"))
-        .bearer_auth(token)
-        .json(&json!({ "sql": sql }));
-    if let Some(a) = accept {
-        rb = rb.header("accept", a);
-    }
-    rb.send().unwrap()
-}
-
-/// A JSON SQL answer that must succeed.
-fn sql_ok(s: &Server, token: &str, sql: &str) -> Value {
-    let r = sql_as(s, token, sql, None);
-    let status = r.status();
-    let body: Value = r.json().unwrap();
-    assert_eq!(status, 200, "{sql}: {body}");
-    body
-}
-
 fn count(s: &Server, token: &str, sql: &str) -> u64 {
     sql_ok(s, token, sql)["rows"][0][0].as_u64().unwrap()
 }

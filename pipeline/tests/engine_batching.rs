@@ -17,7 +17,7 @@ use trailspark_core::rules::{
 use trailspark_core::tenancy::ConfigEvent;
 use trailspark_core::{LogEntry, OrgId};
 use trailspark_operators::graph::{reference, State};
-use trailspark_operators::identity::IdentityConfig;
+use trailspark_operators::identity::{IdentityConfig, SignalKey};
 use trailspark_operators::rules::{RuleBook, RuleVersion};
 use trailspark_operators::Signal;
 
@@ -147,13 +147,24 @@ fn set<K: Clone + Ord, V: Clone + Ord>(m: &HashMap<K, V>) -> BTreeSet<(K, V)> {
     m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
-fn assert_models_equal(m: &Models, want: &State, what: &str) {
-    assert_eq!(set(&m.processed), want.processed, "{what}: processed");
+/// Compares the models with the reference's state, where the signals in `out` are evicted
+/// by the hot window: they have no processed record and count as pending and `cold`.
+fn assert_models_equal(m: &Models, want: &State, out: &BTreeSet<SignalKey>, what: &str) {
+    let hot: BTreeSet<_> = want
+        .processed
+        .iter()
+        .filter(|(k, _)| !out.contains(k))
+        .cloned()
+        .collect();
+    assert_eq!(set(&m.processed), hot, "{what}: processed");
     for org in [1, 2] {
         let mut stats = Stats::default();
-        for ((o, _), p) in &want.processed {
+        for ((o, k), p) in &want.processed {
             if *o == org {
                 bump(&mut stats, p.status, 1);
+                if out.contains(&(*o, *k)) {
+                    stats.cold += 1;
+                }
             }
         }
         assert_eq!(
@@ -196,6 +207,7 @@ fn read_models_equal_the_reference_however_the_log_is_cut_into_epochs() {
         assert_models_equal(
             &engine.read.read(),
             &want,
+            &BTreeSet::new(),
             &format!("run {run}, epochs of up to {epoch_entries}"),
         );
     }
@@ -209,15 +221,15 @@ fn wait_applied(engine: &Engine, pos: u64) {
     }
 }
 
-/// The hot window's moves, made the way `trailspark::hot` makes them (under the models' lock,
-/// with the signals rebuilt from their records), at random moments while the log is fed:
+/// The hot window's moves, queued with `trailspark::hot`'s own functions (under the models'
+/// lock, with the signals rebuilt from their records), at random moments while the log is fed:
 /// pending signals leave the dataflow, and come back when an identifier they carry joins a
 /// lead. Whatever was evicted when, the models end on the reference's state, except that the
 /// signals still out have no processed record and are counted as `cold` pending signals.
 #[test]
 fn evicting_and_rehydrating_pending_signals_changes_only_their_own_records() {
-    use trailspark::engine::Side;
-    use trailspark_operators::identity::signal_idents;
+    use trailspark::hot::{queue_eviction, queue_rehydration};
+    use trailspark_operators::graph::Status;
 
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let cfg = IdentityConfig::default();
@@ -239,18 +251,13 @@ fn evicting_and_rehydrating_pending_signals_changes_only_their_own_records() {
         let (mut evicted, mut rehydrated) = (0usize, 0usize);
         let rehydrate = |engine: &Engine| -> usize {
             let mut m = engine.read.write();
-            let taken = m.cold.take_wanted();
-            let keys: Vec<_> = taken
+            let signals = m
+                .cold
+                .take_wanted()
                 .iter()
-                .flat_map(|(_, t)| t.iter().map(|t| t.key))
+                .flat_map(|(_, t)| t.iter().map(|t| records[&t.key.1].clone()))
                 .collect();
-            if !keys.is_empty() {
-                let signals = keys.iter().map(|k| records[&k.1].clone()).collect();
-                let ticket = engine.feed_side(Side::Rehydrate(signals));
-                m.cold.queued(ticket, keys.iter().copied());
-            }
-            m.cold.finish(keys.iter().copied());
-            keys.len()
+            queue_rehydration(engine, &mut m, signals)
         };
         let mut rest = &entries[..];
         while !rest.is_empty() {
@@ -270,29 +277,15 @@ fn evicting_and_rehydrating_pending_signals_changes_only_their_own_records() {
                 let pending: Vec<_> = m
                     .processed
                     .iter()
-                    .filter(|(k, p)| {
-                        p.status == trailspark_operators::graph::Status::Pending && !m.cold.busy(k)
-                    })
+                    .filter(|(k, p)| p.status == Status::Pending && !m.cold.busy(k))
                     .map(|(k, _)| *k)
                     .collect();
-                let mut leaving = Vec::new();
-                for k in pending {
-                    if rng.below(3) == 0 {
-                        let s = records[&k.1].clone();
-                        let idents = signal_idents(&s, &cfg)
-                            .into_iter()
-                            .map(|(_, i)| i)
-                            .collect();
-                        m.cold.evict(k, s.received_at, idents);
-                        leaving.push(s);
-                    }
-                }
-                evicted += leaving.len();
-                if !leaving.is_empty() {
-                    let keys: Vec<_> = leaving.iter().map(|s: &Signal| (s.org, s.pos)).collect();
-                    let ticket = engine.feed_side(Side::Evict(leaving));
-                    m.cold.queued(ticket, keys);
-                }
+                let leaving = pending
+                    .into_iter()
+                    .filter(|_| rng.below(3) == 0)
+                    .map(|k| records[&k.1].clone())
+                    .collect();
+                evicted += queue_eviction(&engine, &mut m, leaving, &cfg);
             }
             if rng.below(2) == 0 {
                 rehydrated += rehydrate(&engine);
@@ -318,58 +311,22 @@ fn evicting_and_rehydrating_pending_signals_changes_only_their_own_records() {
         total_evicted += evicted;
         total_rehydrated += rehydrated;
         let m = engine.read.read();
-        let out: BTreeSet<_> = want
+        let out: BTreeSet<SignalKey> = want
             .processed
             .iter()
-            .filter(|(k, _)| m.cold.is_out(k))
-            .cloned()
+            .map(|(k, _)| *k)
+            .filter(|k| m.cold.is_out(k))
+            .collect();
+        let not_pending: Vec<_> = want
+            .processed
+            .iter()
+            .filter(|(k, p)| out.contains(k) && p.status != Status::Pending)
             .collect();
         assert!(
-            out.iter()
-                .all(|(_, p)| p.status == trailspark_operators::graph::Status::Pending),
-            "run {run}: only pending signals stay out: {:?}",
-            out.iter()
-                .filter(|(_, p)| p.status != trailspark_operators::graph::Status::Pending)
-                .map(|(k, _)| {
-                    let s = &records[&k.1];
-                    let idents: Vec<_> =
-                        signal_idents(s, &cfg).into_iter().map(|(_, i)| i).collect();
-                    (
-                        k,
-                        idents
-                            .iter()
-                            .map(|i| (m.lead_of.get(i).cloned(), m.cold.carries(i)))
-                            .collect::<Vec<_>>(),
-                    )
-                })
-                .collect::<Vec<_>>()
+            not_pending.is_empty(),
+            "run {run}: only pending signals stay out: {not_pending:?}"
         );
-        let hot = State {
-            processed: want.processed.difference(&out).cloned().collect(),
-            ..Default::default()
-        };
-        assert_eq!(set(&m.processed), hot.processed, "run {run}: processed");
-        for org in [1, 2] {
-            let mut stats = Stats::default();
-            for ((o, k), p) in &want.processed {
-                if *o == org {
-                    bump(&mut stats, p.status, 1);
-                    if m.cold.is_out(&(*o, *k)) {
-                        stats.cold += 1;
-                    }
-                }
-            }
-            assert_eq!(
-                m.stats.get(&org).copied().unwrap_or_default(),
-                stats,
-                "run {run}: stats of org {org}"
-            );
-        }
-        assert_eq!(set(&m.leads), want.leads, "run {run}: leads");
-        assert_eq!(set(&m.lead_of), want.membership, "run {run}: membership");
-        assert_eq!(set(&m.groups), want.groups, "run {run}: groups");
-        let usage: BTreeSet<_> = m.usage.iter().map(|(k, n)| (*k, *n as isize)).collect();
-        assert_eq!(usage, want.usage, "run {run}: usage");
+        assert_models_equal(&m, &want, &out, &format!("run {run}"));
     }
     // The runs exercised both moves (timing decides how many, so the bound is loose).
     assert!(total_evicted > 100, "only {total_evicted} evicted");

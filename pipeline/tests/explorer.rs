@@ -296,15 +296,11 @@ fn retention_moves_processed_signals_out_of_live_state_and_sql_still_finds_them(
     assert!(all_pages(&s, "failed", 50, last).is_empty());
 
     // The archive still has them: SQL, and the signal detail.
-    let r = client()
-        .post(s.url("/api/sql"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(
-            &json!({"sql": "SELECT status, count(*) FROM signals GROUP BY status ORDER BY status"}),
-        )
-        .send()
-        .unwrap();
-    let v: Value = r.json().unwrap();
+    let v = sql_ok(
+        &s,
+        ADMIN_TOKEN,
+        "SELECT status, count(*) FROM signals GROUP BY status ORDER BY status",
+    );
     assert_eq!(v["rows"], json!([["completed", 10], ["skipped", 3]]), "{v}");
     let d = get(&s, &format!("/api/explorer/signals/{}", old[0]), last);
     assert_eq!(d["status"], "completed");
@@ -462,13 +458,12 @@ fn a_late_identify_rehydrates_archived_anonymous_signals_as_if_they_had_stayed_h
     // Out of the dataflow means out of its outputs: the pending tab lists none of them, and
     // SQL still finds them in the archive.
     assert!(all_pages(&cold, "pending", 50, tick[1]).is_empty());
-    let r = client()
-        .post(cold.url("/api/sql"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"sql": "SELECT count(*) FROM anonymous_signals WHERE status = 'pending'"}))
-        .send()
-        .unwrap();
-    assert_eq!(r.json::<Value>().unwrap()["rows"], json!([[4]]));
+    let v = sql_ok(
+        &cold,
+        ADMIN_TOKEN,
+        "SELECT count(*) FROM anonymous_signals WHERE status = 'pending'",
+    );
+    assert_eq!(v["rows"], json!([[4]]));
 
     // v1 identifies: its two signals come back from the archive and join the lead. Later its
     // other device is identified to the same email, and v4's signal follows.

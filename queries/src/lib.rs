@@ -161,7 +161,7 @@ impl SqlEngine {
         &self.limits
     }
 
-    /// The tables `sql` reads, by name, so that the caller builds only those live tables.
+    /// The tables `sql` reads, by name, so that only those are built.
     /// `None` when that cannot be told from the text: it does not parse as one statement
     /// (the query then fails with the parser's own error), or it names a qualified table
     /// such as `information_schema.tables`, which lists every table. Isolation does not
@@ -287,8 +287,21 @@ impl SqlEngine {
         sql: &str,
         live: Vec<Table>,
     ) -> Result<QueryOutput, SqlError> {
+        self.query_with(org, sql, |_| live).await
+    }
+
+    /// [`Self::query`], with the live tables built by `live` from a predicate that says
+    /// which table names the query reads (see [`Self::tables_read`]): building one is a copy
+    /// of the org's rows out of the read models, so a query pays only for what it reads.
+    pub async fn query_with(
+        &self,
+        org: u64,
+        sql: &str,
+        live: impl FnOnce(&dyn Fn(&str) -> bool) -> Vec<Table>,
+    ) -> Result<QueryOutput, SqlError> {
+        let reads = Self::tables_read(sql);
+        let live = live(&|t| reads.as_ref().is_none_or(|r| r.contains(t)));
         let run = async {
-            let reads = Self::tables_read(sql);
             let ctx = self.session(org, live, reads.as_ref()).await?;
             let options = SQLOptions::new()
                 .with_allow_ddl(false)

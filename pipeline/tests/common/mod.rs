@@ -434,3 +434,29 @@ pub fn kill9_under_load(s: &mut Server, run_for: Duration) -> (usize, usize) {
     }
     (acked.len(), lost.len())
 }
+
+/// `POST /api/sql` as `token`, with an `Accept` header if given.
+pub fn sql_as(
+    s: &Server,
+    token: &str,
+    sql: &str,
+    accept: Option<&str>,
+) -> reqwest::blocking::Response {
+    let mut rb = client()
+        .post(s.url("/api/sql"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "sql": sql }));
+    if let Some(a) = accept {
+        rb = rb.header("accept", a);
+    }
+    rb.send().unwrap()
+}
+
+/// A JSON SQL answer that must succeed.
+pub fn sql_ok(s: &Server, token: &str, sql: &str) -> Value {
+    let r = sql_as(s, token, sql, None);
+    let status = r.status();
+    let body: Value = r.json().unwrap();
+    assert_eq!(status, 200, "{sql}: {body}");
+    body
+}
