@@ -123,7 +123,7 @@ pub fn tab_page(m: &Models, org: u64, tab: &str, page: &Page) -> Result<Value, R
     let rows: Vec<Value> = ids
         .iter()
         .take(page.limit)
-        .filter_map(|id| m.processed.get(&(org, *id)).map(|p| row_json(*id, p)))
+        .filter_map(|id| m.processed.get(&(org, *id)).map(|p| row_json(*id, &p)))
         .collect();
     let next = more.then(|| ids[page.limit - 1].to_string());
     Ok(json!({"tab": tab, "signals": rows, "next_cursor": next}))

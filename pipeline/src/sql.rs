@@ -63,6 +63,7 @@ impl Stamper for ReadStamper {
             r.processing = m
                 .processed
                 .get(&(org, r.id))
+                .as_ref()
                 .map(processing)
                 .unwrap_or_default();
         }

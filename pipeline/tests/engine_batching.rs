@@ -156,7 +156,11 @@ fn assert_models_equal(m: &Models, want: &State, out: &BTreeSet<SignalKey>, what
         .filter(|(k, _)| !out.contains(k))
         .cloned()
         .collect();
-    assert_eq!(set(&m.processed), hot, "{what}: processed");
+    assert_eq!(
+        m.processed.iter().collect::<BTreeSet<_>>(),
+        hot,
+        "{what}: processed"
+    );
     for org in [1, 2] {
         let mut stats = Stats::default();
         for ((o, k), p) in &want.processed {
@@ -278,7 +282,7 @@ fn evicting_and_rehydrating_pending_signals_changes_only_their_own_records() {
                     .processed
                     .iter()
                     .filter(|(k, p)| p.status == Status::Pending && !m.cold.busy(k))
-                    .map(|(k, _)| *k)
+                    .map(|(k, _)| k)
                     .collect();
                 let leaving = pending
                     .into_iter()

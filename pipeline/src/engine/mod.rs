@@ -14,6 +14,7 @@
 //! instead of growing memory.
 
 pub mod cold;
+pub mod processed;
 pub mod read;
 mod stats;
 

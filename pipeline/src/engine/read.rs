@@ -27,6 +27,7 @@ use trailspark_operators::product_orgs::ProductOrg;
 use trailspark_operators::{IdKind, Ident, Org};
 
 use super::cold::ColdIndex;
+use super::processed::ProcessedMap;
 
 /// Net changes of one output: records with their diffs.
 pub type Changes<D> = Vec<(D, isize)>;
@@ -256,7 +257,7 @@ pub struct Stats {
 
 #[derive(Default)]
 pub struct Models {
-    pub processed: HashMap<SignalKey, Processed>,
+    pub processed: ProcessedMap,
     pub stats: HashMap<Org, Stats>,
     /// Lead key → its identifiers.
     pub members: HashMap<Ident, BTreeSet<Ident>>,
@@ -362,19 +363,16 @@ impl Models {
                 let keys: BTreeSet<SignalKey> = v.iter().map(|((k, _), _)| *k).collect();
                 let old: Vec<_> = keys
                     .into_iter()
-                    .map(|k| (k, self.processed.get(&k).map(mapping_of)))
+                    .map(|k| (k, self.processed.get(&k).as_ref().map(mapping_of)))
                     .collect();
                 self.apply_plain(Batch::Processed(v));
                 for (key, before) in old {
                     if let Some(p) = self.processed.get(&key) {
                         if p.status == Status::Completed
                             && p.rule_id.is_some()
-                            && before != Some(mapping_of(p))
+                            && before != Some(mapping_of(&p))
                         {
-                            out.push(Change::SignalMapped {
-                                key,
-                                processed: p.clone(),
-                            });
+                            out.push(Change::SignalMapped { key, processed: p });
                         }
                     }
                 }
@@ -470,7 +468,7 @@ impl Models {
                 for ((key, p), d) in ordered(v) {
                     let stats = self.stats.entry(key.0).or_default();
                     if d < 0 {
-                        if self.processed.get(&key) == Some(&p) {
+                        if self.processed.holds(&key, &p) {
                             self.processed.remove(&key);
                             self.tabs.remove(&(key.0, Tab::of(p.status), key.1));
                             bump(stats, p.status, -1);
@@ -621,7 +619,7 @@ impl Models {
                     continue;
                 }
                 if let Some(p) = self.processed.get(&(org, id)) {
-                    if r.retires(id, p) {
+                    if r.retires(id, &p) {
                         gone.push((id, tab, p.status));
                     }
                 }
@@ -845,8 +843,9 @@ mod tests {
             let mut m = Models::default();
             let mut retired: BTreeSet<SignalKey> = BTreeSet::new();
             for step in 0..300u64 {
-                let org = 1 + rnd(2);
+                // A log position holds one signal, of one org.
                 let id = rnd(40);
+                let org = 1 + id % 2;
                 let key = (org, id);
                 match rnd(10) {
                     0 => {
@@ -855,9 +854,9 @@ mod tests {
                             cutoff_ms: step as i64 - 50,
                             below_pos: rnd(40),
                         };
-                        let before: BTreeSet<SignalKey> = m.processed.keys().copied().collect();
+                        let before: BTreeSet<SignalKey> = m.processed.keys().collect();
                         m.retire(org, r);
-                        let after: BTreeSet<SignalKey> = m.processed.keys().copied().collect();
+                        let after: BTreeSet<SignalKey> = m.processed.keys().collect();
                         retired.extend(before.difference(&after));
                     }
                     1 => {
@@ -882,13 +881,13 @@ mod tests {
                 let tabs: BTreeSet<(Org, Tab, u64)> = m
                     .processed
                     .iter()
-                    .map(|((o, i), p)| (*o, Tab::of(p.status), *i))
+                    .map(|((o, i), p)| (o, Tab::of(p.status), i))
                     .collect();
                 assert_eq!(m.tabs, tabs);
                 for o in [1, 2] {
                     let mut want = Stats::default();
-                    for ((po, _), p) in &m.processed {
-                        if *po == o {
+                    for ((po, _), p) in m.processed.iter() {
+                        if po == o {
                             bump(&mut want, p.status, 1);
                         }
                     }
@@ -897,7 +896,7 @@ mod tests {
                 for k in &retired {
                     if let Some(p) = m.processed.get(k) {
                         assert!(
-                            m.rehydrated.contains_key(k) || !m.retention[&k.0].retires(k.1, p),
+                            m.rehydrated.contains_key(k) || !m.retention[&k.0].retires(k.1, &p),
                             "{k:?} came back"
                         );
                     }
@@ -932,7 +931,9 @@ mod tests {
                 let mut sent: Vec<Update> = Vec::new();
                 for _ in 0..rnd(30) {
                     t += 1 + rnd(3);
-                    let key = (1 + rnd(2), rnd(12));
+                    // A log position holds one signal, of one org.
+                    let pos = rnd(12);
+                    let key = (1 + pos % 2, pos);
                     let new = processed(statuses[rnd(3) as usize], rnd(2) as i64);
                     let mut v = Vec::new();
                     if let Some(old) = outcome.insert(key, new.clone()) {
@@ -1004,8 +1005,7 @@ mod tests {
             drop(tx);
             read.run(rx);
             let m = read.read();
-            let got: BTreeMap<SignalKey, Processed> =
-                m.processed.iter().map(|(k, p)| (*k, p.clone())).collect();
+            let got: BTreeMap<SignalKey, Processed> = m.processed.iter().collect();
             assert_eq!(got, outcome);
             for o in [1, 2] {
                 let mut want = Stats::default();
