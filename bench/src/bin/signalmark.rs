@@ -77,10 +77,10 @@ struct Args {
 }
 
 /// Resident bytes per workload event the batch server needs at its peak, from bench/RESULTS.md
-/// (5.3 GiB per million signals with jemalloc and 20k-entry epochs; the incremental server
-/// runs beside it and DuckDB after), with a margin: the guard below uses it to refuse a scale
-/// this machine cannot hold, instead of driving it into swap.
-const BYTES_PER_EVENT: u64 = 7 * 1024;
+/// (8.2 GB at 3 million events on 2026-12-01, during the batch replay; the servers run one
+/// after another, DuckDB before them), with a margin: the guard below uses it to refuse a
+/// scale this machine cannot hold, instead of driving it into swap.
+const BYTES_PER_EVENT: u64 = 3584;
 
 fn mem_available() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/meminfo").ok()?;
