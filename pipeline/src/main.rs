@@ -13,7 +13,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// merged batches at a time, so the peak held their dead pages as well as the live ones. A
 /// background thread purging dirty pages after 1 s took the replay's peak resident memory of
 /// signalmark's 1M data directory from 2.90 to 2.61 GB (0.90×) at the same replay time; after
-/// 0 s it went to 2.28 GB, but the replay was 1.3× slower (bench/RESULTS.md, "jemalloc").
+/// 0 s it went to 2.28 GB, but the replay was 1.3× slower (bench/RESULTS.md, "Read models'
+/// processed records and jemalloc purging").
 #[cfg(all(unix, not(target_env = "musl"), feature = "jemalloc"))]
 #[export_name = "_rjem_malloc_conf"]
 pub static JEMALLOC_CONF: Option<&'static u8> =

@@ -113,7 +113,6 @@ struct Page {
 #[derive(Default)]
 pub struct ProcessedMap {
     pages: Vec<Option<Page>>,
-    len: usize,
     text: Interner<Arc<str>>,
     leads: Interner<Ident>,
 }
@@ -132,6 +131,8 @@ impl ProcessedMap {
 
     fn expand(&self, s: &Slot) -> Processed {
         let text = |i| self.text.get(i).cloned();
+        // Every record has a source and an event type.
+        let required = |i: u32| self.text.values[i as usize].clone();
         Processed {
             status: s.status,
             error: text(s.error),
@@ -140,8 +141,8 @@ impl ProcessedMap {
             signal_type: s.signal_type,
             high_intent: s.high_intent,
             lead: self.leads.get(s.lead).cloned(),
-            source: text(s.source).unwrap_or_else(|| Arc::from("")),
-            event_type: text(s.event_type).unwrap_or_else(|| Arc::from("")),
+            source: required(s.source),
+            event_type: required(s.event_type),
             received_at: s.received_at,
             event_at: s.event_at,
         }
@@ -156,17 +157,13 @@ impl ProcessedMap {
         self.slot(key).is_some()
     }
 
-    /// Whether `key`'s record is `p`.
-    pub fn holds(&self, key: &SignalKey, p: &Processed) -> bool {
-        self.get(key).as_ref() == Some(p)
-    }
-
+    /// How many records there are (a sum over the pages: for tests and diagnostics).
     pub fn len(&self) -> usize {
-        self.len
+        self.pages.iter().flatten().map(|p| p.live).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.pages.iter().all(Option::is_none)
     }
 
     /// Sets `key`'s record, returning the one it replaces. A position holds one signal, so a
@@ -201,14 +198,23 @@ impl ProcessedMap {
             Some(self.expand(&old))
         } else {
             pg.live += 1;
-            self.len += 1;
             None
         }
     }
 
     /// Removes `key`'s record, returning it.
     pub fn remove(&mut self, key: &SignalKey) -> Option<Processed> {
-        let old = *self.slot(key)?;
+        self.remove_if(key, |_| true)
+    }
+
+    /// Removes `key`'s record if `pred` holds for it, returning it (the record is rebuilt
+    /// once, for both).
+    pub fn remove_if(
+        &mut self,
+        key: &SignalKey,
+        pred: impl FnOnce(&Processed) -> bool,
+    ) -> Option<Processed> {
+        let old = self.get(key).filter(pred)?;
         let (page, i) = at(key.1);
         let pg = self.pages[page].as_mut().expect("the slot is in a page");
         pg.slots[i] = EMPTY;
@@ -216,8 +222,7 @@ impl ProcessedMap {
         if pg.live == 0 {
             self.pages[page] = None;
         }
-        self.len -= 1;
-        Some(self.expand(&old))
+        Some(old)
     }
 
     /// Every record's key, in position order.

@@ -468,8 +468,7 @@ impl Models {
                 for ((key, p), d) in ordered(v) {
                     let stats = self.stats.entry(key.0).or_default();
                     if d < 0 {
-                        if self.processed.holds(&key, &p) {
-                            self.processed.remove(&key);
+                        if self.processed.remove_if(&key, |old| *old == p).is_some() {
                             self.tabs.remove(&(key.0, Tab::of(p.status), key.1));
                             bump(stats, p.status, -1);
                             if !replaced.contains(&key) {
