@@ -75,18 +75,19 @@ mod tests {
     }
 
     fn arb_signal() -> impl Strategy<Value = Signal> {
-        (1u64..4, 0u64..200, 0u8..12).prop_map(|(org, pos, key)| Signal {
-            org,
-            pos,
-            dedup: key as u128,
-            received_at: 1_700_000_000_000 + pos as i64,
-            event_at: 0,
-            source: "generic".into(),
-            event_type: "e".into(),
-            event_name: None,
-            ids: Vec::new().into(),
-            product_org: None,
-            payload: "{}".into(),
+        (1u64..4, 0u64..200, 0u8..12).prop_map(|(org, pos, key)| {
+            Signal::new(
+                org,
+                pos,
+                crate::types::SignalFields {
+                    dedup: key as u128,
+                    received_at: 1_700_000_000_000 + pos as i64,
+                    source: "generic".into(),
+                    event_type: "e".into(),
+                    payload: "{}".into(),
+                    ..Default::default()
+                },
+            )
         })
     }
 

@@ -30,14 +30,19 @@ use std::sync::Arc;
 
 use differential_dataflow::lattice::Lattice;
 use differential_dataflow::operators::CountTotal;
-use differential_dataflow::VecCollection;
+use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
+use timely::dataflow::operators::vec::Partition;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
 use crate::dedup::dedup_reference;
-use crate::groups::{group_key, interned, GroupKey};
-use crate::identity::{resolve, resolve_reference, signal_idents, IdentityConfig, SignalKey};
+use crate::groups::GroupKey;
+use crate::identity::{
+    attribute, components, cooccurrences, resolve_reference, signal_idents, signal_ids,
+    IdentityConfig, SignalKey,
+};
+use crate::nodes::Node;
 use crate::rules::{match_rules, match_rules_reference, Match, RuleVersion, SignalType};
 use crate::types::{IdKind, Ident, Org, Signal};
 
@@ -79,36 +84,6 @@ thread_local! {
     static NO_IDENTIFYING_FIELD: Arc<str> = Arc::from("No identifying field");
 }
 
-/// What a signal's status and its lead fact need of it, taken once when it is staged. The
-/// status operator keeps one per signal and re-decides on every identify and rule edit that
-/// touches it: holding this instead of the whole signal keeps that arrangement small, and the
-/// payload is parsed for traits once instead of on every re-decision.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Staged {
-    pub pos: u64,
-    pub received_at: i64,
-    pub event_at: i64,
-    pub source: Arc<str>,
-    pub event_type: Arc<str>,
-    /// What the payload states about the person (`Signal::traits`).
-    pub traits: Arc<[(String, String)]>,
-    pub product_org: Option<Arc<str>>,
-}
-
-impl Staged {
-    pub fn of(s: &Signal) -> Staged {
-        Staged {
-            pos: s.pos,
-            received_at: s.received_at,
-            event_at: s.event_at,
-            source: s.source.clone(),
-            event_type: s.event_type.clone(),
-            traits: Arc::from(s.traits(&s.payload_value())),
-            product_org: s.product_org.clone(),
-        }
-    }
-}
-
 /// Whether `s` may wait cold for an identify: it carries an anonymous id that is an identifier
 /// (not a blocked value).
 fn cold(s: &Signal, cfg: &IdentityConfig) -> bool {
@@ -119,7 +94,7 @@ fn cold(s: &Signal, cfg: &IdentityConfig) -> bool {
 
 /// Decides a signal's status from what is known about it (see `Status`).
 pub fn derive_status(
-    signal: &Staged,
+    signal: &Signal,
     cold: bool,
     winner: Option<&Match>,
     lead: Option<&Ident>,
@@ -206,10 +181,9 @@ pub fn merge_rows(rows: &[&GroupRow]) -> GroupRow {
 const GROUP_BUCKETS: u64 = 128;
 
 fn member(s: &Signal, mapped: bool) -> ((Org, Arc<GroupKey>), Member) {
-    let payload = s.payload_value();
     let has_email = s.ids.iter().any(|(k, _)| *k == IdKind::Email);
     (
-        (s.org, interned(group_key(s, &payload))),
+        (s.org, s.group_key.clone()),
         (
             mapped,
             (!has_email, s.pos, s.received_at, s.payload.clone()),
@@ -287,7 +261,7 @@ pub fn profile(facts: &[&LeadFact]) -> LeadProfile {
     }
 }
 
-fn lead_fact(s: &Staged, p: &Processed, rule_fields: &[(String, String)]) -> LeadFact {
+fn lead_fact(s: &Signal, p: &Processed, rule_fields: &[(String, String)]) -> LeadFact {
     let traits = if rule_fields.is_empty() {
         s.traits.clone()
     } else {
@@ -322,17 +296,15 @@ pub struct Outputs<'s, T: Timestamp + Lattice> {
     pub leads: VecCollection<'s, T, (Ident, LeadProfile), isize>,
 }
 
-/// Tagged facts about one signal, folded into its status.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-enum Fact {
-    Signal(Staged, bool),
-    Rule(Match),
-    Lead(Ident),
-}
-
 /// Builds the dataflow over the log's hot unique signals (first copies), the counts of the
 /// meters kept where the log is read (`(org, YYYYMM, RawSignals | StagedSignals)`) and the
 /// rule versions.
+///
+/// Each signal flows through two arrangements of its own: by org, for the rules (re-matched on
+/// a rule edit), and by anchor (its smallest identifier), for its lead (re-attributed when an
+/// identify links its anchor to a lead). Its status is a function of the three (signal,
+/// winner, lead), computed where they meet, so there is no per-signal reduce; lead profiles
+/// and signal groups aggregate what comes out of it.
 pub fn build<'s, T>(
     unique: VecCollection<'s, T, Signal, isize>,
     counted: VecCollection<'s, T, (Org, u32, Meter), isize>,
@@ -342,57 +314,62 @@ pub fn build<'s, T>(
 where
     T: Timestamp + Lattice + TotalOrder + std::hash::Hash,
 {
-    let winner = match_rules(unique.clone(), rules);
+    // Every signal with its winning rule (or none).
+    let evaluated = match_rules(unique, rules);
 
+    // The identity graph: each signal's identifiers (its own and those its rule extracted)
+    // are nodes, and each pair of them an edge; the signal is anchored at the smallest.
     let c = cfg.clone();
-    let intrinsic = unique.clone().flat_map(move |s| signal_idents(&s, &c));
-    let c = cfg.clone();
-    let mapped_ids = winner.clone().flat_map(move |((org, pos), m)| {
-        let c = c.clone();
-        m.ids
-            .into_iter()
-            .filter(move |(_, v)| c.allows(v))
-            .map(move |(k, v)| ((org, pos), Ident::new(org, k, v)))
+    let routed = evaluated.flat_map(move |(s, m)| {
+        let mapped = m.as_ref().map_or(&[][..], |m| &m.ids[..]);
+        let ids = signal_ids(&s, mapped, &c);
+        let mut out: Vec<Routed> = Vec::with_capacity(ids.len() * ids.len() + 1);
+        out.extend(cooccurrences(&ids).map(|(x, y)| Routed::Pair(x, y)));
+        out.extend(ids.iter().map(|n| Routed::Node(*n)));
+        out.push(match ids.first() {
+            Some(a) => Routed::Anchored(*a, (s, m)),
+            None => Routed::Unanchored((s, m)),
+        });
+        out
     });
-    let identity = resolve(intrinsic.concat(mapped_ids), cfg);
+    let [nodes, pairs, anchored, unanchored] = split(routed, Routed::part);
+    let identity = components(
+        nodes.flat_map(Routed::node),
+        pairs.flat_map(Routed::pair),
+        cfg,
+    );
 
+    // Each signal with its lead (through its anchor, or none when it carries no identifier),
+    // and the status decided from it, in the join that brings the lead.
     let c = cfg.clone();
-    let facts = unique
-        .clone()
-        .map(move |s| ((s.org, s.pos), Fact::Signal(Staged::of(&s), cold(&s, &c))))
-        .concat(winner.map(|(k, m)| (k, Fact::Rule(m))))
-        .concat(
-            identity
-                .signal_lead
-                .clone()
-                .map(|(k, l)| (k, Fact::Lead(l))),
-        );
-    let decided = facts.reduce_named("Status", |_k, facts, out| {
-        let mut signal = None;
-        let (mut winner, mut lead) = (None, None);
-        for (f, _) in facts {
-            match f {
-                Fact::Signal(s, cold) => signal = Some((s, *cold)),
-                Fact::Rule(m) => winner = Some(m),
-                Fact::Lead(l) => lead = Some(l),
-            }
-        }
-        if let Some((s, cold)) = signal {
-            let p = derive_status(s, cold, winner, lead);
-            let fields = winner.map(|m| m.fields.clone()).unwrap_or_default();
-            let fact = lead_fact(s, &p, &fields);
-            out.push(((p, fact), 1));
-        }
+    let decided = attribute(
+        anchored.flat_map(Routed::anchored),
+        identity.node_lead,
+        move |(s, m), lead| decide(s, m.as_deref(), lead, &c),
+    );
+    let c = cfg.clone();
+    let decided = decided.concat(
+        unanchored
+            .flat_map(Routed::unanchored)
+            .flat_map(move |(s, m)| decide(&s, m.as_deref(), None, &c)),
+    );
+    let [processed, facts, active, members] = split(decided, Part::part);
+    let processed = processed.flat_map(|p| match p {
+        Part::Processed(k, p) => Some((k, p)),
+        _ => None,
     });
-    let processed = decided.clone().map(|(k, (p, _))| (k, p));
 
     // Lead profiles from attributed signals.
-    let leads = decided
-        .flat_map(|(_, (p, f))| p.lead.map(|l| (l, f)))
+    let leads = facts
+        .flat_map(|p| match p {
+            Part::Fact(l, f) => Some((l, f)),
+            _ => None,
+        })
         .reduce_named("LeadProfile", |_lead, facts, out| {
             let facts: Vec<&LeadFact> = facts.iter().map(|(f, _)| *f).collect();
             out.push((profile(&facts), 1));
-        });
+        })
+        .map(|(lead, p): (Node, LeadProfile)| (lead.ident(), p));
 
     // Usage per org and month.
     let month = Signal::month_of;
@@ -404,9 +381,11 @@ where
                 .map(move |((org, _), p)| (org, month(p.received_at), Meter::MappedSignals)),
         )
         .concat(
-            processed
-                .clone()
-                .flat_map(move |((org, _), p)| p.lead.map(|l| (org, month(p.received_at), l)))
+            active
+                .flat_map(|p| match p {
+                    Part::Active(org, month, l) => Some((org, month, l)),
+                    _ => None,
+                })
                 .distinct()
                 .map(|(org, m, _)| (org, m, Meter::Leads)),
         )
@@ -414,23 +393,12 @@ where
         // re-read every signal of the org and month on each change.
         .count_total();
 
-    // Signal groups, with each member's mapped flag: every signal that does not wait cold,
-    // mapped when a rule matches it. Joining members rather than signals keeps the
-    // arrangement to the few fields a member has; the other side is one flag per signal, which
-    // changes only when the signal leaves or enters pending or gains or loses its rule (a
-    // re-decision that changes only the lead consolidates away).
-    let grouped = processed
-        .clone()
-        .flat_map(|(k, p)| (p.status != Status::Pending).then_some((k, p.rule_id.is_some())));
-    let by_key = unique.clone().map(|s| {
-        let (gk, (_, m)) = member(&s, false);
-        ((s.org, s.pos), (gk, m))
-    });
-    let members = by_key.join_map(grouped, |_k, (gk, m), mapped| {
-        (gk.clone(), (*mapped, m.clone()))
-    });
+    // Signal groups: every signal that does not wait cold, mapped when a rule matches it.
     let groups = members
-        .map(|(k, m)| ((k, m.1 .1 % GROUP_BUCKETS), m))
+        .flat_map(|p| match p {
+            Part::Member(k, m) => Some(((k, m.1 .1 % GROUP_BUCKETS), m)),
+            _ => None,
+        })
         .reduce_named("GroupBuckets", |_k, members, out| {
             let members: Vec<&Member> = members.iter().map(|(m, _)| *m).collect();
             out.push((group_row(&members), 1));
@@ -444,12 +412,131 @@ where
 
     Outputs {
         processed,
-        membership: identity.membership,
-        conflicts: identity.conflicts,
+        membership: identity
+            .membership
+            .map(|(n, lead)| (n.ident(), lead.ident())),
+        conflicts: identity.conflicts.map(|(n, kind)| (n.ident(), kind)),
         groups,
         usage,
         leads,
     }
+}
+
+/// What a signal's identifiers send to the identity graph and the lead join.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+enum Routed {
+    Node(Node),
+    Pair(Node, Node),
+    Anchored(Node, Evaluated),
+    Unanchored(Evaluated),
+}
+
+/// A signal with its winning rule.
+type Evaluated = (Signal, Option<Arc<Match>>);
+
+impl Routed {
+    fn part(&self) -> usize {
+        match self {
+            Routed::Node(_) => 0,
+            Routed::Pair(..) => 1,
+            Routed::Anchored(..) => 2,
+            Routed::Unanchored(_) => 3,
+        }
+    }
+    fn node(self) -> Option<Node> {
+        match self {
+            Routed::Node(n) => Some(n),
+            _ => None,
+        }
+    }
+    fn pair(self) -> Option<(Node, Node)> {
+        match self {
+            Routed::Pair(x, y) => Some((x, y)),
+            _ => None,
+        }
+    }
+    fn anchored(self) -> Option<(Node, Evaluated)> {
+        match self {
+            Routed::Anchored(a, e) => Some((a, e)),
+            _ => None,
+        }
+    }
+    fn unanchored(self) -> Option<Evaluated> {
+        match self {
+            Routed::Unanchored(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// What one signal's decision sends downstream: its processed record, its fact for its
+/// lead's profile and its lead's activity in the month (when it has a lead), its group
+/// membership (unless it waits cold).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+enum Part {
+    Processed(SignalKey, Processed),
+    Fact(Node, LeadFact),
+    Active(Org, u32, Node),
+    Member((Org, Arc<GroupKey>), Member),
+}
+
+impl Part {
+    fn part(&self) -> usize {
+        match self {
+            Part::Processed(..) => 0,
+            Part::Fact(..) => 1,
+            Part::Active(..) => 2,
+            Part::Member(..) => 3,
+        }
+    }
+}
+
+/// Splits a collection into `N` by `part`, moving each record into its part (where a
+/// `flat_map` per part would clone every record for each).
+fn split<'s, T, D, const N: usize>(
+    c: VecCollection<'s, T, D, isize>,
+    part: fn(&D) -> usize,
+) -> [VecCollection<'s, T, D, isize>; N]
+where
+    T: Timestamp,
+    D: differential_dataflow::Data,
+{
+    let parts: Vec<_> = c
+        .inner
+        .partition(N as u64, move |(d, t, r)| (part(&d) as u64, (d, t, r)))
+        .into_iter()
+        .map(|s| s.as_collection())
+        .collect();
+    parts.try_into().ok().expect("one stream per part")
+}
+
+/// The status of signal `s` with its winning rule and lead, and what follows from it (the
+/// dataflow's; the reference derives the same from the same functions).
+fn decide(
+    s: &Signal,
+    winner: Option<&Match>,
+    lead: Option<Node>,
+    cfg: &IdentityConfig,
+) -> impl Iterator<Item = Part> {
+    let p = derive_status(s, cold(s, cfg), winner, lead.map(Node::ident).as_ref());
+    let month = Signal::month_of(s.received_at);
+    let fact = lead.map(|l| {
+        let fields = winner.map_or(&[][..], |m| &m.fields[..]);
+        Part::Fact(l, lead_fact(s, &p, fields))
+    });
+    let active = lead.map(|l| Part::Active(s.org, month, l));
+    let member = (p.status != Status::Pending).then(|| {
+        let (k, m) = member(s, winner.is_some());
+        Part::Member(k, m)
+    });
+    [
+        Some(Part::Processed((s.org, s.pos), p)),
+        fact,
+        active,
+        member,
+    ]
+    .into_iter()
+    .flatten()
 }
 
 /// The final state of every output, as plain sets (the reference's and the dataflow's).
@@ -498,8 +585,7 @@ pub fn reference(signals: &[Signal], rules: &[RuleVersion], cfg: &IdentityConfig
     for s in &unique {
         let key = (s.org, s.pos);
         let winner = winners.get(&key);
-        let staged = Staged::of(s);
-        let p = derive_status(&staged, cold(s, cfg), winner, lead_of.get(&key));
+        let p = derive_status(s, cold(s, cfg), winner, lead_of.get(&key));
         let month = Signal::month_of(s.received_at);
         *usage
             .entry((s.org, month, Meter::StagedSignals))
@@ -515,7 +601,7 @@ pub fn reference(signals: &[Signal], rules: &[RuleVersion], cfg: &IdentityConfig
             lead_facts
                 .entry(l.clone())
                 .or_default()
-                .push(lead_fact(&staged, &p, &fields));
+                .push(lead_fact(s, &p, &fields));
         }
         if p.status != Status::Pending {
             let (gk, m) = member(s, winner.is_some());
@@ -777,7 +863,7 @@ mod tests {
 
     #[test]
     fn statuses() {
-        let s = Staged::of(&signal(1, 1, 0, json!({"anonymousId": "a"})));
+        let s = signal(1, 1, 0, json!({"anonymousId": "a"}));
         let m = Match {
             priority: 0,
             created_at: 0,

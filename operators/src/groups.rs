@@ -20,7 +20,6 @@ use serde_json::Value;
 use trailspark_core::path;
 
 use crate::intern::Interner;
-use crate::types::Signal;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct GroupKey {
@@ -88,8 +87,14 @@ pub fn normalize_path(url_or_path: &str) -> Option<String> {
     (!p.is_empty()).then_some(p)
 }
 
-pub fn group_key(s: &Signal, payload: &Value) -> GroupKey {
-    let event = match (&*s.event_type, s.event_name.as_deref()) {
+/// The group key of a signal with these source, event type and name, and payload.
+pub fn group_key(
+    source: &str,
+    event_type: &str,
+    event_name: Option<&str>,
+    payload: &Value,
+) -> GroupKey {
+    let event = match (event_type, event_name) {
         ("track", Some(name)) => name.to_string(),
         (t, _) => t.to_string(),
     };
@@ -118,8 +123,8 @@ pub fn group_key(s: &Signal, payload: &Value) -> GroupKey {
         ContentType::Webinar
     } else if asset.is_some() || ev.contains("download") {
         ContentType::Asset
-    } else if &*s.event_type == "page"
-        || &*s.event_type == "screen"
+    } else if event_type == "page"
+        || event_type == "screen"
         || ev.contains("page_view")
         || ev.contains("page view")
         || ev.contains("pageview")
@@ -142,14 +147,14 @@ pub fn group_key(s: &Signal, payload: &Value) -> GroupKey {
             )
         })
         .or_else(|| {
-            if &*s.event_type == "page" {
-                s.event_name.as_deref().map(str::to_string)
+            if event_type == "page" {
+                event_name.map(str::to_string)
             } else {
                 None
             }
         });
     GroupKey {
-        source: s.source.to_string(),
+        source: source.to_string(),
         event,
         path,
         form,
@@ -178,49 +183,34 @@ mod tests {
     use serde_json::json;
     use std::sync::Arc;
 
-    fn sig(event_type: &str, payload: &Value) -> Signal {
-        Signal {
-            org: 1,
-            pos: 1,
-            dedup: 0,
-            received_at: 0,
-            event_at: 0,
-            source: "segment".into(),
-            event_type: event_type.into(),
-            event_name: payload.get("event").and_then(Value::as_str).map(Into::into),
-            ids: Vec::new().into(),
-            product_org: None,
-            payload: Arc::from(payload.to_string().as_str()),
-        }
+    /// The key of a Segment signal of this event type, its event name from the payload.
+    fn key(event_type: &str, payload: &Value) -> GroupKey {
+        group_key(
+            "segment",
+            event_type,
+            payload.get("event").and_then(Value::as_str),
+            payload,
+        )
     }
 
     #[test]
     fn spec_title_examples() {
         let p = json!({"event": "form_submit", "properties": {"form_name": "ContactForm", "page_url": "https://x.io/pricing-page/"}});
         assert_eq!(
-            title(&group_key(&sig("form_submit", &p), &p)),
+            title(&key("form_submit", &p)),
             "form_submit - ContactForm (pricing_page) [action]"
         );
         let p = json!({"type": "identify"});
-        assert_eq!(
-            title(&group_key(&sig("identify", &p), &p)),
-            "identify [action]"
-        );
+        assert_eq!(title(&key("identify", &p)), "identify [action]");
         let p = json!({"event": "page_view", "properties": {"url": "/dashboard"}});
         assert_eq!(
-            title(&group_key(&sig("page_view", &p), &p)),
+            title(&key("page_view", &p)),
             "page_view (dashboard) [webpage]"
         );
         let p = json!({"event": "download", "properties": {"asset_name": "Whitepaper"}});
-        assert_eq!(
-            title(&group_key(&sig("download", &p), &p)),
-            "download - Whitepaper [asset]"
-        );
+        assert_eq!(title(&key("download", &p)), "download - Whitepaper [asset]");
         let p = json!({"event": "Registered", "properties": {"webinar_name": "Q3 Launch"}});
-        assert_eq!(
-            group_key(&sig("track", &p), &p).content_type,
-            ContentType::Webinar
-        );
+        assert_eq!(key("track", &p).content_type, ContentType::Webinar);
     }
 
     #[test]
@@ -269,17 +259,18 @@ mod tests {
     fn any_field_changes_the_group() {
         let base =
             json!({"event": "form_submit", "properties": {"form_name": "A", "page_url": "/p"}});
-        let k = group_key(&sig("form_submit", &base), &base);
+        let k = key("form_submit", &base);
         for changed in [
             json!({"event": "form_submit", "properties": {"form_name": "B", "page_url": "/p"}}),
             json!({"event": "form_submit", "properties": {"form_name": "A", "page_url": "/q"}}),
             json!({"event": "other", "properties": {"form_name": "A", "page_url": "/p"}}),
         ] {
             let event = changed["event"].as_str().unwrap();
-            assert_ne!(group_key(&sig(event, &changed), &changed), k, "{changed}");
+            assert_ne!(key(event, &changed), k, "{changed}");
         }
-        let mut other_source = sig("form_submit", &base);
-        other_source.source = "website".into();
-        assert_ne!(group_key(&other_source, &base), k);
+        assert_ne!(
+            group_key("website", "form_submit", Some("form_submit"), &base),
+            k
+        );
     }
 }

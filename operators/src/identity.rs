@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
+use crate::nodes::Node;
 use crate::types::{IdKind, Ident, Org, Signal};
 
 /// A signal's key: (org, log position).
@@ -73,8 +74,8 @@ impl IdentityConfig {
         if v.is_empty() || v.bytes().all(|b| b == b'0' || b == b'-' || b == b'.') {
             return false;
         }
-        let lower = v.to_ascii_lowercase();
-        !BUILTIN_BLOCKED.contains(&lower.as_str())
+        // Checked for every identifier of every signal: compared without a lowercased copy.
+        !BUILTIN_BLOCKED.iter().any(|b| b.eq_ignore_ascii_case(v))
             && !self.blocked.iter().any(|b| b.eq_ignore_ascii_case(v))
     }
 
@@ -88,7 +89,7 @@ impl IdentityConfig {
     }
 }
 
-/// The (signal, identifier) facts of a set of signals, blocked values removed.
+/// The (signal, identifier) facts of a signal, blocked values removed.
 pub fn signal_idents(signal: &Signal, cfg: &IdentityConfig) -> Vec<(SignalKey, Ident)> {
     signal
         .ids
@@ -103,45 +104,69 @@ pub fn signal_idents(signal: &Signal, cfg: &IdentityConfig) -> Vec<(SignalKey, I
         .collect()
 }
 
-/// What identity resolution maintains.
-pub struct Identity<'s, T: Timestamp + Lattice> {
-    /// Every identifier of a lead, with the lead's key.
-    pub membership: VecCollection<'s, T, (Ident, Ident), isize>,
-    /// Each signal attributed to a lead, with the lead's key.
-    pub signal_lead: VecCollection<'s, T, (SignalKey, Ident), isize>,
-    /// Identifiers whose links of some kind were refused, with that kind.
-    pub conflicts: VecCollection<'s, T, (Ident, IdKind), isize>,
+/// The identifiers a signal brings to the graph: those it carries and those its winning rule
+/// extracted (`mapped`), blocked values removed, without duplicates, smallest first (by kind,
+/// then text; persistent kinds sort first). The first is its *anchor*: a signal belongs to
+/// the lead of its anchor.
+pub fn signal_ids(signal: &Signal, mapped: &[(IdKind, String)], cfg: &IdentityConfig) -> Vec<Node> {
+    let mut ids: Vec<(IdKind, &str, Node)> = signal
+        .ids
+        .iter()
+        .zip(signal.nodes.iter())
+        .filter(|((_, v), _)| cfg.allows(v))
+        .map(|((k, v), n)| (*k, &**v, *n))
+        .collect();
+    for (k, v) in mapped {
+        if cfg.allows(v) {
+            ids.push((*k, v, Node::intern(signal.org, *k, v).0));
+        }
+    }
+    if ids.len() > 1 {
+        ids.sort_unstable();
+        ids.dedup_by_key(|(_, _, n)| *n);
+    }
+    ids.into_iter().map(|(_, _, n)| n).collect()
 }
 
-/// Resolves identities from `(signal, identifier)` facts (see the module docs). A fact may
-/// occur more than once: every step reads only whether a fact is present (the co-occurrence
-/// pairs and the nodes are made distinct, an anchor is the smallest identifier present), so
-/// the facts are not made distinct up front, which took two more arrangements of all of them.
-pub fn resolve<'s, T>(
-    facts: VecCollection<'s, T, (SignalKey, Ident), isize>,
+/// The co-occurrences of one signal's identifiers: every ordered pair of two of them.
+pub fn cooccurrences(ids: &[Node]) -> impl Iterator<Item = (Node, Node)> + '_ {
+    ids.iter()
+        .flat_map(move |&x| ids.iter().filter(move |&&y| y != x).map(move |&y| (x, y)))
+}
+
+/// What identity resolution maintains, over [`Node`]s.
+pub struct Components<'s, T: Timestamp + Lattice> {
+    /// Every identifier with its lead's key, or `None` when its component has no persistent
+    /// identifier (an anonymous visitor): exactly one record per identifier, so that joining
+    /// with it attributes every signal, pending ones included, without an outer join.
+    pub node_lead: VecCollection<'s, T, (Node, Option<Node>), isize>,
+    /// Every identifier of a lead, with the lead's key.
+    pub membership: VecCollection<'s, T, (Node, Node), isize>,
+    /// Identifiers whose links of some kind were refused, with that kind.
+    pub conflicts: VecCollection<'s, T, (Node, IdKind), isize>,
+}
+
+/// Resolves identities: `nodes` holds each signal's identifiers ([`signal_ids`]) and `pairs`
+/// their co-occurrences ([`cooccurrences`]), both with one copy per signal. Every step reads
+/// only whether a node or pair is present (pairs are made distinct, a label is the smallest
+/// node that reaches it), so neither is made distinct up front: the label propagation's own
+/// arrangement of its nodes consolidates their copies.
+pub fn components<'s, T>(
+    nodes: VecCollection<'s, T, Node, isize>,
+    pairs: VecCollection<'s, T, (Node, Node), isize>,
     cfg: &IdentityConfig,
-) -> Identity<'s, T>
+) -> Components<'s, T>
 where
     T: Timestamp + Lattice + TotalOrder + Hash,
 {
-    // One arrangement of the facts by signal serves the co-occurrence self-join and the
-    // anchors (a `join_map` of the collection with itself and a `reduce` would arrange every
-    // (signal, identifier) fact three times).
-    let by_signal = facts.clone().arrange_by_key_named("Arrange: SignalIdents");
-    // Co-occurrence: ordered pairs of distinct identifiers carried by one signal.
-    let cooc = by_signal
-        .clone()
-        .join_core(by_signal.clone(), |_sk, x: &Ident, y: &Ident| {
-            (x != y).then(|| (x.clone(), y.clone()))
-        })
-        .distinct();
+    let cooc = pairs.distinct();
 
     // Identifiers linked to too many distinct identifiers of a limited kind.
     let cfg2 = cfg.clone();
     let conflicts = cooc
         .clone()
-        .filter(move |(_, y)| cfg2.limit(y.kind).is_some())
-        .map(|(x, y)| (x, y.kind))
+        .filter(move |(_, y)| cfg2.limit(y.kind()).is_some())
+        .map(|(x, y)| (x, y.kind()))
         .count_total()
         .filter({
             let cfg = cfg.clone();
@@ -152,7 +177,7 @@ where
     // Refuse a link when either end is shared for the other end's kind.
     let one_side = cooc
         .clone()
-        .map(|(x, y)| ((x.clone(), y.kind), y))
+        .map(|(x, y)| ((x, y.kind()), y))
         .semijoin(conflicts.clone())
         .map(|((x, _), y)| (x, y));
     let refused = one_side
@@ -161,41 +186,69 @@ where
         .distinct();
     let edges = cooc.concat(refused.negate()).consolidate();
 
-    let nodes = facts.clone().map(|(_, n)| n).distinct();
-    let labels = propagate(edges, nodes.map(|n| (n.clone(), n)));
+    // Labels are the smallest node number of each component: any fixed choice names a
+    // component; the lead's key below is chosen by text.
+    let labels = propagate(edges, nodes.map(|n| (n, n)));
 
-    // A component's lead key: its smallest persistent identifier.
-    let component_lead = labels
+    // A component's lead key: its smallest identifier when that is persistent (nodes sort by
+    // kind first, persistent kinds first; among the smallest kind, by text), else none.
+    let by_label = labels
+        .map(|(n, c)| (c, n))
+        .arrange_by_key_named("Arrange: ByLabel");
+    let component_lead = by_label
         .clone()
-        .filter(|(n, _)| n.kind.persistent())
-        .map(|(n, c)| (c, n))
-        .reduce_named("LeadKey", |_c, members, out| {
-            out.push((members[0].0.clone(), 1))
-        });
-    let membership = labels
-        .map(|(n, c)| (c, n))
-        .join_map(component_lead, |_c, n, lead| (n.clone(), lead.clone()));
-
-    // A signal belongs to the lead of its smallest identifier (persistent kinds sort first).
-    let anchor = by_signal
-        .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<SignalKey, Ident, T, isize>, _, _>(
-            "Anchor",
-            |_sk, ids, out| out.push((ids[0].0.clone(), 1)),
-            |out, sk, changes| {
-                out.clear();
-                out.extend(changes.drain(..).map(|(id, t, r)| ((*sk, id), t, r)));
+        .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<Node, Option<Node>, T, isize>, _, _>(
+            "LeadKey",
+            |_c, members, out| {
+                let kind = members[0].0.kind();
+                let lead = kind.persistent().then(|| {
+                    Node::smallest(
+                        members
+                            .iter()
+                            .map(|(n, _)| **n)
+                            .take_while(|n| n.kind() == kind),
+                    )
+                    .expect("a component has members")
+                });
+                out.push((lead, 1))
             },
-        )
-        .as_collection(|sk, id| (*sk, id.clone()));
-    let signal_lead = anchor
-        .map(|(sk, a)| (a, sk))
-        .join_map(membership.clone(), |_a, sk, lead| (*sk, lead.clone()));
+            |out, c, changes| {
+                out.clear();
+                out.extend(changes.drain(..).map(|(l, t, r)| ((*c, l), t, r)));
+            },
+        );
+    let node_lead = by_label.join_core(component_lead, |_c, n, lead| Some((*n, *lead)));
+    let membership = node_lead.clone().flat_map(|(n, lead)| lead.map(|l| (n, l)));
 
-    Identity {
+    Components {
+        node_lead,
         membership,
-        signal_lead,
         conflicts,
     }
+}
+
+/// What `logic` makes of each anchored record (`(anchor, value)`) and the lead of its anchor,
+/// or `None`: `node_lead` has one record per identifier, so `logic` sees every record once.
+/// When an identify links an anonymous id to a lead, every record anchored at it changes
+/// lead here: that is rehydration.
+pub fn attribute<'s, T, V, I, F>(
+    anchored: VecCollection<'s, T, (Node, V), isize>,
+    node_lead: VecCollection<'s, T, (Node, Option<Node>), isize>,
+    mut logic: F,
+) -> VecCollection<'s, T, I::Item, isize>
+where
+    T: Timestamp + Lattice + TotalOrder,
+    V: differential_dataflow::ExchangeData,
+    I: IntoIterator,
+    I::Item: differential_dataflow::Data,
+    F: FnMut(&V, Option<Node>) -> I + 'static,
+{
+    anchored
+        .arrange_by_key_named("Arrange: ByAnchor")
+        .join_core(
+            node_lead.arrange_by_key_named("Arrange: NodeLead"),
+            move |_a, v, lead| logic(v, *lead),
+        )
 }
 
 /// Results of the sequential reference.
@@ -292,6 +345,44 @@ mod tests {
 
     fn id(kind: IdKind, v: &str) -> Ident {
         Ident::new(1, kind, v)
+    }
+
+    /// Resolution over facts as the graph does it: each signal's identifiers (gathered here
+    /// by a reduce, where the graph has them on the signal) give its nodes, its
+    /// co-occurrences and its anchor; the outputs name identifiers again.
+    struct Resolved<'s> {
+        membership: VecCollection<'s, u64, (Ident, Ident), isize>,
+        signal_lead: VecCollection<'s, u64, (SignalKey, Ident), isize>,
+        conflicts: VecCollection<'s, u64, (Ident, IdKind), isize>,
+    }
+
+    fn resolve<'s>(
+        facts: VecCollection<'s, u64, (SignalKey, Ident), isize>,
+        cfg: &IdentityConfig,
+    ) -> Resolved<'s> {
+        let facts = facts.map(|(sk, i)| (sk, Node::of(&i)));
+        let ids = facts.clone().reduce(|_sk, ids, out| {
+            let mut ids: Vec<Node> = ids.iter().map(|(n, _)| **n).collect();
+            let anchor = Node::smallest(ids.iter().copied()).unwrap();
+            ids.retain(|n| *n != anchor);
+            ids.insert(0, anchor);
+            out.push((ids, 1))
+        });
+        let nodes = facts.map(|(_, n)| n);
+        let pairs = ids
+            .clone()
+            .flat_map(|(_, ids)| cooccurrences(&ids).collect::<Vec<_>>());
+        let c = components(nodes, pairs, cfg);
+        let signal_lead = attribute(
+            ids.map(|(sk, ids)| (ids[0], sk)),
+            c.node_lead,
+            |sk, lead| lead.map(|l| (*sk, l.ident())),
+        );
+        Resolved {
+            membership: c.membership.map(|(n, l)| (n.ident(), l.ident())),
+            signal_lead,
+            conflicts: c.conflicts.map(|(n, k)| (n.ident(), k)),
+        }
     }
 
     fn dataflow_results(

@@ -9,7 +9,8 @@
 //! - [`rules`]: mapping rules as versioned data joined with staged signals.
 //! - [`groups`]: the signal-group key and title.
 //! - [`product_orgs`]: product-org state, latest value per field by event time.
-//! - [`intern`]: shared copies of repeated values (identifiers, group keys).
+//! - [`intern`]: shared copies of repeated values (source and event names, group keys).
+//! - [`nodes`]: identifiers as numbers inside the dataflow.
 //! - [`graph`]: all of it assembled: statuses, lead profiles, usage, signal groups.
 
 pub mod dedup;
@@ -17,6 +18,7 @@ pub mod graph;
 pub mod groups;
 pub mod identity;
 pub mod intern;
+pub mod nodes;
 pub mod product_orgs;
 pub mod rules;
 pub mod types;

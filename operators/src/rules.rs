@@ -12,6 +12,7 @@
 //! Of the rules that match a signal, the one with the lowest `priority`, then the earliest
 //! `created_at`, then the lowest id wins (spec 18).
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -56,25 +57,46 @@ pub fn id_kind(field: &LeadField) -> Option<IdKind> {
 }
 
 /// A field's value as text: strings as they are, numbers and booleans in JSON form.
-fn scalar_text(v: &Value) -> Option<String> {
+fn scalar_text(v: &Value) -> Option<Cow<'_, str>> {
     match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
+        Value::String(s) => Some(Cow::Borrowed(s)),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
         _ => None,
     }
 }
 
-fn field_value(signal: &Signal, payload: &Value, field: &str) -> Option<Value> {
-    match field {
-        "source" => Some(Value::String(signal.source.to_string())),
-        "event_type" => Some(Value::String(signal.event_type.to_string())),
-        "event_name" => signal
-            .event_name
-            .as_deref()
-            .map(|n| Value::String(n.to_string())),
-        p => path::get(payload, p).filter(|v| !v.is_null()).cloned(),
+/// A condition's field: borrowed from the signal, or the value at a path of its payload
+/// (looked up in the payload's text, [`path::lookup`]: conditions are evaluated for every
+/// signal against every rule, and most read one or two paths).
+enum Field<'a> {
+    Text(&'a str),
+    Json(Value),
+}
+
+impl Field<'_> {
+    fn text(&self) -> Option<Cow<'_, str>> {
+        match self {
+            Field::Text(t) => Some(Cow::Borrowed(t)),
+            Field::Json(v) => scalar_text(v),
+        }
     }
+}
+
+fn field_value<'a>(signal: &'a Signal, field: &str) -> Option<Field<'a>> {
+    match field {
+        "source" => Some(Field::Text(&signal.source)),
+        "event_type" => Some(Field::Text(&signal.event_type)),
+        "event_name" => signal.event_name.as_deref().map(Field::Text),
+        p => path::lookup(&signal.payload, p)
+            .filter(|v| !v.is_null())
+            .map(Field::Json),
+    }
+}
+
+/// Whether a condition reads the payload (rather than a field of the signal).
+fn reads_payload(c: &Condition) -> bool {
+    !matches!(c.field.as_str(), "source" | "event_type" | "event_name")
 }
 
 thread_local! {
@@ -84,6 +106,9 @@ thread_local! {
 fn regex_matches(pattern: &str, text: &str) -> bool {
     REGEXES.with(|cache| {
         let mut cache = cache.borrow_mut();
+        if let Some(r) = cache.get(pattern) {
+            return r.as_ref().is_some_and(|r| r.is_match(text));
+        }
         if cache.len() > 10_000 {
             cache.clear();
         }
@@ -98,8 +123,8 @@ fn regex_matches(pattern: &str, text: &str) -> bool {
 /// Whether one condition holds. `equals` is exact; `contains`, `starts_with`, `ends_with`
 /// ignore case (spec 9.2 proposal); `gt`/`lt` compare numerically; a missing field fails
 /// every condition except `not_exists` and `not_equals`.
-pub fn condition_holds(c: &Condition, signal: &Signal, payload: &Value) -> bool {
-    let v = field_value(signal, payload, &c.field);
+pub fn condition_holds(c: &Condition, signal: &Signal) -> bool {
+    let v = field_value(signal, &c.field);
     let one = match &c.value {
         Some(Operand::One(s)) => Some(s.as_str()),
         _ => None,
@@ -107,22 +132,33 @@ pub fn condition_holds(c: &Condition, signal: &Signal, payload: &Value) -> bool 
     match c.op {
         Op::Exists => v.is_some(),
         Op::NotExists => v.is_none(),
-        Op::NotEquals => v.as_ref().and_then(scalar_text).as_deref() != one,
+        Op::NotEquals => v.as_ref().and_then(Field::text).as_deref() != one,
         op => {
-            let Some(text) = v.as_ref().and_then(scalar_text) else {
+            let Some(text) = v.as_ref().and_then(Field::text) else {
                 return false;
             };
-            let (lt, lo) = (
-                text.to_lowercase(),
-                one.map(str::to_lowercase).unwrap_or_default(),
-            );
+            let folded = || {
+                (
+                    text.to_lowercase(),
+                    one.map(str::to_lowercase).unwrap_or_default(),
+                )
+            };
             match op {
-                Op::Equals => Some(text.as_str()) == one,
-                Op::Contains => lt.contains(&lo),
-                Op::StartsWith => lt.starts_with(&lo),
-                Op::EndsWith => lt.ends_with(&lo),
+                Op::Equals => Some(&*text) == one,
+                Op::Contains => {
+                    let (t, o) = folded();
+                    t.contains(&o)
+                }
+                Op::StartsWith => {
+                    let (t, o) = folded();
+                    t.starts_with(&o)
+                }
+                Op::EndsWith => {
+                    let (t, o) = folded();
+                    t.ends_with(&o)
+                }
                 Op::In => {
-                    matches!(&c.value, Some(Operand::Many(list)) if list.contains(&text))
+                    matches!(&c.value, Some(Operand::Many(list)) if list.iter().any(|x| *x == *text))
                 }
                 Op::Regex => one.is_some_and(|p| regex_matches(p, &text)),
                 Op::Gt | Op::Lt => {
@@ -145,21 +181,24 @@ pub fn condition_holds(c: &Condition, signal: &Signal, payload: &Value) -> bool 
 }
 
 /// Whether `rule` applies to `signal`: in force at its position, and its conditions hold.
-pub fn applies(rule: &RuleVersion, signal: &Signal, payload: &Value) -> bool {
+/// Conditions on the signal's own fields are tried before those that read the payload: the
+/// answer is the same in any order, and a cheap condition that fails spares the lookups.
+pub fn applies(rule: &RuleVersion, signal: &Signal) -> bool {
     if signal.org != rule.org
         || signal.pos < rule.from_pos
         || rule.until_pos.is_some_and(|u| signal.pos >= u)
     {
         return false;
     }
-    let mut conds = rule
-        .def
-        .conditions
+    let conds = &rule.def.conditions;
+    let mut ordered = conds
         .iter()
-        .map(|c| condition_holds(c, signal, payload));
+        .filter(|c| !reads_payload(c))
+        .chain(conds.iter().filter(|c| reads_payload(c)))
+        .map(|c| condition_holds(c, signal));
     match rule.def.combinator {
-        Combinator::All => conds.all(|b| b),
-        Combinator::Any => rule.def.conditions.is_empty() || conds.any(|b| b),
+        Combinator::All => ordered.all(|b| b),
+        Combinator::Any => conds.is_empty() || ordered.any(|b| b),
     }
 }
 
@@ -184,8 +223,8 @@ pub struct Match {
 }
 
 /// Evaluates `rule` on `signal`, if it applies.
-pub fn evaluate(rule: &RuleVersion, signal: &Signal, payload: &Value) -> Option<Match> {
-    if !applies(rule, signal, payload) {
+pub fn evaluate(rule: &RuleVersion, signal: &Signal) -> Option<Match> {
+    if !applies(rule, signal) {
         return None;
     }
     let mut m = Match {
@@ -201,9 +240,9 @@ pub fn evaluate(rule: &RuleVersion, signal: &Signal, payload: &Value) -> Option<
         fields: Vec::new(),
     };
     for FieldMapping { field, path: p } in &rule.def.mappings {
-        match path::get(payload, p) {
+        match path::lookup(&signal.payload, p) {
             None | Some(Value::Null) => {}
-            Some(v) => match scalar_text(v) {
+            Some(v) => match scalar_text(&v) {
                 None => m.error = Some("Invalid path".into()),
                 Some(text) => {
                     let text = text.trim().to_string();
@@ -228,33 +267,40 @@ pub fn evaluate(rule: &RuleVersion, signal: &Signal, payload: &Value) -> Option<
     Some(m)
 }
 
-/// The winning rule per signal (see the module docs for the order).
+/// Every signal with its winning rule, if one applies (see the module docs for the order).
 ///
 /// Each signal is joined with its org's whole rule set (all versions, as one value), so a
 /// payload is parsed once per signal whatever the number of rules, and the winner is chosen
 /// inside the join without another arrangement. The price is paid on rule edits, which
 /// re-evaluate the org's signals against all its rules: edits are rare, signals are many.
+///
+/// The output has one record per signal, matched or not (what comes next decides every
+/// signal's status from it), so every org with signals has a rule set, empty when it has no
+/// rules: the set is reduced from its rules and one marker per org.
 pub fn match_rules<'s, T>(
     signals: VecCollection<'s, T, Signal, isize>,
     rules: VecCollection<'s, T, RuleVersion, isize>,
-) -> VecCollection<'s, T, (SignalKey, Match), isize>
+) -> VecCollection<'s, T, (Signal, Option<Arc<Match>>), isize>
 where
     T: Timestamp + Lattice + TotalOrder,
 {
+    let orgs = signals.clone().map(|s| s.org).distinct();
     let by_org = signals.map(|s| (s.org, s)).arrange_by_key();
     let rule_sets = rules
-        .map(|r| (r.org, r))
+        .map(|r| (r.org, Some(r)))
+        .concat(orgs.map(|o| (o, None)))
         .reduce_named("RuleSet", |_org, versions, out| {
-            let set: Vec<RuleVersion> = versions.iter().map(|(r, _)| (*r).clone()).collect();
+            let set: Vec<RuleVersion> = versions.iter().filter_map(|(r, _)| (*r).clone()).collect();
             out.push((set, 1));
         })
         .arrange_by_key();
-    by_org.join_core(rule_sets, |_org, s, set| {
-        let payload = s.payload_value();
-        set.iter()
-            .filter_map(|r| evaluate(r, s, &payload))
+    by_org.join_core(rule_sets, |_org, s: &Signal, set: &Vec<RuleVersion>| {
+        let winner = set
+            .iter()
+            .filter_map(|r| evaluate(r, s))
             .min()
-            .map(|m| ((s.org, s.pos), m))
+            .map(Arc::new);
+        Some((s.clone(), winner))
     })
 }
 
@@ -265,8 +311,7 @@ pub fn match_rules_reference(
 ) -> BTreeMap<SignalKey, Match> {
     let mut out = BTreeMap::new();
     for s in signals {
-        let payload = s.payload_value();
-        let best = rules.iter().filter_map(|r| evaluate(r, s, &payload)).min();
+        let best = rules.iter().filter_map(|r| evaluate(r, s)).min();
         if let Some(m) = best {
             out.insert((s.org, s.pos), m);
         }
@@ -422,23 +467,23 @@ impl RuleBook {
 mod tests {
     use super::*;
     use crate::testing::{run, shuffle_into_batches};
+    use crate::types::SignalFields;
     use proptest::prelude::*;
     use serde_json::json;
 
     fn signal(pos: u64, payload: Value) -> Signal {
-        Signal {
-            org: 1,
+        Signal::new(
+            1,
             pos,
-            dedup: pos as u128,
-            received_at: 0,
-            event_at: 0,
-            source: payload["source"].as_str().unwrap_or("generic").into(),
-            event_type: payload["event"].as_str().unwrap_or("unknown").into(),
-            event_name: payload["event"].as_str().map(Into::into),
-            ids: Vec::new().into(),
-            product_org: None,
-            payload: Arc::from(payload.to_string().as_str()),
-        }
+            SignalFields {
+                dedup: pos as u128,
+                source: payload["source"].as_str().unwrap_or("generic").into(),
+                event_type: payload["event"].as_str().unwrap_or("unknown").into(),
+                event_name: payload["event"].as_str().map(Into::into),
+                payload: Arc::from(payload.to_string().as_str()),
+                ..Default::default()
+            },
+        )
     }
 
     fn cond(field: &str, op: Op, value: Option<&str>) -> Condition {
@@ -471,8 +516,7 @@ mod tests {
             1,
             json!({"event": "Form Filled", "properties": {"plan": "Pro", "n": 7, "url": "https://x.io/pricing"}}),
         );
-        let p = s.payload_value();
-        let holds = |c: Condition| condition_holds(&c, &s, &p);
+        let holds = |c: Condition| condition_holds(&c, &s);
         assert!(holds(cond("event_type", Op::Equals, Some("Form Filled"))));
         assert!(
             !holds(cond("event_type", Op::Equals, Some("form filled"))),
@@ -548,24 +592,16 @@ mod tests {
             until_pos: None,
             def: Arc::new(def("R", 1, vec![])),
         };
-        let m = evaluate(
-            &r,
-            &signal(1, json!({"traits": {"email": " A@B.io "}})),
-            &json!({"traits": {"email": " A@B.io "}}),
-        )
-        .unwrap();
+        let m = evaluate(&r, &signal(1, json!({"traits": {"email": " A@B.io "}}))).unwrap();
         assert_eq!(m.ids, vec![(IdKind::Email, "a@b.io".into())]);
         assert_eq!(m.error, None);
         let p = json!({"traits": {"email": {"nested": true}}});
         assert_eq!(
-            evaluate(&r, &signal(2, p.clone()), &p)
-                .unwrap()
-                .error
-                .as_deref(),
+            evaluate(&r, &signal(2, p)).unwrap().error.as_deref(),
             Some("Invalid path")
         );
         let p = json!({});
-        let m = evaluate(&r, &signal(3, p.clone()), &p).unwrap();
+        let m = evaluate(&r, &signal(3, p)).unwrap();
         assert!(
             m.ids.is_empty() && m.error.is_none(),
             "nothing extracted: the caller decides `No identifying field`"
@@ -751,7 +787,15 @@ mod tests {
                     let rules = input.flat_map(|i| if let In::R(r) = i { Some(r) } else { None });
                     match_rules(signals, rules)
                 });
-                let got: Vec<(SignalKey, Match)> = got.into_iter().map(|(d, r)| { assert_eq!(r, 1); d }).collect();
+                // One record per signal, matched or not.
+                let keys: Vec<SignalKey> = got.iter().map(|((s, _), r)| { assert_eq!(*r, 1); (s.org, s.pos) }).collect();
+                let mut all: Vec<SignalKey> = signals.iter().map(|s| (s.org, s.pos)).collect();
+                all.sort();
+                prop_assert_eq!(&keys, &all);
+                let got: Vec<(SignalKey, Match)> = got
+                    .into_iter()
+                    .filter_map(|((s, m), _)| m.map(|m| ((s.org, s.pos), Match::clone(&m))))
+                    .collect();
                 prop_assert_eq!(&got, &reference);
             }
         }

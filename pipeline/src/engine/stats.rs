@@ -5,6 +5,10 @@
 //! largest, by operator name, at most every ten seconds while they change, so the last report
 //! after a burst (a replay) shows its final state. Off by default: timely's own log, which
 //! names the operators, reports every operator activation.
+//!
+//! The same switch also sums the time each operator runs (timely's schedule events), without
+//! the time of operators nested in it (an iterative scope's own share is its bookkeeping), and
+//! logs the operators that took the most: where a replay's time goes, by operator.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -22,6 +26,10 @@ pub struct ArrangementStats {
     last: Option<Instant>,
     /// Whether anything changed since the last report.
     changed: bool,
+    /// Time spent in each operator, its nested operators' time excluded.
+    busy: HashMap<usize, Duration>,
+    /// Operators running now, outermost first: (id, started, time of nested operators).
+    running: Vec<(usize, Duration, Duration)>,
 }
 
 impl ArrangementStats {
@@ -40,9 +48,14 @@ impl ArrangementStats {
         let s = stats.clone();
         registry.insert::<TimelyEventBuilder, _>("timely", move |_t, data| {
             if let Some(events) = data {
-                for (_, e) in events.iter() {
-                    if let TimelyEvent::Operates(o) = e {
-                        s.borrow_mut().names.insert(o.id, o.name.clone());
+                let mut s = s.borrow_mut();
+                for (t, e) in events.iter() {
+                    match e {
+                        TimelyEvent::Operates(o) => {
+                            s.names.insert(o.id, o.name.clone());
+                        }
+                        TimelyEvent::Schedule(e) => s.schedule(e.id, *t, e.start_stop),
+                        _ => {}
                     }
                 }
             }
@@ -67,6 +80,23 @@ impl ArrangementStats {
             }
         });
         Some(stats)
+    }
+
+    fn schedule(&mut self, id: usize, t: Duration, ev: timely::logging::StartStop) {
+        match ev {
+            timely::logging::StartStop::Start => self.running.push((id, t, Duration::ZERO)),
+            timely::logging::StartStop::Stop => {
+                let Some((op, start, nested)) = self.running.pop() else {
+                    return;
+                };
+                let took = t.saturating_sub(start);
+                *self.busy.entry(op).or_default() += took.saturating_sub(nested);
+                if let Some(parent) = self.running.last_mut() {
+                    parent.2 += took;
+                }
+                self.changed = true;
+            }
+        }
     }
 
     /// Logs the largest arrangements, at most every ten seconds.
@@ -98,5 +128,21 @@ impl ArrangementStats {
             .map(|(n, name)| format!("{name}={n}"))
             .collect();
         tracing::info!(worker, upto, total, arrangements = %top.join(" "), "Arrangement sizes (updates held).");
+        let mut busy: Vec<(Duration, String)> = self
+            .busy
+            .iter()
+            .map(|(op, d)| {
+                let name = self.names.get(op).cloned().unwrap_or_default();
+                (*d, format!("{name}#{op}"))
+            })
+            .collect();
+        busy.sort_by(|a, b| b.cmp(a));
+        let total: Duration = busy.iter().map(|r| r.0).sum();
+        let top: Vec<String> = busy
+            .iter()
+            .take(30)
+            .map(|(d, name)| format!("{name}={:.2}", d.as_secs_f64()))
+            .collect();
+        tracing::info!(worker, upto, busy_s = total.as_secs_f64(), operators = %top.join(" "), "Operator time (s, nested operators excluded).");
     }
 }
