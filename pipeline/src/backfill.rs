@@ -37,6 +37,34 @@ use crate::log::Log;
 /// Items sent or appended together.
 const CHUNK: usize = 5_000;
 
+/// Chunks appended to the log whose answer has not been read: the next chunk is read and
+/// normalized while the journal writes and syncs the previous ones (the log keeps appends in
+/// order), so the two run on two cores instead of taking turns.
+const APPENDS_IN_FLIGHT: usize = 2;
+
+/// Appends to the log not yet answered, oldest first.
+#[derive(Default)]
+struct Inflight {
+    appends: std::collections::VecDeque<crate::log::Appending>,
+}
+
+impl Inflight {
+    /// Reads answers until at most `keep` appends are still in flight.
+    async fn drain(&mut self, keep: usize, summary: &mut Summary) -> anyhow::Result<()> {
+        while self.appends.len() > keep {
+            let receipts = self.appends.pop_front().expect("not empty").await?;
+            for r in receipts {
+                if r.duplicate {
+                    summary.duplicates += 1;
+                } else {
+                    summary.accepted += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Where the events go.
 pub enum Target {
     /// A running server's base URL.
@@ -254,6 +282,7 @@ impl Backfill {
         let client = reqwest::Client::new();
         let read = Arc::new(AtomicU64::new(0));
         let mut summary = Summary::default();
+        let mut inflight = Inflight::default();
         let mut pending: Vec<Item> = Vec::with_capacity(CHUNK);
         for input in &inputs {
             if input.parquet {
@@ -282,8 +311,14 @@ impl Backfill {
                             archived: Some((r.record.received_at, r.record.source.clone())),
                         });
                         if pending.len() >= CHUNK {
-                            self.flush(&client, &mut pending, &mut summary, &mut rejects)
-                                .await?;
+                            self.flush(
+                                &client,
+                                &mut pending,
+                                &mut summary,
+                                &mut rejects,
+                                &mut inflight,
+                            )
+                            .await?;
                             bar.set_message(format!(
                                 "accepted={} duplicates={} rejected={}",
                                 summary.accepted, summary.duplicates, summary.rejected
@@ -327,8 +362,14 @@ impl Backfill {
                         archived: None,
                     });
                     if pending.len() >= CHUNK {
-                        self.flush(&client, &mut pending, &mut summary, &mut rejects)
-                            .await?;
+                        self.flush(
+                            &client,
+                            &mut pending,
+                            &mut summary,
+                            &mut rejects,
+                            &mut inflight,
+                        )
+                        .await?;
                         bar.set_position(read.load(Ordering::Relaxed));
                         bar.set_message(format!(
                             "accepted={} duplicates={} rejected={}",
@@ -341,8 +382,15 @@ impl Backfill {
                 }
             }
         }
-        self.flush(&client, &mut pending, &mut summary, &mut rejects)
-            .await?;
+        self.flush(
+            &client,
+            &mut pending,
+            &mut summary,
+            &mut rejects,
+            &mut inflight,
+        )
+        .await?;
+        inflight.drain(0, &mut summary).await?;
         bar.finish_and_clear();
         if let Some(w) = rejects.as_mut() {
             w.flush()?;
@@ -376,6 +424,7 @@ impl Backfill {
         items: &mut Vec<Item>,
         summary: &mut Summary,
         rejects: &mut Option<Box<dyn Write>>,
+        inflight: &mut Inflight,
     ) -> anyhow::Result<()> {
         if items.is_empty() {
             return Ok(());
@@ -394,7 +443,6 @@ impl Backfill {
                     ..Default::default()
                 };
                 let mut entries = Vec::with_capacity(batch.len());
-                let mut good = Vec::with_capacity(batch.len());
                 for item in &batch {
                     // An archived row keeps its receipt time and source.
                     let ctx = match &item.archived {
@@ -406,21 +454,13 @@ impl Backfill {
                         None => ctx,
                     };
                     match item_record(&ctx, &item.bytes) {
-                        Ok(rec) => {
-                            entries.push(LogEntry::Signal(rec));
-                            good.push(item);
-                        }
+                        Ok(rec) => entries.push(LogEntry::Signal(rec)),
                         Err(e) => self.reject(summary, rejects, item, e.code(), &e.to_string())?,
                     }
                 }
                 if !entries.is_empty() {
-                    for r in log.append(entries).await? {
-                        if r.duplicate {
-                            summary.duplicates += 1;
-                        } else {
-                            summary.accepted += 1;
-                        }
-                    }
+                    inflight.appends.push_back(log.append(entries));
+                    inflight.drain(APPENDS_IN_FLIGHT, summary).await?;
                 }
             }
             Target::Server(base) => {

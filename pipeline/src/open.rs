@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use trailspark_core::log::Peek;
 use trailspark_core::{LogEntry, Registry};
 
 use crate::engine::Engine;
@@ -61,6 +62,29 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
 }
 
 fn fold(registry: &mut Registry, stats: &mut ReplayStats, entry: &LogEntry) {
+    match entry {
+        LogEntry::Signal(s) => fold_signal(stats, s.org_id, s.received_at),
+        other => fold_other(registry, stats, other),
+    }
+}
+
+/// [`fold`] of what an offline open reads of an entry.
+fn fold_peek(registry: &mut Registry, stats: &mut ReplayStats, peek: &Peek) {
+    match peek {
+        Peek::Signal(s) => fold_signal(stats, s.org_id, s.received_at),
+        Peek::Entry(e) => fold_other(registry, stats, e),
+    }
+}
+
+fn fold_signal(stats: &mut ReplayStats, org: trailspark_core::OrgId, received_at: i64) {
+    stats.entries += 1;
+    stats.signals += 1;
+    let month = trailspark_operators::Signal::month_of(received_at);
+    *stats.raw_signals.entry((org, month)).or_default() += 1;
+}
+
+/// Folds a config event or a product-org update.
+fn fold_other(registry: &mut Registry, stats: &mut ReplayStats, entry: &LogEntry) {
     stats.entries += 1;
     match entry {
         LogEntry::Config(e) => {
@@ -76,11 +100,7 @@ fn fold(registry: &mut Registry, stats: &mut ReplayStats, entry: &LogEntry) {
                 *stats.raw_signals.entry((*org_id, *month)).or_default() += count;
             }
         }
-        LogEntry::Signal(s) => {
-            stats.signals += 1;
-            let month = trailspark_operators::Signal::month_of(s.received_at);
-            *stats.raw_signals.entry((s.org_id, month)).or_default() += 1;
-        }
+        LogEntry::Signal(_) => unreachable!("signals fold through fold_peek"),
         LogEntry::ProductOrgUpdate(_) => stats.product_org_updates += 1,
     }
 }
@@ -136,17 +156,26 @@ async fn open_inner(
         None => {
             let lock = lock_data_dir(&loc.data_dir)?;
             let mut cfg = JournalConfig::new(loc.data_dir.join("journal"));
-            if let Some(engine) = engine.clone() {
-                cfg.on_commit = Some(Arc::new(move |entries: Vec<(u64, LogEntry)>| {
-                    engine.feed(entries)
-                }));
-            }
-            let journal = tokio::task::block_in_place(|| {
-                Journal::open(cfg, &mut |pos, e| {
-                    replay(pos, e, &mut buf);
-                    Ok(())
-                })
-            })?;
+            let journal = match engine.clone() {
+                Some(engine) => {
+                    cfg.on_commit = Some(Arc::new(move |entries: Vec<(u64, LogEntry)>| {
+                        engine.feed(entries)
+                    }));
+                    tokio::task::block_in_place(|| {
+                        Journal::open(cfg, &mut |pos, e| {
+                            replay(pos, e, &mut buf);
+                            Ok(())
+                        })
+                    })?
+                }
+                // Without an engine nothing reads the signals themselves.
+                None => tokio::task::block_in_place(|| {
+                    Journal::open_peeking(cfg, &mut |_, p| {
+                        fold_peek(&mut registry, &mut stats, &p);
+                        Ok(())
+                    })
+                })?,
+            };
             (Log::Journal(journal), Some(lock))
         }
         Some(url) => {

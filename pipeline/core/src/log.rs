@@ -4,6 +4,12 @@
 //! (NATS mode). Layout: one kind byte, then for signals and product-org updates a little-endian
 //! `u32` length, that many bytes of JSON metadata, and the raw payload as the rest. Keeping
 //! the payload outside the JSON avoids escaping it on write and re-validating it on read.
+//!
+//! A signal is written with a fixed binary prefix before its length: its dedup key's 128
+//! bits, its org and its receipt time (kind `K`). Reading a log for its dedup index and usage
+//! counts (an offline backfill opens the whole log for those) then takes them from the prefix
+//! instead of parsing every signal's metadata and hashing its message id again. Signals of
+//! the earlier layout (kind `S`, no prefix) still read as before.
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -30,6 +36,23 @@ pub struct ProductOrgRecord {
     pub payload: String,
 }
 
+/// A signal as [`LogEntry::peek`] reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignalSummary {
+    /// [`SignalRecord::dedup_bits`].
+    pub dedup: u128,
+    pub org_id: OrgId,
+    pub received_at: i64,
+}
+
+/// An entry as [`LogEntry::peek`] reads it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Peek {
+    Signal(SignalSummary),
+    /// Boxed: signals, the common case, stay small.
+    Entry(Box<LogEntry>),
+}
+
 /// One fact on the log.
 #[derive(Clone, Debug, PartialEq)]
 pub enum LogEntry {
@@ -39,6 +62,9 @@ pub enum LogEntry {
 }
 
 const KIND_SIGNAL: u8 = b'S';
+const KIND_SIGNAL_KEYED: u8 = b'K';
+/// The keyed signal's prefix: dedup bits (16, big-endian), org (8), receipt time (8).
+const KEYED_PREFIX: usize = 32;
 const KIND_PRODUCT_ORG: u8 = b'P';
 const KIND_CONFIG: u8 = b'C';
 
@@ -67,8 +93,7 @@ impl LogEntry {
 
     /// Appends the encoding of this entry to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        fn with_payload<T: Serialize>(out: &mut Vec<u8>, kind: u8, meta: &T, payload: &str) {
-            out.push(kind);
+        fn with_payload<T: Serialize>(out: &mut Vec<u8>, meta: &T, payload: &str) {
             let len_at = out.len();
             out.extend_from_slice(&[0; 4]);
             serde_json::to_writer(&mut *out, meta).expect("metadata serializes");
@@ -77,8 +102,17 @@ impl LogEntry {
             out.extend_from_slice(payload.as_bytes());
         }
         match self {
-            LogEntry::Signal(s) => with_payload(out, KIND_SIGNAL, s, &s.payload),
-            LogEntry::ProductOrgUpdate(p) => with_payload(out, KIND_PRODUCT_ORG, p, &p.payload),
+            LogEntry::Signal(s) => {
+                out.push(KIND_SIGNAL_KEYED);
+                out.extend_from_slice(&s.dedup_bits().to_be_bytes());
+                out.extend_from_slice(&s.org_id.0.to_le_bytes());
+                out.extend_from_slice(&s.received_at.to_le_bytes());
+                with_payload(out, s, &s.payload);
+            }
+            LogEntry::ProductOrgUpdate(p) => {
+                out.push(KIND_PRODUCT_ORG);
+                with_payload(out, p, &p.payload);
+            }
             LogEntry::Config(c) => {
                 out.push(KIND_CONFIG);
                 serde_json::to_writer(&mut *out, c).expect("config event serializes");
@@ -93,16 +127,55 @@ impl LogEntry {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<LogEntry, DecodeError> {
+        LogEntry::decode_with(bytes, true)
+    }
+
+    /// [`LogEntry::decode`] leaving signals' and product-org updates' payloads empty: what
+    /// reading the log for its registry and dedup index needs (an offline backfill opens the
+    /// whole log for those; copying every payload was most of that read).
+    pub fn decode_without_payload(bytes: &[u8]) -> Result<LogEntry, DecodeError> {
+        LogEntry::decode_with(bytes, false)
+    }
+
+    /// What reading for the dedup index and the usage counts needs of an entry: a signal's
+    /// summary (from the prefix when it has one), anything else whole without its payload.
+    pub fn peek(bytes: &[u8]) -> Result<Peek, DecodeError> {
+        match bytes.split_first() {
+            Some((&KIND_SIGNAL_KEYED, rest)) => {
+                let p = rest.get(..KEYED_PREFIX).ok_or(DecodeError::Truncated)?;
+                Ok(Peek::Signal(SignalSummary {
+                    dedup: u128::from_be_bytes(p[..16].try_into().unwrap()),
+                    org_id: OrgId(u64::from_le_bytes(p[16..24].try_into().unwrap())),
+                    received_at: i64::from_le_bytes(p[24..32].try_into().unwrap()),
+                }))
+            }
+            _ => match LogEntry::decode_without_payload(bytes)? {
+                LogEntry::Signal(s) => Ok(Peek::Signal(SignalSummary {
+                    dedup: s.dedup_bits(),
+                    org_id: s.org_id,
+                    received_at: s.received_at,
+                })),
+                other => Ok(Peek::Entry(Box::new(other))),
+            },
+        }
+    }
+
+    fn decode_with(bytes: &[u8], payloads: bool) -> Result<LogEntry, DecodeError> {
         let (&kind, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
         match kind {
-            KIND_SIGNAL => {
-                let (meta, payload) = split_meta(rest)?;
+            KIND_SIGNAL | KIND_SIGNAL_KEYED => {
+                let rest = if kind == KIND_SIGNAL_KEYED {
+                    rest.get(KEYED_PREFIX..).ok_or(DecodeError::Truncated)?
+                } else {
+                    rest
+                };
+                let (meta, payload) = split_meta(rest, payloads)?;
                 let mut s: SignalRecord = serde_json::from_slice(meta)?;
                 s.payload = payload;
                 Ok(LogEntry::Signal(s))
             }
             KIND_PRODUCT_ORG => {
-                let (meta, payload) = split_meta(rest)?;
+                let (meta, payload) = split_meta(rest, payloads)?;
                 let mut p: ProductOrgRecord = serde_json::from_slice(meta)?;
                 p.payload = payload;
                 Ok(LogEntry::ProductOrgUpdate(p))
@@ -113,8 +186,9 @@ impl LogEntry {
     }
 }
 
-/// Splits `[u32 len][meta][payload]` into metadata bytes and the payload text.
-fn split_meta(rest: &[u8]) -> Result<(&[u8], String), DecodeError> {
+/// Splits `[u32 len][meta][payload]` into metadata bytes and the payload text (empty unless
+/// `payload`).
+fn split_meta(rest: &[u8], payload: bool) -> Result<(&[u8], String), DecodeError> {
     let len_bytes: [u8; 4] = rest
         .get(..4)
         .ok_or(DecodeError::Truncated)?
@@ -122,6 +196,9 @@ fn split_meta(rest: &[u8]) -> Result<(&[u8], String), DecodeError> {
         .unwrap();
     let len = u32::from_le_bytes(len_bytes) as usize;
     let meta = rest.get(4..4 + len).ok_or(DecodeError::Truncated)?;
+    if !payload {
+        return Ok((meta, String::new()));
+    }
     let payload = std::str::from_utf8(&rest[4 + len..]).map_err(|_| DecodeError::Utf8)?;
     Ok((meta, payload.to_string()))
 }
@@ -139,8 +216,17 @@ mod tests {
             let payload = serde_json::json!({"email": email, "event": ev, "properties": {"n": n}});
             let raw = serde_json::to_string(&payload).unwrap();
             let ctx = Context { org_id: OrgId(3), api_key_id: 4, received_at: 5, ..Default::default() };
-            let entry = LogEntry::Signal(normalize(&ctx, &payload, raw));
-            prop_assert_eq!(LogEntry::decode(&entry.encode()).unwrap(), entry);
+            let rec = normalize(&ctx, &payload, raw);
+            let summary = SignalSummary { dedup: rec.dedup_bits(), org_id: rec.org_id, received_at: rec.received_at };
+            let entry = LogEntry::Signal(rec);
+            let bytes = entry.encode();
+            prop_assert_eq!(LogEntry::decode(&bytes).unwrap(), entry.clone());
+            prop_assert_eq!(LogEntry::peek(&bytes).unwrap(), Peek::Signal(summary));
+            // The layout before the keyed prefix: kind `S`, then the length.
+            let mut old = vec![KIND_SIGNAL];
+            old.extend_from_slice(&bytes[1 + KEYED_PREFIX..]);
+            prop_assert_eq!(LogEntry::decode(&old).unwrap(), entry);
+            prop_assert_eq!(LogEntry::peek(&old).unwrap(), Peek::Signal(summary));
         }
     }
 
@@ -162,6 +248,16 @@ mod tests {
             payload: r#"{"groupId":"ws_1"}"#.into(),
         });
         assert_eq!(LogEntry::decode(&p.encode()).unwrap(), p);
+        let without = LogEntry::ProductOrgUpdate(ProductOrgRecord {
+            payload: String::new(),
+            ..match &p {
+                LogEntry::ProductOrgUpdate(r) => r.clone(),
+                _ => unreachable!(),
+            }
+        });
+        assert_eq!(LogEntry::peek(&p.encode()).unwrap(), Peek::Entry(Box::new(without)));
+        assert_eq!(LogEntry::peek(&c.encode()).unwrap(), Peek::Entry(Box::new(c.clone())));
+        assert!(LogEntry::peek(b"K\x01").is_err(), "a truncated prefix");
         assert!(LogEntry::decode(b"").is_err());
         assert!(LogEntry::decode(b"Zxx").is_err());
         assert!(LogEntry::decode(b"S\xff\xff\xff\x00{}").is_err());

@@ -199,11 +199,16 @@ impl std::io::Write for HashWriter<'_> {
 
 /// The dedup key of a Segment `messageId`, scoped to the org.
 pub fn message_id_key(org_id: OrgId, message_id: &str) -> String {
+    hex::encode(message_id_digest(org_id, message_id))
+}
+
+/// The SHA-256 that [`message_id_key`] is the hex of.
+pub fn message_id_digest(org_id: OrgId, message_id: &str) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(b"messageId\0");
     hasher.update(org_id.0.to_le_bytes());
     hasher.update(message_id.as_bytes());
-    hex::encode(hasher.finalize())
+    hasher.finalize().into()
 }
 
 /// Builds the canonical record of one payload. `raw` is the payload text to store unchanged;
@@ -364,5 +369,12 @@ mod tests {
         assert_eq!(r1.dedup_key(), r2.dedup_key());
         let r3 = normalize(&ctx(), &json!({"event": "a"}), String::new());
         assert_eq!(r3.dedup_key(), r3.content_hash);
+        // The bits are the key's first 128 bits, whichever way the key is made.
+        for r in [&r1, &r3] {
+            assert_eq!(
+                r.dedup_bits(),
+                u128::from_str_radix(&r.dedup_key()[..32], 16).unwrap()
+            );
+        }
     }
 }

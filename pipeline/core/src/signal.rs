@@ -79,9 +79,18 @@ pub struct SignalRecord {
 
 impl SignalRecord {
     /// The first 128 bits of [`Self::dedup_key`] (a SHA-256), for compact exact indexes.
+    ///
+    /// Computed from the digest (or the content hash's hex prefix) without building the hex
+    /// key: every log append and every replayed entry computes it.
     pub fn dedup_bits(&self) -> u128 {
-        let key = self.dedup_key();
-        u128::from_str_radix(&key[..32], 16).expect("dedup keys are hex SHA-256")
+        match &self.message_id {
+            Some(mid) => {
+                let d = crate::normalize::message_id_digest(self.org_id, mid);
+                u128::from_be_bytes(d[..16].try_into().expect("16 bytes"))
+            }
+            None => u128::from_str_radix(&self.content_hash[..32], 16)
+                .expect("content hashes are hex SHA-256"),
+        }
     }
 
     /// The key under which retries of this signal are recognised: the Segment `messageId`

@@ -48,10 +48,12 @@ impl From<LogError> for IngestError {
 /// Every signal's dedup key (128 bits) with the log position of its first occurrence. Exact
 /// and never forgotten: at about 30 bytes a signal it is small next to the dataflow's state,
 /// and it lets a retry (or a re-run backfill) hours later still be answered with the
-/// original id instead of being appended again.
+/// original id instead of being appended again. The keys are SHA-256 bits, so a fast
+/// unkeyed hash spreads them as well as a keyed one (every append and every replayed entry
+/// looks one up).
 #[derive(Default)]
 pub struct DedupIndex {
-    first: std::collections::HashMap<u128, u64>,
+    first: rustc_hash::FxHashMap<u128, u64>,
 }
 
 impl DedupIndex {
@@ -78,6 +80,11 @@ impl DedupIndex {
     }
 }
 
+/// An append on its way to the log: resolves once the entries are durable.
+pub type Appending = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<Receipt>, LogError>> + Send + 'static>,
+>;
+
 /// The log in use.
 #[derive(Clone)]
 pub enum Log {
@@ -87,12 +94,7 @@ pub enum Log {
 
 impl Log {
     /// Appends entries and resolves once they are durable (fsync or JetStream ack).
-    pub fn append(
-        &self,
-        entries: Vec<LogEntry>,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Vec<Receipt>, LogError>> + Send + 'static>,
-    > {
+    pub fn append(&self, entries: Vec<LogEntry>) -> Appending {
         match self {
             Log::Journal(j) => Box::pin(j.append(entries)),
             Log::JetStream(js) => {
