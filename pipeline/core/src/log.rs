@@ -255,8 +255,14 @@ mod tests {
                 _ => unreachable!(),
             }
         });
-        assert_eq!(LogEntry::peek(&p.encode()).unwrap(), Peek::Entry(Box::new(without)));
-        assert_eq!(LogEntry::peek(&c.encode()).unwrap(), Peek::Entry(Box::new(c.clone())));
+        assert_eq!(
+            LogEntry::peek(&p.encode()).unwrap(),
+            Peek::Entry(Box::new(without))
+        );
+        assert_eq!(
+            LogEntry::peek(&c.encode()).unwrap(),
+            Peek::Entry(Box::new(c.clone()))
+        );
         assert!(LogEntry::peek(b"K\x01").is_err(), "a truncated prefix");
         assert!(LogEntry::decode(b"").is_err());
         assert!(LogEntry::decode(b"Zxx").is_err());
