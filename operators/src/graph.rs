@@ -175,10 +175,17 @@ pub fn merge_rows(rows: &[&GroupRow]) -> GroupRow {
     }
 }
 
-/// Groups are aggregated in two levels, over this many buckets of members and then over the
-/// buckets' rows: a change costs about `group size / GROUP_BUCKETS + GROUP_BUCKETS` instead of
-/// the whole group's size, which matters for groups of many thousands of signals.
-const GROUP_BUCKETS: u64 = 128;
+/// Groups are aggregated in three levels over ranges of log positions: the members of each
+/// range of `2^GROUP_FINE_BITS` positions, those rows per range of `2^GROUP_COARSE_BITS`, and
+/// those rows per group. Positions grow with the log, so new members land in the newest
+/// range: an epoch re-reads at most the fine ranges it touches, 64 rows per coarse range and
+/// one row per coarse range of the log, however large the group. Old ranges change only when
+/// an old member does (an identify, a rule edit).
+///
+/// (Buckets by `pos % 128` did not: consecutive positions spread over every bucket, so each
+/// epoch re-read every bucket, i.e. the whole group; the cost grew with the square of the log.)
+const GROUP_FINE_BITS: u32 = 12;
+const GROUP_COARSE_BITS: u32 = 18;
 
 fn member(s: &Signal, mapped: bool) -> ((Org, Arc<GroupKey>), Member) {
     let has_email = s.ids.iter().any(|(k, _)| *k == IdKind::Email);
@@ -396,14 +403,19 @@ where
     // Signal groups: every signal that does not wait cold, mapped when a rule matches it.
     let groups = members
         .flat_map(|p| match p {
-            Part::Member(k, m) => Some(((k, m.1 .1 % GROUP_BUCKETS), m)),
+            Part::Member(k, m) => Some(((k, m.1 .1 >> GROUP_FINE_BITS), m)),
             _ => None,
         })
-        .reduce_named("GroupBuckets", |_k, members, out| {
+        .reduce_named("GroupRanges", |_k, members, out| {
             let members: Vec<&Member> = members.iter().map(|(m, _)| *m).collect();
             out.push((group_row(&members), 1));
         })
-        .map(|((k, _bucket), row)| (k, row))
+        .map(|((k, fine), row)| ((k, fine >> (GROUP_COARSE_BITS - GROUP_FINE_BITS)), row))
+        .reduce_named("GroupCoarseRanges", |_k, rows, out| {
+            let rows: Vec<&GroupRow> = rows.iter().map(|(r, _)| *r).collect();
+            out.push((merge_rows(&rows), 1));
+        })
+        .map(|((k, _coarse), row)| (k, row))
         .reduce_named("Groups", |_k, rows, out| {
             let rows: Vec<&GroupRow> = rows.iter().map(|(r, _)| *r).collect();
             out.push((merge_rows(&rows), 1));

@@ -188,7 +188,10 @@ where
 
     // Labels are the smallest node number of each component: any fixed choice names a
     // component; the lead's key below is chosen by text.
-    let labels = propagate(edges, nodes.map(|n| (n, n)));
+    // Each node once: signals repeat their identifiers (a visitor's anonymous id is on all of
+    // its signals), and inside the iteration every repetition would re-run the node's label
+    // reduce; outside it a repetition costs one cheap distinct.
+    let labels = propagate(edges, nodes.distinct().map(|n| (n, n)));
 
     // A component's lead key: its smallest identifier when that is persistent (nodes sort by
     // kind first, persistent kinds first; among the smallest kind, by text), else none.
