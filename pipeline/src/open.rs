@@ -148,7 +148,8 @@ async fn open_inner(
         if let Some(engine) = &engine {
             buf.push((pos, e));
             if buf.len() >= REPLAY_BATCH {
-                tokio::task::block_in_place(|| engine.feed(std::mem::take(buf)));
+                let full = std::mem::replace(buf, Vec::with_capacity(REPLAY_BATCH));
+                tokio::task::block_in_place(|| engine.feed(full));
             }
         }
     };

@@ -120,7 +120,12 @@ pub enum Side {
 /// engine is closing.
 #[derive(Default)]
 struct Waiting {
-    entries: Vec<(u64, LogEntry)>,
+    /// As fed: one chunk per call, never concatenated (copying a replay's hundreds of
+    /// thousands of waiting entries into one growing vector cost the reading thread more
+    /// than reading them).
+    chunks: Vec<Vec<(u64, LogEntry)>>,
+    /// Entries in `chunks`.
+    queued: usize,
     sides: Vec<Side>,
     /// Side changes queued so far (each one's ticket is its number).
     queued_sides: u64,
@@ -274,21 +279,32 @@ impl Engine {
                 loop {
                     let (batch, sides) = {
                         let mut st = q.state.lock().unwrap();
-                        while st.entries.is_empty() && st.sides.is_empty() && !st.closed {
+                        while st.chunks.is_empty() && st.sides.is_empty() && !st.closed {
                             st = q.not_empty.wait(st).unwrap();
                         }
-                        if st.entries.is_empty() && st.sides.is_empty() {
+                        if st.chunks.is_empty() && st.sides.is_empty() {
                             break;
                         }
                         (
-                            std::mem::take(&mut st.entries),
+                            {
+                                st.queued = 0;
+                                std::mem::take(&mut st.chunks)
+                            },
                             std::mem::take(&mut st.sides),
                         )
                     };
                     q.not_full.notify_all();
-                    for epoch in batch.chunks(epoch_entries) {
-                        inputs.feed(epoch);
+                    let mut epoch = Vec::with_capacity(epoch_entries.min(
+                        batch.iter().map(Vec::len).sum(),
+                    ));
+                    for entry in batch.iter().flatten() {
+                        epoch.push(entry);
+                        if epoch.len() == epoch_entries {
+                            inputs.feed(&epoch);
+                            epoch.clear();
+                        }
                     }
+                    inputs.feed(&epoch);
                     // After the entries that were waiting with them: a side change was decided
                     // on state no later than those entries, and the hot window keeps each
                     // signal's evictions and rehydrations alternating in the order it queued
@@ -345,14 +361,11 @@ impl Engine {
             a.offer(&entries);
         }
         let mut st = self.queue.state.lock().unwrap();
-        while st.entries.len() >= self.queue.capacity && !st.closed {
+        while st.queued >= self.queue.capacity && !st.closed {
             st = self.queue.not_full.wait(st).unwrap();
         }
-        if st.entries.is_empty() {
-            st.entries = entries;
-        } else {
-            st.entries.extend(entries);
-        }
+        st.queued += entries.len();
+        st.chunks.push(entries);
         drop(st);
         self.queue.not_empty.notify_one();
     }
@@ -360,7 +373,7 @@ impl Engine {
 
 impl Inputs {
     /// Sends one epoch to the workers. Blocks while they are behind.
-    fn feed(&mut self, entries: &[(u64, LogEntry)]) {
+    fn feed(&mut self, entries: &[&(u64, LogEntry)]) {
         let Some(upto) = entries.last().map(|(p, _)| *p) else {
             return;
         };
@@ -371,7 +384,7 @@ impl Inputs {
         };
         let mut counted: BTreeMap<(Org, u32, Meter), isize> = BTreeMap::new();
         let mut clock = self.clock.load(Ordering::Relaxed);
-        for (pos, entry) in entries {
+        for (pos, entry) in entries.iter().copied() {
             match entry {
                 LogEntry::Signal(s) => {
                     let month = Signal::month_of(s.received_at);
