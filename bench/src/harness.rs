@@ -74,10 +74,45 @@ pub fn trailspark_bin(explicit: Option<&Path>) -> anyhow::Result<std::path::Path
 /// A running `trailspark serve`: its process, base URL, and (on a first start) the Owner
 /// token of org 1 and its Signal Staging key, both printed once.
 pub struct Server {
-    pub child: Child,
+    pub child: ServerProcess,
     pub base: String,
     pub key: Option<String>,
     pub owner: Option<String>,
+}
+
+/// A server process that never outlives its harness: a run that stops on an error would
+/// otherwise leave it running, holding its memory while the next run starts (a failed 10M
+/// signalmark left its 11 GB server behind, and the next run's DuckDB baseline was killed for
+/// memory).
+pub struct ServerProcess(Option<Child>);
+
+impl ServerProcess {
+    /// The process, no longer killed on drop.
+    pub fn into_inner(mut self) -> Child {
+        self.0.take().expect("present until taken")
+    }
+}
+
+impl std::ops::Deref for ServerProcess {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("present until taken")
+    }
+}
+
+impl std::ops::DerefMut for ServerProcess {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("present until taken")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// Starts `trailspark serve` (on `nats` when given, with extra environment `env`) and reads
@@ -90,7 +125,7 @@ pub fn start_trailspark(
 ) -> anyhow::Result<(Child, String, String)> {
     let s = start_server(bin, dir, nats, env, &[])?;
     let key = s.key.context("no first-start key")?;
-    Ok((s.child, s.base, key))
+    Ok((s.child.into_inner(), s.base, key))
 }
 
 /// Starts `trailspark serve` with extra arguments `args`; see [`Server`].
@@ -129,7 +164,7 @@ pub fn start_server(
     }
     std::thread::spawn(move || for _ in lines {});
     Ok(Server {
-        child,
+        child: ServerProcess(Some(child)),
         base: base.unwrap(),
         key,
         owner,

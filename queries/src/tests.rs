@@ -150,6 +150,38 @@ async fn limits_stop_big_results_and_long_queries() {
     assert_eq!(err.code(), "query_timeout");
 }
 
+#[tokio::test]
+async fn the_byte_limit_counts_the_rows_of_a_page_not_the_batch_it_is_cut_from() {
+    let e = SqlEngine::new(
+        None,
+        Limits {
+            max_bytes: 100_000,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // generate_series yields batches of 8,192 rows, ~800 kB here; LIMIT slices one.
+    let page = e
+        .query(
+            1,
+            "SELECT value, repeat('x', 100) AS s FROM generate_series(1, 100000) LIMIT 10 OFFSET 20000",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.rows, 10);
+    let err = e
+        .query(
+            1,
+            "SELECT value, repeat('x', 100) AS s FROM generate_series(1, 5000)",
+            vec![],
+        )
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.code(), "result_too_large");
+}
+
 #[test]
 fn tables_read_names_what_a_query_reads_or_says_it_cannot_tell() {
     let names = |sql: &str| SqlEngine::tables_read(sql).map(|s| s.into_iter().collect::<Vec<_>>());

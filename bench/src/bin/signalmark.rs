@@ -2,9 +2,9 @@
 //! computing the same outputs from the same NDJSON, in the same run. Prints one table.
 //!
 //! ```sh
-//! cargo build --release -p trailspark && cargo build --release -p trailspark-bench --bin signalmark
-//! $CARGO_TARGET_DIR/release/signalmark                 # default scale: 10,000,000 events
-//! $CARGO_TARGET_DIR/release/signalmark --events 1000000
+//! scripts/signalmark                      # installs nats-server and DuckDB if missing, builds,
+//!                                         # runs at the default scale: 10,000,000 events
+//! scripts/signalmark --events 1000000     # or, once built: $CARGO_TARGET_DIR/release/signalmark
 //! ```
 //!
 //! Scenarios, in order (each on a fresh data directory, all on this machine's cores):
@@ -77,10 +77,11 @@ struct Args {
 }
 
 /// Resident bytes per workload event the batch server needs at its peak, from bench/RESULTS.md
-/// (8.2 GB at 3 million events on 2026-12-01, during the batch replay; the servers run one
-/// after another, DuckDB before them), with a margin: the guard below uses it to refuse a
-/// scale this machine cannot hold, instead of driving it into swap.
-const BYTES_PER_EVENT: u64 = 3584;
+/// (20.6 GB at 10 million events on 2026-12-01, for a few seconds during the batch replay,
+/// 15.9 GB once caught up; the servers run one after another, DuckDB before them), with a
+/// margin of 7%: the guard below uses it to refuse a scale this machine cannot hold, instead
+/// of driving it into swap or the OOM killer.
+const BYTES_PER_EVENT: u64 = 2200;
 
 fn mem_available() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -776,7 +777,27 @@ async fn collect(c: &reqwest::Client, base: &str, orgs: &[OrgAccess]) -> anyhow:
         {
             usage.insert(r[0].as_str().unwrap_or("?").to_string(), r[1].clone());
         }
-        let mut leads = sql(c, base, t, "SELECT key_kind, key_value FROM leads").await?;
+        // In pages: at 10M events an org's lead list is larger than one SQL answer may be.
+        const PAGE: usize = 50_000;
+        let mut leads = Vec::new();
+        loop {
+            let page = sql(
+                c,
+                base,
+                t,
+                &format!(
+                    "SELECT key_kind, key_value FROM leads ORDER BY key_kind, key_value \
+                     LIMIT {PAGE} OFFSET {}",
+                    leads.len()
+                ),
+            )
+            .await?;
+            let n = page.len();
+            leads.extend(page);
+            if n < PAGE {
+                break;
+            }
+        }
         leads.sort_by_key(|v| v.to_string());
         let mut groups = sql(
             c,

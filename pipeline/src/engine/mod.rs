@@ -294,9 +294,8 @@ impl Engine {
                         )
                     };
                     q.not_full.notify_all();
-                    let mut epoch = Vec::with_capacity(epoch_entries.min(
-                        batch.iter().map(Vec::len).sum(),
-                    ));
+                    let mut epoch =
+                        Vec::with_capacity(epoch_entries.min(batch.iter().map(Vec::len).sum()));
                     for entry in batch.iter().flatten() {
                         epoch.push(entry);
                         if epoch.len() == epoch_entries {
