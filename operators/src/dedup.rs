@@ -87,6 +87,7 @@ mod tests {
                     payload: "{}".into(),
                     ..Default::default()
                 },
+                [],
             )
         })
     }

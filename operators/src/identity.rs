@@ -148,9 +148,8 @@ pub struct Components<'s, T: Timestamp + Lattice> {
 
 /// Resolves identities: `nodes` holds each signal's identifiers ([`signal_ids`]) and `pairs`
 /// their co-occurrences ([`cooccurrences`]), both with one copy per signal. Every step reads
-/// only whether a node or pair is present (pairs are made distinct, a label is the smallest
-/// node that reaches it), so neither is made distinct up front: the label propagation's own
-/// arrangement of its nodes consolidates their copies.
+/// only whether a node or pair is present, so both are made distinct here, before the label
+/// propagation's iteration.
 pub fn components<'s, T>(
     nodes: VecCollection<'s, T, Node, isize>,
     pairs: VecCollection<'s, T, (Node, Node), isize>,

@@ -17,11 +17,11 @@
 //! is shared with the signals that carry it), about as much as the per-thread text interning
 //! it replaces held while the identifier was live.
 
-use std::collections::hash_map::Entry;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, LazyLock, RwLock};
 
-use rustc_hash::{FxHashMap, FxHasher};
+use hashbrown::HashTable;
+use rustc_hash::FxHasher;
 use serde::{Deserialize, Serialize};
 
 use crate::types::{IdKind, Ident, Org};
@@ -48,10 +48,9 @@ const KINDS: [IdKind; 7] = [
 struct Table {
     /// By sequence number.
     idents: Vec<Ident>,
-    /// Hash of (org, kind, text) → the first node with it; `more` holds the rest (64-bit
-    /// collisions: practically never).
-    first: FxHashMap<u64, Node>,
-    more: FxHashMap<u64, Vec<Node>>,
+    /// The nodes, found by the hash of their identifier and compared through `idents`, so
+    /// the index holds eight bytes a node instead of a second copy of each key.
+    index: HashTable<Node>,
 }
 
 static TABLE: LazyLock<RwLock<Table>> = LazyLock::new(Default::default);
@@ -65,22 +64,13 @@ fn hash(org: Org, kind: IdKind, text: &str) -> u64 {
 }
 
 impl Table {
-    fn is(&self, n: Node, org: Org, kind: IdKind, text: &str) -> bool {
-        let i = &self.idents[n.seq()];
-        i.org == org && i.kind == kind && *i.value == *text
-    }
-
     fn find(&self, h: u64, org: Org, kind: IdKind, text: &str) -> Option<Node> {
-        match self.first.get(&h) {
-            Some(&n) if self.is(n, org, kind, text) => Some(n),
-            Some(_) => self
-                .more
-                .get(&h)?
-                .iter()
-                .copied()
-                .find(|&n| self.is(n, org, kind, text)),
-            None => None,
-        }
+        self.index
+            .find(h, |n| {
+                let i = &self.idents[n.seq()];
+                i.org == org && i.kind == kind && *i.value == *text
+            })
+            .copied()
     }
 }
 
@@ -102,12 +92,11 @@ impl Node {
         let n = Node(((kind as u64) << KIND_SHIFT) | t.idents.len() as u64);
         let value: Arc<str> = Arc::from(text);
         t.idents.push(Ident::new(org, kind, value.clone()));
-        match t.first.entry(h) {
-            Entry::Vacant(e) => {
-                e.insert(n);
-            }
-            Entry::Occupied(_) => t.more.entry(h).or_default().push(n),
-        }
+        let Table { idents, index } = &mut *t;
+        index.insert_unique(h, n, |m| {
+            let i = &idents[m.seq()];
+            hash(i.org, i.kind, &i.value)
+        });
         (n, value)
     }
 

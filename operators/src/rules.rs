@@ -269,9 +269,9 @@ pub fn evaluate(rule: &RuleVersion, signal: &Signal) -> Option<Match> {
 
 /// Every signal with its winning rule, if one applies (see the module docs for the order).
 ///
-/// Each signal is joined with its org's whole rule set (all versions, as one value), so a
-/// payload is parsed once per signal whatever the number of rules, and the winner is chosen
-/// inside the join without another arrangement. The price is paid on rule edits, which
+/// Each signal is joined with its org's whole rule set (all versions, as one value), so the
+/// winner is chosen inside the join without another arrangement; conditions and mappings look
+/// their paths up in the payload's text ([`path::lookup`]) instead of parsing it. The price is paid on rule edits, which
 /// re-evaluate the org's signals against all its rules: edits are rare, signals are many.
 ///
 /// The output has one record per signal, matched or not (what comes next decides every
@@ -483,6 +483,7 @@ mod tests {
                 payload: Arc::from(payload.to_string().as_str()),
                 ..Default::default()
             },
+            [],
         )
     }
 

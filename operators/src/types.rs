@@ -129,7 +129,8 @@ pub struct SignalBody {
     pub group_key: Arc<GroupKey>,
 }
 
-/// What a signal is built from (the derived fields of [`SignalBody`] are computed from it).
+/// What a signal is built from besides its identifiers (the derived fields of
+/// [`SignalBody`] are computed from it).
 #[derive(Clone, Debug, Default)]
 pub struct SignalFields {
     pub dedup: u128,
@@ -138,31 +139,26 @@ pub struct SignalFields {
     pub source: Arc<str>,
     pub event_type: Arc<str>,
     pub event_name: Option<Arc<str>>,
-    pub ids: Vec<(IdKind, Arc<str>)>,
     pub product_org: Option<Arc<str>>,
     pub payload: Arc<str>,
 }
 
 impl Signal {
-    /// A signal from its fields: identifiers numbered, sorted and deduplicated,
-    /// payload-derived fields computed.
-    pub fn new(org: Org, pos: u64, mut f: SignalFields) -> Signal {
-        let ids = std::mem::take(&mut f.ids)
-            .into_iter()
-            .map(|(k, v)| {
-                let (n, text) = Node::intern(org, k, &v);
-                (k, text, n)
-            })
-            .collect();
-        Signal::assemble(org, pos, f, ids)
-    }
-
-    fn assemble(
+    /// A signal from its fields and identifiers: identifiers numbered, sorted and
+    /// deduplicated, payload-derived fields computed.
+    pub fn new<'a>(
         org: Org,
         pos: u64,
         f: SignalFields,
-        mut ids: Vec<(IdKind, Arc<str>, Node)>,
+        ids: impl IntoIterator<Item = (IdKind, &'a str)>,
     ) -> Signal {
+        let mut ids: Vec<(IdKind, Arc<str>, Node)> = ids
+            .into_iter()
+            .map(|(k, v)| {
+                let (n, text) = Node::intern(org, k, v);
+                (k, text, n)
+            })
+            .collect();
         ids.sort();
         ids.dedup();
         let payload: serde_json::Value =
@@ -193,14 +189,6 @@ impl Signal {
         }
     }
 
-    /// The same signal at another log position (a retry, in tests).
-    pub fn at(&self, pos: u64) -> Signal {
-        Signal {
-            pos,
-            ..self.clone()
-        }
-    }
-
     /// The compact form of a canonical record at log position `pos`.
     pub fn from_record(pos: u64, r: &SignalRecord) -> Signal {
         Signal::from_record_keyed(pos, r, r.dedup_bits())
@@ -222,7 +210,7 @@ impl Signal {
     fn build(pos: u64, r: &SignalRecord, dedup: u128, text: &mut Interner<str>) -> Signal {
         let i = &r.ids;
         let org = r.org_id.0;
-        let ids: Vec<(IdKind, Arc<str>, Node)> = [
+        let ids = [
             (IdKind::Email, &i.email),
             (IdKind::UserId, &i.user_id),
             (IdKind::ProductUserId, &i.product_user_id),
@@ -232,14 +220,8 @@ impl Signal {
             (IdKind::DeviceId, &i.device_id),
         ]
         .into_iter()
-        .filter_map(|(k, v)| {
-            v.as_deref().map(|v| {
-                let (n, text) = Node::intern(org, k, v);
-                (k, text, n)
-            })
-        })
-        .collect();
-        Signal::assemble(
+        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)));
+        Signal::new(
             org,
             pos,
             SignalFields {
@@ -249,17 +231,11 @@ impl Signal {
                 source: text.str(&r.source),
                 event_type: text.str(&r.event_type),
                 event_name: r.event_name.as_deref().map(|n| text.str(n)),
-                ids: Vec::new(),
                 product_org: r.ids.product_org_id.as_deref().map(|p| text.str(p)),
                 payload: Arc::from(r.payload.as_str()),
             },
             ids,
         )
-    }
-
-    /// The parsed payload (`Null` if it does not parse, which the edge never lets happen).
-    pub fn payload_value(&self) -> serde_json::Value {
-        serde_json::from_str(&self.payload).unwrap_or(serde_json::Value::Null)
     }
 
     /// Unix ms to the calendar month `YYYYMM` (UTC), the unit of usage periods.
