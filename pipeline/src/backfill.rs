@@ -42,26 +42,51 @@ const CHUNK: usize = 5_000;
 /// order), so the two run on two cores instead of taking turns.
 const APPENDS_IN_FLIGHT: usize = 2;
 
-/// Appends to the log not yet answered, oldest first.
-#[derive(Default)]
-struct Inflight {
+/// Where a run stands: its counts, the rejects file, and the appends to the log not yet
+/// answered (oldest first).
+struct Progress {
+    summary: Summary,
+    rejects: Option<Box<dyn Write>>,
     appends: std::collections::VecDeque<crate::log::Appending>,
 }
 
-impl Inflight {
+impl Progress {
     /// Reads answers until at most `keep` appends are still in flight.
-    async fn drain(&mut self, keep: usize, summary: &mut Summary) -> anyhow::Result<()> {
+    async fn drain(&mut self, keep: usize) -> anyhow::Result<()> {
         while self.appends.len() > keep {
             let receipts = self.appends.pop_front().expect("not empty").await?;
             for r in receipts {
                 if r.duplicate {
-                    summary.duplicates += 1;
+                    self.summary.duplicates += 1;
                 } else {
-                    summary.accepted += 1;
+                    self.summary.accepted += 1;
                 }
             }
         }
         Ok(())
+    }
+
+    /// Counts `item` as rejected and writes it to the rejects file, if there is one.
+    fn reject(&mut self, item: &Item, code: &str, message: &str) -> anyhow::Result<()> {
+        self.summary.rejected += 1;
+        if let Some(w) = self.rejects.as_mut() {
+            let file: &str = &item.file;
+            writeln!(
+                w,
+                "{}",
+                json!({"file": file, "line": item.line, "error": code, "message": message})
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The progress bar's message.
+    fn message(&self) -> String {
+        let s = &self.summary;
+        format!(
+            "accepted={} duplicates={} rejected={}",
+            s.accepted, s.duplicates, s.rejected
+        )
     }
 }
 
@@ -273,7 +298,7 @@ impl Backfill {
         } else {
             indicatif::ProgressBar::hidden()
         };
-        let mut rejects: Option<Box<dyn Write>> = match &self.rejects {
+        let rejects: Option<Box<dyn Write>> = match &self.rejects {
             Some(p) => Some(Box::new(std::io::BufWriter::new(
                 File::create(p).with_context(|| format!("creating {}", p.display()))?,
             ))),
@@ -281,8 +306,11 @@ impl Backfill {
         };
         let client = reqwest::Client::new();
         let read = Arc::new(AtomicU64::new(0));
-        let mut summary = Summary::default();
-        let mut inflight = Inflight::default();
+        let mut progress = Progress {
+            summary: Summary::default(),
+            rejects,
+            appends: Default::default(),
+        };
         let mut pending: Vec<Item> = Vec::with_capacity(CHUNK);
         for input in &inputs {
             if input.parquet {
@@ -311,18 +339,8 @@ impl Backfill {
                             archived: Some((r.record.received_at, r.record.source.clone())),
                         });
                         if pending.len() >= CHUNK {
-                            self.flush(
-                                &client,
-                                &mut pending,
-                                &mut summary,
-                                &mut rejects,
-                                &mut inflight,
-                            )
-                            .await?;
-                            bar.set_message(format!(
-                                "accepted={} duplicates={} rejected={}",
-                                summary.accepted, summary.duplicates, summary.rejected
-                            ));
+                            self.flush(&client, &mut pending, &mut progress).await?;
+                            bar.set_message(progress.message());
                         }
                     }
                 }
@@ -362,19 +380,9 @@ impl Backfill {
                         archived: None,
                     });
                     if pending.len() >= CHUNK {
-                        self.flush(
-                            &client,
-                            &mut pending,
-                            &mut summary,
-                            &mut rejects,
-                            &mut inflight,
-                        )
-                        .await?;
+                        self.flush(&client, &mut pending, &mut progress).await?;
                         bar.set_position(read.load(Ordering::Relaxed));
-                        bar.set_message(format!(
-                            "accepted={} duplicates={} rejected={}",
-                            summary.accepted, summary.duplicates, summary.rejected
-                        ));
+                        bar.set_message(progress.message());
                     }
                 }
                 if n == 0 {
@@ -382,49 +390,20 @@ impl Backfill {
                 }
             }
         }
-        self.flush(
-            &client,
-            &mut pending,
-            &mut summary,
-            &mut rejects,
-            &mut inflight,
-        )
-        .await?;
-        inflight.drain(0, &mut summary).await?;
+        self.flush(&client, &mut pending, &mut progress).await?;
+        progress.drain(0).await?;
         bar.finish_and_clear();
-        if let Some(w) = rejects.as_mut() {
+        if let Some(w) = progress.rejects.as_mut() {
             w.flush()?;
         }
-        Ok(summary)
-    }
-
-    fn reject(
-        &self,
-        summary: &mut Summary,
-        rejects: &mut Option<Box<dyn Write>>,
-        item: &Item,
-        code: &str,
-        message: &str,
-    ) -> anyhow::Result<()> {
-        summary.rejected += 1;
-        if let Some(w) = rejects.as_mut() {
-            let file: &str = &item.file;
-            writeln!(
-                w,
-                "{}",
-                json!({"file": file, "line": item.line, "error": code, "message": message})
-            )?;
-        }
-        Ok(())
+        Ok(progress.summary)
     }
 
     async fn flush(
         &self,
         client: &reqwest::Client,
         items: &mut Vec<Item>,
-        summary: &mut Summary,
-        rejects: &mut Option<Box<dyn Write>>,
-        inflight: &mut Inflight,
+        progress: &mut Progress,
     ) -> anyhow::Result<()> {
         if items.is_empty() {
             return Ok(());
@@ -455,12 +434,12 @@ impl Backfill {
                     };
                     match item_record(&ctx, &item.bytes) {
                         Ok(rec) => entries.push(LogEntry::Signal(rec)),
-                        Err(e) => self.reject(summary, rejects, item, e.code(), &e.to_string())?,
+                        Err(e) => progress.reject(item, e.code(), &e.to_string())?,
                     }
                 }
                 if !entries.is_empty() {
-                    inflight.appends.push_back(log.append(entries));
-                    inflight.drain(APPENDS_IN_FLIGHT, summary).await?;
+                    progress.appends.push_back(log.append(entries));
+                    progress.drain(APPENDS_IN_FLIGHT).await?;
                 }
             }
             Target::Server(base) => {
@@ -479,9 +458,7 @@ impl Backfill {
                                 body.extend_from_slice(v.to_string().as_bytes());
                             }
                             Ok(_) => {
-                                self.reject(
-                                    summary,
-                                    rejects,
+                                progress.reject(
                                     item,
                                     "payload_too_large",
                                     "does not fit a bulk request",
@@ -489,13 +466,7 @@ impl Backfill {
                                 continue;
                             }
                             Err(e) => {
-                                self.reject(
-                                    summary,
-                                    rejects,
-                                    item,
-                                    "invalid_json",
-                                    &e.to_string(),
-                                )?;
+                                progress.reject(item, "invalid_json", &e.to_string())?;
                                 continue;
                             }
                         }
@@ -542,15 +513,11 @@ impl Backfill {
                         continue;
                     };
                     match r["error"].as_str() {
-                        Some(code) => self.reject(
-                            summary,
-                            rejects,
-                            item,
-                            code,
-                            r["message"].as_str().unwrap_or(""),
-                        )?,
-                        None if r["duplicate"] == true => summary.duplicates += 1,
-                        None => summary.accepted += 1,
+                        Some(code) => {
+                            progress.reject(item, code, r["message"].as_str().unwrap_or(""))?
+                        }
+                        None if r["duplicate"] == true => progress.summary.duplicates += 1,
+                        None => progress.summary.accepted += 1,
                     }
                 }
             }

@@ -133,7 +133,7 @@ impl LogEntry {
     /// [`LogEntry::decode`] leaving signals' and product-org updates' payloads empty: what
     /// reading the log for its registry and dedup index needs (an offline backfill opens the
     /// whole log for those; copying every payload was most of that read).
-    pub fn decode_without_payload(bytes: &[u8]) -> Result<LogEntry, DecodeError> {
+    fn decode_without_payload(bytes: &[u8]) -> Result<LogEntry, DecodeError> {
         LogEntry::decode_with(bytes, false)
     }
 

@@ -109,12 +109,13 @@ enum Reading<'a> {
     Peeks(&'a mut dyn FnMut(u64, Peek) -> Result<(), LogError>),
 }
 
-/// Reads one segment. Returns the byte length of its valid prefix and whether a damaged
-/// record was found after it.
+/// Reads one segment, noting each signal in `dedup` when given. Returns the byte length of
+/// its valid prefix and whether a damaged record was found after it.
 fn scan_segment(
     path: &Path,
     first: u64,
     f: &mut Reading<'_>,
+    mut dedup: Option<&mut DedupIndex>,
 ) -> Result<(u64, u64, bool), LogError> {
     let mut data = Vec::new();
     File::open(path)?.read_to_end(&mut data)?;
@@ -137,8 +138,20 @@ fn scan_segment(
         let corrupt =
             |e: DecodeError| LogError::Corrupt(format!("{} at offset {off}: {e}", path.display()));
         match f {
-            Reading::Entries(f) => f(pos, LogEntry::decode(body).map_err(corrupt)?)?,
-            Reading::Peeks(f) => f(pos, LogEntry::peek(body).map_err(corrupt)?)?,
+            Reading::Entries(f) => {
+                let entry = LogEntry::decode(body).map_err(corrupt)?;
+                if let (Some(d), LogEntry::Signal(s)) = (dedup.as_deref_mut(), &entry) {
+                    d.insert(s.dedup_bits(), pos);
+                }
+                f(pos, entry)?
+            }
+            Reading::Peeks(f) => {
+                let peek = LogEntry::peek(body).map_err(corrupt)?;
+                if let (Some(d), Peek::Signal(s)) = (dedup.as_deref_mut(), &peek) {
+                    d.insert(s.dedup, pos);
+                }
+                f(pos, peek)?
+            }
         }
         pos += 1;
         off += HEADER + len;
@@ -155,7 +168,7 @@ pub fn read(
     let segs = segments(dir)?;
     let mut next = 1;
     for (i, (first, path)) in segs.iter().enumerate() {
-        let (_, end, torn) = scan_segment(path, *first, &mut Reading::Entries(f))?;
+        let (_, end, torn) = scan_segment(path, *first, &mut Reading::Entries(f), None)?;
         next = end;
         if torn && i + 1 < segs.len() {
             return Err(LogError::Corrupt(format!(
@@ -227,26 +240,7 @@ impl Journal {
         let mut tail_len = 0;
         let last = segs.len() - 1;
         for (i, (first, path)) in segs.iter().enumerate() {
-            let (valid, end, torn) = match &mut replay {
-                Reading::Entries(replay) => {
-                    let mut f = |pos: u64, entry: LogEntry| {
-                        if let LogEntry::Signal(s) = &entry {
-                            dedup.insert(s.dedup_bits(), pos);
-                        }
-                        replay(pos, entry)
-                    };
-                    scan_segment(path, *first, &mut Reading::Entries(&mut f))?
-                }
-                Reading::Peeks(replay) => {
-                    let mut f = |pos: u64, peek: Peek| {
-                        if let Peek::Signal(s) = &peek {
-                            dedup.insert(s.dedup, pos);
-                        }
-                        replay(pos, peek)
-                    };
-                    scan_segment(path, *first, &mut Reading::Peeks(&mut f))?
-                }
-            };
+            let (valid, end, torn) = scan_segment(path, *first, &mut replay, Some(&mut dedup))?;
             if torn && i < last {
                 return Err(LogError::Corrupt(format!(
                     "{} is damaged before its end",
