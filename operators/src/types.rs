@@ -96,9 +96,36 @@ impl std::ops::Deref for Signal {
     }
 }
 
-/// What a signal carries besides its key, and what the dataflow derives from its payload.
+/// What a signal carries besides its key: the fields it was built from (reached through
+/// `Deref`, like the body itself from the signal), its identifiers, and what the dataflow
+/// derives from its payload.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SignalBody {
+    fields: SignalFields,
+    /// Identifiers carried by the signal, sorted, without duplicates ...
+    pub ids: Box<[(IdKind, Arc<str>)]>,
+    /// ... and their numbers in the identity graph, in the same order.
+    pub nodes: Box<[Node]>,
+    /// Derived from the payload when the signal is built (by the thread that builds it, not
+    /// the dataflow's workers, and once instead of in every operator that needs them):
+    /// what it states about the person (`traits`, `context.traits`; shared with lead facts)
+    /// ...
+    pub traits: Arc<[(String, String)]>,
+    /// ... and its signal group (interned: groups are few next to signals).
+    pub group_key: Arc<GroupKey>,
+}
+
+impl std::ops::Deref for SignalBody {
+    type Target = SignalFields;
+
+    fn deref(&self) -> &SignalFields {
+        &self.fields
+    }
+}
+
+/// What a signal is built from besides its identifiers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SignalFields {
     /// Dedup key (messageId-based or content hash, see `SignalRecord::dedup_key`), its first
     /// 128 bits: inline, where the hex string would be a heap copy in every arrangement.
     pub dedup: u128,
@@ -111,35 +138,10 @@ pub struct SignalBody {
     pub source: Arc<str>,
     pub event_type: Arc<str>,
     pub event_name: Option<Arc<str>>,
-    /// Identifiers carried by the signal, sorted, without duplicates ...
-    pub ids: Box<[(IdKind, Arc<str>)]>,
-    /// ... and their numbers in the identity graph, in the same order.
-    pub nodes: Box<[Node]>,
     /// The product org the signal names (`productOrgId`, `groupId`), linking its lead to it.
     pub product_org: Option<Arc<str>>,
     /// The payload text. Rules read it (conditions and field mappings on payload paths); a
     /// group's sample shares it.
-    pub payload: Arc<str>,
-    /// Derived from the payload when the signal is built (by the thread that builds it, not
-    /// the dataflow's workers, and once instead of in every operator that needs them):
-    /// what it states about the person (`traits`, `context.traits`; shared with lead facts)
-    /// ...
-    pub traits: Arc<[(String, String)]>,
-    /// ... and its signal group (interned: groups are few next to signals).
-    pub group_key: Arc<GroupKey>,
-}
-
-/// What a signal is built from besides its identifiers (the derived fields of
-/// [`SignalBody`] are computed from it).
-#[derive(Clone, Debug, Default)]
-pub struct SignalFields {
-    pub dedup: u128,
-    pub received_at: i64,
-    pub event_at: i64,
-    pub source: Arc<str>,
-    pub event_type: Arc<str>,
-    pub event_name: Option<Arc<str>>,
-    pub product_org: Option<Arc<str>>,
     pub payload: Arc<str>,
 }
 
@@ -173,18 +175,11 @@ impl Signal {
             org,
             pos,
             body: Arc::new(SignalBody {
-                dedup: f.dedup,
-                received_at: f.received_at,
-                event_at: f.event_at,
                 traits: Arc::from(traits_of(&payload)),
                 group_key,
-                source: f.source,
-                event_type: f.event_type,
-                event_name: f.event_name,
                 nodes: ids.iter().map(|(_, _, n)| *n).collect(),
                 ids: ids.into_iter().map(|(k, v, _)| (k, v)).collect(),
-                product_org: f.product_org,
-                payload: f.payload,
+                fields: f,
             }),
         }
     }
