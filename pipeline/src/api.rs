@@ -365,7 +365,9 @@ async fn run_sql(
     };
     let out = sql_engine.query_with(org, sql, live).await.map_err(|e| {
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-        error(status, e.code(), e.to_string())
+        let mut r = error(status, e.code(), e.to_string());
+        r.retry_after = e.retry_after();
+        r
     })?;
     let format = Format::from_accept(accept);
     let bytes = trailspark_queries::output::encode(&out, format).map_err(|e| {

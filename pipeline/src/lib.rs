@@ -9,6 +9,7 @@ pub mod backfill;
 pub mod engine;
 pub mod explorer;
 pub mod hot;
+pub mod listener;
 pub mod log;
 pub mod nats;
 pub mod open;

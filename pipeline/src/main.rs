@@ -252,6 +252,18 @@ struct ArchiveOpts {
     /// Most rows a SQL result may have.
     #[arg(long, env = "TRAILSPARK_SQL_MAX_ROWS", default_value_t = 100_000)]
     sql_max_rows: usize,
+    /// Memory one SQL query's operators may hold, in bytes.
+    #[arg(long, env = "TRAILSPARK_SQL_MEMORY_BYTES", default_value_t = 256 << 20)]
+    sql_memory_bytes: usize,
+    /// SQL queries one org may run at once (more answer 429).
+    #[arg(long, env = "TRAILSPARK_SQL_PER_ORG", default_value_t = 2)]
+    sql_per_org: usize,
+    /// SQL queries the server runs at once, over all orgs (more answer 429).
+    #[arg(long, env = "TRAILSPARK_SQL_CONCURRENT", default_value_t = 4)]
+    sql_concurrent: usize,
+    /// Threads that run SQL (at a lower priority than ingestion).
+    #[arg(long, env = "TRAILSPARK_SQL_THREADS", default_value_t = 2)]
+    sql_threads: usize,
     /// Seconds between retention passes.
     #[arg(long, env = "TRAILSPARK_RETENTION_INTERVAL_SECS", default_value_t = 60)]
     retention_interval_secs: u64,
@@ -294,11 +306,43 @@ impl ArchiveOpts {
         Limits {
             timeout: Duration::from_secs(self.sql_timeout_secs.max(1)),
             max_rows: self.sql_max_rows,
+            memory: self.sql_memory_bytes.max(1 << 20),
+            per_org: self.sql_per_org.max(1),
+            concurrent: self.sql_concurrent.max(1),
+            threads: self.sql_threads.max(1),
             ..Default::default()
         }
     }
 }
 
+/// Bounds on HTTP connections.
+#[derive(Args, Clone)]
+struct HttpOpts {
+    /// Most open HTTP connections; more are answered 503 and closed. Lowered at start to
+    /// fit the open-files limit.
+    #[arg(long, env = "TRAILSPARK_MAX_CONNECTIONS", default_value_t = 4096)]
+    max_connections: usize,
+    /// Seconds a client has to send a request's headers; also the longest a kept-alive
+    /// connection may stay idle.
+    #[arg(long, env = "TRAILSPARK_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    header_timeout_secs: u64,
+    /// Longest pause, in seconds, within a request body (408 after it).
+    #[arg(long, env = "TRAILSPARK_BODY_IDLE_TIMEOUT_SECS", default_value_t = 30)]
+    body_idle_timeout_secs: u64,
+}
+
+impl HttpOpts {
+    fn limits(&self) -> trailspark::listener::HttpLimits {
+        trailspark::listener::HttpLimits {
+            max_connections: trailspark::listener::connection_budget(self.max_connections),
+            header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),
+            body_idle_timeout: Duration::from_secs(self.body_idle_timeout_secs.max(1)),
+        }
+    }
+}
+
+// Parsed once at start; the size of `Serve`'s options costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
@@ -311,6 +355,8 @@ enum Command {
         /// The server administrator's token (may create orgs; Owner of the default org).
         #[arg(long, env = "TRAILSPARK_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
+        #[command(flatten)]
+        http: HttpOpts,
         #[command(flatten)]
         dataflow: DataflowOpts,
         #[command(flatten)]
@@ -494,10 +540,11 @@ async fn main() -> anyhow::Result<()> {
             log,
             listen,
             admin_token,
+            http,
             dataflow,
             archive,
             nats,
-        } => serve(log, listen, admin_token, dataflow, archive, nats).await,
+        } => serve(log, listen, admin_token, http, dataflow, archive, nats).await,
         Command::Orgs { cmd } => orgs(cmd).await,
         Command::Backfill {
             key,
@@ -539,10 +586,13 @@ async fn serve(
     log: LogOpts,
     listen: SocketAddr,
     admin_token: Option<String>,
+    http: HttpOpts,
     dataflow: DataflowOpts,
     archive: ArchiveOpts,
     nats_opts: NatsServeOpts,
 ) -> anyhow::Result<()> {
+    // First: it raises the open-files limit that the journal and the archive rely on too.
+    let http_limits = http.limits();
     let loc = log.location();
     let engine = Engine::start(dataflow.engine_config());
     // With NATS: one connection for the log, the source and the change events (so that
@@ -595,6 +645,7 @@ async fn serve(
         None => open::open(&loc, Some(engine.clone())).await?,
     };
     let stats = opened.stats;
+    engine.read.set_started_at_head(opened.log.head());
     tracing::info!(
         log = opened.log.kind(),
         entries = stats.entries,
@@ -696,7 +747,7 @@ async fn serve(
     }
     println!("trailspark: listening on http://{addr}");
     tracing::info!(%addr, log = state.log.kind(), "Serving.");
-    server::serve(state, listener, shutdown_signal()).await;
+    server::serve(state, listener, http_limits, shutdown_signal()).await;
     archiving.abort();
     if let Some(r) = retaining {
         r.abort();

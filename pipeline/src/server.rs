@@ -2,6 +2,7 @@
 //! admin, health) and turns its [`Reply`] into a response.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Buf;
 use futures_util::StreamExt;
@@ -11,6 +12,7 @@ use trailspark_sources::{BodyStream, Ingest};
 use warp::http::{HeaderMap, Method, Response, StatusCode};
 use warp::Filter;
 
+use crate::listener::HttpLimits;
 use crate::state::AppState;
 use crate::{admin, api};
 
@@ -55,43 +57,92 @@ async fn handle(state: Arc<AppState>, req: Request) -> Reply {
     if path.starts_with("/api/") {
         return api::route(state, req).await.unwrap_or_else(not_found);
     }
-    if path == "/healthz" {
+    if path == "/healthz" || path == "/readyz" {
         if req.method != Method::GET && req.method != Method::HEAD {
             return Reply::json(
                 StatusCode::METHOD_NOT_ALLOWED,
                 json!({"error": "method_not_allowed", "code": "method_not_allowed", "message": "use GET"}),
             );
         }
-        let applied = state.engine.as_ref().map(|e| e.read.applied());
-        let mut body = json!({"status": "ok", "log": state.log.kind(), "log_head": state.log.head(), "read_models_position": applied});
-        let mut status = StatusCode::OK;
-        if let Some(nats) = state.nats.get() {
-            let n = nats.health().await;
-            if n["connected"] != true {
-                // Ingestion answers 503 meanwhile; say so here too, for load balancers.
-                body["status"] = json!("degraded");
-                status = StatusCode::SERVICE_UNAVAILABLE;
-            }
-            body["nats"] = n;
-        }
-        return Reply::json(status, body);
+        return health(&state, path == "/readyz").await;
     }
     not_found()
 }
 
-/// Adapts warp's body stream to plain `Bytes` chunks.
+/// `/healthz` (the process works: 503 only when the log refuses writes or NATS is away)
+/// and `/readyz` (it should take traffic: also 503 until the read models have caught up
+/// with the log as it was when the server started).
+async fn health(state: &AppState, readiness: bool) -> Reply {
+    let applied = state.engine.as_ref().map(|e| e.read.applied());
+    let head = state.log.head();
+    let mut body = json!({"status": "ok", "log": state.log.kind(), "log_head": head, "read_models_position": applied});
+    let mut status = StatusCode::OK;
+    let log = state.log.health();
+    if let Some(e) = &log.roll_error {
+        // Appends still succeed (into the current segment); the next roll retries.
+        body["status"] = json!("degraded");
+        body["log_warning"] = json!(format!("cannot start a new journal segment: {e}"));
+    }
+    if let Some(e) = &log.write_error {
+        body["status"] = json!("failed");
+        body["log_error"] = json!(e);
+        status = StatusCode::SERVICE_UNAVAILABLE;
+    }
+    if let Some(nats) = state.nats.get() {
+        let n = nats.health().await;
+        if n["connected"] != true {
+            // Ingestion answers 503 meanwhile; say so here too, for load balancers.
+            body["status"] = json!("degraded");
+            status = StatusCode::SERVICE_UNAVAILABLE;
+        }
+        body["nats"] = n;
+    }
+    if readiness && status == StatusCode::OK {
+        let caught_up = match (applied, state.engine.as_ref()) {
+            (Some(a), Some(e)) => a >= e.read.started_at_head(),
+            _ => true,
+        };
+        if !caught_up {
+            body["status"] = json!("replaying");
+            body["reason"] = json!("the read models have not caught up with the log yet");
+            status = StatusCode::SERVICE_UNAVAILABLE;
+        }
+    }
+    Reply::json(status, body)
+}
+
+/// Adapts warp's body stream to plain `Bytes` chunks, ending it with a `TimedOut` error
+/// when no data arrives for `idle` (a stalled upload must not hold its connection forever).
 fn body_bytes<B: Buf>(
     body: impl futures_util::Stream<Item = Result<B, warp::Error>> + Send + 'static,
+    idle: Duration,
 ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
-    body.map(|r| {
-        r.map(|mut b| b.copy_to_bytes(b.remaining()))
-            .map_err(std::io::Error::other)
+    let body = Box::pin(body);
+    futures_util::stream::unfold(Some(body), move |body| async move {
+        let mut body = body?;
+        match tokio::time::timeout(idle, body.next()).await {
+            Ok(Some(r)) => {
+                let item = r
+                    .map(|mut b| b.copy_to_bytes(b.remaining()))
+                    .map_err(std::io::Error::other);
+                Some((item, Some(body)))
+            }
+            Ok(None) => None,
+            Err(_) => {
+                let e = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no body data for {} s", idle.as_secs()),
+                );
+                Some((Err(e), None))
+            }
+        }
     })
 }
 
 /// The whole HTTP surface as one filter.
 pub fn routes(
     state: Arc<AppState>,
+    body_idle: Duration,
 ) -> impl Filter<Extract = (Response<Vec<u8>>,), Error = warp::Rejection> + Clone {
     warp::method()
         .and(warp::path::full())
@@ -105,7 +156,7 @@ pub fn routes(
                   headers: HeaderMap,
                   body| {
                 let state = state.clone();
-                let body: BodyStream = Box::pin(body_bytes(body));
+                let body: BodyStream = Box::pin(body_bytes(body, body_idle));
                 async move {
                     let req = Request {
                         method,
@@ -120,15 +171,13 @@ pub fn routes(
         )
 }
 
-/// Serves until `shutdown` resolves.
+/// Serves until `shutdown` resolves, within `limits`.
 pub async fn serve(
     state: Arc<AppState>,
     listener: tokio::net::TcpListener,
+    limits: HttpLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    warp::serve(routes(state))
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
+    let service = warp::service(routes(state, limits.body_idle_timeout));
+    crate::listener::serve(listener, limits, service, shutdown).await;
 }

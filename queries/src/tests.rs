@@ -208,3 +208,117 @@ fn tables_read_names_what_a_query_reads_or_says_it_cannot_tell() {
     assert_eq!(names("SELEC nonsense"), None);
     assert_eq!(names("SELECT 1; SELECT * FROM leads"), None);
 }
+
+/// Hostile queries (issue 20): each is refused with its own code, on the SQL threads,
+/// and the engine still answers afterwards.
+#[tokio::test]
+async fn hostile_queries_are_refused_and_the_engine_keeps_answering() {
+    let e = SqlEngine::new(
+        None,
+        Limits {
+            timeout: Duration::from_secs(3),
+            memory: 64 << 20,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let code = |r: Result<QueryOutput, SqlError>| r.err().map(|e| e.code());
+    let terms = |op: &str, n: usize| vec!["1"; n].join(op);
+    // Deep chains: refused by name before planning (a 1,000-term sum aborted the server).
+    for sql in [
+        format!("SELECT {}", terms("+", 1000)),
+        format!("SELECT 1 WHERE {}", terms(" = 1 OR ", 2000)),
+        format!("SELECT {}", terms(" || ", 3000)),
+    ] {
+        assert_eq!(
+            code(e.query(1, &sql, vec![]).await),
+            Some("query_too_complex")
+        );
+    }
+    // Within the limit a deep plan runs, on stacks sized for it.
+    let sum = e
+        .query(1, &format!("SELECT {} AS n", terms("+", 250)), vec![])
+        .await
+        .unwrap();
+    assert_eq!(output::to_json(&sum).unwrap()["rows"][0][0], 250);
+    let unions = vec!["SELECT 1 AS n"; 200].join(" UNION ALL ");
+    let out = e
+        .query(1, &format!("SELECT count(*) FROM ({unions})"), vec![])
+        .await
+        .unwrap();
+    assert_eq!(output::to_json(&out).unwrap()["rows"][0][0], 200);
+    // Strings that functions would blow up past the memory pool.
+    for sql in [
+        "SELECT length(repeat('x', 1000000000))",
+        "SELECT length(lpad('x', 1000000000))",
+        "SELECT length(repeat('x', 2100000000))",
+    ] {
+        assert_eq!(
+            code(e.query(1, sql, vec![]).await),
+            Some("resources_exhausted"),
+            "{sql}"
+        );
+    }
+    // A recursive CTE that doubles its strings runs into the query's own memory pool.
+    let doubling = "WITH RECURSIVE t(n, s) AS (SELECT 1, repeat('x', 1000) \
+                    UNION ALL SELECT n + 1, s || s FROM t WHERE n < 40) \
+                    SELECT max(length(s)) FROM t";
+    assert_eq!(
+        code(e.query(1, doubling, vec![]).await),
+        Some("resources_exhausted")
+    );
+    // CPU without end: the timeout fires on time and aborts the work, freeing the threads.
+    let started = std::time::Instant::now();
+    let cross =
+        "SELECT count(*) FROM generate_series(1, 100000) a CROSS JOIN generate_series(1, 100000) b";
+    assert_eq!(code(e.query(1, cross, vec![]).await), Some("query_timeout"));
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(scalar(&e, 1, "SELECT 1 + 1").await, 2);
+}
+
+#[tokio::test]
+async fn an_org_runs_a_bounded_number_of_queries_at_once() {
+    let e = Arc::new(
+        SqlEngine::new(
+            None,
+            Limits {
+                timeout: Duration::from_secs(2),
+                per_org: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    let slow = "SELECT count(*) FROM generate_series(1, 100000000000)";
+    let running: Vec<_> = (0..2)
+        .map(|_| {
+            let e = e.clone();
+            tokio::spawn(async move { e.query(1, slow, vec![]).await.err().map(|e| e.code()) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let third = e.query(1, "SELECT 1", vec![]).await.err().unwrap();
+    assert_eq!(
+        (third.code(), third.status(), third.retry_after()),
+        ("too_many_queries", 429, Some(1))
+    );
+    // Another org is not held back by the first one's queries.
+    assert_eq!(scalar(&e, 2, "SELECT 41 + 1").await, 42);
+    for r in running {
+        assert_eq!(r.await.unwrap(), Some("query_timeout"));
+    }
+    // The timed-out queries' work was aborted: their places come back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while e.running(1) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "aborted queries kept running"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(scalar(&e, 1, "SELECT 2 + 2").await, 4);
+}

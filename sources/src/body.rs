@@ -15,6 +15,15 @@ use crate::error::IngestError;
 /// A request body as a stream of chunks.
 pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
 
+/// What a failed body read answers: 408 when the client stalled, else 400.
+pub fn read_error(e: std::io::Error) -> IngestError {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        IngestError::RequestTimeout(format!("reading body: {e}"))
+    } else {
+        IngestError::BadRequest(format!("reading body: {e}"))
+    }
+}
+
 /// Reads the whole body if it is at most `limit` bytes, else fails with 413.
 pub async fn read_limited(
     mut body: BodyStream,
@@ -27,7 +36,7 @@ pub async fn read_limited(
     let mut buf =
         BytesMut::with_capacity(content_length.unwrap_or(1024).min(limit as u64) as usize);
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| IngestError::BadRequest(format!("reading body: {e}")))?;
+        let chunk = chunk.map_err(read_error)?;
         if buf.len() + chunk.len() > limit {
             return Err(IngestError::TooLarge(limit));
         }

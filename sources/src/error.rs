@@ -38,6 +38,8 @@ pub enum IngestError {
     Unprocessable(String),
     #[error("the organization's raw signal limit of {limit} for {period} is reached; enable overages or upgrade the plan")]
     LimitReached { limit: u64, period: String },
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("method not allowed; use POST")]
     MethodNotAllowed,
     #[error("no such endpoint")]
@@ -67,6 +69,7 @@ impl IngestError {
             WrongEndpointType(_) | WrongOrg { .. } => StatusCode::FORBIDDEN,
             Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             LimitReached { .. } => StatusCode::TOO_MANY_REQUESTS,
+            RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             NotFound => StatusCode::NOT_FOUND,
             Overloaded | Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -92,6 +95,7 @@ impl IngestError {
             WrongOrg { .. } => "wrong_org",
             Unprocessable(_) => "unprocessable",
             LimitReached { .. } => "limit_reached",
+            RequestTimeout(_) => "request_timeout",
             MethodNotAllowed => "method_not_allowed",
             NotFound => "not_found",
             UnsupportedEncoding(_) => "unsupported_encoding",

@@ -691,6 +691,8 @@ pub struct ReadModels {
     pub wanted: Notify,
     applied: watch::Sender<u64>,
     changes: std::sync::OnceLock<ChangeSink>,
+    /// The log's head when the server opened it: the models are ready once past it.
+    started_at_head: std::sync::atomic::AtomicU64,
 }
 
 impl Default for ReadModels {
@@ -700,6 +702,7 @@ impl Default for ReadModels {
             wanted: Notify::new(),
             applied: watch::channel(0).0,
             changes: std::sync::OnceLock::new(),
+            started_at_head: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -782,6 +785,17 @@ impl ReadModels {
     /// which must happen under the lock that orders them).
     pub fn write(&self) -> std::sync::RwLockWriteGuard<'_, Models> {
         self.models.write().unwrap()
+    }
+
+    /// Records the log's head at open, which the replay must reach before readiness.
+    pub fn set_started_at_head(&self, head: u64) {
+        self.started_at_head
+            .store(head, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn started_at_head(&self) -> u64 {
+        self.started_at_head
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The log position the models reflect.

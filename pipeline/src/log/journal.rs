@@ -19,12 +19,14 @@
 //! answers a retry with the original's position without appending it again.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use trailspark_core::log::{DecodeError, Peek};
@@ -75,6 +77,21 @@ pub struct Journal {
     tx: SyncSender<AppendRequest>,
     head: Arc<AtomicU64>,
     syncs: Arc<AtomicU64>,
+    health: Arc<Mutex<JournalHealth>>,
+}
+
+/// What went wrong with the writer's last attempts; both `None` when it is healthy.
+///
+/// The writer never gives up: a failed write answers its own appends with an error and the
+/// next group tries again on a reopened segment; a failed roll (a new segment could not be
+/// created, e.g. out of file descriptors) keeps writing to the current segment and retries
+/// the roll with each group. Each error clears as soon as an attempt succeeds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JournalHealth {
+    /// The last write or fsync failed: appends are being refused.
+    pub write_error: Option<String>,
+    /// The last attempt to start a new segment failed: appends still succeed.
+    pub roll_error: Option<String>,
 }
 
 fn segment_name(first: u64) -> String {
@@ -198,12 +215,23 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 struct Writer {
     cfg: JournalConfig,
     file: File,
+    /// The segment being written.
+    path: PathBuf,
+    /// Bytes of the segment that are durable: writes go at this offset, so whatever a
+    /// failed write left after it is overwritten by the next one.
     seg_len: u64,
     next: u64,
     dedup: DedupIndex,
     head: Arc<AtomicU64>,
     syncs: Arc<AtomicU64>,
-    failed: Option<String>,
+    health: Arc<Mutex<JournalHealth>>,
+    /// A write failed: reopen the segment and cut it at `seg_len` before the next one (after
+    /// a failed fsync the kernel may have dropped the dirty pages, so the file descriptor's
+    /// state is not trusted).
+    reopen: bool,
+    /// The segment is full and a new one could not be started yet.
+    roll_due: bool,
+    last_roll_log: Option<Instant>,
 }
 
 impl Journal {
@@ -263,27 +291,41 @@ impl Journal {
             tail_len = valid;
         }
         let (first, path) = &segs[last];
-        let mut file = OpenOptions::new().append(true).open(path)?;
-        file.seek(SeekFrom::End(0))?;
+        let file = OpenOptions::new().write(true).open(path)?;
         tracing::info!(dir = %cfg.dir.display(), next_position = next, first_of_segment = first, "Journal opened.");
         let head = Arc::new(AtomicU64::new(next - 1));
         let syncs = Arc::new(AtomicU64::new(0));
+        let health = Arc::new(Mutex::new(JournalHealth::default()));
         let (tx, rx) = mpsc::sync_channel(cfg.queue);
         let writer = Writer {
             cfg,
             file,
+            path: path.clone(),
             seg_len: tail_len,
             next,
             dedup,
             head: head.clone(),
             syncs: syncs.clone(),
-            failed: None,
+            health: health.clone(),
+            reopen: false,
+            roll_due: false,
+            last_roll_log: None,
         };
         thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(LogError::from)?;
-        Ok(Journal { tx, head, syncs })
+        Ok(Journal {
+            tx,
+            head,
+            syncs,
+            health,
+        })
+    }
+
+    /// The writer's health (see [`JournalHealth`]).
+    pub fn health(&self) -> JournalHealth {
+        self.health.lock().unwrap().clone()
     }
 
     /// Appends entries; resolves once they are fsync'd. Refuses at once when the queue is full.
@@ -333,12 +375,24 @@ impl Writer {
         tracing::info!("Journal writer stopped.");
     }
 
+    fn set_health(&self, f: impl FnOnce(&mut JournalHealth)) {
+        f(&mut self.health.lock().unwrap());
+    }
+
     fn commit(&mut self, group: Vec<AppendRequest>, buf: &mut Vec<u8>) {
-        if let Some(err) = &self.failed {
-            for r in group {
-                let _ = r.reply.send(Err(LogError::Io(err.clone())));
+        if self.reopen {
+            if let Err(e) = self.reopen_segment() {
+                tracing::error!(error = %e, "Journal segment could not be reopened; refusing this group.");
+                self.set_health(|h| h.write_error = Some(e.to_string()));
+                for r in group {
+                    let _ = r.reply.send(Err(LogError::Io(e.to_string())));
+                }
+                return;
             }
-            return;
+            self.reopen = false;
+        }
+        if self.roll_due {
+            self.try_roll();
         }
         buf.clear();
         let start_next = self.next;
@@ -368,9 +422,9 @@ impl Writer {
             }
             receipts.push(rs);
         }
-        let result = self.write_durably(buf);
-        match result {
+        match self.write_durably(buf) {
             Ok(()) => {
+                self.set_health(|h| h.write_error = None);
                 self.head.store(self.next - 1, Ordering::Release);
                 let mut committed = Vec::new();
                 for (req, rs) in group.into_iter().zip(receipts) {
@@ -387,22 +441,20 @@ impl Writer {
                     hook(committed);
                 }
                 if self.seg_len >= self.cfg.segment_bytes {
-                    if let Err(e) = self.roll() {
-                        tracing::error!(error = %e, "Could not start a new journal segment.");
-                        self.failed = Some(e.to_string());
-                    }
+                    self.roll_due = true;
+                    self.try_roll();
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "Journal write failed; refusing appends until restart.");
-                // Nothing of this group was acknowledged; undo its bookkeeping and try to cut
-                // the partial write so the file stays a clean prefix.
+                tracing::error!(error = %e, "Journal write failed; the next group retries on a reopened segment.");
+                // Nothing of this group was acknowledged; undo its bookkeeping. The next
+                // write goes at `seg_len` again, over whatever this one left.
                 self.next = start_next;
                 for k in &added_keys {
                     self.dedup.remove(*k);
                 }
-                let _ = self.file.set_len(self.seg_len);
-                self.failed = Some(e.to_string());
+                self.reopen = true;
+                self.set_health(|h| h.write_error = Some(e.to_string()));
                 for req in group {
                     let _ = req.reply.send(Err(LogError::Io(e.to_string())));
                 }
@@ -414,22 +466,61 @@ impl Writer {
         if buf.is_empty() {
             return Ok(());
         }
-        self.file.write_all(buf)?;
+        self.file.write_all_at(buf, self.seg_len)?;
         self.file.sync_data()?;
         self.syncs.fetch_add(1, Ordering::Relaxed);
         self.seg_len += buf.len() as u64;
         Ok(())
     }
 
+    fn reopen_segment(&mut self) -> std::io::Result<()> {
+        let file = OpenOptions::new().write(true).open(&self.path)?;
+        file.set_len(self.seg_len)?;
+        file.sync_all()?;
+        self.file = file;
+        Ok(())
+    }
+
+    /// Starts the next segment, or notes why it could not (and keeps the current one).
+    fn try_roll(&mut self) {
+        match self.roll() {
+            Ok(()) => {
+                self.roll_due = false;
+                self.set_health(|h| h.roll_error = None);
+            }
+            Err(e) => {
+                let now = Instant::now();
+                if self
+                    .last_roll_log
+                    .is_none_or(|t| now - t > Duration::from_secs(10))
+                {
+                    tracing::error!(error = %e, segment_bytes = self.seg_len, "Could not start a new journal segment; writing on to the current one and retrying.");
+                    self.last_roll_log = Some(now);
+                }
+                self.set_health(|h| h.roll_error = Some(e.to_string()));
+            }
+        }
+    }
+
     fn roll(&mut self) -> std::io::Result<()> {
         let path = self.cfg.dir.join(segment_name(self.next));
+        // A roll that failed after creating the file (at its directory sync) left it empty;
+        // it is taken over rather than refused.
         let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
+            .create(true)
+            .truncate(false)
+            .write(true)
             .open(&path)?;
+        if file.metadata()?.len() != 0 {
+            return Err(std::io::Error::other(format!(
+                "segment {} already holds data",
+                path.display()
+            )));
+        }
         file.sync_all()?;
         sync_dir(&self.cfg.dir)?;
         self.file = file;
+        self.path = path;
         self.seg_len = 0;
         Ok(())
     }
@@ -438,6 +529,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
     use trailspark_core::normalize::{normalize, Context};
     use trailspark_core::tenancy::OrgId;
 

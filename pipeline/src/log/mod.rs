@@ -9,7 +9,7 @@ use trailspark_core::LogEntry;
 use trailspark_sources::{IngestError, Receipt};
 
 pub use self::jetstream::JetStreamLog;
-pub use self::journal::{Journal, JournalConfig};
+pub use self::journal::{Journal, JournalConfig, JournalHealth};
 
 #[derive(Debug, Error)]
 pub enum LogError {
@@ -108,6 +108,14 @@ impl Log {
         match self {
             Log::Journal(_) => "journal",
             Log::JetStream(_) => "jetstream",
+        }
+    }
+
+    /// The embedded journal's writer health; JetStream reports through the NATS status.
+    pub fn health(&self) -> JournalHealth {
+        match self {
+            Log::Journal(j) => j.health(),
+            Log::JetStream(_) => JournalHealth::default(),
         }
     }
 

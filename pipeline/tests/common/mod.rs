@@ -43,7 +43,38 @@ impl Server {
 
     /// Starts with extra environment variables (configuration under test).
     pub fn start_with(data_dir: &Path, nats_url: Option<&str>, env: &[(&str, &str)]) -> Server {
+        Server::start_configured(data_dir, nats_url, env, |_| {})
+    }
+
+    /// Starts with a soft and hard limit of `max_files` open files.
+    pub fn start_with_open_files(data_dir: &Path, env: &[(&str, &str)], max_files: u64) -> Server {
+        use std::os::unix::process::CommandExt;
+        Server::start_configured(data_dir, None, env, move |cmd| {
+            // SAFETY: only setrlimit runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: max_files,
+                        rlim_max: max_files,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        })
+    }
+
+    /// Starts with extra environment variables and whatever `configure` sets on the command.
+    pub fn start_configured(
+        data_dir: &Path,
+        nats_url: Option<&str>,
+        env: &[(&str, &str)],
+        configure: impl FnOnce(&mut Command),
+    ) -> Server {
         let mut cmd = Command::new(bin());
+        configure(&mut cmd);
         cmd.envs(env.iter().copied());
         cmd.arg("serve")
             .arg("--data-dir")

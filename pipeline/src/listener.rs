@@ -1,0 +1,176 @@
+//! Accepting HTTP connections within bounds: how many are open, how long a client may take
+//! to send its headers (or to send the next request on a kept-alive connection), and how
+//! long a body may stall.
+//!
+//! Without these, 1,100 idle sockets used up the process's file descriptors: the journal
+//! then could not open its next segment, and ingestion was refused until a restart. Now a
+//! connection over the cap is answered 503 at once and closed, an idle one is closed after
+//! the header timeout, and the cap is kept below the descriptor limit so that the log and
+//! the archive always have descriptors left.
+//!
+//! A client may half-close its side after sending a complete request (some HTTP/1.0
+//! clients and `curl --no-keepalive` scripts do); it still gets its answer.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+/// Bounds on the HTTP connections.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLimits {
+    /// Open connections; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, and the longest a kept-alive
+    /// connection may wait idle for its next request.
+    pub header_timeout: Duration,
+    /// Longest pause within a request body.
+    pub body_idle_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: 4096,
+            header_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Descriptors kept for everything but client connections: journal segments, archive
+/// files, NATS, DataFusion's file reads.
+const RESERVED_FDS: u64 = 256;
+
+/// Raises the soft limit on open files to the hard limit (as a service would get from
+/// `LimitNOFILE`) and answers how many connections fit below it.
+pub fn connection_budget(wanted: usize) -> usize {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit read and write the struct passed; a failure leaves
+        // the limit as it was.
+        let soft = unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return wanted;
+            }
+            if lim.rlim_cur < lim.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: lim.rlim_max,
+                    rlim_max: lim.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    lim.rlim_cur = lim.rlim_max;
+                }
+            }
+            lim.rlim_cur
+        };
+        let fit = soft.saturating_sub(RESERVED_FDS).max(16);
+        if (wanted as u64) > fit {
+            tracing::warn!(
+                wanted,
+                open_files_limit = soft,
+                max_connections = fit,
+                "Lowered the connection cap to fit the open-files limit."
+            );
+            return fit as usize;
+        }
+        wanted
+    }
+    #[cfg(not(unix))]
+    wanted
+}
+
+/// The answer to a connection over the cap. Sent without reading the request.
+const OVER_CAP: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: application/json\r\n\
+retry-after: 1\r\n\
+connection: close\r\n\
+content-length: 106\r\n\r\n\
+{\"error\":\"overloaded\",\"code\":\"overloaded\",\"message\":\"the server has too many open connections; retry\"}";
+
+async fn refuse(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(OVER_CAP).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// Accept errors that mean "out of a resource": wait a little instead of spinning.
+fn is_resource_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Serves `service` on `listener` until `shutdown` resolves, then lets open connections
+/// finish their requests.
+pub async fn serve<S>(
+    listener: TcpListener,
+    limits: HttpLimits,
+    service: S,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) where
+    S: tower_service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = warp::reply::Response,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut last_resource_log = None::<tokio::time::Instant>;
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) if is_resource_error(&e) => {
+                let now = tokio::time::Instant::now();
+                if last_resource_log.is_none_or(|t| now - t > Duration::from_secs(10)) {
+                    tracing::error!(error = %e, "Cannot accept connections: out of resources.");
+                    last_resource_log = Some(now);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tokio::spawn(refuse(stream));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .half_close(true);
+        let conn = http.serve_connection(
+            TokioIo::new(stream),
+            hyper_util::service::TowerToHyperService::new(service.clone()),
+        );
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
