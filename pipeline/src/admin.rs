@@ -4,7 +4,8 @@
 //! |---|---|
 //! | `POST /api/admin/orgs`, `GET /api/admin/orgs` | server administrator |
 //! | `POST/GET /api/admin/keys`, `DELETE /api/admin/keys/{id}`, `PUT /api/admin/keys/{id}/template` | Admin or above |
-//! | `POST/GET /api/admin/tokens`, `DELETE /api/admin/tokens/{id}` | Admin or above |
+//! | `POST/GET /api/admin/tokens`, `DELETE /api/admin/tokens/{id}` | Admin or above (an Owner token: Owner only, never the last) |
+//! | `POST /api/admin/tokens/{id}/transfer-ownership` | Owner |
 //! | `GET /api/admin/whoami` | any token |
 
 use std::sync::Arc;
@@ -35,6 +36,7 @@ impl From<ConfigError> for Reply {
             ConfigError::Invalid(m) => error(StatusCode::BAD_REQUEST, "invalid_request", m.clone()),
             ConfigError::Forbidden(m) => error(StatusCode::FORBIDDEN, "forbidden", m.clone()),
             ConfigError::NotFound(_) => error(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+            ConfigError::Conflict(m) => error(StatusCode::CONFLICT, "conflict", m.clone()),
             ConfigError::Log(_) => {
                 let mut r = error(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -118,11 +120,21 @@ pub async fn json_body<T: for<'de> Deserialize<'de>>(req: Request) -> Result<T, 
         .await
         .map_err(Reply::from)?;
     serde_json::from_slice(&raw).map_err(|e| {
-        error(
+        let message = e.to_string();
+        let mut r = error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
-            format!("body: {e}"),
-        )
+            format!("body: {message}"),
+        );
+        // Name the field a typo introduced, for clients that read it.
+        if let Some(field) = message
+            .split("unknown field `")
+            .nth(1)
+            .and_then(|rest| rest.split('`').next())
+        {
+            r.body["field"] = json!(field);
+        }
+        r
     })
 }
 
@@ -252,7 +264,7 @@ async fn dispatch(
                 ));
             }
             let body: CreateOrg = json_body(req).await?;
-            let (org, token) = state.create_org(&body.name, false).await?;
+            let (org, token) = state.create_org(&body.name).await?;
             Ok(Reply::json(
                 StatusCode::CREATED,
                 json!({"id": org.id, "name": org.name, "owner_token": token, "created_at": rfc3339(org.created_at)}),
@@ -340,8 +352,15 @@ async fn dispatch(
         }
         (["tokens", t], &Method::DELETE) => {
             require(&p, Role::Admin)?;
-            let tok = state.revoke_token(p.org_id, id(t)?).await?;
+            let tok = state.revoke_token(&p, id(t)?).await?;
             Ok(Reply::json(StatusCode::OK, token_json(&tok)))
+        }
+        (["tokens", t, "transfer-ownership"], &Method::POST) => {
+            let (owner, previous) = state.transfer_ownership(&p, id(t)?).await?;
+            Ok(Reply::json(
+                StatusCode::OK,
+                json!({"owner": token_json(&owner), "previous_owner": previous.as_ref().map(token_json)}),
+            ))
         }
         (["archive", "compact"], &Method::POST) => {
             let archiver = server_archive(state, &p)?;
@@ -402,6 +421,7 @@ async fn dispatch(
             | ["keys", _, "template"]
             | ["tokens"]
             | ["tokens", _]
+            | ["tokens", _, "transfer-ownership"]
             | ["plan"],
             _,
         ) => Err(error(

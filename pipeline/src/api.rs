@@ -152,6 +152,8 @@ async fn dispatch(
             Ok(Reply::json(StatusCode::OK, v))
         }
         (["leads", id, "timeline"], &Method::GET) => {
+            // Raw payloads, as in signal detail: the same role.
+            require(&p, Role::Editor)?;
             let page = Page::parse(query_param(&query, "limit"), query_param(&query, "cursor"))?;
             let v = explorer::lead_timeline(state, &engine, org, &path_segment(id), &page).await?;
             Ok(with_pos(v))
@@ -403,13 +405,25 @@ fn not_found(what: &str) -> Reply {
     )
 }
 
-/// A rule body: the definition plus `reprocess` (re-derive affected signals).
-#[derive(Deserialize)]
+/// A rule body: the definition plus `reprocess` (re-derive affected signals). Not a
+/// `#[serde(flatten)]` of the definition: flattening would accept any unknown field.
 struct RuleBody {
-    #[serde(flatten)]
     def: RuleDef,
-    #[serde(default)]
     reprocess: bool,
+}
+
+impl<'de> Deserialize<'de> for RuleBody {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut v = serde_json::Map::<String, Value>::deserialize(d)?;
+        let reprocess = match v.remove("reprocess") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => b,
+            Some(_) => return Err(D::Error::custom("`reprocess` must be true or false")),
+        };
+        let def = RuleDef::deserialize(Value::Object(v)).map_err(D::Error::custom)?;
+        Ok(RuleBody { def, reprocess })
+    }
 }
 
 fn rule_json(r: &MappingRule) -> Value {

@@ -164,6 +164,7 @@ impl LogOpts {
                 ..Default::default()
             },
             nats_auth: self.auth.auth(),
+            archive: None,
         }
     }
 }
@@ -369,6 +370,11 @@ enum Command {
         #[command(subcommand)]
         cmd: OrgsCmd,
     },
+    /// Recover credentials: mint an Owner token or a server administrator token.
+    Admin {
+        #[command(subcommand)]
+        cmd: AdminCmd,
+    },
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -455,6 +461,23 @@ enum ArchiveCmd {
         archive: Option<String>,
         #[arg(long, env = "TRAILSPARK_DATA_DIR", default_value = "trailspark-data")]
         data_dir: PathBuf,
+    },
+}
+
+/// Recovery of credentials, offline (the server must be stopped) or on a NATS log.
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Mint an Owner token for an org whose Owner tokens are lost; prints it (shown once).
+    OwnerToken {
+        #[command(flatten)]
+        log: LogOpts,
+        #[arg(long)]
+        org: u64,
+    },
+    /// Mint a new server administrator token; prints it (shown once).
+    ServerToken {
+        #[command(flatten)]
+        log: LogOpts,
     },
 }
 
@@ -546,6 +569,7 @@ async fn main() -> anyhow::Result<()> {
             nats,
         } => serve(log, listen, admin_token, http, dataflow, archive, nats).await,
         Command::Orgs { cmd } => orgs(cmd).await,
+        Command::Admin { cmd } => admin_cli(cmd).await,
         Command::Backfill {
             key,
             server,
@@ -632,6 +656,8 @@ async fn serve(
         None => None,
     };
     let archive_loc = archive.location(&log.data_dir)?;
+    let mut loc = loc;
+    loc.archive = Some(archive_loc.clone());
     let archiver = Archiver::open(
         archive_loc.clone(),
         archive.config(),
@@ -713,7 +739,13 @@ async fn serve(
         .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     if first_start {
-        let (org, owner) = state.create_org("Default", admin_token.is_none()).await?;
+        let (org, owner) = state.create_org("Default").await?;
+        // Without TRAILSPARK_ADMIN_TOKEN the administrator gets a token of its own, apart
+        // from every org's: no org's Owner or Admin can revoke it.
+        let server_token = match &admin_token {
+            None => Some(state.create_server_token().await?),
+            Some(_) => None,
+        };
         let key = state
             .create_key(
                 org.id,
@@ -730,11 +762,12 @@ async fn serve(
             "trailspark: first start; created organization {} (\"{}\").",
             org.id, org.name
         );
-        if admin_token.is_none() {
-            println!("  Owner token (also the server administrator's), shown once: {owner}");
-        } else {
-            println!("  Owner token, shown once: {owner}");
-            println!("  TRAILSPARK_ADMIN_TOKEN is the server administrator's token.");
+        println!("  Owner token, shown once: {owner}");
+        match server_token {
+            Some(t) => println!(
+                "  Server administrator token (creates orgs; Owner of organization 1), shown once: {t}"
+            ),
+            None => println!("  TRAILSPARK_ADMIN_TOKEN is the server administrator's token."),
         }
         println!("  Signal Staging API key, shown once: {}", key.plaintext);
         println!("  Send a test signal:");
@@ -770,11 +803,30 @@ async fn open_state(log: &LogOpts) -> anyhow::Result<(std::sync::Arc<AppState>, 
     Ok((state, opened))
 }
 
+async fn admin_cli(cmd: AdminCmd) -> anyhow::Result<()> {
+    match cmd {
+        AdminCmd::OwnerToken { log, org } => {
+            let (state, _opened) = open_state(&log).await?;
+            let (t, plaintext) = state.mint_owner_token(OrgId(org)).await?;
+            println!(
+                "{}",
+                json!({"id": t.id, "org_id": t.org_id, "role": "owner", "token": plaintext})
+            );
+        }
+        AdminCmd::ServerToken { log } => {
+            let (state, _opened) = open_state(&log).await?;
+            let plaintext = state.create_server_token().await?;
+            println!("{}", json!({"server_admin": true, "token": plaintext}));
+        }
+    }
+    Ok(())
+}
+
 async fn orgs(cmd: OrgsCmd) -> anyhow::Result<()> {
     match cmd {
         OrgsCmd::Create { log, name } => {
             let (state, _opened) = open_state(&log).await?;
-            let (org, token) = state.create_org(&name, false).await?;
+            let (org, token) = state.create_org(&name).await?;
             println!(
                 "{}",
                 json!({"id": org.id, "name": org.name, "owner_token": token})
@@ -916,6 +968,7 @@ async fn backfill(
                 nats_url,
                 stream: StreamSettings::default(),
                 nats_auth: auth.auth(),
+                archive: None,
             };
             let opened = open::open_for_append(&loc).await?;
             let t = offline_target(opened.log.clone(), &opened.registry, &key)?;
@@ -984,6 +1037,7 @@ async fn sql_cli(
                 nats_url: None,
                 stream: StreamSettings::default(),
                 nats_auth: Default::default(),
+                archive: None,
             };
             let opened = open::open(&loc, Some(engine.clone())).await?;
             let head = opened.log.head();

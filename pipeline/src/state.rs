@@ -9,7 +9,7 @@ use trailspark_core::secret;
 use trailspark_core::tenancy::MappingRule;
 use trailspark_core::tenancy::{
     AdminToken, ApiKey, ConfigEvent, EndpointType, KeyRejection, Org, OrgId, Principal,
-    ProductOrgTemplate, Registry, Role, DEFAULT_ORG,
+    ProductOrgTemplate, Registry, Role, DEFAULT_ORG, SERVER_ORG,
 };
 use trailspark_core::{LogEntry, Plan};
 use trailspark_operators::Signal;
@@ -27,6 +27,8 @@ pub enum ConfigError {
     Forbidden(String),
     #[error("{0} not found")]
     NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error(transparent)]
     Log(#[from] LogError),
 }
@@ -313,13 +315,8 @@ impl AppState {
             .await
     }
 
-    /// Creates an org with an Owner token. `server_admin` marks the token as the server
-    /// administrator's (only for the first org when no environment token is set).
-    pub async fn create_org(
-        &self,
-        name: &str,
-        server_admin: bool,
-    ) -> Result<(Org, String), ConfigError> {
+    /// Creates an org with an Owner token; answers the org and the token's plaintext.
+    pub async fn create_org(&self, name: &str) -> Result<(Org, String), ConfigError> {
         let name = name.trim();
         if name.is_empty() || name.len() > 200 {
             return Err(ConfigError::Invalid(
@@ -327,32 +324,66 @@ impl AppState {
             ));
         }
         let _g = self.config_lock.lock().await;
-        let (org, token) = {
+        let org = {
             let reg = self.registry.read().unwrap();
-            let org = Org {
+            Org {
                 id: reg.next_org_id(),
                 name: name.to_string(),
                 created_at: now_ms(),
-            };
-            let plaintext = secret::generate("ts_");
-            let token = AdminToken {
-                id: reg.next_token_id(),
-                org_id: org.id,
-                role: Role::Owner,
-                name: "owner".into(),
-                token_hash: secret::hash(&plaintext),
-                server_admin,
-                created_at: now_ms(),
-                revoked_at: None,
-            };
-            ((org, plaintext), token)
+            }
         };
+        let (token, plaintext) = self.new_token(org.id, Role::Owner, "owner", false);
         self.commit(vec![
-            ConfigEvent::OrgCreated(org.0.clone()),
+            ConfigEvent::OrgCreated(org.clone()),
             ConfigEvent::TokenCreated(token),
         ])
         .await?;
-        Ok(org)
+        Ok((org, plaintext))
+    }
+
+    /// A token record and its plaintext, with the next free id (the config lock must be
+    /// held until it is committed).
+    fn new_token(
+        &self,
+        org_id: OrgId,
+        role: Role,
+        name: &str,
+        server_admin: bool,
+    ) -> (AdminToken, String) {
+        let plaintext = secret::generate("ts_");
+        let token = AdminToken {
+            id: self.registry.read().unwrap().next_token_id(),
+            org_id,
+            role,
+            name: name.trim().to_string(),
+            token_hash: secret::hash(&plaintext),
+            server_admin,
+            created_at: now_ms(),
+            revoked_at: None,
+        };
+        (token, plaintext)
+    }
+
+    /// Creates a server administrator token: it belongs to no org (see [`SERVER_ORG`]), so
+    /// no org's Owner or Admin can revoke it.
+    pub async fn create_server_token(&self) -> Result<String, ConfigError> {
+        let _g = self.config_lock.lock().await;
+        let (token, plaintext) =
+            self.new_token(SERVER_ORG, Role::Owner, "server administrator", true);
+        self.commit(vec![ConfigEvent::TokenCreated(token)]).await?;
+        Ok(plaintext)
+    }
+
+    /// Mints another Owner token for `org` (offline recovery when every Owner token is lost).
+    pub async fn mint_owner_token(&self, org: OrgId) -> Result<(AdminToken, String), ConfigError> {
+        let _g = self.config_lock.lock().await;
+        if self.registry.read().unwrap().org(org).is_none() {
+            return Err(ConfigError::NotFound(format!("org {org}")));
+        }
+        let (token, plaintext) = self.new_token(org, Role::Owner, "recovered owner", false);
+        self.commit(vec![ConfigEvent::TokenCreated(token.clone())])
+            .await?;
+        Ok((token, plaintext))
     }
 
     pub async fn create_token(
@@ -363,7 +394,9 @@ impl AppState {
     ) -> Result<(AdminToken, String), ConfigError> {
         if role == Role::Owner {
             return Err(ConfigError::Invalid(
-                "an org has exactly one Owner; create admin, editor or viewer tokens".into(),
+                "Owner tokens are not created; the Owner transfers ownership with \
+                 POST /api/admin/tokens/{id}/transfer-ownership"
+                    .into(),
             ));
         }
         if role > by.role {
@@ -374,39 +407,99 @@ impl AppState {
             )));
         }
         let _g = self.config_lock.lock().await;
-        let plaintext = secret::generate("ts_");
-        let token = {
-            let reg = self.registry.read().unwrap();
-            AdminToken {
-                id: reg.next_token_id(),
-                org_id: by.org_id,
-                role,
-                name: name.trim().to_string(),
-                token_hash: secret::hash(&plaintext),
-                server_admin: false,
-                created_at: now_ms(),
-                revoked_at: None,
-            }
-        };
+        let (token, plaintext) = self.new_token(by.org_id, role, name, false);
         self.commit(vec![ConfigEvent::TokenCreated(token.clone())])
             .await?;
         Ok((token, plaintext))
     }
 
-    pub async fn revoke_token(&self, org: OrgId, id: u64) -> Result<AdminToken, ConfigError> {
+    /// Revokes a token of the caller's org. Only an Owner revokes an Owner token, and never
+    /// the org's last one: ownership could not be recovered from inside the org.
+    pub async fn revoke_token(&self, by: &Principal, id: u64) -> Result<AdminToken, ConfigError> {
         let _g = self.config_lock.lock().await;
-        let exists = self
-            .registry
-            .read()
-            .unwrap()
-            .token(id)
-            .is_some_and(|t| t.org_id == org);
-        if !exists {
-            return Err(ConfigError::NotFound(format!("token {id}")));
+        {
+            let reg = self.registry.read().unwrap();
+            let target = reg
+                .token(id)
+                .filter(|t| t.org_id == by.org_id)
+                .ok_or_else(|| ConfigError::NotFound(format!("token {id}")))?;
+            if target.role == Role::Owner && target.revoked_at.is_none() {
+                if by.role < Role::Owner {
+                    return Err(ConfigError::Forbidden(format!(
+                        "only an Owner may revoke an Owner token; the token is {}",
+                        by.role.as_str()
+                    )));
+                }
+                if reg.live_owners(by.org_id) <= 1 {
+                    return Err(ConfigError::Conflict(
+                        "this is the organization's last Owner token; transfer ownership \
+                         to another token first"
+                            .into(),
+                    ));
+                }
+            }
         }
         self.commit(vec![ConfigEvent::TokenRevoked { id, at: now_ms() }])
             .await?;
         Ok(self.registry.read().unwrap().token(id).cloned().unwrap())
+    }
+
+    /// Makes token `to` (a live, non-Owner token of the caller's org) the Owner; the
+    /// caller's own token becomes an Admin. Owner only.
+    pub async fn transfer_ownership(
+        &self,
+        by: &Principal,
+        to: u64,
+    ) -> Result<(AdminToken, Option<AdminToken>), ConfigError> {
+        if by.role < Role::Owner {
+            return Err(ConfigError::Forbidden(format!(
+                "only the Owner may transfer ownership; the token is {}",
+                by.role.as_str()
+            )));
+        }
+        let _g = self.config_lock.lock().await;
+        let at = now_ms();
+        let mut events = Vec::new();
+        {
+            let reg = self.registry.read().unwrap();
+            let target = reg
+                .token(to)
+                .filter(|t| t.org_id == by.org_id)
+                .ok_or_else(|| ConfigError::NotFound(format!("token {to}")))?;
+            if target.revoked_at.is_some() {
+                return Err(ConfigError::Conflict(format!("token {to} is revoked")));
+            }
+            if target.role == Role::Owner {
+                return Err(ConfigError::Conflict(format!(
+                    "token {to} is already an Owner"
+                )));
+            }
+            events.push(ConfigEvent::TokenRoleChanged {
+                id: to,
+                role: Role::Owner,
+                at,
+            });
+            // The administrator's own token (or the environment's) stays what it is.
+            let own = by
+                .token_id
+                .and_then(|id| reg.token(id))
+                .filter(|t| t.org_id == by.org_id);
+            if let Some(own) = own {
+                events.push(ConfigEvent::TokenRoleChanged {
+                    id: own.id,
+                    role: Role::Admin,
+                    at,
+                });
+            }
+        }
+        self.commit(events).await?;
+        let reg = self.registry.read().unwrap();
+        let previous = by
+            .token_id
+            .and_then(|id| reg.token(id))
+            .filter(|t| t.org_id == by.org_id)
+            .cloned();
+        Ok((reg.token(to).cloned().unwrap(), previous))
     }
 
     pub async fn create_key(&self, org: OrgId, new: NewKey) -> Result<CreatedKey, ConfigError> {

@@ -379,7 +379,8 @@ fn bulk_endpoint_streams_ndjson_and_arrays() {
     let arr: Vec<Value> = (0..10).map(|i| json!({"n": i, "event": "arr"})).collect();
     let (st, b) = status_and_json(client().post(&url).json(&arr).send().unwrap());
     assert_eq!((st, b["accepted"].as_u64()), (202, Some(10)));
-    // Over the item cap: the excess items are refused, the rest kept.
+    // Over the item cap: refused whole, with one summary (issue 20: it kept the first
+    // 10,000 items and answered a result for each item past them).
     let many: String = (0..10_005).map(|i| format!("{{\"m\":{i}}}\n")).collect();
     let r = client()
         .post(&url)
@@ -388,9 +389,10 @@ fn bulk_endpoint_streams_ndjson_and_arrays() {
         .send()
         .unwrap();
     let (st, b) = status_and_json(r);
-    assert_eq!(
-        (st, b["accepted"].as_u64(), b["rejected"].as_u64()),
-        (202, Some(10_000), Some(5))
+    assert_eq!((st, b["error"].as_str()), (400, Some("too_many_items")));
+    assert!(
+        b.get("results").is_none(),
+        "one summary, not per-item results"
     );
     // Declared length over 25 MiB: refused before the body is read.
     let head = raw_request(

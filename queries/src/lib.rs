@@ -280,7 +280,10 @@ async fn run(
         .with_allow_statements(false);
     let df = ctx.sql_with_options(sql, options).await.map_err(classify)?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let mut stream = df.execute_stream().await.map_err(classify)?;
+    let task = df.task_ctx();
+    let plan = cooperative(df.create_physical_plan().await.map_err(classify)?)?;
+    let mut stream =
+        datafusion::physical_plan::execute_stream(plan, Arc::new(task)).map_err(classify)?;
     let (mut batches, mut rows, mut bytes) = (Vec::new(), 0usize, 0usize);
     while let Some(b) = stream.next().await {
         let b = b.map_err(classify)?;
@@ -299,6 +302,27 @@ async fn run(
         batches,
         rows,
     })
+}
+
+/// The plan with every operator's output made cooperative: each batch it hands on spends
+/// the task's scheduling budget, so the task yields every 128 batches and a timed-out
+/// query's abort takes effect. DataFusion wraps only the leaves; a join that makes a
+/// hundred thousand batches out of each input batch then ran for minutes without yielding,
+/// holding a SQL thread and its org's place after its timeout had fired.
+fn cooperative(
+    plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>, SqlError> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::physical_plan::coop::CooperativeExec;
+    plan.transform_up(|node| {
+        if node.is::<CooperativeExec>() {
+            return Ok(Transformed::no(node));
+        }
+        Ok(Transformed::yes(Arc::new(CooperativeExec::new(node))
+            as Arc<dyn datafusion::physical_plan::ExecutionPlan>))
+    })
+    .map(|t| t.data)
+    .map_err(classify)
 }
 
 /// A session holding `org`'s tables and nothing else: its archive trees and `live`, the

@@ -45,6 +45,15 @@ pub async fn read_limited(
     Ok(buf.freeze())
 }
 
+/// Refuses a `Content-Encoding` that [`decode`] cannot undo (415), before anything is read.
+pub fn check_encoding(encoding: Option<&str>) -> Result<(), IngestError> {
+    match encoding.map(|e| e.trim().to_ascii_lowercase()) {
+        None => Ok(()),
+        Some(e) if e.is_empty() || e == "identity" || e == "gzip" || e == "x-gzip" => Ok(()),
+        Some(other) => Err(IngestError::UnsupportedEncoding(other)),
+    }
+}
+
 /// Decodes a body according to `Content-Encoding`, bounding the decoded size too (a small
 /// gzip body can expand enormously).
 pub fn decode(encoding: Option<&str>, body: Bytes, limit: usize) -> Result<Bytes, IngestError> {

@@ -17,7 +17,7 @@ use crate::auth;
 use crate::body::{self, BodyStream};
 use crate::error::IngestError;
 use crate::ingest::{accepted_body, submit_items, Ingest, ItemOutcome, ItemResults};
-use crate::parse::{self, Framing, Piece, Splitter};
+use crate::parse::{self, Framing, Splitter};
 use crate::segment;
 
 /// Largest single event (E1, E2, E5 bodies and each batch/bulk item): 32 KiB (spec 18).
@@ -30,8 +30,6 @@ pub const BATCH_MAX_ITEMS: usize = 500;
 pub const BULK_LIMIT: usize = 25 * 1024 * 1024;
 /// Most items in one bulk request.
 pub const BULK_MAX_ITEMS: usize = 10_000;
-/// Bulk items are appended in chunks of this many, so memory stays bounded by the chunk.
-const BULK_CHUNK: usize = 1_000;
 
 /// An HTTP request as the routes see it.
 pub struct Request {
@@ -220,10 +218,16 @@ fn payload_text(raw: &[u8]) -> Result<String, IngestError> {
     Ok(text.trim().to_string())
 }
 
-async fn read_body(req: Request, limit: usize) -> Result<(HeaderMap, Bytes), IngestError> {
+/// Reads a body of at most `limit` bytes as sent (`raw`, what an HMAC signs) and decoded by
+/// its `Content-Encoding` (gzip or none; anything else is 415 before the body is read),
+/// the decoded body also within `limit`.
+async fn read_body(req: Request, limit: usize) -> Result<(HeaderMap, Bytes, Bytes), IngestError> {
     let len = content_length(&req.headers);
+    let encoding = header(&req.headers, "content-encoding").map(str::to_string);
+    body::check_encoding(encoding.as_deref())?;
     let raw = body::read_limited(req.body, len, limit).await?;
-    Ok((req.headers, raw))
+    let decoded = body::decode(encoding.as_deref(), raw.clone(), limit)?;
+    Ok((req.headers, raw, decoded))
 }
 
 /// E1 and E2: one signal.
@@ -241,13 +245,13 @@ async fn single(
         }
     }
     let key = authenticate(ingest, key, EndpointType::SignalStaging)?;
-    let (headers, raw) = read_body(req, EVENT_LIMIT).await?;
+    let (headers, raw, body) = read_body(req, EVENT_LIMIT).await?;
     check_secret(&key, &headers, &raw)?;
-    let value = parse::parse_object(&raw, "; send arrays to the /batch endpoint")?;
+    let value = parse::parse_object(&body, "; send arrays to the /batch endpoint")?;
     let record = normalize::normalize(
         &context(&key, source, &headers),
         &value,
-        payload_text(&raw)?,
+        payload_text(&body)?,
     );
     let mut results = ingest
         .submit(vec![LogEntry::Signal(record.clone())])
@@ -287,9 +291,9 @@ pub fn batch_items(
 /// E3: an array of signals, each through the E1 logic, with per-item results.
 async fn batch(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Reply, IngestError> {
     let key = authenticate(ingest, key, EndpointType::SignalStaging)?;
-    let (headers, raw) = read_body(req, BATCH_LIMIT).await?;
+    let (headers, raw, body) = read_body(req, BATCH_LIMIT).await?;
     check_secret(&key, &headers, &raw)?;
-    let outcomes = batch_items(&context(&key, None, &headers), &raw, |n| {
+    let outcomes = batch_items(&context(&key, None, &headers), &body, |n| {
         format!("a batch holds at most {BATCH_MAX_ITEMS} items, got {n}; use the bulk endpoint")
     })?;
     let mut results = ItemResults::new();
@@ -300,23 +304,15 @@ async fn batch(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Reply, In
     ))
 }
 
-/// E4: a streamed bulk body (JSON array, NDJSON, or `{"batch": […]}`), appended in chunks.
+/// E4: a bulk body (JSON array, NDJSON, a sequence of JSON values, or one `{"batch": […]}`
+/// wrapper), read whole up to [`BULK_LIMIT`] and committed in one append, or refused whole:
+/// a body over the size or item limit, one that cannot be read, or one whose structure is
+/// broken stores nothing. Reading stops at the first item past [`BULK_MAX_ITEMS`], so an
+/// oversized request costs no more than the limit (it used to answer a result for every
+/// item of the body). Items that are bad on their own (not JSON, too large, …) are refused
+/// one by one in the per-item results, as in E3.
 async fn bulk(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Reply, IngestError> {
-    use futures_util::StreamExt;
     let key = authenticate(ingest, key, EndpointType::SignalStaging)?;
-    if content_length(&req.headers).is_some_and(|n| n > BULK_LIMIT as u64) {
-        return Err(IngestError::TooLarge(BULK_LIMIT));
-    }
-    if key.secret.is_some() && header(&req.headers, "x-api-secret").is_none() {
-        // An HMAC needs the whole body before anything may be accepted; bulk bodies are
-        // streamed, so keys with a secret must present it in X-Api-Secret here.
-        return Err(if header(&req.headers, "x-signature").is_some() {
-            IngestError::BadRequest("the bulk endpoint takes X-Api-Secret, not X-Signature".into())
-        } else {
-            IngestError::MissingSecret
-        });
-    }
-    check_secret(&key, &req.headers, b"")?;
     let ctype = header(&req.headers, "content-type")
         .unwrap_or("")
         .to_ascii_lowercase();
@@ -326,113 +322,76 @@ async fn bulk(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Reply, Ing
         } else {
             Framing::Json
         };
-    let ctx = context(&key, None, &req.headers);
-    // Wrapper objects (`{"batch": […]}`) are the one shape that is not split while streaming;
-    // they are bounded by the request limit instead of the item limit.
-    let mut splitter = Splitter::new(framing, BULK_LIMIT);
-    let mut body = req.body;
-    let mut pieces = Vec::new();
-    let mut pending = Vec::new();
+    let (headers, raw, body) = read_body(req, BULK_LIMIT).await?;
+    check_secret(&key, &headers, &raw)?;
+    let items = bulk_items(framing, &body)?;
+    let ctx = context(&key, None, &headers);
+    let outcomes: Vec<ItemOutcome> = items
+        .into_iter()
+        .enumerate()
+        .map(|(index, (line, bytes))| ItemOutcome {
+            index,
+            line: (framing == Framing::Lines).then_some(line),
+            record: item_record(&ctx, &bytes),
+        })
+        .collect();
     let mut results = ItemResults::new();
-    let mut total = 0usize;
-    let mut index = 0usize;
-    let mut first_position = None;
-    let mut failure = None;
-    loop {
-        let chunk = match body.next().await {
-            Some(Ok(c)) => Some(c),
-            Some(Err(e)) => {
-                failure = Some(IngestError::BadRequest(format!("reading body: {e}")));
-                None
-            }
-            None => None,
-        };
-        let done = chunk.is_none();
-        let step = match &chunk {
-            Some(c) => {
-                total += c.len();
-                if total > BULK_LIMIT {
-                    Err(IngestError::TooLarge(BULK_LIMIT))
-                } else {
-                    splitter.feed(c, &mut pieces)
-                }
-            }
-            None if failure.is_none() => {
-                let s = std::mem::replace(&mut splitter, Splitter::new(framing, 0));
-                s.finish(&mut pieces)
-            }
-            None => Ok(()),
-        };
-        if let Err(e) = step {
-            failure = Some(e);
-        }
-        for Piece { line, bytes } in pieces.drain(..) {
-            for (line, item) in expand_wrapper(line, bytes) {
-                let record = if index >= BULK_MAX_ITEMS {
-                    Err(IngestError::TooManyItems(format!(
-                        "a bulk request holds at most {BULK_MAX_ITEMS} items"
-                    )))
-                } else {
-                    item.and_then(|b| item_record(&ctx, &b))
-                };
-                let line = (framing == Framing::Lines).then_some(line);
-                pending.push(ItemOutcome {
-                    index,
-                    line,
-                    record,
-                });
-                index += 1;
-            }
-        }
-        if pending.len() >= BULK_CHUNK || (done || failure.is_some()) && !pending.is_empty() {
-            let before = results.results.len();
-            submit_items(ingest, std::mem::take(&mut pending), &mut results).await?;
-            if first_position.is_none() {
-                first_position = results.results[before..]
-                    .iter()
-                    .find_map(|r| r["log_position"].as_u64());
-            }
-        }
-        if done || failure.is_some() {
-            break;
-        }
-    }
-    let mut body = results.to_json();
-    body["job_id"] = json!(format!("bulk-{}", first_position.unwrap_or(0)));
-    if let Some(e) = failure {
-        // Everything accepted before the fault stays accepted (and a retry is deduplicated);
-        // the error body says what was kept.
-        let mut err = e.body();
-        for (k, v) in body.as_object().unwrap() {
-            err[k] = v.clone();
-        }
-        return Ok(Reply {
-            status: e.status(),
-            body: err,
-            retry_after: None,
-            raw: None,
-        });
-    }
-    Ok(Reply::json(results.status(StatusCode::ACCEPTED), body))
+    submit_items(ingest, outcomes, &mut results).await?;
+    let first_position = results
+        .results
+        .iter()
+        .find_map(|r| r["log_position"].as_u64());
+    let mut reply = results.to_json();
+    reply["job_id"] = json!(format!("bulk-{}", first_position.unwrap_or(0)));
+    Ok(Reply::json(results.status(StatusCode::ACCEPTED), reply))
 }
 
-/// Expands a `{"batch": […]}` / `{"signals": […]}` wrapper into its items; any other piece
-/// is one item.
-fn expand_wrapper(line: u64, bytes: Vec<u8>) -> Vec<(u64, Result<Vec<u8>, IngestError>)> {
-    let looks_wrapped = bytes.len() > EVENT_LIMIT
-        || bytes
-            .windows(8)
-            .take(64)
-            .any(|w| w == b"\"batch\":" || w == b"signals\"");
-    if looks_wrapped {
-        if let Ok(items) = parse::split_batch(&bytes) {
-            return items
-                .into_iter()
-                .map(|i| (line, Ok(i.get().as_bytes().to_vec())))
-                .collect();
+/// The items of a bulk body with the line each starts on. A body that is one JSON object
+/// with a `batch` or `signals` array is a wrapper of its items; nothing else is unwrapped
+/// (an NDJSON line or array item with such a field is an event like any other).
+pub fn bulk_items(framing: Framing, body: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, IngestError> {
+    let too_many = || {
+        IngestError::TooManyItems(format!(
+            "a bulk request holds at most {BULK_MAX_ITEMS} items; reading stopped at item {}, \
+             and nothing was stored",
+            BULK_MAX_ITEMS + 1
+        ))
+    };
+    let mut splitter = Splitter::new(framing, EVENT_LIMIT);
+    let mut pieces = Vec::new();
+    // Fed in slices so that reading stops soon after the item limit is passed.
+    for chunk in body.chunks(64 << 10) {
+        splitter.feed(chunk, &mut pieces)?;
+        if pieces.len() > BULK_MAX_ITEMS {
+            return Err(too_many());
         }
     }
-    vec![(line, Ok(bytes))]
+    splitter.finish(&mut pieces)?;
+    if pieces.len() > BULK_MAX_ITEMS {
+        return Err(too_many());
+    }
+    let wrapped = framing == Framing::Json
+        && pieces.len() == 1
+        && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if wrapped {
+        if let Ok(items) = parse::split_batch(body) {
+            if items.len() > BULK_MAX_ITEMS {
+                return Err(too_many());
+            }
+            let line = pieces[0].line;
+            return Ok(items
+                .into_iter()
+                .map(|i| (line, i.get().as_bytes().to_vec()))
+                .collect());
+        }
+    }
+    if pieces.is_empty() {
+        return Err(IngestError::BadRequest(
+            "the body holds no items; send a JSON array, NDJSON or {\"batch\": [...]}".into(),
+        ));
+    }
+    // A piece longer than an event is cut at EVENT_LIMIT + 1 bytes: refused as too large.
+    Ok(pieces.into_iter().map(|p| (p.line, p.bytes)).collect())
 }
 
 /// E5: a product-org update. The key's template is applied now (see
@@ -440,9 +399,9 @@ fn expand_wrapper(line: u64, bytes: Vec<u8>) -> Vec<(u64, Result<Vec<u8>, Ingest
 /// reported in `field_errors` and left out, the rest applies.
 async fn product_org(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Reply, IngestError> {
     let key = authenticate(ingest, key, EndpointType::ProductOrg)?;
-    let (headers, raw) = read_body(req, EVENT_LIMIT).await?;
+    let (headers, raw, body) = read_body(req, EVENT_LIMIT).await?;
     check_secret(&key, &headers, &raw)?;
-    let value = parse::parse_object(&raw, "")?;
+    let value = parse::parse_object(&body, "")?;
     let template = key.template.as_ref().ok_or_else(|| {
         IngestError::Unprocessable(
             "this key has no payload template; set one with PUT /api/admin/keys/{id}/template"
@@ -453,7 +412,7 @@ async fn product_org(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Rep
     let extracted =
         product_org::extract(template, &value, received_at).map_err(IngestError::Unprocessable)?;
     let product_org_id = extracted.product_org_id.clone();
-    let (entry, errors) = product_org_entry(&key, received_at, extracted, payload_text(&raw)?);
+    let (entry, errors) = product_org_entry(&key, received_at, extracted, payload_text(&body)?);
     let mut results = ingest.submit(vec![entry]).await?;
     let r = results
         .pop()

@@ -38,6 +38,31 @@ fn basic_user(headers: &HeaderMap) -> Option<String> {
     (!user.is_empty()).then(|| user.to_string())
 }
 
+/// Most keys of a batch-level `context`; SDKs send a dozen or so.
+pub const MAX_CONTEXT_KEYS: usize = 256;
+
+/// A batch `context` is copied into each of up to 500 messages: one of 28,000 keys cost a
+/// second of CPU. Past [`MAX_CONTEXT_KEYS`] keys, or larger than one event may be (no
+/// message could carry it), the batch is refused.
+fn check_batch_context(ctx: Map<String, Value>) -> Result<Map<String, Value>, IngestError> {
+    if ctx.len() > MAX_CONTEXT_KEYS {
+        return Err(IngestError::BadRequest(format!(
+            "the batch `context` has {} keys; at most {MAX_CONTEXT_KEYS} are merged into each message",
+            ctx.len()
+        )));
+    }
+    let size = serde_json::to_vec(&ctx)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if size > EVENT_LIMIT {
+        return Err(IngestError::BadRequest(format!(
+            "the batch `context` is {size} bytes; a message carrying it would exceed the \
+             {EVENT_LIMIT}-byte event limit"
+        )));
+    }
+    Ok(ctx)
+}
+
 fn merge_context(item: &mut Map<String, Value>, batch_ctx: Option<&Map<String, Value>>) -> bool {
     let Some(bctx) = batch_ctx else { return false };
     match item.get_mut("context") {
@@ -106,7 +131,7 @@ pub(crate) async fn handle(
             )));
         }
         let bctx = match body.remove("context") {
-            Some(Value::Object(m)) => Some(m),
+            Some(Value::Object(m)) => Some(check_batch_context(m)?),
             _ => None,
         };
         (items, bctx)

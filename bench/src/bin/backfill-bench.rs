@@ -68,10 +68,11 @@ async fn fresh(dir: &Path) -> anyhow::Result<String> {
         nats_url: None,
         stream: Default::default(),
         nats_auth: Default::default(),
+        archive: None,
     };
     let opened = open::open(&loc, None).await?;
     let state = AppState::new(opened.registry.clone(), opened.log.clone(), None, None);
-    let (org, _) = state.create_org("Bench", false).await?;
+    let (org, _) = state.create_org("Bench").await?;
     let key = state
         .create_key(
             org.id,
@@ -93,6 +94,7 @@ async fn import(dir: &Path, key: &str, files: Vec<PathBuf>) -> anyhow::Result<(u
         nats_url: None,
         stream: Default::default(),
         nats_auth: Default::default(),
+        archive: None,
     };
     let t = Instant::now();
     let opened = open::open_for_append(&loc).await?;
@@ -140,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
             nats_url: None,
             stream: Default::default(),
             nats_auth: Default::default(),
+            archive: None,
         },
         &mut |pos, e| {
             if let LogEntry::Signal(s) = e {

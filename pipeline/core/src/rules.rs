@@ -42,6 +42,7 @@ pub enum Op {
 
 /// One condition: `field` is `source`, `event_type`, `event_name`, or a payload dot path.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Condition {
     pub field: String,
     pub op: Op,
@@ -95,6 +96,7 @@ impl<'de> Deserialize<'de> for LeadField {
 
 /// One mapping of a rule: fill `field` from the payload at `path`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FieldMapping {
     pub field: LeadField,
     pub path: String,
@@ -131,8 +133,10 @@ impl LeadField {
     }
 }
 
-/// What a rule is, as its author wrote it.
+/// What a rule is, as its author wrote it. Unknown fields are refused: a misspelt
+/// `conditions` would otherwise make a rule that matches every signal.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RuleDef {
     pub name: String,
     pub signal_type: SignalType,

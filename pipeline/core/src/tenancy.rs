@@ -31,6 +31,11 @@ impl fmt::Display for OrgId {
 /// The org created on first start.
 pub const DEFAULT_ORG: OrgId = OrgId(1);
 
+/// Where the server administrator's stored token lives: outside every org, so that no
+/// org's Owner or Admin can list, revoke or change it. (The administrator also acts as
+/// Owner of [`DEFAULT_ORG`], as the `TRAILSPARK_ADMIN_TOKEN` does.)
+pub const SERVER_ORG: OrgId = OrgId(0);
+
 /// Roles in ascending order of power; each has every permission of those below it (spec 2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -194,6 +199,12 @@ pub enum ConfigEvent {
         id: u64,
         at: i64,
     },
+    /// A token's role changed (an ownership transfer promotes one token and demotes another).
+    TokenRoleChanged {
+        id: u64,
+        role: Role,
+        at: i64,
+    },
     KeyCreated(ApiKey),
     KeyRevoked {
         id: u64,
@@ -236,6 +247,13 @@ pub enum ConfigEvent {
         org_id: OrgId,
         at: i64,
     },
+    /// A log position whose entry was lost (the journal's tail was cut after a disk fault
+    /// or a snapshot restore) and that the archive could not restore: it holds this marker
+    /// so that its id is never given to another entry.
+    EntryLost {
+        position: u64,
+        at: i64,
+    },
     /// Archived signals brought back into live state for a while (spec 13's retrieval);
     /// they count against the raw-signal meter of `month` (`YYYYMM`).
     SignalsRehydrated {
@@ -248,6 +266,7 @@ pub enum ConfigEvent {
 
 /// An org's plan limits. A limit of 0 means unlimited (spec 4.3, 14.1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Plan {
     pub raw_signal_limit: u64,
     pub mapped_signal_limit: u64,
@@ -332,6 +351,11 @@ impl Registry {
                     t.revoked_at.get_or_insert(*at);
                 }
             }
+            ConfigEvent::TokenRoleChanged { id, role, .. } => {
+                if let Some(t) = self.tokens.get_mut(id) {
+                    t.role = *role;
+                }
+            }
             ConfigEvent::KeyCreated(k) => {
                 self.key_by_hash.insert(k.key_hash.clone(), k.id);
                 self.keys.insert(k.id, k.clone());
@@ -387,7 +411,7 @@ impl Registry {
             ConfigEvent::PlanSet { org_id, plan } => {
                 self.plans.insert(*org_id, *plan);
             }
-            ConfigEvent::SignalsProcessed { .. } => {}
+            ConfigEvent::SignalsProcessed { .. } | ConfigEvent::EntryLost { .. } => {}
             ConfigEvent::SignalsRehydrated {
                 org_id,
                 month,
@@ -464,6 +488,13 @@ impl Registry {
         self.tokens.values().filter(move |t| t.org_id == org)
     }
 
+    /// The org's Owner tokens that are not revoked.
+    pub fn live_owners(&self, org: OrgId) -> usize {
+        self.tokens_of(org)
+            .filter(|t| t.role == Role::Owner && t.revoked_at.is_none())
+            .count()
+    }
+
     /// Checks a presented API key at time `now` (Unix ms).
     pub fn check_key(&self, presented: &str, now: i64) -> Result<&ApiKey, KeyRejection> {
         let id = self
@@ -484,8 +515,14 @@ impl Registry {
     pub fn authenticate(&self, presented: &str) -> Option<Principal> {
         let id = self.token_by_hash.get(&secret::hash(presented))?;
         let t = &self.tokens[id];
+        // The administrator's own token acts as Owner of the default org.
+        let org_id = if t.org_id == SERVER_ORG {
+            DEFAULT_ORG
+        } else {
+            t.org_id
+        };
         t.revoked_at.is_none().then_some(Principal {
-            org_id: t.org_id,
+            org_id,
             role: t.role,
             server_admin: t.server_admin,
             token_id: Some(t.id),

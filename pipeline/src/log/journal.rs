@@ -98,6 +98,13 @@ fn segment_name(first: u64) -> String {
     format!("{first:020}.log")
 }
 
+/// Whether a segment is an empty file left by a roll that failed after creating it: an
+/// empty segment before another one (a roll only follows a write), or an empty last one
+/// named before the position the previous segment reached.
+fn stale(path: &Path, first: u64, is_last: bool, next: u64) -> std::io::Result<bool> {
+    Ok(fs::metadata(path)?.len() == 0 && (!is_last || first < next))
+}
+
 /// The segments of a journal directory, in order, with their first positions.
 fn segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     let mut segs = Vec::new();
@@ -185,6 +192,9 @@ pub fn read(
     let segs = segments(dir)?;
     let mut next = 1;
     for (i, (first, path)) in segs.iter().enumerate() {
+        if i > 0 && stale(path, *first, i + 1 == segs.len(), next)? {
+            continue;
+        }
         let (_, end, torn) = scan_segment(path, *first, &mut Reading::Entries(f), None)?;
         next = end;
         if torn && i + 1 < segs.len() {
@@ -266,8 +276,32 @@ impl Journal {
         }
         let mut next = 1;
         let mut tail_len = 0;
+        // Empty files of failed rolls are removed; the segment before them is the tail.
+        let mut kept = Vec::with_capacity(segs.len());
+        for (i, seg) in segs.iter().enumerate() {
+            let (first, path) = seg;
+            if i > 0 && fs::metadata(path)?.len() == 0 && i + 1 < segs.len() {
+                tracing::warn!(segment = %path.display(), "Removing an empty journal segment a failed roll left.");
+                fs::remove_file(path)?;
+                continue;
+            }
+            kept.push((*first, path.clone()));
+        }
+        let mut segs = kept;
         let last = segs.len() - 1;
         for (i, (first, path)) in segs.iter().enumerate() {
+            if i > 0 && *first != next {
+                if i == last && stale(path, *first, true, next)? {
+                    tracing::warn!(segment = %path.display(), "Removing an empty journal segment a failed roll left.");
+                    fs::remove_file(path)?;
+                    break;
+                }
+                return Err(LogError::Corrupt(format!(
+                    "{} starts at position {first}, but the segment before it ends at {}",
+                    path.display(),
+                    next - 1
+                )));
+            }
             let (valid, end, torn) = scan_segment(path, *first, &mut replay, Some(&mut dedup))?;
             if torn && i < last {
                 return Err(LogError::Corrupt(format!(
@@ -290,7 +324,10 @@ impl Journal {
             next = end;
             tail_len = valid;
         }
-        let (first, path) = &segs[last];
+        if segs.len() > 1 && !segs[last].1.exists() {
+            segs.pop();
+        }
+        let (first, path) = &segs[segs.len() - 1];
         let file = OpenOptions::new().write(true).open(path)?;
         tracing::info!(dir = %cfg.dir.display(), next_position = next, first_of_segment = first, "Journal opened.");
         let head = Arc::new(AtomicU64::new(next - 1));
@@ -517,8 +554,13 @@ impl Writer {
                 path.display()
             )));
         }
-        file.sync_all()?;
-        sync_dir(&self.cfg.dir)?;
+        if let Err(e) = file.sync_all().and_then(|()| sync_dir(&self.cfg.dir)) {
+            // Writes go on into the current segment, past this one's first position: an
+            // empty file named here would be read as the journal's end.
+            drop(file);
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
         self.file = file;
         self.path = path;
         self.seg_len = 0;
@@ -622,6 +664,50 @@ mod tests {
         assert_eq!(r[0].position, 3);
         drop(j);
         assert_eq!(collect(dir.path()).len(), 3);
+    }
+
+    #[tokio::test]
+    async fn empty_segments_of_failed_rolls_are_not_read_as_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = JournalConfig::new(dir.path());
+        cfg.segment_bytes = 1000; // several records a segment
+        let j = Journal::open(cfg.clone(), &mut |_, _| Ok(())).unwrap();
+        for n in 0..12 {
+            j.append(vec![signal(n)]).await.unwrap();
+        }
+        drop(j);
+        let mut segs = segments(dir.path()).unwrap();
+        // The last roll made an empty segment at 13; take it away, so that the tail is the
+        // segment holding 12.
+        let (at, path) = segs.pop().unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), 0);
+        fs::remove_file(path).unwrap();
+        let tail_first = segs[segs.len() - 1].0;
+        assert!(segs[1].0 > 2 && tail_first + 1 < at, "{segs:?}");
+        // Rolls that created their file and then failed, while writes went on into the
+        // current segment: one empty file in the middle, one named before the end.
+        let empty = |pos: u64| {
+            File::create_new(dir.path().join(segment_name(pos))).unwrap();
+        };
+        empty(segs[1].0 - 1);
+        empty(tail_first + 1);
+        let mut seen = Vec::new();
+        let j = Journal::open(cfg.clone(), &mut |p, _| {
+            seen.push(p);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, (1..=12).collect::<Vec<_>>());
+        assert_eq!(j.append(vec![signal(99)]).await.unwrap()[0].position, 13);
+        drop(j);
+        assert_eq!(collect(dir.path()).len(), 13);
+        let segs = segments(dir.path()).unwrap();
+        assert!(
+            segs[..segs.len() - 1]
+                .iter()
+                .all(|(_, p)| fs::metadata(p).unwrap().len() > 0),
+            "only a fresh last segment may be empty: {segs:?}"
+        );
     }
 
     #[tokio::test]

@@ -34,6 +34,8 @@ pub struct Server {
     /// The first-start Signal Staging key, when this process created it.
     pub first_key: Option<String>,
     pub owner_token: Option<String>,
+    /// The first-start server administrator token (without `TRAILSPARK_ADMIN_TOKEN`).
+    pub server_token: Option<String>,
 }
 
 impl Server {
@@ -74,7 +76,6 @@ impl Server {
         configure: impl FnOnce(&mut Command),
     ) -> Server {
         let mut cmd = Command::new(bin());
-        configure(&mut cmd);
         cmd.envs(env.iter().copied());
         cmd.arg("serve")
             .arg("--data-dir")
@@ -88,6 +89,7 @@ impl Server {
         if let Some(url) = nats_url {
             cmd.arg("--nats").arg(url);
         }
+        configure(&mut cmd);
         let mut child = cmd.spawn().expect("spawning trailspark");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
@@ -100,7 +102,7 @@ impl Server {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(60);
-        let (mut key, mut token, mut base) = (None, None, None);
+        let (mut key, mut token, mut base, mut server_token) = (None, None, None, None);
         while base.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = rx
@@ -111,6 +113,12 @@ impl Server {
             }
             if let Some(t) = line.split("Owner token, shown once: ").nth(1) {
                 token = Some(t.trim().to_string());
+            }
+            if line.contains("Server administrator token") {
+                server_token = line
+                    .split("shown once: ")
+                    .nth(1)
+                    .map(|t| t.trim().to_string());
             }
             if let Some(a) = line.split("listening on ").nth(1) {
                 base = Some(a.trim().to_string());
@@ -125,6 +133,7 @@ impl Server {
             base: base.unwrap(),
             first_key: key,
             owner_token: token,
+            server_token,
         };
         s.wait_healthy();
         s
@@ -159,10 +168,15 @@ impl Server {
     pub fn restart(&mut self) {
         self.kill9();
         let fresh = Server::start(&self.data_dir, self.nats_url.as_deref());
-        let (key, token) = (self.first_key.take(), self.owner_token.take());
+        let (key, token, server) = (
+            self.first_key.take(),
+            self.owner_token.take(),
+            self.server_token.take(),
+        );
         *self = fresh;
         self.first_key = key;
         self.owner_token = token;
+        self.server_token = server;
     }
 
     /// An admin API call with a bearer token and an optional JSON body.

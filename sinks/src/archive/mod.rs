@@ -224,6 +224,41 @@ pub async fn list_files(loc: &Location) -> Result<Vec<FileMeta>, ArchiveError> {
     Ok(kept)
 }
 
+/// The checkpoint: every log position below it was offered to a file (0 when none is
+/// written yet).
+async fn read_checkpoint(loc: &Location) -> Result<u64, ArchiveError> {
+    match loc.store.get(&loc.checkpoint_path()).await {
+        Ok(r) => {
+            let b = r.bytes().await?;
+            let s = std::str::from_utf8(&b).unwrap_or_default().trim();
+            s.parse::<u64>()
+                .map_err(|_| ArchiveError::Checkpoint(format!("{s:?}")))
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The highest log position the archive knows was used (by its checkpoint or by a file's
+/// ids), with its files. Read-only: a log that lost its tail must not hand these positions
+/// out again, or the archive would hold another entry under the same id.
+pub async fn positions_used(loc: &Location) -> Result<(u64, Vec<FileMeta>), ArchiveError> {
+    let checkpoint = read_checkpoint(loc).await?;
+    let files: Vec<FileMeta> = loc
+        .store
+        .list(Some(&loc.root))
+        .try_filter_map(|m| async move { Ok(loc.parse_file(&m.location, m.size)) })
+        .try_collect()
+        .await?;
+    let used = files
+        .iter()
+        .map(|f| f.last)
+        .max()
+        .unwrap_or(0)
+        .max(checkpoint.saturating_sub(1));
+    Ok((used, files))
+}
+
 impl Archiver {
     /// Opens the archive at `loc`: lists its files and reads its checkpoint. Entries must then
     /// be offered in log order from [`Archiver::start`] on (earlier ones are ignored).
@@ -234,16 +269,7 @@ impl Archiver {
     ) -> Result<Arc<Self>, ArchiveError> {
         loc.clear_staging().await?;
         let files = list_files(&loc).await?;
-        let start = match loc.store.get(&loc.checkpoint_path()).await {
-            Ok(r) => {
-                let b = r.bytes().await?;
-                let s = std::str::from_utf8(&b).unwrap_or_default().trim();
-                s.parse::<u64>()
-                    .map_err(|_| ArchiveError::Checkpoint(format!("{s:?}")))?
-            }
-            Err(object_store::Error::NotFound { .. }) => 0,
-            Err(e) => return Err(e.into()),
-        };
+        let start = read_checkpoint(&loc).await?;
         let mut state = State {
             start,
             offered: start,
