@@ -373,10 +373,18 @@ pub fn bulk_items(framing: Framing, body: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, 
     let wrapped = framing == Framing::Json
         && pieces.len() == 1
         && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let no_items = || {
+        IngestError::BadRequest(
+            "the body holds no items; send a JSON array, NDJSON or {\"batch\": [...]}".into(),
+        )
+    };
     if wrapped {
         if let Ok(items) = parse::split_batch(body) {
             if items.len() > BULK_MAX_ITEMS {
                 return Err(too_many());
+            }
+            if items.is_empty() {
+                return Err(no_items());
             }
             let line = pieces[0].line;
             return Ok(items
@@ -386,9 +394,7 @@ pub fn bulk_items(framing: Framing, body: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, 
         }
     }
     if pieces.is_empty() {
-        return Err(IngestError::BadRequest(
-            "the body holds no items; send a JSON array, NDJSON or {\"batch\": [...]}".into(),
-        ));
+        return Err(no_items());
     }
     // A piece longer than an event is cut at EVENT_LIMIT + 1 bytes: refused as too large.
     Ok(pieces.into_iter().map(|p| (p.line, p.bytes)).collect())

@@ -113,9 +113,50 @@ pub(crate) async fn handle(
         url_source: None,
         header_source: header(&headers, "x-source"),
     };
-    let Value::Object(mut body) = value else {
+    let Value::Object(body) = value else {
         unreachable!("parse_object returns objects")
     };
+    let (outcomes, org_updates) = messages(&ctx, &key, kind, body)?;
+    let mut results = ItemResults::new();
+    submit_items(ingest, outcomes, &mut results).await?;
+    if results.accepted > 0 && !org_updates.is_empty() {
+        for r in ingest.submit(org_updates).await? {
+            r?;
+        }
+    }
+    let mut body = results.to_json();
+    if results.status(StatusCode::OK) == StatusCode::TOO_MANY_REQUESTS {
+        let first = &results.results[0];
+        body["code"] = first["error"].clone();
+        body["message"] = first["message"].clone();
+        return Ok(Reply {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            body,
+            retry_after: Some(3600),
+            raw: None,
+        });
+    }
+    if results.accepted == 0 && results.rejected > 0 {
+        let first = &results.results[0];
+        body["error"] = first["error"].clone();
+        body["code"] = first["error"].clone();
+        body["message"] = first["message"].clone();
+        return Ok(Reply::json(StatusCode::BAD_REQUEST, body));
+    }
+    body["success"] = json!(true);
+    Ok(Reply::json(StatusCode::OK, body))
+}
+
+/// The Segment normalizer: a request body of `kind` (`batch`, `track`, …) into one outcome
+/// per message (normalized, or why not) and the product-org updates its group calls make.
+/// Transport-free, so that the NATS path and the fuzz target use it as the HTTP one does.
+pub fn messages(
+    ctx: &normalize::Context<'_>,
+    key: &trailspark_core::ApiKey,
+    kind: &str,
+    mut body: Map<String, Value>,
+) -> Result<(Vec<ItemOutcome>, Vec<trailspark_core::LogEntry>), IngestError> {
+    let is_batch = kind == "batch" || kind == "import";
     let (messages, batch_ctx) = if is_batch {
         let items = match body.remove("batch") {
             Some(Value::Array(items)) => items,
@@ -154,7 +195,7 @@ pub(crate) async fn handle(
                     trailspark_core::product_org::extract(&template, &msg, ctx.received_at)
                 {
                     org_updates.push(
-                        crate::routes::product_org_entry(&key, ctx.received_at, e, msg.to_string())
+                        crate::routes::product_org_entry(key, ctx.received_at, e, msg.to_string())
                             .0,
                     );
                 }
@@ -177,7 +218,7 @@ pub(crate) async fn handle(
                         if text.len() > EVENT_LIMIT {
                             Err(IngestError::TooLarge(EVENT_LIMIT))
                         } else {
-                            Ok(normalize::normalize(&ctx, &v, text))
+                            Ok(normalize::normalize(ctx, &v, text))
                         }
                     }
                 }
@@ -193,34 +234,7 @@ pub(crate) async fn handle(
             }
         })
         .collect();
-    let mut results = ItemResults::new();
-    submit_items(ingest, outcomes, &mut results).await?;
-    if results.accepted > 0 && !org_updates.is_empty() {
-        for r in ingest.submit(org_updates).await? {
-            r?;
-        }
-    }
-    let mut body = results.to_json();
-    if results.status(StatusCode::OK) == StatusCode::TOO_MANY_REQUESTS {
-        let first = &results.results[0];
-        body["code"] = first["error"].clone();
-        body["message"] = first["message"].clone();
-        return Ok(Reply {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            body,
-            retry_after: Some(3600),
-            raw: None,
-        });
-    }
-    if results.accepted == 0 && results.rejected > 0 {
-        let first = &results.results[0];
-        body["error"] = first["error"].clone();
-        body["code"] = first["error"].clone();
-        body["message"] = first["message"].clone();
-        return Ok(Reply::json(StatusCode::BAD_REQUEST, body));
-    }
-    body["success"] = json!(true);
-    Ok(Reply::json(StatusCode::OK, body))
+    Ok((outcomes, org_updates))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! The crate is deliberately free of I/O and async: it is pure data and pure functions, so the
 //! HTTP edge, the log, the dataflow and the tests all share one definition of each rule.
 
+pub mod fuzz_input;
 pub mod log;
 pub mod normalize;
 pub mod path;

@@ -80,6 +80,8 @@ pub enum DecodeError {
     Meta(#[from] serde_json::Error),
     #[error("log entry payload is not UTF-8")]
     Utf8,
+    #[error("log entry is invalid: {0}")]
+    Invalid(&'static str),
 }
 
 impl LogEntry {
@@ -171,6 +173,12 @@ impl LogEntry {
                 };
                 let (meta, payload) = split_meta(rest, payloads)?;
                 let mut s: SignalRecord = serde_json::from_slice(meta)?;
+                // Dedup keys are read from the hash's hex: a record must carry a real one
+                // (the journal's checksum guards its records, a stream's messages need this).
+                let hash = s.content_hash.as_bytes();
+                if hash.len() != 64 || !hash.iter().all(u8::is_ascii_hexdigit) {
+                    return Err(DecodeError::Invalid("the content hash is not hex SHA-256"));
+                }
                 s.payload = payload;
                 Ok(LogEntry::Signal(s))
             }

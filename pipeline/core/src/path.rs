@@ -40,7 +40,8 @@ pub fn get_str(value: &Value, path: &str) -> Option<String> {
 /// document (`None` if the text does not parse), without building the rest of it. Rules
 /// look up a path or two of every signal's payload; parsing the whole payload into a
 /// `Value` for that cost several times as much as the lookups. Like parsing into a `Value`,
-/// a key that occurs twice in one object takes its last value.
+/// a key that occurs twice in one object takes its last value, and text that does not parse
+/// as one document finds nothing.
 pub fn lookup(text: &str, path: &str) -> Option<Value> {
     use serde::de::DeserializeSeed;
     let segs: Vec<&str> = if path.is_empty() {
@@ -49,7 +50,11 @@ pub fn lookup(text: &str, path: &str) -> Option<Value> {
         path.split('.').collect()
     };
     let mut de = serde_json::Deserializer::from_str(text);
-    At(&segs).deserialize(&mut de).ok().flatten()
+    let found = At(&segs).deserialize(&mut de).ok().flatten();
+    // Text after the document makes it no document at all, as for a full parse (the fuzz
+    // target found `{} x` answering `{}` here).
+    de.end().ok()?;
+    found
 }
 
 /// Finds the rest of a path in the value being deserialized.
