@@ -143,7 +143,7 @@ def compute(con, edited):
               SELECT org, source, event_type, event_name,
                 CASE WHEN event_type = 'track' AND event_name IS NOT NULL THEN event_name ELSE event_type END AS event,
                 path, form, webinar, asset, form_desc, title
-              -- A pending signal (anonymous, no lead yet) is in no group (spec 7.2).
+              -- A pending signal (anonymous, no lead yet) is in no group.
               FROM sl WHERE lead IS NOT NULL OR anon IS NULL)
             SELECT org, source, event, path, form,
               coalesce(form_desc, asset, webinar, title, CASE WHEN event_type = 'page' THEN event_name END) AS descriptor,

@@ -1,4 +1,4 @@
-//! Identity resolution as connected components over identifiers (DESIGN.md §3).
+//! Identity resolution as connected components over identifiers (docs/ARCHITECTURE.md).
 //!
 //! Identifiers are nodes; two identifiers carried by the same signal are linked. Components
 //! are found by label propagation (differential's `propagate`: every node starts labelled by
@@ -9,7 +9,7 @@
 //! signal of that anonymous id changes lead: that is rehydration, and it does not depend on
 //! whether the identify came before or after the anonymous events.
 //!
-//! Guard rails against bad merges (our choices; the spec is silent):
+//! Guard rails against bad merges (our choices; the hosted product documents none):
 //! - blocked identifier values (`null`, `undefined`, `anonymous`, `-1`, all zeros, empty, and
 //!   whatever the config adds) are not identifiers at all;
 //! - an identifier that co-occurs with more than `max_emails` distinct emails, or more than
@@ -30,8 +30,9 @@ use serde::{Deserialize, Serialize};
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
+use crate::ident::{IdKind, Ident, Org};
 use crate::nodes::Node;
-use crate::types::{IdKind, Ident, Org, Signal};
+use crate::signal::Signal;
 
 /// A signal's key: (org, log position).
 pub type SignalKey = (Org, u64);

@@ -8,7 +8,7 @@
 //! compares alone at 14% of the worker's time. So the dataflow numbers identifiers once, where
 //! a signal is built or a rule extracts one, and carries the number, a [`Node`]: eight bytes,
 //! copied and compared as an integer. The text is looked up where it is needed: to choose a
-//! lead's key and a signal's anchor (the smallest identifier *by text*, as the spec's order
+//! lead's key and a signal's anchor (the smallest identifier *by text*, as the documented order
 //! is defined on identifiers, not on numbers) and in the outputs, which name identifiers.
 //!
 //! The table is the process's, shared by every engine and thread, and append-only: a number
@@ -24,7 +24,7 @@ use hashbrown::HashTable;
 use rustc_hash::FxHasher;
 use serde::{Deserialize, Serialize};
 
-use crate::types::{IdKind, Ident, Org};
+use crate::ident::{IdKind, Ident, Org};
 
 /// An identifier, as a number into the process's table of identifiers. Its kind is in the top
 /// bits, so nodes order by kind first (persistent kinds first), then by when they were first

@@ -1,4 +1,4 @@
-//! Product orgs (spec 12): the merged state of each product org from its updates.
+//! Product orgs: the merged state of each product org from its updates.
 //!
 //! Every field takes its value from the latest update that set it, by event time and then log
 //! position, so an older update arriving late never overwrites a newer one and the result is
@@ -13,7 +13,7 @@ use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 use trailspark_core::ProductOrgRecord;
 
-use crate::types::Org;
+use crate::ident::Org;
 
 /// One update, as the dataflow sees it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -130,7 +130,7 @@ mod tests {
             ]
         );
         assert_eq!(m.last_updated_at, 200);
-        // A second update with only the plan keeps name and MRR (spec 19.72).
+        // A second update with only the plan keeps name and MRR.
         let plan = upd("ws_1", 300, 3, &[("plan_name", "\"Team\"")]);
         let m = merge(&[&newer, &older, &plan]);
         assert!(m.fields.contains(&("plan_name".into(), "\"Team\"".into())));

@@ -73,3 +73,20 @@ pub fn shuffle_into_batches<T: Clone>(items: &[T], n: usize, seed: u64) -> Vec<V
     }
     batches
 }
+
+/// A signal built the way the pipeline builds them: from a canonical record.
+pub fn signal(
+    org: u64,
+    pos: u64,
+    received_at: i64,
+    payload: serde_json::Value,
+) -> crate::signal::Signal {
+    let ctx = trailspark_core::normalize::Context {
+        org_id: trailspark_core::OrgId(org),
+        api_key_id: 1,
+        received_at,
+        ..Default::default()
+    };
+    let rec = trailspark_core::normalize::normalize(&ctx, &payload, payload.to_string());
+    crate::signal::Signal::from_record(pos, &rec)
+}

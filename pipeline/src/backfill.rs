@@ -1,38 +1,48 @@
-//! `trailspark backfill`: imports historical events through the same parsing, normalization
-//! and log as live ingestion, so the dataflow treats them exactly like live signals.
-//!
-//! Files are NDJSON (one event per line) or a JSON array (`[...]`, also `{"batch": [...]}`),
-//! plain or gzip (by magic bytes): the generic webhook shape, Segment exports and RudderStack
-//! exports all arrive as one JSON object per event. They are read as streams, never whole.
-//! Event timestamps are kept (`timestamp`, else `originalTimestamp`).
-//!
-//! Parquet files in the archive's layout are replayed: each row's raw payload is ingested
-//! again, with its original receipt time and source when appending to a data directory (so
-//! the records are the ones the archive came from; replaying into the org the archive is of
-//! finds them all duplicates). A directory is searched for `*.parquet` files; a URL
-//! (`s3://bucket/prefix`, `file:///…`) names one object or every object under a prefix, each
-//! streamed to a temporary file first.
+//! Importing historical events (`trailspark backfill`) through the same parsing,
+//! normalization and log as live ingestion, so the dataflow treats them exactly like live
+//! signals. The files are read by the backfill source (`trailspark_sources::backfill`:
+//! NDJSON, JSON arrays, gzip, archive Parquet files, object-store URLs); this module sends
+//! what it reads to a target.
 //!
 //! Two targets: a running server (items go to the bulk endpoint E4 in chunks, and its
-//! per-item answers are counted), or a data directory with the server stopped (items are
-//! appended to the journal directly). Either way the log's exact dedup index makes a second
-//! run report every event as a duplicate and change nothing.
+//! per-item answers are counted), or a stopped server's log (items are appended directly).
+//! Either way the log's exact dedup index makes a second run report every event as a
+//! duplicate and change nothing. Event timestamps are kept; an archive row also keeps its
+//! receipt time and source when appended to a log.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::io::Write;
+use std::path::PathBuf;
 
-use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 use trailspark_core::normalize::Context;
 use trailspark_core::tenancy::EndpointType;
 use trailspark_core::LogEntry;
-use trailspark_sources::parse::{Framing, Piece, Splitter};
+use trailspark_sources::backfill::{Item, Reader};
 use trailspark_sources::routes::{item_record, BULK_LIMIT, BULK_MAX_ITEMS};
 
-use crate::log::Log;
+use crate::log::{Appending, Log, LogError};
+
+/// Why an import stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    #[error(transparent)]
+    Read(#[from] trailspark_sources::backfill::BackfillError),
+    #[error("writing the rejects file: {0}")]
+    Rejects(#[source] std::io::Error),
+    #[error("appending to the log: {0}")]
+    Log(#[from] LogError),
+    #[error("sending to {url}: {source}")]
+    Server {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Key(String),
+}
 
 /// Items sent or appended together.
 const CHUNK: usize = 5_000;
@@ -47,12 +57,12 @@ const APPENDS_IN_FLIGHT: usize = 2;
 struct Progress {
     summary: Summary,
     rejects: Option<Box<dyn Write>>,
-    appends: std::collections::VecDeque<crate::log::Appending>,
+    appends: std::collections::VecDeque<Appending>,
 }
 
 impl Progress {
     /// Reads answers until at most `keep` appends are still in flight.
-    async fn drain(&mut self, keep: usize) -> anyhow::Result<()> {
+    async fn drain(&mut self, keep: usize) -> Result<(), BackfillError> {
         while self.appends.len() > keep {
             let receipts = self.appends.pop_front().expect("not empty").await?;
             for r in receipts {
@@ -67,7 +77,7 @@ impl Progress {
     }
 
     /// Counts `item` as rejected and writes it to the rejects file, if there is one.
-    fn reject(&mut self, item: &Item, code: &str, message: &str) -> anyhow::Result<()> {
+    fn reject(&mut self, item: &Item, code: &str, message: &str) -> Result<(), BackfillError> {
         self.summary.rejected += 1;
         if let Some(w) = self.rejects.as_mut() {
             let file: &str = &item.file;
@@ -75,7 +85,8 @@ impl Progress {
                 w,
                 "{}",
                 json!({"file": file, "line": item.line, "error": code, "message": message})
-            )?;
+            )
+            .map_err(BackfillError::Rejects)?;
         }
         Ok(())
     }
@@ -110,167 +121,6 @@ pub struct Summary {
     pub rejected: u64,
 }
 
-/// One event read from a file.
-struct Item {
-    /// The file's name, for rejects.
-    file: Arc<str>,
-    /// The line (or, in Parquet, the 1-based row).
-    line: u64,
-    bytes: Vec<u8>,
-    /// From an archive row: its receipt time and resolved source.
-    archived: Option<(i64, String)>,
-}
-
-/// One file to import, local (possibly a download of an object).
-struct Input {
-    name: Arc<str>,
-    path: PathBuf,
-    parquet: bool,
-    _download: Option<tempfile::TempPath>,
-}
-
-fn is_parquet(name: &str) -> bool {
-    name.ends_with(".parquet")
-}
-
-/// Every `*.parquet` file under a directory, in name order (archive file names carry their
-/// first id, so this is log order within a partition).
-fn parquet_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for e in std::fs::read_dir(dir)? {
-        let p = e?.path();
-        if p.is_dir() {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if !name.starts_with('_') && !name.starts_with('.') {
-                parquet_files(&p, out)?;
-            }
-        } else if p.to_str().is_some_and(is_parquet) {
-            out.push(p);
-        }
-    }
-    Ok(())
-}
-
-/// Orders archive files by their first id (`part-<first>-<last>.parquet`), else by name.
-fn archive_order(p: &Path) -> (u64, String) {
-    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let first = name
-        .strip_prefix("part-")
-        .and_then(|r| r.split('-').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(u64::MAX);
-    (first, p.display().to_string())
-}
-
-/// Resolves the command line's files: local files, directories of Parquet files, and
-/// object-store URLs (downloaded, streamed, to temporary files).
-async fn resolve(args: &[PathBuf]) -> anyhow::Result<Vec<Input>> {
-    use futures_util::StreamExt;
-    use object_store::ObjectStoreExt;
-    let mut out = Vec::new();
-    for arg in args {
-        let s = arg.to_string_lossy().to_string();
-        let local = s.strip_prefix("file://").map(PathBuf::from);
-        if s.contains("://") && local.is_none() {
-            let loc = trailspark_sinks::archive::Location::parse(&s)
-                .map_err(|e| anyhow::anyhow!("{s}: {e}"))?;
-            let store = loc.store.clone();
-            let objects: Vec<object_store::path::Path> = match store.head(&loc.root).await {
-                Ok(m) => vec![m.location],
-                Err(object_store::Error::NotFound { .. }) => {
-                    let mut v: Vec<_> = store
-                        .list(Some(&loc.root))
-                        .map(|m| m.map(|m| m.location))
-                        .collect::<Vec<_>>()
-                        .await
-                        .into_iter()
-                        .collect::<Result<_, _>>()
-                        .with_context(|| format!("listing {s}"))?;
-                    v.retain(|p| !p.parts().any(|part| part.as_ref().starts_with('_')));
-                    v.sort_by_key(|p| archive_order(Path::new(p.as_ref())));
-                    v
-                }
-                Err(e) => return Err(anyhow::anyhow!("{s}: {e}")),
-            };
-            if objects.is_empty() {
-                bail!("{s}: no objects there");
-            }
-            for obj in objects {
-                let tmp = tempfile::NamedTempFile::new()?;
-                let mut f = std::io::BufWriter::new(tmp.reopen()?);
-                let mut stream = store
-                    .get(&obj)
-                    .await
-                    .with_context(|| format!("reading {obj}"))?
-                    .into_stream();
-                while let Some(chunk) = stream.next().await {
-                    f.write_all(&chunk.with_context(|| format!("reading {obj}"))?)?;
-                }
-                f.flush()?;
-                let name = format!("{}/{obj}", loc.store_url.trim_end_matches('/'));
-                out.push(Input {
-                    parquet: is_parquet(&name),
-                    name: name.into(),
-                    path: tmp.path().to_path_buf(),
-                    _download: Some(tmp.into_temp_path()),
-                });
-            }
-            continue;
-        }
-        let path = local.unwrap_or_else(|| arg.clone());
-        if path.is_dir() {
-            let mut files = Vec::new();
-            parquet_files(&path, &mut files)
-                .with_context(|| format!("reading directory {}", path.display()))?;
-            if files.is_empty() {
-                bail!("{}: no .parquet files in this directory", path.display());
-            }
-            files.sort_by_key(|p| archive_order(p));
-            for f in files {
-                out.push(Input {
-                    name: f.display().to_string().into(),
-                    path: f,
-                    parquet: true,
-                    _download: None,
-                });
-            }
-        } else {
-            out.push(Input {
-                name: path.display().to_string().into(),
-                parquet: path.to_str().is_some_and(is_parquet),
-                path,
-                _download: None,
-            });
-        }
-    }
-    Ok(out)
-}
-
-/// Counts the compressed bytes read, for progress.
-struct Counting<R> {
-    inner: R,
-    read: Arc<AtomicU64>,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.read.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-}
-
-/// Opens a file as a stream of plain bytes, gunzipping when it starts with gzip's magic.
-fn open(path: &Path, read: Arc<AtomicU64>) -> anyhow::Result<Box<dyn BufRead>> {
-    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut r = BufReader::new(Counting { inner: f, read });
-    let gz = r.fill_buf()?.starts_with(&[0x1f, 0x8b]);
-    Ok(if gz {
-        Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(r)))
-    } else {
-        Box::new(r)
-    })
-}
-
 pub struct Backfill {
     pub key: String,
     pub target: Target,
@@ -280,14 +130,10 @@ pub struct Backfill {
 }
 
 impl Backfill {
-    pub async fn run(self) -> anyhow::Result<Summary> {
-        let inputs = resolve(&self.files).await?;
-        let total: u64 = inputs
-            .iter()
-            .map(|f| std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0))
-            .sum();
+    pub async fn run(self) -> Result<Summary, BackfillError> {
+        let mut reader = Reader::open(&self.files).await?;
         let bar = if self.progress {
-            let b = indicatif::ProgressBar::new(total);
+            let b = indicatif::ProgressBar::new(reader.total_bytes());
             b.set_style(
                 indicatif::ProgressStyle::with_template(
                     "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} | {msg}",
@@ -300,101 +146,27 @@ impl Backfill {
         };
         let rejects: Option<Box<dyn Write>> = match &self.rejects {
             Some(p) => Some(Box::new(std::io::BufWriter::new(
-                File::create(p).with_context(|| format!("creating {}", p.display()))?,
+                File::create(p).map_err(BackfillError::Rejects)?,
             ))),
             None => None,
         };
         let client = reqwest::Client::new();
-        let read = Arc::new(AtomicU64::new(0));
         let mut progress = Progress {
             summary: Summary::default(),
             rejects,
             appends: Default::default(),
         };
-        let mut pending: Vec<Item> = Vec::with_capacity(CHUNK);
-        for input in &inputs {
-            if input.parquet {
-                let file =
-                    File::open(&input.path).with_context(|| format!("opening {}", input.name))?;
-                let size = file.metadata()?.len();
-                let reader =
-                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                        .with_context(|| format!("{}: not a Parquet file", input.name))?
-                        .with_batch_size(CHUNK)
-                        .build()?;
-                let mut row = 0u64;
-                for batch in reader {
-                    let batch = batch.with_context(|| format!("reading {}", input.name))?;
-                    let rows =
-                        trailspark_sinks::archive::from_batch(trailspark_core::OrgId(0), &batch)
-                            .with_context(|| {
-                                format!("{}: not an archive file of trailspark", input.name)
-                            })?;
-                    for r in rows {
-                        row += 1;
-                        pending.push(Item {
-                            file: input.name.clone(),
-                            line: row,
-                            bytes: r.record.payload.as_bytes().to_vec(),
-                            archived: Some((r.record.received_at, r.record.source.clone())),
-                        });
-                        if pending.len() >= CHUNK {
-                            self.flush(&client, &mut pending, &mut progress).await?;
-                            bar.set_message(progress.message());
-                        }
-                    }
-                }
-                read.fetch_add(size, Ordering::Relaxed);
-                bar.set_position(read.load(Ordering::Relaxed));
-                continue;
-            }
-            let path = &input.path;
-            let mut reader = open(path, read.clone())?;
-            let framing =
-                if reader.fill_buf()?.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-                    Framing::Json
-                } else {
-                    Framing::Lines
-                };
-            let mut splitter = Splitter::new(framing, 1 << 20);
-            let mut pieces = Vec::new();
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                let n = reader
-                    .read(&mut buf)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                if n == 0 {
-                    let s = std::mem::replace(&mut splitter, Splitter::new(framing, 0));
-                    s.finish(&mut pieces)
-                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                } else {
-                    splitter
-                        .feed(&buf[..n], &mut pieces)
-                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                }
-                for Piece { line, bytes } in pieces.drain(..) {
-                    pending.push(Item {
-                        file: input.name.clone(),
-                        line,
-                        bytes,
-                        archived: None,
-                    });
-                    if pending.len() >= CHUNK {
-                        self.flush(&client, &mut pending, &mut progress).await?;
-                        bar.set_position(read.load(Ordering::Relaxed));
-                        bar.set_message(progress.message());
-                    }
-                }
-                if n == 0 {
-                    break;
-                }
-            }
+        loop {
+            let chunk = tokio::task::block_in_place(|| reader.next_chunk(CHUNK))?;
+            let Some(chunk) = chunk else { break };
+            self.flush(&client, chunk, &mut progress).await?;
+            bar.set_position(reader.read_bytes());
+            bar.set_message(progress.message());
         }
-        self.flush(&client, &mut pending, &mut progress).await?;
         progress.drain(0).await?;
         bar.finish_and_clear();
         if let Some(w) = progress.rejects.as_mut() {
-            w.flush()?;
+            w.flush().map_err(BackfillError::Rejects)?;
         }
         Ok(progress.summary)
     }
@@ -402,13 +174,9 @@ impl Backfill {
     async fn flush(
         &self,
         client: &reqwest::Client,
-        items: &mut Vec<Item>,
+        batch: Vec<Item>,
         progress: &mut Progress,
-    ) -> anyhow::Result<()> {
-        if items.is_empty() {
-            return Ok(());
-        }
-        let batch = std::mem::take(items);
+    ) -> Result<(), BackfillError> {
         match &self.target {
             Target::Log {
                 log,
@@ -488,7 +256,10 @@ impl Backfill {
                         .body(body.clone())
                         .send()
                         .await
-                        .with_context(|| format!("sending to {url}"))?;
+                        .map_err(|source| BackfillError::Server {
+                            url: url.clone(),
+                            source,
+                        })?;
                     if r.status() == 503 {
                         // Overloaded or the log is unavailable: wait and resend (dedup makes
                         // resending safe).
@@ -498,15 +269,15 @@ impl Backfill {
                     break r;
                 };
                 let status = resp.status();
-                let answer: Value = resp
-                    .json()
-                    .await
-                    .context("reading the bulk endpoint's answer")?;
+                let answer: Value = resp.json().await.map_err(|source| BackfillError::Server {
+                    url: url.clone(),
+                    source,
+                })?;
                 if answer.get("results").is_none() {
-                    bail!(
+                    return Err(BackfillError::Refused(format!(
                         "the server refused the import ({status}): {}",
                         answer["message"].as_str().unwrap_or("no message")
-                    );
+                    )));
                 }
                 for r in answer["results"].as_array().into_iter().flatten() {
                     let Some(item) = r["index"].as_u64().and_then(|i| sent.get(i as usize)) else {
@@ -531,15 +302,15 @@ pub fn offline_target(
     log: Log,
     registry: &trailspark_core::Registry,
     key: &str,
-) -> anyhow::Result<Target> {
+) -> Result<Target, BackfillError> {
     let k = registry
         .check_key(key, chrono::Utc::now().timestamp_millis())
-        .map_err(|r| anyhow::anyhow!("the API key is not usable: {r:?}"))?;
+        .map_err(|r| BackfillError::Key(format!("the API key is not usable: {r:?}")))?;
     if k.endpoint_type != EndpointType::SignalStaging {
-        bail!(
+        return Err(BackfillError::Key(format!(
             "backfill needs a signal_staging key, this is a {} key",
             k.endpoint_type.as_str()
-        );
+        )));
     }
     Ok(Target::Log {
         log,

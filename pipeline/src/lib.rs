@@ -1,19 +1,14 @@
-//! The trailspark server: the durable log ([`log`]), server state and config operations
-//! ([`state`]), the admin API ([`admin`]), the HTTP server ([`server`]) and start-up
-//! ([`open`]), what the archive and SQL need from them ([`sql`]), and NATS as a source and a change-event sink
-//! ([`nats`]). The binary in `main.rs` is the CLI over these.
+//! The trailspark server: its [`topology`] builds, in order, from one typed [`config`]:
+//! the durable [`log`], the dataflow [`engine`] and its read models, the archive, the
+//! [`control`] plane and the [`ingest`] handle, the background [`services`], and the
+//! [`http`] API. The binary's CLI (`src/cli/`) runs it and the offline tools.
 
-pub mod admin;
-pub mod api;
 pub mod backfill;
+pub mod config;
+pub mod control;
 pub mod engine;
-pub mod explorer;
-pub mod hot;
-pub mod listener;
+pub mod http;
+pub mod ingest;
 pub mod log;
-pub mod nats;
-pub mod open;
-pub mod retention;
-pub mod server;
-pub mod sql;
-pub mod state;
+pub mod services;
+pub mod topology;

@@ -206,7 +206,7 @@ fn rule_edit_with_reprocess_flips_exactly_the_affected_signals() {
         json!({"event": "Form Filled", "email": "late@x.io", "properties": {"plan": "free"}}),
     );
     assert_eq!(stats(&s, pos), (7, 0, 3, 0, 4));
-    // Failures carry the spec's texts.
+    // Failures carry the documented texts.
     rule(
         &s,
         json!({"name": "Needs email", "signal_type": "Form Fill",
@@ -386,7 +386,7 @@ fn signal_groups_and_roles() {
             json!({"event": "form_submit", "email": format!("u{i}@x.io"), "properties": {"form_name": "ContactForm", "page_url": "https://a.io/pricing-page/"}}),
         );
     }
-    // An anonymous signal waits in cold storage, not staged (spec 7.2): it is in no group
+    // An anonymous signal waits in cold storage, not staged: it is in no group
     // until an identify brings it in.
     send(&s, &key, json!({"type": "page", "anonymousId": "z9"}));
     let pos = send(

@@ -8,7 +8,6 @@
 use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{json, Value};
-use trailspark::engine::read::{bump, Models, Stats};
 use trailspark::engine::{rule_change, Engine, EngineConfig};
 use trailspark_core::normalize::{normalize, Context};
 use trailspark_core::rules::{
@@ -20,6 +19,7 @@ use trailspark_operators::graph::{reference, State};
 use trailspark_operators::identity::{IdentityConfig, SignalKey};
 use trailspark_operators::rules::{RuleBook, RuleVersion};
 use trailspark_operators::Signal;
+use trailspark_sinks::read_models::{bump, Models, Stats};
 
 struct Rng(u64);
 
@@ -142,9 +142,15 @@ fn expected(entries: &[(u64, LogEntry)]) -> State {
     reference(&signals, &versions, &IdentityConfig::default())
 }
 
-/// A map's entries as a set, to compare with the reference's.
-fn set<K: Clone + Ord, V: Clone + Ord>(m: &HashMap<K, V>) -> BTreeSet<(K, V)> {
-    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+/// A map's entries in every org, as a set, to compare with the reference's.
+fn set<K: Clone + Ord, V: Clone + Ord>(
+    m: &Models,
+    map: impl Fn(&trailspark_sinks::read_models::OrgModels) -> &HashMap<K, V>,
+) -> BTreeSet<(K, V)> {
+    m.orgs()
+        .flat_map(|o| map(m.org(o)).iter())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// Compares the models with the reference's state, where the signals in `out` are evicted
@@ -157,7 +163,7 @@ fn assert_models_equal(m: &Models, want: &State, out: &BTreeSet<SignalKey>, what
         .cloned()
         .collect();
     assert_eq!(
-        m.processed.iter().collect::<BTreeSet<_>>(),
+        m.all_processed().collect::<BTreeSet<_>>(),
         hot,
         "{what}: processed"
     );
@@ -171,16 +177,33 @@ fn assert_models_equal(m: &Models, want: &State, out: &BTreeSet<SignalKey>, what
                 }
             }
         }
-        assert_eq!(
-            m.stats.get(&org).copied().unwrap_or_default(),
-            stats,
-            "{what}: stats of org {org}"
-        );
+        assert_eq!(m.org(org).stats, stats, "{what}: stats of org {org}");
     }
-    assert_eq!(set(&m.leads), want.leads, "{what}: leads");
-    assert_eq!(set(&m.lead_of), want.membership, "{what}: membership");
-    assert_eq!(set(&m.groups), want.groups, "{what}: groups");
-    let usage: BTreeSet<_> = m.usage.iter().map(|(k, n)| (*k, *n as isize)).collect();
+    assert_eq!(set(m, |o| &o.leads), want.leads, "{what}: leads");
+    assert_eq!(
+        set(m, |o| &o.lead_of),
+        want.membership,
+        "{what}: membership"
+    );
+    let groups: BTreeSet<_> = m
+        .orgs()
+        .flat_map(|o| {
+            m.org(o)
+                .groups
+                .iter()
+                .map(move |(k, r)| ((o, k.clone()), r.clone()))
+        })
+        .collect();
+    assert_eq!(groups, want.groups, "{what}: groups");
+    let usage: BTreeSet<_> = m
+        .orgs()
+        .flat_map(|o| {
+            m.org(o)
+                .usage
+                .iter()
+                .map(move |((month, meter), n)| ((o, *month, *meter), *n as isize))
+        })
+        .collect();
     assert_eq!(usage, want.usage, "{what}: usage");
 }
 
@@ -225,15 +248,15 @@ fn wait_applied(engine: &Engine, pos: u64) {
     }
 }
 
-/// The hot window's moves, queued with `trailspark::hot`'s own functions (under the models'
+/// The hot window's moves, queued with `trailspark::services::hot`'s own functions (under the models'
 /// lock, with the signals rebuilt from their records), at random moments while the log is fed:
 /// pending signals leave the dataflow, and come back when an identifier they carry joins a
 /// lead. Whatever was evicted when, the models end on the reference's state, except that the
 /// signals still out have no processed record and are counted as `cold` pending signals.
 #[test]
 fn evicting_and_rehydrating_pending_signals_changes_only_their_own_records() {
-    use trailspark::hot::{queue_eviction, queue_rehydration};
-    use trailspark_operators::graph::Status;
+    use trailspark::services::hot::{queue_eviction, queue_rehydration};
+    use trailspark_operators::status::Status;
 
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let cfg = IdentityConfig::default();
@@ -279,8 +302,7 @@ fn evicting_and_rehydrating_pending_signals_changes_only_their_own_records() {
                 // Evict some of what the models show pending now (they may lag the log).
                 let mut m = engine.read.write();
                 let pending: Vec<_> = m
-                    .processed
-                    .iter()
+                    .all_processed()
                     .filter(|(k, p)| p.status == Status::Pending && !m.cold.busy(k))
                     .map(|(k, _)| k)
                     .collect();

@@ -100,7 +100,7 @@ fn tabs_detail_timeline_and_manual_processing() {
     assert!(row["lead_id"].is_string());
     assert!(row["processed_at"].as_str().unwrap().ends_with('Z'));
 
-    // Failed tab: the signals no rule matched, with the error of spec 11.
+    // Failed tab: the signals no rule matched, with its error.
     let failed = all_pages(&s, "failed", 2, last);
     let got: BTreeSet<u64> = ids(&failed).into_iter().collect();
     assert_eq!(got, others.iter().copied().collect());
@@ -308,7 +308,7 @@ fn retention_moves_processed_signals_out_of_live_state_and_sql_still_finds_them(
     // Leads stay.
     get(&s, "/api/leads?email=u1@x.io", last);
 
-    // Retrieval (spec 13): archived signals come back into live state for a while and count
+    // Retrieval: archived signals come back into live state for a while and count
     // as raw signals.
     let today = chrono_today();
     let raw_before = get(&s, "/api/usage", last)["raw_signals"].as_u64().unwrap();

@@ -1,4 +1,4 @@
-//! What one tenant, or one careless client, must not be able to do to the server (issue 20):
+//! What one tenant, or one careless client, must not be able to do to the server:
 //! crash it, starve another org's ingestion, hold its connections, or get a request lost.
 
 mod common;

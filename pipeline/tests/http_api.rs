@@ -379,7 +379,7 @@ fn bulk_endpoint_streams_ndjson_and_arrays() {
     let arr: Vec<Value> = (0..10).map(|i| json!({"n": i, "event": "arr"})).collect();
     let (st, b) = status_and_json(client().post(&url).json(&arr).send().unwrap());
     assert_eq!((st, b["accepted"].as_u64()), (202, Some(10)));
-    // Over the item cap: refused whole, with one summary (issue 20: it kept the first
+    // Over the item cap: refused whole, with one summary (it used to keep the first
     // 10,000 items and answered a result for each item past them).
     let many: String = (0..10_005).map(|i| format!("{{\"m\":{i}}}\n")).collect();
     let r = client()

@@ -1,4 +1,4 @@
-//! The journal's writer recovers when it cannot open its next segment (issue 20, point 4).
+//! The journal's writer recovers when it cannot open its next segment .
 //!
 //! This binary lowers its own open-files limit and uses up the descriptors, so it holds
 //! this one test only: nothing else shares the process.

@@ -1,4 +1,4 @@
-//! Product-org updates end to end (issue 6, spec 12).
+//! Product-org updates end to end .
 
 mod common;
 
@@ -37,7 +37,7 @@ fn pos(v: &Value) -> u64 {
 fn template_shapes_and_field_merging() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), None);
-    // Segment group shape (spec 19.70, 19.72).
+    // Segment group shape.
     let (key, key_id) = po_key(
         &s,
         json!({"product_org_id": "groupId", "name": "traits.name", "mrr": "traits.mrr", "plan_name": "traits.plan"}),

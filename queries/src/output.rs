@@ -81,6 +81,28 @@ fn cell(a: &dyn Array, i: usize, fmt: &ArrayFormatter) -> Value {
     }
 }
 
+/// Each row of `batches` as JSON values, one per column (numbers and booleans typed,
+/// everything else as its text).
+fn rows(batches: &[RecordBatch], mut row: impl FnMut(Vec<Value>)) -> Result<(), ArrowError> {
+    let opts = FormatOptions::default().with_display_error(true);
+    for b in batches {
+        let fmts = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
+            .collect::<Result<Vec<_>, _>>()?;
+        for i in 0..b.num_rows() {
+            row(b
+                .columns()
+                .iter()
+                .zip(&fmts)
+                .map(|(c, f)| cell(c.as_ref(), i, f))
+                .collect());
+        }
+    }
+    Ok(())
+}
+
 /// The JSON body: column names and rows of values (numbers and booleans typed, everything
 /// else as its text).
 pub fn to_json(out: &QueryOutput) -> Result<Value, ArrowError> {
@@ -90,28 +112,30 @@ pub fn to_json(out: &QueryOutput) -> Result<Value, ArrowError> {
         .iter()
         .map(|f| Value::from(f.name().as_str()))
         .collect();
-    let opts = FormatOptions::default().with_display_error(true);
-    let mut rows = Vec::with_capacity(out.rows);
-    for b in &out.batches {
-        let fmts = b
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
-            .collect::<Result<Vec<_>, _>>()?;
-        for i in 0..b.num_rows() {
-            rows.push(Value::Array(
-                b.columns()
-                    .iter()
-                    .zip(&fmts)
-                    .map(|(c, f)| cell(c.as_ref(), i, f))
-                    .collect(),
-            ));
-        }
-    }
+    let mut values = Vec::with_capacity(out.rows);
+    rows(&out.batches, |r| values.push(Value::Array(r)))?;
     let mut m = Map::new();
     m.insert("columns".into(), Value::Array(columns));
-    m.insert("rows".into(), Value::Array(rows));
+    m.insert("rows".into(), Value::Array(values));
     Ok(Value::Object(m))
+}
+
+/// Each row of `batches` as a JSON object keyed by column name, with the values as
+/// [`to_json`] writes them.
+pub fn to_objects(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>, ArrowError> {
+    let mut out = Vec::new();
+    for b in batches {
+        let names: Vec<String> = b
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        rows(std::slice::from_ref(b), |r| {
+            out.push(names.iter().cloned().zip(r).collect());
+        })?;
+    }
+    Ok(out)
 }
 
 /// Encodes the result in `format`.

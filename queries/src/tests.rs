@@ -1,9 +1,35 @@
 use super::*;
 use trailspark_core::{LogEntry, OrgId, SignalRecord};
+use trailspark_operators::leads::LeadProfile;
+use trailspark_operators::{IdKind, Ident};
 use trailspark_sinks::archive::{ArchiveConfig, Location, NoStamps};
+use trailspark_sinks::read_models::{lead_id, ReadModels, Update};
 
-fn live(org: u64) -> Vec<Table> {
-    vec![Table::new("leads").column("lead_id", Column::Str(vec![Some(format!("lead-of-{org}"))]))]
+/// The lead each org has in [`live`].
+fn lead_of(org: u64) -> Ident {
+    Ident::new(org, IdKind::Email, format!("lead-of-{org}@x.io"))
+}
+
+/// Read models holding one lead in org 1 and one in org 2.
+fn live() -> Live {
+    let models = Arc::new(ReadModels::default());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let leads = [1, 2]
+        .map(|org| ((lead_of(org), LeadProfile::default()), 1, 1))
+        .to_vec();
+    tx.send(Update::Leads(leads)).unwrap();
+    tx.send(Update::Applied {
+        time: 1,
+        pos: 1,
+        sides: 0,
+    })
+    .unwrap();
+    drop(tx);
+    models.run(rx);
+    Live {
+        models,
+        registry: Default::default(),
+    }
 }
 
 fn entry(org: u64, i: u64) -> (u64, LogEntry) {
@@ -41,12 +67,12 @@ async fn engine(max_rows: usize) -> (Arc<Archiver>, SqlEngine) {
     )
     .await
     .unwrap();
-    let e = SqlEngine::new(Some(a.clone()), Limits::default()).unwrap();
+    let e = SqlEngine::new(Some(a.clone()), Some(live()), Limits::default()).unwrap();
     (a, e)
 }
 
 async fn scalar(e: &SqlEngine, org: u64, sql: &str) -> serde_json::Value {
-    let out = e.query(org, sql, live(org)).await.unwrap();
+    let out = e.query(org, sql).await.unwrap();
     output::to_json(&out).unwrap()["rows"][0][0].clone()
 }
 
@@ -83,7 +109,11 @@ async fn files_and_buffers_count_once_whatever_is_flushed() {
     assert_eq!(scalar(&e, 2, "SELECT min(org_id) FROM signals").await, 2);
     assert_eq!(
         scalar(&e, 1, "SELECT lead_id FROM leads").await,
-        "lead-of-1"
+        lead_id(&lead_of(1))
+    );
+    assert_eq!(
+        scalar(&e, 2, "SELECT lead_id FROM leads").await,
+        lead_id(&lead_of(2))
     );
 }
 
@@ -100,14 +130,14 @@ async fn only_queries_run() {
         "CREATE VIEW v AS SELECT 1",
     ] {
         let err = e
-            .query(1, sql, live(1))
+            .query(1, sql)
             .await
             .err()
             .unwrap_or_else(|| panic!("{sql} ran"));
         assert_eq!(err.status(), 400, "{sql}: {err}");
     }
     let err = e
-        .query(1, "SELECT * FROM '/etc/passwd'", vec![])
+        .query(1, "SELECT * FROM '/etc/passwd'")
         .await
         .err()
         .unwrap();
@@ -125,6 +155,7 @@ async fn limits_stop_big_results_and_long_queries() {
     .unwrap();
     let e = SqlEngine::new(
         Some(a),
+        None,
         Limits {
             timeout: Duration::from_millis(300),
             max_rows: 1000,
@@ -133,17 +164,13 @@ async fn limits_stop_big_results_and_long_queries() {
     )
     .unwrap();
     let err = e
-        .query(1, "SELECT * FROM generate_series(1, 5000)", vec![])
+        .query(1, "SELECT * FROM generate_series(1, 5000)")
         .await
         .err()
         .unwrap();
     assert_eq!(err.code(), "result_too_large");
     let err = e
-        .query(
-            1,
-            "SELECT count(*) FROM generate_series(1, 100000000000) a",
-            vec![],
-        )
+        .query(1, "SELECT count(*) FROM generate_series(1, 100000000000) a")
         .await
         .err()
         .unwrap();
@@ -153,6 +180,7 @@ async fn limits_stop_big_results_and_long_queries() {
 #[tokio::test]
 async fn the_byte_limit_counts_the_rows_of_a_page_not_the_batch_it_is_cut_from() {
     let e = SqlEngine::new(
+        None,
         None,
         Limits {
             max_bytes: 100_000,
@@ -164,9 +192,7 @@ async fn the_byte_limit_counts_the_rows_of_a_page_not_the_batch_it_is_cut_from()
     let page = e
         .query(
             1,
-            "SELECT value, repeat('x', 100) AS s FROM generate_series(1, 100000) LIMIT 10 OFFSET 20000",
-            vec![],
-        )
+            "SELECT value, repeat('x', 100) AS s FROM generate_series(1, 100000) LIMIT 10 OFFSET 20000")
         .await
         .unwrap();
     assert_eq!(page.rows, 10);
@@ -174,7 +200,6 @@ async fn the_byte_limit_counts_the_rows_of_a_page_not_the_batch_it_is_cut_from()
         .query(
             1,
             "SELECT value, repeat('x', 100) AS s FROM generate_series(1, 5000)",
-            vec![],
         )
         .await
         .err()
@@ -182,38 +207,53 @@ async fn the_byte_limit_counts_the_rows_of_a_page_not_the_batch_it_is_cut_from()
     assert_eq!(err.code(), "result_too_large");
 }
 
-#[test]
-fn tables_read_names_what_a_query_reads_or_says_it_cannot_tell() {
-    let names = |sql: &str| SqlEngine::tables_read(sql).map(|s| s.into_iter().collect::<Vec<_>>());
-    assert_eq!(names("SELECT 1"), Some(vec![]));
-    assert_eq!(
-        names("SELECT count(*) FROM signals WHERE lead_id IN (SELECT lead_id FROM LEADS)"),
-        Some(vec!["leads".into(), "signals".into()])
-    );
-    assert_eq!(
-        names(
-            "WITH g AS (SELECT title FROM signal_groups) \
-             SELECT * FROM g UNION ALL SELECT meter FROM usage"
-        ),
-        Some(vec!["signal_groups".into(), "usage".into()])
-    );
-    assert_eq!(
-        names("EXPLAIN SELECT * FROM identities i JOIN mapping_rules r ON true"),
-        Some(vec!["identities".into(), "mapping_rules".into()])
-    );
-    // Catalog views list every table; unparsable text and several statements are left to
-    // the planner to refuse.
-    assert_eq!(names("SELECT * FROM information_schema.tables"), None);
-    assert_eq!(names("SELECT * FROM public.leads"), None);
-    assert_eq!(names("SELEC nonsense"), None);
-    assert_eq!(names("SELECT 1; SELECT * FROM leads"), None);
+/// A query builds only the tables its plan names: with the read models locked for
+/// writing, a query over the archive alone still answers (nothing copies the models), and one
+/// that names a live table waits for them (here, until its timeout).
+#[tokio::test]
+// The lock is held across the queries on purpose: they run on the SQL threads, and the one
+// that names a live table must wait for it.
+#[allow(clippy::await_holding_lock)]
+async fn only_the_tables_a_plan_names_are_built() {
+    use datafusion::catalog::SchemaProvider;
+    let live = live();
+    let schema = catalog::OrgSchema {
+        org: 1,
+        archiver: None,
+        live: Some(live.clone()),
+    };
+    assert!(schema.table_exist("leads") && schema.table_exist("signals"));
+    assert!(!schema.table_exist("other_orgs"));
+    assert!(schema.table("nope").await.unwrap().is_none());
+    let e = SqlEngine::new(
+        None,
+        Some(live.clone()),
+        Limits {
+            timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let held = live.models.write();
+    let out = e.query(1, "SELECT count(*) FROM signals").await.unwrap();
+    assert_eq!(output::to_json(&out).unwrap()["rows"][0][0], 0);
+    let err = e
+        .query(1, "SELECT count(*) FROM leads")
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.code(), "query_timeout");
+    drop(held);
+    let out = e.query(1, "SELECT count(*) FROM leads").await.unwrap();
+    assert_eq!(output::to_json(&out).unwrap()["rows"][0][0], 1);
 }
 
-/// Hostile queries (issue 20): each is refused with its own code, on the SQL threads,
+/// Hostile queries: each is refused with its own code, on the SQL threads,
 /// and the engine still answers afterwards.
 #[tokio::test]
 async fn hostile_queries_are_refused_and_the_engine_keeps_answering() {
     let e = SqlEngine::new(
+        None,
         None,
         Limits {
             timeout: Duration::from_secs(3),
@@ -230,20 +270,17 @@ async fn hostile_queries_are_refused_and_the_engine_keeps_answering() {
         format!("SELECT 1 WHERE {}", terms(" = 1 OR ", 2000)),
         format!("SELECT {}", terms(" || ", 3000)),
     ] {
-        assert_eq!(
-            code(e.query(1, &sql, vec![]).await),
-            Some("query_too_complex")
-        );
+        assert_eq!(code(e.query(1, &sql).await), Some("query_too_complex"));
     }
     // Within the limit a deep plan runs, on stacks sized for it.
     let sum = e
-        .query(1, &format!("SELECT {} AS n", terms("+", 250)), vec![])
+        .query(1, &format!("SELECT {} AS n", terms("+", 250)))
         .await
         .unwrap();
     assert_eq!(output::to_json(&sum).unwrap()["rows"][0][0], 250);
     let unions = vec!["SELECT 1 AS n"; 200].join(" UNION ALL ");
     let out = e
-        .query(1, &format!("SELECT count(*) FROM ({unions})"), vec![])
+        .query(1, &format!("SELECT count(*) FROM ({unions})"))
         .await
         .unwrap();
     assert_eq!(output::to_json(&out).unwrap()["rows"][0][0], 200);
@@ -254,7 +291,7 @@ async fn hostile_queries_are_refused_and_the_engine_keeps_answering() {
         "SELECT length(repeat('x', 2100000000))",
     ] {
         assert_eq!(
-            code(e.query(1, sql, vec![]).await),
+            code(e.query(1, sql).await),
             Some("resources_exhausted"),
             "{sql}"
         );
@@ -264,14 +301,14 @@ async fn hostile_queries_are_refused_and_the_engine_keeps_answering() {
                     UNION ALL SELECT n + 1, s || s FROM t WHERE n < 40) \
                     SELECT max(length(s)) FROM t";
     assert_eq!(
-        code(e.query(1, doubling, vec![]).await),
+        code(e.query(1, doubling).await),
         Some("resources_exhausted")
     );
     // CPU without end: the timeout fires on time and aborts the work, freeing the threads.
     let started = std::time::Instant::now();
     let cross =
         "SELECT count(*) FROM generate_series(1, 100000) a CROSS JOIN generate_series(1, 100000) b";
-    assert_eq!(code(e.query(1, cross, vec![]).await), Some("query_timeout"));
+    assert_eq!(code(e.query(1, cross).await), Some("query_timeout"));
     assert!(
         started.elapsed() < Duration::from_secs(6),
         "{:?}",
@@ -294,6 +331,7 @@ async fn an_org_runs_a_bounded_number_of_queries_at_once() {
     let e = Arc::new(
         SqlEngine::new(
             None,
+            None,
             Limits {
                 timeout: Duration::from_secs(2),
                 per_org: 2,
@@ -306,11 +344,11 @@ async fn an_org_runs_a_bounded_number_of_queries_at_once() {
     let running: Vec<_> = (0..2)
         .map(|_| {
             let e = e.clone();
-            tokio::spawn(async move { e.query(1, slow, vec![]).await.err().map(|e| e.code()) })
+            tokio::spawn(async move { e.query(1, slow).await.err().map(|e| e.code()) })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let third = e.query(1, "SELECT 1", vec![]).await.err().unwrap();
+    let third = e.query(1, "SELECT 1").await.err().unwrap();
     assert_eq!(
         (third.code(), third.status(), third.retry_after()),
         ("too_many_queries", 429, Some(1))

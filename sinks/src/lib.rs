@@ -1,4 +1,7 @@
-//! Outputs of trailspark: the Parquet archive on object storage (and, with later issues, NATS
-//! change events and CRM destinations).
+//! Where the log and the dataflow's output go: the Parquet [`archive`] (from the log), the
+//! [`read_models`] the API and SQL read (from the dataflow), and the change events published
+//! to NATS (from the read models).
 
 pub mod archive;
+pub mod nats_events;
+pub mod read_models;

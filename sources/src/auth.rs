@@ -1,4 +1,4 @@
-//! API-key authentication of ingestion requests (spec 3, 4.1, 18).
+//! API-key authentication of ingestion requests.
 //!
 //! The key is in the URL path (webhooks) or the Basic-auth username / `writeKey` (Segment
 //! tracking API). A key with a secret additionally needs either the secret itself in

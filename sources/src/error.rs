@@ -1,9 +1,10 @@
 //! The ingestion edge's errors, each with its HTTP status and a stable machine-readable code.
 
 use thiserror::Error;
+pub use trailspark_core::admission::LimitReached;
 use warp::http::StatusCode;
 
-/// An error answered to a producer. `code` values are part of the interface (spec 18).
+/// An error answered to a producer. `code` values are part of the interface.
 #[derive(Debug, Clone, Error)]
 pub enum IngestError {
     #[error("body is not valid JSON: {0}")]
@@ -36,8 +37,8 @@ pub enum IngestError {
     WrongOrg { subject_org: u64 },
     #[error("{0}")]
     Unprocessable(String),
-    #[error("the organization's raw signal limit of {limit} for {period} is reached; enable overages or upgrade the plan")]
-    LimitReached { limit: u64, period: String },
+    #[error("the organization's raw signal limit of {} for {} is reached; enable overages or upgrade the plan", .0.limit, .0.period())]
+    LimitReached(LimitReached),
     #[error("{0}")]
     RequestTimeout(String),
     #[error("method not allowed; use POST")]
@@ -48,8 +49,9 @@ pub enum IngestError {
     UnsupportedEncoding(String),
     #[error("ingestion is overloaded; retry shortly")]
     Overloaded,
+    /// The log cannot take writes now (its cause kept, shared: errors are cloned per item).
     #[error("the log is unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -68,7 +70,7 @@ impl IngestError {
             }
             WrongEndpointType(_) | WrongOrg { .. } => StatusCode::FORBIDDEN,
             Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            LimitReached { .. } => StatusCode::TOO_MANY_REQUESTS,
+            LimitReached(_) => StatusCode::TOO_MANY_REQUESTS,
             RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             NotFound => StatusCode::NOT_FOUND,
@@ -94,7 +96,7 @@ impl IngestError {
             WrongEndpointType(_) => "wrong_endpoint_type",
             WrongOrg { .. } => "wrong_org",
             Unprocessable(_) => "unprocessable",
-            LimitReached { .. } => "limit_reached",
+            LimitReached(_) => "limit_reached",
             RequestTimeout(_) => "request_timeout",
             MethodNotAllowed => "method_not_allowed",
             NotFound => "not_found",
@@ -105,18 +107,22 @@ impl IngestError {
         }
     }
 
-    /// Seconds a client should wait before retrying, for the 503s.
+    /// Seconds a client should wait before retrying: for the 503s, and for a refusal at
+    /// the plan's limit (decided once, in [`LimitReached`]).
     pub fn retry_after(&self) -> Option<u32> {
-        matches!(self, IngestError::Overloaded | IngestError::Unavailable(_)).then_some(1)
+        match self {
+            IngestError::Overloaded | IngestError::Unavailable(_) => Some(1),
+            IngestError::LimitReached(l) => Some(l.retry_after_secs as u32),
+            _ => None,
+        }
     }
 
     /// The JSON error body: `{"error": code, "code": code, "message": text}`. `code` repeats
     /// `error` because Segment's SDKs read `code` and `message` from error bodies.
     pub fn body(&self) -> serde_json::Value {
         let mut b = serde_json::json!({"error": self.code(), "code": self.code(), "message": self.to_string()});
-        if let IngestError::LimitReached { limit, period } = self {
-            b["limit"] =
-                serde_json::json!({"name": "raw_signal_limit", "value": limit, "period": period});
+        if let IngestError::LimitReached(l) = self {
+            b["limit"] = serde_json::json!({"name": "raw_signal_limit", "value": l.limit, "period": l.period()});
         }
         b
     }

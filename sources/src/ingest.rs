@@ -21,7 +21,18 @@ pub trait Ingest: Send + Sync + 'static {
     /// entry is durable (journal fsync or JetStream ack); on a whole-request error, none of the
     /// entries may be reported as accepted.
     fn submit(&self, entries: Vec<LogEntry>) -> SubmitFuture;
+
+    /// Waits until what the log holds up to `pos` is applied downstream (readable), or
+    /// `timeout` passes; answers whether it is. The NATS source acks a message only then.
+    /// Without a downstream to wait for, everything durable counts as applied.
+    fn wait_applied(&self, pos: u64, timeout: std::time::Duration) -> WaitFuture {
+        let _ = (pos, timeout);
+        Box::pin(std::future::ready(true))
+    }
 }
+
+/// The answer of [`Ingest::wait_applied`].
+pub type WaitFuture = Pin<Box<dyn Future<Output = bool> + Send + 'static>>;
 
 /// The answer of [`Ingest::submit`].
 pub type SubmitFuture = Pin<
@@ -41,10 +52,10 @@ pub struct Receipt {
     pub duplicate: bool,
 }
 
-/// The message of the single-signal 202 (spec 4.2, exact).
+/// The message of the single-signal 202 (exact, as the hosted product answers).
 pub const ACCEPTED_MESSAGE: &str = "Signal received and queued for processing";
 
-/// The 202 body of one accepted signal: the spec's four fields plus our `log_position`
+/// The 202 body of one accepted signal: the four documented fields plus our `log_position`
 /// (for read-your-writes waits) and `duplicate`.
 pub fn accepted_body(record: &SignalRecord, receipt: Receipt) -> Value {
     json!({
@@ -70,6 +81,8 @@ pub struct ItemResults {
     pub accepted: usize,
     pub rejected: usize,
     pub results: Vec<Value>,
+    /// The first refusal at the plan's limit, if an item got one.
+    pub limited: Option<IngestError>,
 }
 
 impl ItemResults {
@@ -78,11 +91,15 @@ impl ItemResults {
             accepted: 0,
             rejected: 0,
             results: Vec::new(),
+            limited: None,
         }
     }
 
     pub fn reject(&mut self, index: usize, line: Option<u64>, err: &IngestError) {
         self.rejected += 1;
+        if matches!(err, IngestError::LimitReached(_)) && self.limited.is_none() {
+            self.limited = Some(err.clone());
+        }
         let mut r = json!({"index": index, "error": err.code(), "message": err.to_string()});
         if let Some(line) = line {
             r["line"] = json!(line);
@@ -93,12 +110,18 @@ impl ItemResults {
     /// `ok`, unless nothing was accepted and some item hit the signal limit: then 429, so
     /// that clients back off as they would for a single signal.
     pub fn status(&self, ok: warp::http::StatusCode) -> warp::http::StatusCode {
-        let limited = self.results.iter().any(|r| r["error"] == "limit_reached");
-        if self.accepted == 0 && limited {
+        if self.accepted == 0 && self.limited.is_some() {
             warp::http::StatusCode::TOO_MANY_REQUESTS
         } else {
             ok
         }
+    }
+
+    /// The `Retry-After` of the answer: a 429's, from its refusal.
+    pub fn retry_after(&self) -> Option<u32> {
+        (self.accepted == 0)
+            .then(|| self.limited.as_ref().and_then(IngestError::retry_after))
+            .flatten()
     }
 
     pub fn to_json(&self) -> Value {

@@ -1,4 +1,4 @@
-//! The ingestion edges of trailspark: webhook endpoints E1–E5 (spec 4), the Segment HTTP
+//! The ingestion edges of trailspark: webhook endpoints E1–E5, the Segment HTTP
 //! tracking API, payload parsing with size and depth bounds, and API-key authentication.
 //!
 //! The crate knows nothing of how signals become durable: it hands normalized log entries to
@@ -6,9 +6,12 @@
 //! durable.
 
 pub mod auth;
+pub mod backfill;
 pub mod body;
 pub mod error;
+pub mod http;
 pub mod ingest;
+pub mod items;
 pub mod nats;
 pub mod parse;
 pub mod routes;
@@ -16,5 +19,6 @@ pub mod segment;
 
 pub use body::BodyStream;
 pub use error::IngestError;
+pub use http::{Reply, Request};
 pub use ingest::{Ingest, Receipt, SubmitFuture};
-pub use routes::{route, Reply, Request};
+pub use routes::route;

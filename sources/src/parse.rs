@@ -85,7 +85,7 @@ struct Wrapped<'a> {
 }
 
 /// Splits a batch body into its items' raw text: a top-level array, or an object with a
-/// `batch` or `signals` array (spec 18).
+/// `batch` or `signals` array.
 pub fn split_batch(bytes: &[u8]) -> Result<Vec<&RawValue>, IngestError> {
     // Validate syntax first so that malformed JSON is reported as such, not as a wrong shape.
     let _: &RawValue = serde_json::from_slice(bytes).map_err(json_error)?;

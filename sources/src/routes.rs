@@ -1,96 +1,29 @@
-//! The ingestion endpoints E1–E5 (spec 4) and their dispatch.
+//! The ingestion endpoints E1–E5 and their dispatch.
 //!
 //! Dispatch is an explicit match on path segments rather than a tree of warp filters: the
-//! spec's routes overlap (`/webhook/{key}/batch` versus `/webhook/{source}/{key}`), and an
+//! documented routes overlap (`/webhook/{key}/batch` versus `/webhook/{source}/{key}`), and an
 //! explicit match makes the precedence, the 404s and the 405s plain to read and to test.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde_json::{json, Value};
+use serde_json::json;
 use trailspark_core::normalize::{self, Context};
 use trailspark_core::tenancy::{ApiKey, EndpointType};
-use trailspark_core::{product_org, LogEntry, ProductOrgRecord};
+use trailspark_core::{product_org, LogEntry};
 use warp::http::{HeaderMap, Method, StatusCode};
 
-use crate::auth;
-use crate::body::{self, BodyStream};
+use crate::body;
 use crate::error::IngestError;
+use crate::http::{authenticate, check_secret, content_length, header, items_reply, now_ms};
+pub use crate::http::{
+    Reply, Request, BATCH_LIMIT, BATCH_MAX_ITEMS, BULK_LIMIT, BULK_MAX_ITEMS, EVENT_LIMIT,
+};
 use crate::ingest::{accepted_body, submit_items, Ingest, ItemOutcome, ItemResults};
+pub use crate::items::{batch_items, item_record};
+use crate::items::{payload_text, product_org_entry};
 use crate::parse::{self, Framing, Splitter};
 use crate::segment;
-
-/// Largest single event (E1, E2, E5 bodies and each batch/bulk item): 32 KiB (spec 18).
-pub const EVENT_LIMIT: usize = 32 * 1024;
-/// Largest batch request (E3): 500 KiB.
-pub const BATCH_LIMIT: usize = 500 * 1024;
-/// Most items in one batch request.
-pub const BATCH_MAX_ITEMS: usize = 500;
-/// Largest bulk request (E4), read as a stream: 25 MiB.
-pub const BULK_LIMIT: usize = 25 * 1024 * 1024;
-/// Most items in one bulk request.
-pub const BULK_MAX_ITEMS: usize = 10_000;
-
-/// An HTTP request as the routes see it.
-pub struct Request {
-    pub method: Method,
-    pub path: String,
-    /// The raw query string (without `?`), empty when there is none.
-    pub query: String,
-    pub headers: HeaderMap,
-    pub body: BodyStream,
-}
-
-/// A reply: JSON, or raw bytes of another content type (SQL results as CSV, Arrow, Parquet).
-#[derive(Debug)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub body: Value,
-    pub retry_after: Option<u32>,
-    /// When set, sent instead of `body`: (content type, bytes).
-    pub raw: Option<(&'static str, Vec<u8>)>,
-}
-
-impl Reply {
-    pub fn json(status: StatusCode, body: Value) -> Reply {
-        Reply {
-            status,
-            body,
-            retry_after: None,
-            raw: None,
-        }
-    }
-
-    pub fn bytes(status: StatusCode, content_type: &'static str, bytes: Vec<u8>) -> Reply {
-        Reply {
-            raw: Some((content_type, bytes)),
-            ..Reply::json(status, Value::Null)
-        }
-    }
-}
-
-impl From<IngestError> for Reply {
-    fn from(e: IngestError) -> Reply {
-        Reply {
-            status: e.status(),
-            body: e.body(),
-            retry_after: e.retry_after(),
-            raw: None,
-        }
-    }
-}
-
-pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
-    header(headers, "content-length").and_then(|v| v.trim().parse().ok())
-}
-
-pub(crate) fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
 
 enum Endpoint<'a> {
     Single {
@@ -153,32 +86,6 @@ pub async fn route(ingest: Arc<dyn Ingest>, mut req: Request) -> Option<Reply> {
     Some(result.unwrap_or_else(Reply::from))
 }
 
-/// Checks the key and its endpoint type.
-pub(crate) fn authenticate(
-    ingest: &dyn Ingest,
-    presented: &str,
-    wanted: EndpointType,
-) -> Result<ApiKey, IngestError> {
-    let key = ingest
-        .check_key(presented, now_ms())
-        .map_err(auth::rejection)?;
-    auth::check_type(&key, wanted)?;
-    Ok(key)
-}
-
-pub(crate) fn check_secret(
-    key: &ApiKey,
-    headers: &HeaderMap,
-    raw: &[u8],
-) -> Result<(), IngestError> {
-    auth::check_secret(
-        key,
-        header(headers, "x-api-secret"),
-        header(headers, "x-signature"),
-        raw,
-    )
-}
-
 /// A source label from the URL must be a plain token: it becomes part of NATS subjects.
 fn valid_source_label(s: &str) -> bool {
     !s.is_empty()
@@ -195,27 +102,6 @@ fn context<'a>(key: &ApiKey, url_source: Option<&'a str>, headers: &'a HeaderMap
         url_source,
         header_source: header(headers, "x-source"),
     }
-}
-
-/// Normalizes one item's raw text (size, JSON, object checks, then normalization); errors
-/// are per item. Shared by the batch and bulk endpoints and by backfill.
-pub fn item_record(
-    ctx: &Context<'_>,
-    raw: &[u8],
-) -> Result<trailspark_core::SignalRecord, IngestError> {
-    if raw.len() > EVENT_LIMIT {
-        return Err(IngestError::TooLarge(EVENT_LIMIT));
-    }
-    let value = parse::parse_object(raw, "")?;
-    Ok(normalize::normalize(ctx, &value, payload_text(raw)?))
-}
-
-/// The payload as stored: the body's text, trimmed (it already parsed as JSON, so only a
-/// non-UTF-8 body can fail here).
-fn payload_text(raw: &[u8]) -> Result<String, IngestError> {
-    let text =
-        std::str::from_utf8(raw).map_err(|_| IngestError::InvalidJson("not UTF-8".into()))?;
-    Ok(text.trim().to_string())
 }
 
 /// Reads a body of at most `limit` bytes as sent (`raw`, what an HMAC signs) and decoded by
@@ -265,29 +151,6 @@ async fn single(
     ))
 }
 
-/// Splits a batch body (an array, or an object with a `batch` or `signals` array) into
-/// per-item records by E3's rules; more than [`BATCH_MAX_ITEMS`] items is refused with the
-/// message `too_many(count)`. Shared with the NATS source's array messages.
-pub fn batch_items(
-    ctx: &Context<'_>,
-    raw: &[u8],
-    too_many: impl FnOnce(usize) -> String,
-) -> Result<Vec<ItemOutcome>, IngestError> {
-    let items = parse::split_batch(raw)?;
-    if items.len() > BATCH_MAX_ITEMS {
-        return Err(IngestError::TooManyItems(too_many(items.len())));
-    }
-    Ok(items
-        .iter()
-        .enumerate()
-        .map(|(index, item)| ItemOutcome {
-            index,
-            line: None,
-            record: item_record(ctx, item.get().as_bytes()),
-        })
-        .collect())
-}
-
 /// E3: an array of signals, each through the E1 logic, with per-item results.
 async fn batch(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Reply, IngestError> {
     let key = authenticate(ingest, key, EndpointType::SignalStaging)?;
@@ -298,10 +161,8 @@ async fn batch(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Reply, In
     })?;
     let mut results = ItemResults::new();
     submit_items(ingest, outcomes, &mut results).await?;
-    Ok(Reply::json(
-        results.status(StatusCode::ACCEPTED),
-        results.to_json(),
-    ))
+    let body = results.to_json();
+    Ok(items_reply(&results, StatusCode::ACCEPTED, body))
 }
 
 /// E4: a bulk body (JSON array, NDJSON, a sequence of JSON values, or one `{"batch": […]}`
@@ -343,7 +204,7 @@ async fn bulk(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Reply, Ing
         .find_map(|r| r["log_position"].as_u64());
     let mut reply = results.to_json();
     reply["job_id"] = json!(format!("bulk-{}", first_position.unwrap_or(0)));
-    Ok(Reply::json(results.status(StatusCode::ACCEPTED), reply))
+    Ok(items_reply(&results, StatusCode::ACCEPTED, reply))
 }
 
 /// The items of a bulk body with the line each starts on. A body that is one JSON object
@@ -434,30 +295,6 @@ async fn product_org(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Rep
             "field_errors": errors,
         }),
     ))
-}
-
-/// The log entry of an extracted update, and its per-field errors as a JSON object.
-pub(crate) fn product_org_entry(
-    key: &ApiKey,
-    received_at: i64,
-    e: product_org::Extracted,
-    payload: String,
-) -> (LogEntry, Value) {
-    let errors: serde_json::Map<String, Value> = e
-        .errors
-        .into_iter()
-        .map(|(f, why)| (f, Value::String(why)))
-        .collect();
-    let entry = LogEntry::ProductOrgUpdate(ProductOrgRecord {
-        org_id: key.org_id,
-        api_key_id: key.id,
-        received_at,
-        product_org_id: e.product_org_id,
-        event_at: e.event_at,
-        fields: e.fields,
-        payload,
-    });
-    (entry, Value::Object(errors))
 }
 
 #[cfg(test)]

@@ -14,10 +14,10 @@ use warp::http::{HeaderMap, StatusCode};
 
 use crate::body;
 use crate::error::IngestError;
+use crate::http::{authenticate, check_secret, content_length, header, items_reply, now_ms};
+use crate::http::{Reply, Request, BATCH_LIMIT, BATCH_MAX_ITEMS, EVENT_LIMIT};
 use crate::ingest::{submit_items, Ingest, ItemOutcome, ItemResults};
 use crate::parse;
-use crate::routes::{authenticate, check_secret, content_length, header, now_ms, Reply, Request};
-use crate::routes::{BATCH_LIMIT, BATCH_MAX_ITEMS, EVENT_LIMIT};
 
 /// The path kinds served under `/v1/`; `import` is Segment's alias of `batch`.
 pub const KINDS: &[&str] = &[
@@ -129,12 +129,7 @@ pub(crate) async fn handle(
         let first = &results.results[0];
         body["code"] = first["error"].clone();
         body["message"] = first["message"].clone();
-        return Ok(Reply {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            body,
-            retry_after: Some(3600),
-            raw: None,
-        });
+        return Ok(items_reply(&results, StatusCode::OK, body));
     }
     if results.accepted == 0 && results.rejected > 0 {
         let first = &results.results[0];
@@ -182,7 +177,7 @@ pub fn messages(
         (vec![Value::Object(body)], None)
     };
 
-    // Group calls also update the product org they name (spec 12.4), read with the Segment
+    // Group calls also update the product org they name, read with the Segment
     // group template; they are appended after the signals.
     let mut org_updates = Vec::new();
     let outcomes: Vec<ItemOutcome> = messages
@@ -195,8 +190,7 @@ pub fn messages(
                     trailspark_core::product_org::extract(&template, &msg, ctx.received_at)
                 {
                     org_updates.push(
-                        crate::routes::product_org_entry(key, ctx.received_at, e, msg.to_string())
-                            .0,
+                        crate::items::product_org_entry(key, ctx.received_at, e, msg.to_string()).0,
                     );
                 }
             }

@@ -1,4 +1,4 @@
-//! Fuzz targets (issue 20): the payload parser (objects, batches, the streaming bulk
+//! Fuzz targets: the payload parser (objects, batches, the streaming bulk
 //! splitter) and the Segment normalizer. Under `cargo test` each runs its corpus
 //! (`tests/corpus/<target>/`) and then random inputs for a bounded time
 //! (`BOLERO_RANDOM_TEST_TIME_MS`, default 1 s); `cargo bolero test <target>` runs the same

@@ -1,9 +1,9 @@
-//! Archive and SQL benchmark (issue 4).
+//! Archive and SQL benchmark.
 //!
 //! 1. Writes N generated signals of several orgs (skewed sizes, spread over 30 days) through
 //!    the real archiver (offer → buffers → Parquet → object store, one roll per simulated
 //!    day) and reports rows/s and bytes per signal; baseline: the same rows as gzipped JSON
-//!    lines (the layout spec 13 proposes), written in the same run.
+//!    lines (the layout the hosted product documents), written in the same run.
 //! 2. Runs three queries over the archive through trailspark's org-scoped SQL engine and the
 //!    same queries in DuckDB (PyPI) over the same Parquet files, and reports the medians and
 //!    the ratio: a count by event group, a lead timeline, an anonymous_id lookup (what
@@ -343,6 +343,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let engine = SqlEngine::new(
         Some(archiver.clone()),
+        None,
         Limits {
             timeout: Duration::from_secs(600),
             max_rows: 10_000_000,
@@ -352,11 +353,11 @@ async fn main() -> anyhow::Result<()> {
     let mut ours = Vec::new();
     for (name, q) in &queries {
         let q = sub(q, "signals", "anonymous_signals");
-        let first = engine.query(1, &q, Vec::new()).await?;
+        let first = engine.query(1, &q).await?;
         let mut times = Vec::new();
         for _ in 0..o.runs {
             let t = Instant::now();
-            let out = engine.query(1, &q, Vec::new()).await?;
+            let out = engine.query(1, &q).await?;
             times.push(t.elapsed());
             assert_eq!(out.rows, first.rows);
         }

@@ -1,4 +1,4 @@
-//! Backfill throughput (issue 6): events/s imported by `trailspark backfill` into a data
+//! Backfill throughput: events/s imported by `trailspark backfill` into a data
 //! directory, from NDJSON and from Parquet files in the archive's layout.
 //!
 //! Baseline, in the same run: reading the same input with nothing else done, i.e. splitting
@@ -16,9 +16,11 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use serde_json::{json, Value};
 use trailspark::backfill::{offline_target, Backfill};
-use trailspark::open::{self, LogLocation};
-use trailspark::state::{AppState, NewKey};
+use trailspark::control::{Control, NewKey};
+use trailspark::log::open::{open, open_for_append, read_all, LogLocation};
+use trailspark::log::Followers;
 use trailspark_core::tenancy::EndpointType;
+use trailspark_core::tenancy::SharedRegistry;
 use trailspark_core::LogEntry;
 use trailspark_sinks::archive::{encode, ArchiveRow, Processing};
 
@@ -65,15 +67,14 @@ fn write_ndjson(path: &Path, n: usize) -> anyhow::Result<()> {
 async fn fresh(dir: &Path) -> anyhow::Result<String> {
     let loc = LogLocation {
         data_dir: dir.to_path_buf(),
-        nats_url: None,
-        stream: Default::default(),
-        nats_auth: Default::default(),
-        archive: None,
+        create: true,
+        ..Default::default()
     };
-    let opened = open::open(&loc, None).await?;
-    let state = AppState::new(opened.registry.clone(), opened.log.clone(), None, None);
-    let (org, _) = state.create_org("Bench").await?;
-    let key = state
+    let registry = SharedRegistry::default();
+    let opened = open(&loc, &registry, Followers::default(), None).await?;
+    let control = Control::new(registry, opened.log.clone(), None);
+    let (org, _) = control.create_org("Bench").await?;
+    let key = control
         .create_key(
             org.id,
             NewKey {
@@ -91,14 +92,12 @@ async fn fresh(dir: &Path) -> anyhow::Result<String> {
 async fn import(dir: &Path, key: &str, files: Vec<PathBuf>) -> anyhow::Result<(u64, Duration)> {
     let loc = LogLocation {
         data_dir: dir.to_path_buf(),
-        nats_url: None,
-        stream: Default::default(),
-        nats_auth: Default::default(),
-        archive: None,
+        ..Default::default()
     };
     let t = Instant::now();
-    let opened = open::open_for_append(&loc).await?;
-    let target = offline_target(opened.log.clone(), &opened.registry, key)?;
+    let registry = SharedRegistry::default();
+    let opened = open_for_append(&loc, &registry).await?;
+    let target = offline_target(opened.log.clone(), &registry.read().unwrap(), key)?;
     let s = Backfill {
         key: key.to_string(),
         target,
@@ -136,13 +135,10 @@ async fn main() -> anyhow::Result<()> {
     let pq = tmp.path().join("archive/signals/org_id=1/date=2026-01-01");
     std::fs::create_dir_all(&pq)?;
     let mut rows = Vec::new();
-    open::read_all(
+    read_all(
         &LogLocation {
             data_dir: a.clone(),
-            nats_url: None,
-            stream: Default::default(),
-            nats_auth: Default::default(),
-            archive: None,
+            ..Default::default()
         },
         &mut |pos, e| {
             if let LogEntry::Signal(s) = e {

@@ -1,4 +1,4 @@
-//! Benchmarks of the dataflow engine (issue 3), in process, on a generated workload.
+//! Benchmarks of the dataflow engine, in process, on a generated workload.
 //!
 //! - throughput of the whole graph (signals/s) at 1 and 2 workers, batch sizes 1, 1k, 100k;
 //! - latency from a log append reaching the engine to the read models reflecting it;
@@ -172,13 +172,10 @@ fn main() {
     let engine = Engine::start(EngineConfig::default());
     let load = feed_all(&engine, &base, 100_000);
     let rss1 = rss_bytes();
-    let staged = engine
-        .read
-        .read()
-        .stats
-        .values()
-        .map(|s| s.total)
-        .sum::<i64>();
+    let staged = {
+        let m = engine.read.read();
+        m.orgs().map(|o| m.org(o).stats.total).sum::<i64>()
+    };
     let mut next = base.last().unwrap().0 + 1;
 
     // Latency: single signals, each waited for.

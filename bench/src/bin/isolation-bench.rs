@@ -1,4 +1,4 @@
-//! Tenant isolation under hostile SQL (issue 20): org B's single-event ingestion latency
+//! Tenant isolation under hostile SQL: org B's single-event ingestion latency
 //! while org A runs the worst queries it can, against org B alone in the same run.
 //!
 //! 1. `baseline`: org B posts E1 signals at a steady rate, nothing else runs;

@@ -1,13 +1,16 @@
 //! Shared types of trailspark.
 //!
 //! Everything that more than one crate must agree on lives here: the canonical signal record
-//! ([`signal::SignalRecord`]), how a raw payload becomes one ([`normalize`]), dot-path access
+//! ([`signal::SignalRecord`]), how a raw payload becomes one ([`normalize`]), how retries are
+//! recognised ([`dedup`]), dot-path access
 //! into payloads ([`path`]), tenancy and its config events ([`tenancy`]), the entries of the
 //! durable log and their byte encoding ([`log`]), and secret handling ([`secret`]).
 //!
 //! The crate is deliberately free of I/O and async: it is pure data and pure functions, so the
 //! HTTP edge, the log, the dataflow and the tests all share one definition of each rule.
 
+pub mod admission;
+pub mod dedup;
 pub mod fuzz_input;
 pub mod log;
 pub mod normalize;
@@ -16,7 +19,9 @@ pub mod product_org;
 pub mod rules;
 pub mod secret;
 pub mod signal;
+pub mod subjects;
 pub mod tenancy;
+pub mod time;
 
 pub use log::{LogEntry, ProductOrgRecord};
 pub use signal::{Identifiers, SignalRecord};

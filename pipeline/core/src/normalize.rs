@@ -1,15 +1,9 @@
-//! From a raw JSON payload to a [`SignalRecord`]: source resolution (spec 5.3), identifier
-//! extraction (spec 5.1, 5.2, 7.1), event type and time (spec 6.1), and the content hash.
-//!
-//! Content hash (ours; spec 6.5 is a proposal and DESIGN.md refines it): SHA-256 over the org
-//! id and the canonical JSON of the payload, where canonical means keys sorted at every level
-//! and no insignificant whitespace, and where the transport-only top-level fields `sentAt`,
-//! `receivedAt` and `writeKey` are left out. An SDK's retry of the same event therefore hashes
-//! the same even though its `sentAt` moved; two events that differ in `timestamp` do not.
+//! From a raw JSON payload to a [`SignalRecord`]: source resolution, identifier
+//! extraction, event type and time. The content hash it stamps
+//! on the record is [`crate::dedup`]'s.
 
 use chrono::DateTime;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::path;
 use crate::signal::{Identifiers, SignalRecord};
@@ -17,9 +11,6 @@ use crate::tenancy::OrgId;
 
 /// Segment call types, the values of `type` that mark a payload as Segment-shaped.
 pub const SEGMENT_TYPES: &[&str] = &["identify", "track", "page", "screen", "group", "alias"];
-
-/// Top-level fields that describe the delivery, not the event, and so stay out of the hash.
-const TRANSPORT_FIELDS: &[&str] = &["sentAt", "receivedAt", "writeKey"];
 
 /// Where a signal came in and what the request said about its source.
 #[derive(Clone, Copy, Debug, Default)]
@@ -33,7 +24,7 @@ pub struct Context<'a> {
     pub header_source: Option<&'a str>,
 }
 
-/// Detects the source from the payload's top-level keys (spec 5.3, with our order: the
+/// Detects the source from the payload's top-level keys (with our order: the
 /// vendor keys first, because `type` is a common generic key).
 pub fn detect_source(payload: &Value) -> &'static str {
     let Some(obj) = payload.as_object() else {
@@ -72,7 +63,7 @@ pub fn resolve_source(ctx: &Context<'_>, payload: &Value) -> String {
         .unwrap_or_else(|| detect_source(payload).to_string())
 }
 
-/// The first non-empty email in the spec's lookup order, trimmed and lowercased (spec 5.2).
+/// The first non-empty email in the documented lookup order, trimmed and lowercased.
 pub fn extract_email(payload: &Value) -> Option<String> {
     [
         "email",
@@ -147,70 +138,6 @@ pub fn event_time(payload: &Value, received_at: i64) -> i64 {
         .unwrap_or(received_at)
 }
 
-/// The org-scoped content hash (see the module docs).
-pub fn content_hash(org_id: OrgId, payload: &Value) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(org_id.0.to_le_bytes());
-    let mut w = HashWriter(&mut hasher);
-    match payload.as_object() {
-        // Written field by field, so that transport fields are skipped without copying the
-        // payload. `serde_json::Map` iterates in key order (its `preserve_order` feature is
-        // off in this workspace; a test guards that), so the output is canonical.
-        Some(obj) => {
-            w.put(b"{");
-            let mut first = true;
-            for (k, v) in obj
-                .iter()
-                .filter(|(k, _)| !TRANSPORT_FIELDS.contains(&k.as_str()))
-            {
-                if !first {
-                    w.put(b",");
-                }
-                first = false;
-                serde_json::to_writer(&mut w, k).expect("writing to a hasher cannot fail");
-                w.put(b":");
-                serde_json::to_writer(&mut w, v).expect("writing to a hasher cannot fail");
-            }
-            w.put(b"}");
-        }
-        None => serde_json::to_writer(&mut w, payload).expect("writing to a hasher cannot fail"),
-    }
-    hex::encode(hasher.finalize())
-}
-
-/// Feeds serialized JSON straight into the hash, with no intermediate buffer.
-struct HashWriter<'a>(&'a mut Sha256);
-
-impl HashWriter<'_> {
-    fn put(&mut self, b: &[u8]) {
-        self.0.update(b);
-    }
-}
-
-impl std::io::Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The dedup key of a Segment `messageId`, scoped to the org.
-pub fn message_id_key(org_id: OrgId, message_id: &str) -> String {
-    hex::encode(message_id_digest(org_id, message_id))
-}
-
-/// The SHA-256 that [`message_id_key`] is the hex of.
-pub fn message_id_digest(org_id: OrgId, message_id: &str) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update(b"messageId\0");
-    hasher.update(org_id.0.to_le_bytes());
-    hasher.update(message_id.as_bytes());
-    hasher.finalize().into()
-}
-
 /// Builds the canonical record of one payload. `raw` is the payload text to store unchanged;
 /// `payload` is its parsed form. The payload must be a JSON object (callers check).
 pub fn normalize(ctx: &Context<'_>, payload: &Value, raw: String) -> SignalRecord {
@@ -225,7 +152,7 @@ pub fn normalize(ctx: &Context<'_>, payload: &Value, raw: String) -> SignalRecor
         event_type: event_type(payload),
         event_name: event_name(payload),
         message_id: path::get_str(payload, "messageId"),
-        content_hash: content_hash(ctx.org_id, payload),
+        content_hash: crate::dedup::content_hash(ctx.org_id, payload),
         anonymous,
         ids,
         payload: raw,
@@ -336,45 +263,5 @@ mod tests {
         assert_eq!(event_name(&p).as_deref(), Some("Pricing"));
         assert_eq!(event_type(&json!({"event": "form_submit"})), "form_submit");
         assert_eq!(event_type(&json!({"email": "x"})), "unknown");
-    }
-
-    #[test]
-    fn hash_is_canonical_and_ignores_transport_fields() {
-        let a: Value = serde_json::from_str(r#"{"b":1,"a":{"y":2,"x":1}}"#).unwrap();
-        let b: Value =
-            serde_json::from_str(r#"{ "a" : {"x":1,"y":2}, "b":1, "sentAt":"t"}"#).unwrap();
-        assert_eq!(content_hash(OrgId(1), &a), content_hash(OrgId(1), &b));
-        assert_ne!(content_hash(OrgId(1), &a), content_hash(OrgId(2), &a));
-        let c = json!({"b": 1, "a": {"x": 1, "y": 3}});
-        assert_ne!(content_hash(OrgId(1), &a), content_hash(OrgId(1), &c));
-        // Key order of the serialized map is sorted (preserve_order must stay off).
-        assert_eq!(
-            serde_json::to_string(&a).unwrap(),
-            r#"{"a":{"x":1,"y":2},"b":1}"#
-        );
-    }
-
-    #[test]
-    fn dedup_key_prefers_message_id() {
-        let r1 = normalize(
-            &ctx(),
-            &json!({"messageId": "m1", "event": "a"}),
-            String::new(),
-        );
-        let r2 = normalize(
-            &ctx(),
-            &json!({"messageId": "m1", "event": "a", "x": 1}),
-            String::new(),
-        );
-        assert_eq!(r1.dedup_key(), r2.dedup_key());
-        let r3 = normalize(&ctx(), &json!({"event": "a"}), String::new());
-        assert_eq!(r3.dedup_key(), r3.content_hash);
-        // The bits are the key's first 128 bits, whichever way the key is made.
-        for r in [&r1, &r3] {
-            assert_eq!(
-                r.dedup_bits(),
-                u128::from_str_radix(&r.dedup_key()[..32], 16).unwrap()
-            );
-        }
     }
 }

@@ -1,9 +1,9 @@
-//! Product-org updates (spec 12): applying a key's payload template to an incoming payload.
+//! Product-org updates: applying a key's payload template to an incoming payload.
 //!
 //! Extraction happens when the update arrives, with the key's template at that moment, and
 //! the extracted fields are what goes on the log: an entry is self-contained, and a template
 //! edit applies from then on. A field whose path resolves to the wrong type is reported and
-//! left out; the other fields still apply (issue 6).
+//! left out; the other fields still apply.
 
 use serde_json::Value;
 
@@ -11,7 +11,7 @@ use crate::normalize::event_time;
 use crate::path;
 use crate::tenancy::ProductOrgTemplate;
 
-/// The trial states a product org can be in (spec 12.2).
+/// The trial states a product org can be in.
 pub const TRIAL_STATUSES: &[&str] = &["active", "expired", "converted"];
 
 /// What a template extracted from one payload.
@@ -27,7 +27,7 @@ pub struct Extracted {
 }
 
 /// The template Segment `group` calls on the tracking API are read with (a group call has
-/// `groupId` and `traits.*`, spec 12.4).
+/// `groupId` and `traits.*`).
 pub fn segment_group_template() -> ProductOrgTemplate {
     ProductOrgTemplate {
         product_org_id: "groupId".into(),

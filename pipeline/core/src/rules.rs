@@ -1,4 +1,4 @@
-//! Mapping-rule definitions (spec 9): what a rule is, as its author writes it. Evaluation
+//! Mapping-rule definitions: what a rule is, as its author writes it. Evaluation
 //! lives with the dataflow (`trailspark-operators`); the definitions are here because the
 //! HTTP API validates them and the log carries them as config events.
 
@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::path;
 
-/// The spec's six signal types (spec 6.3).
+/// The six signal types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum SignalType {
     #[serde(rename = "Page View")]
@@ -69,7 +69,7 @@ pub enum Combinator {
     Any,
 }
 
-/// A lead field a rule fills from a payload path (spec 9.2). `Trait` is any other lead
+/// A lead field a rule fills from a payload path. `Trait` is any other lead
 /// attribute, stored with the lead's traits. In JSON it is the field's name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum LeadField {
@@ -115,7 +115,7 @@ impl LeadField {
         }
     }
 
-    /// Whether the field identifies a lead (spec 9.2's "(ID)" fields).
+    /// Whether the field identifies a lead (the "(ID)" fields of the rule editor).
     pub fn is_identifying(&self) -> bool {
         !matches!(self, LeadField::Title | LeadField::Trait(_))
     }
@@ -154,7 +154,7 @@ pub struct RuleDef {
 }
 
 impl RuleDef {
-    /// Checks a rule before it is saved (spec 9.2, 19.50-52).
+    /// Checks a rule before it is saved.
     pub fn validate(&self) -> Result<(), String> {
         if self.name.trim().is_empty() {
             return Err("`name` is required".into());

@@ -1,7 +1,7 @@
 //! Tenancy: organizations, admin tokens with roles, API keys, and the config events that
 //! create and change them.
 //!
-//! Config changes are events on the durable log (DESIGN.md: "config changes are log events
+//! Config changes are events on the durable log ("config changes are log events
 //! too"), so the [`Registry`] is a pure fold over [`ConfigEvent`]s: replaying the log rebuilds
 //! it exactly. Validation happens before an event is appended; [`Registry::apply`] trusts its
 //! input, so a replay can never fail halfway.
@@ -36,7 +36,7 @@ pub const DEFAULT_ORG: OrgId = OrgId(1);
 /// Owner of [`DEFAULT_ORG`], as the `TRAILSPARK_ADMIN_TOKEN` does.)
 pub const SERVER_ORG: OrgId = OrgId(0);
 
-/// Roles in ascending order of power; each has every permission of those below it (spec 2).
+/// Roles in ascending order of power; each has every permission of those below it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -67,7 +67,7 @@ impl Role {
     }
 }
 
-/// What an API key may be used for (spec 3.1).
+/// What an API key may be used for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EndpointType {
@@ -84,7 +84,7 @@ impl EndpointType {
     }
 }
 
-/// Field-mapping template of a Product Org Updates key (spec 12): dot paths into the payload.
+/// Field-mapping template of a Product Org Updates key: dot paths into the payload.
 /// Only `product_org_id` is required.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -236,12 +236,12 @@ pub enum ConfigEvent {
         rule_id: u64,
         at: i64,
     },
-    /// An org's plan limits (spec 14; 0 means unlimited).
+    /// An org's plan limits (0 means unlimited).
     PlanSet {
         org_id: OrgId,
         plan: Plan,
     },
-    /// Manual processing (spec 11's Process Signals): every live rule of the org now
+    /// Manual processing (the explorer's Process Signals): every live rule of the org now
     /// applies to all of the org's signals, including those that arrived before it.
     SignalsProcessed {
         org_id: OrgId,
@@ -254,7 +254,7 @@ pub enum ConfigEvent {
         position: u64,
         at: i64,
     },
-    /// Archived signals brought back into live state for a while (spec 13's retrieval);
+    /// Archived signals brought back into live state for a while (retrieval);
     /// they count against the raw-signal meter of `month` (`YYYYMM`).
     SignalsRehydrated {
         org_id: OrgId,
@@ -264,7 +264,7 @@ pub enum ConfigEvent {
     },
 }
 
-/// An org's plan limits. A limit of 0 means unlimited (spec 4.3, 14.1).
+/// An org's plan limits. A limit of 0 means unlimited.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
@@ -273,7 +273,7 @@ pub struct Plan {
     /// Usage overages: ingestion goes on past the limit and the excess is billed.
     pub overage: bool,
     /// Days a processed signal stays in live state before only the archive holds it
-    /// (spec 13's `signalRetentionPeriod`); 0 means the default, 30.
+    /// (`signalRetentionPeriod`); 0 means the default, 30.
     #[serde(default)]
     pub signal_retention_days: u32,
 }
@@ -321,6 +321,10 @@ pub struct Principal {
     /// `None` for the token given by `TRAILSPARK_ADMIN_TOKEN`, which is not stored.
     pub token_id: Option<u64>,
 }
+
+/// The registry as the server shares it: folded by the log's replay and by config
+/// appends, read by every part that checks keys, plans or rules.
+pub type SharedRegistry = std::sync::Arc<std::sync::RwLock<Registry>>;
 
 /// Tenancy state: the fold of all config events.
 #[derive(Clone, Debug, Default)]

@@ -1,4 +1,4 @@
-//! Fuzz targets (issue 20): the dot-path extraction, the log entry decoder and the
+//! Fuzz targets: the dot-path extraction, the log entry decoder and the
 //! normalizer. Under `cargo test` each runs its corpus (`tests/corpus/<target>/`) and then
 //! random inputs for a bounded time (`BOLERO_RANDOM_TEST_TIME_MS`, default 1 s); under
 //! `cargo bolero test <target>` the same closures run with a coverage-guided engine.

@@ -9,7 +9,7 @@
 //! entries, which is what makes a 202 mean "durable".
 //!
 //! The same stream also captures what producers publish straight to NATS on
-//! `trailspark.signals.<org>.<source>` (see `crate::nats::source`). Those raw messages are not
+//! `trailspark.signals.<org>.<source>` (see `trailspark_sources::nats`). Those raw messages are not
 //! log entries: they carry no `Trailspark-Encoding` header, readers of the log skip them, and
 //! the NATS source turns each into an accepted signal on the log (or a dead letter). Keeping
 //! accepted signals on their own subjects lets the source's durable consumer filter on the raw
@@ -21,22 +21,12 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
 use futures_util::StreamExt;
+use trailspark_core::subjects::{subject_of, STREAM, SUBJECTS};
 use trailspark_core::LogEntry;
 use trailspark_sources::Receipt;
 
-use super::{DedupIndex, LogError};
+use super::{nats_err, DedupIndex, LogError};
 
-pub const STREAM: &str = "TRAILSPARK_SIGNALS";
-pub const CONFIG_SUBJECT: &str = "trailspark.config";
-/// What producers publish to (raw signals, authenticated by a header).
-pub const RAW_SIGNALS: &str = "trailspark.signals.>";
-/// Every subject the stream captures.
-pub const SUBJECTS: [&str; 4] = [
-    RAW_SIGNALS,
-    "trailspark.log.>",
-    "trailspark.product_orgs.>",
-    CONFIG_SUBJECT,
-];
 const ENCODING_HEADER: &str = "Trailspark-Encoding";
 const ENCODING: &str = "entry-v1";
 
@@ -72,48 +62,12 @@ pub struct JetStreamLog {
     index: Arc<Mutex<DedupIndex>>,
 }
 
-/// A subject token from a free-form label: NATS tokens cannot hold `.`, `*`, `>` or spaces.
-pub fn subject_token(label: &str) -> String {
-    let t: String = label
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(64)
-        .collect();
-    if t.is_empty() {
-        "_".into()
-    } else {
-        t
-    }
-}
-
-pub fn subject_of(entry: &LogEntry) -> String {
-    match entry {
-        LogEntry::Signal(s) => format!(
-            "trailspark.log.signals.{}.{}",
-            s.org_id,
-            subject_token(&s.source)
-        ),
-        LogEntry::ProductOrgUpdate(p) => format!("trailspark.product_orgs.{}", p.org_id),
-        LogEntry::Config(_) => CONFIG_SUBJECT.to_string(),
-    }
-}
-
 /// Whether a stream message is a log entry (rather than a producer's raw signal).
 fn is_entry(msg: &async_nats::jetstream::Message) -> bool {
     msg.headers
         .as_ref()
         .and_then(|h| h.get(ENCODING_HEADER))
         .is_some_and(|v| v.as_str() == ENCODING)
-}
-
-fn nats_err(e: impl std::fmt::Display) -> LogError {
-    LogError::Nats(e.to_string())
 }
 
 impl JetStreamLog {
@@ -178,7 +132,7 @@ impl JetStreamLog {
     /// on the stream are answered with their position and not published again.
     pub async fn append(&self, entries: Vec<LogEntry>) -> Result<Vec<Receipt>, LogError> {
         if !self.connected() {
-            return Err(LogError::Nats("not connected to NATS".into()));
+            return Err(nats_err("not connected to NATS"));
         }
         let mut known: Vec<Option<u64>> = Vec::with_capacity(entries.len());
         {
@@ -325,7 +279,7 @@ impl JetStreamLog {
         let mut messages = consumer.messages().await.map_err(nats_err)?;
         while let Some(msg) = tokio::time::timeout(Duration::from_secs(30), messages.next())
             .await
-            .map_err(|_| LogError::Nats("timed out reading the stream".into()))?
+            .map_err(|_| nats_err("timed out reading the stream"))?
         {
             let msg = msg.map_err(nats_err)?;
             let info = msg.info().map_err(nats_err)?;

@@ -1,10 +1,18 @@
-//! The durable log, the source of truth (DESIGN.md §3): an embedded journal by default, or a
-//! JetStream stream with `--nats`. Everything else is derived from it by replay.
+//! The durable log, the source of truth: an embedded journal by default, or a JetStream
+//! stream with `--nats`. Everything else is derived from it: on open the log is replayed
+//! ([`open`]), and from then on every committed entry is handed, in log order, to its
+//! [`Followers`] (the dataflow engine and the archiver).
 
 pub mod jetstream;
 pub mod journal;
+pub mod nats;
+pub mod open;
+pub mod reconcile;
+
+use std::sync::Arc;
 
 use thiserror::Error;
+pub use trailspark_core::dedup::DedupIndex;
 use trailspark_core::LogEntry;
 use trailspark_sources::{IngestError, Receipt};
 
@@ -17,19 +25,58 @@ pub enum LogError {
     Overloaded,
     #[error("log writer has stopped")]
     Closed,
+    /// Shared: one failed group write answers every append of the group.
     #[error("log I/O: {0}")]
-    Io(String),
+    Io(#[source] Arc<std::io::Error>),
     #[error("log is damaged: {0}")]
     Corrupt(String),
     #[error("NATS: {0}")]
-    Nats(String),
+    Nats(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("{0}")]
     Replay(String),
 }
 
 impl From<std::io::Error> for LogError {
     fn from(e: std::io::Error) -> Self {
-        LogError::Io(e.to_string())
+        LogError::Io(Arc::new(e))
+    }
+}
+
+/// A NATS failure of the log, keeping its cause.
+pub fn nats_err(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> LogError {
+    LogError::Nats(e.into())
+}
+
+/// Entries the log has made durable, in log order, shared by every follower.
+pub type Committed = Arc<Vec<(u64, LogEntry)>>;
+
+/// Something that follows the log: it is handed every committed entry, in log order, from
+/// the replay on. It may block (backpressure: the log's writer then stops taking appends).
+pub trait Follower: Send + Sync {
+    fn follow(&self, entries: &Committed);
+}
+
+/// Everything that follows the log. The log fans its tail out to each, in this order.
+#[derive(Clone, Default)]
+pub struct Followers(Vec<Arc<dyn Follower>>);
+
+impl Followers {
+    pub fn new(followers: Vec<Arc<dyn Follower>>) -> Followers {
+        Followers(followers)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn follow(&self, entries: Vec<(u64, LogEntry)>) {
+        if entries.is_empty() || self.0.is_empty() {
+            return;
+        }
+        let entries = Arc::new(entries);
+        for f in &self.0 {
+            f.follow(&entries);
+        }
     }
 }
 
@@ -38,45 +85,10 @@ impl From<LogError> for IngestError {
         match e {
             LogError::Overloaded => IngestError::Overloaded,
             LogError::Closed | LogError::Nats(_) | LogError::Io(_) => {
-                IngestError::Unavailable(e.to_string())
+                IngestError::Unavailable(Arc::new(e))
             }
             other => IngestError::Internal(other.to_string()),
         }
-    }
-}
-
-/// Every signal's dedup key (128 bits) with the log position of its first occurrence. Exact
-/// and never forgotten: at about 30 bytes a signal it is small next to the dataflow's state,
-/// and it lets a retry (or a re-run backfill) hours later still be answered with the
-/// original id instead of being appended again. The keys are SHA-256 bits, so a fast
-/// unkeyed hash spreads them as well as a keyed one (every append and every replayed entry
-/// looks one up).
-#[derive(Default)]
-pub struct DedupIndex {
-    first: rustc_hash::FxHashMap<u128, u64>,
-}
-
-impl DedupIndex {
-    /// The position of the signal with this key, if it is on the log.
-    pub fn get(&self, key: u128) -> Option<u64> {
-        self.first.get(&key).copied()
-    }
-
-    /// Records a signal's position; keeps the first one.
-    pub fn insert(&mut self, key: u128, pos: u64) {
-        self.first.entry(key).or_insert(pos);
-    }
-
-    pub fn remove(&mut self, key: u128) {
-        self.first.remove(&key);
-    }
-
-    pub fn len(&self) -> usize {
-        self.first.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.first.is_empty()
     }
 }
 

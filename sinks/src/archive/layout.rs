@@ -27,7 +27,7 @@ use super::ArchiveError;
 pub enum Kind {
     /// Staged signals (anything not anonymous when it arrived).
     Signals,
-    /// Anonymous signals: the cold store of spec 7.2.
+    /// Anonymous signals: the cold store of anonymous signals.
     Anonymous,
 }
 

@@ -562,7 +562,7 @@ impl Archiver {
     }
 
     /// Permanently deletes every partition received before day `before` (days since the
-    /// epoch): spec 13's deletion after `PERMANENT_DELETE_DAYS`. Returns the files deleted.
+    /// epoch): the deletion after `PERMANENT_DELETE_DAYS`. Returns the files deleted.
     pub async fn delete_before(&self, before: i32) -> Result<usize, ArchiveError> {
         let old: Vec<FileMeta> = {
             let mut s = self.state.lock().unwrap();

@@ -19,7 +19,7 @@ use trailspark_core::{Identifiers, OrgId, SignalRecord};
 /// What processing had made of a signal when it was archived.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Processing {
-    /// `pending`, `completed`, `failed` or `skipped` (spec 6.2); `None` when unknown.
+    /// `pending`, `completed`, `failed` or `skipped`; `None` when unknown.
     pub status: Option<String>,
     pub rule_id: Option<u64>,
     pub rule_name: Option<String>,

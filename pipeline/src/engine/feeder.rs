@@ -1,0 +1,217 @@
+//! The feeder thread: turns what the log hands the engine into epochs for the workers.
+//!
+//! It takes everything that accumulated, as epochs of up to `epoch_entries` entries: under
+//! load epochs grow, which is what keeps the dataflow's throughput up (adaptive batching),
+//! up to the cap that bounds their transient memory. Dedup happens here: entries arrive in
+//! log order, so the first copy of a key is the first one read, and retries never enter the
+//! dataflow (see `trailspark_core::dedup`).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+
+use trailspark_core::dedup::FirstSeen;
+use trailspark_core::tenancy::ConfigEvent;
+use trailspark_core::LogEntry;
+use trailspark_operators::product_orgs::ProductOrgUpdate;
+use trailspark_operators::rules::{RuleBook, RuleChange, RuleVersion};
+use trailspark_operators::usage::Meter;
+use trailspark_operators::{Org, Signal};
+
+use super::{FeedQueue, Side};
+
+/// One epoch for a worker: its share of the inputs (worker 0 gets them all; operators
+/// exchange by key) and the log position the epoch closes at.
+#[derive(Default)]
+pub(super) struct Epoch {
+    /// First copies only (see `Inputs::seen`), entering; or, in a side epoch, hot-window
+    /// evictions (-1) and rehydrations (+1).
+    pub signals: Vec<(Signal, isize)>,
+    /// The meters counted where the log is read: raw signals (copies included) and staged
+    /// signals (first copies), per (org, receipt month).
+    pub counted: Vec<((Org, u32, Meter), isize)>,
+    pub rules: Vec<(RuleVersion, isize)>,
+    pub product_orgs: Vec<ProductOrgUpdate>,
+    /// The last log position fed, this epoch included.
+    pub upto: u64,
+    /// A side epoch: changes from the hot window, not from the log (see the module doc).
+    pub side: bool,
+    /// Side epochs sent so far, this one included: the read models learn from it which of
+    /// the hot window's moves have landed (the cold index's `landed`).
+    pub sides: u64,
+}
+
+pub(super) enum Feed {
+    Batch(Epoch),
+}
+
+/// The dataflow's inputs, owned by the feeder thread.
+pub(super) struct Inputs {
+    pub feeds: Vec<SyncSender<Feed>>,
+    pub book: RuleBook,
+    /// Dedup keys already staged: entries arrive in log order, so the first copy of a key is
+    /// the first one read, and retries never enter the dataflow.
+    pub seen: FirstSeen,
+    /// The last log position fed.
+    pub upto: u64,
+    /// Side epochs sent.
+    pub sides: u64,
+    /// The latest receipt time fed (see [`super::Engine::log_clock`]).
+    pub clock: Arc<AtomicI64>,
+}
+
+/// Converts a rule config event into a rule-book change (public for tests that compute the
+/// dataflow's sequential reference from the same log).
+pub fn rule_change(e: &ConfigEvent) -> Option<RuleChange> {
+    match e {
+        ConfigEvent::RuleCreated {
+            org_id,
+            rule_id,
+            created_at,
+            def,
+            reprocess,
+        } => Some(RuleChange::Create {
+            org: org_id.0,
+            rule_id: *rule_id,
+            created_at: *created_at,
+            def: def.clone(),
+            reprocess: *reprocess,
+        }),
+        ConfigEvent::RuleUpdated {
+            rule_id,
+            def,
+            reprocess,
+            ..
+        } => Some(RuleChange::Update {
+            rule_id: *rule_id,
+            def: def.clone(),
+            reprocess: *reprocess,
+        }),
+        ConfigEvent::RuleDeleted { rule_id, .. } => Some(RuleChange::Delete { rule_id: *rule_id }),
+        ConfigEvent::SignalsProcessed { org_id, .. } => {
+            Some(RuleChange::ProcessAll { org: org_id.0 })
+        }
+        _ => None,
+    }
+}
+
+/// The feeder thread's loop, until the engine closes.
+pub(super) fn run(queue: &FeedQueue, inputs: &mut Inputs, epoch_entries: usize) {
+    loop {
+        let (batch, sides) = {
+            let mut st = queue.state.lock().unwrap();
+            while st.chunks.is_empty() && st.sides.is_empty() && !st.closed {
+                st = queue.not_empty.wait(st).unwrap();
+            }
+            if st.chunks.is_empty() && st.sides.is_empty() {
+                break;
+            }
+            (
+                {
+                    st.queued = 0;
+                    std::mem::take(&mut st.chunks)
+                },
+                std::mem::take(&mut st.sides),
+            )
+        };
+        queue.not_full.notify_all();
+        let mut epoch = Vec::with_capacity(epoch_entries.min(batch.iter().map(|c| c.len()).sum()));
+        for entry in batch.iter().flat_map(|c| c.iter()) {
+            epoch.push(entry);
+            if epoch.len() == epoch_entries {
+                inputs.feed(&epoch);
+                epoch.clear();
+            }
+        }
+        inputs.feed(&epoch);
+        // After the entries that were waiting with them: a side change was decided
+        // on state no later than those entries, and the hot window keeps each
+        // signal's evictions and rehydrations alternating in the order it queued
+        // them, which this keeps.
+        for side in sides {
+            inputs.feed_side(side);
+        }
+    }
+}
+
+impl Inputs {
+    /// Sends one epoch to the workers. Blocks while they are behind.
+    fn feed(&mut self, entries: &[&(u64, LogEntry)]) {
+        let Some(upto) = entries.last().map(|(p, _)| *p) else {
+            return;
+        };
+        let mut epoch = Epoch {
+            upto,
+            sides: self.sides,
+            ..Default::default()
+        };
+        let mut counted: BTreeMap<(Org, u32, Meter), isize> = BTreeMap::new();
+        let mut clock = self.clock.load(Ordering::Relaxed);
+        for (pos, entry) in entries.iter().copied() {
+            match entry {
+                LogEntry::Signal(s) => {
+                    let month = Signal::month_of(s.received_at);
+                    clock = clock.max(s.received_at);
+                    *counted
+                        .entry((s.org_id.0, month, Meter::RawSignals))
+                        .or_default() += 1;
+                    let key = s.dedup_bits();
+                    if self.seen.insert(s.org_id.0, key) {
+                        *counted
+                            .entry((s.org_id.0, month, Meter::StagedSignals))
+                            .or_default() += 1;
+                        epoch
+                            .signals
+                            .push((Signal::from_record_keyed(*pos, s, key), 1));
+                    }
+                }
+                LogEntry::Config(e) => {
+                    if let Some(change) = rule_change(e) {
+                        epoch.rules.extend(self.book.apply(*pos, change));
+                    }
+                }
+                LogEntry::ProductOrgUpdate(p) if !p.product_org_id.is_empty() => epoch
+                    .product_orgs
+                    .push(ProductOrgUpdate::from_record(*pos, p)),
+                LogEntry::ProductOrgUpdate(_) => {}
+            }
+        }
+        epoch.counted = counted.into_iter().collect();
+        self.clock.store(clock, Ordering::Relaxed);
+        self.upto = upto;
+        self.send(epoch);
+    }
+
+    /// Sends one side epoch (see [`Side`]) to the workers.
+    fn feed_side(&mut self, side: Side) {
+        let signals = match side {
+            Side::Evict(v) => v.into_iter().map(|s| (s, -1)).collect(),
+            Side::Rehydrate(v) => v.into_iter().map(|s| (s, 1)).collect(),
+        };
+        self.sides += 1;
+        self.send(Epoch {
+            signals,
+            upto: self.upto,
+            side: true,
+            sides: self.sides,
+            ..Default::default()
+        });
+    }
+
+    fn send(&mut self, epoch: Epoch) {
+        let (upto, side, sides) = (epoch.upto, epoch.side, epoch.sides);
+        let mut first = Some(epoch);
+        for tx in &self.feeds {
+            let e = first.take().unwrap_or(Epoch {
+                upto,
+                side,
+                sides,
+                ..Default::default()
+            });
+            if tx.send(Feed::Batch(e)).is_err() {
+                tracing::error!("The dataflow workers have stopped.");
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! A timely worker: builds the dataflow, feeds it the epochs the feeder sends, and reports
+//! its outputs' changes and completed positions to the read models.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::Duration;
+
+use differential_dataflow::input::Input;
+use timely::dataflow::ProbeHandle;
+use trailspark_operators::graph::build;
+use trailspark_operators::identity::IdentityConfig;
+use trailspark_operators::product_orgs::{product_orgs, ProductOrgUpdate};
+use trailspark_operators::rules::RuleVersion;
+use trailspark_operators::usage::Meter;
+use trailspark_operators::{Org, Signal};
+use trailspark_sinks::read_models::Update;
+
+use super::feeder::{Epoch, Feed};
+use super::stats;
+
+pub(super) fn run(
+    worker: &mut timely::worker::Worker,
+    rx: Receiver<Feed>,
+    tx: Sender<Update>,
+    identity: &IdentityConfig,
+) {
+    let index = worker.index();
+    let stats = stats::ArrangementStats::enable(worker);
+    let probe = ProbeHandle::new();
+    let (mut signals_in, mut counted_in, mut rules_in, mut orgs_in) =
+        worker.dataflow::<u64, _, _>(|scope| {
+            let (signals_in, signals) = scope.new_collection::<Signal, isize>();
+            let (counted_in, counted) = scope.new_collection::<(Org, u32, Meter), isize>();
+            let (rules_in, rules) = scope.new_collection::<RuleVersion, isize>();
+            let (orgs_in, updates) = scope.new_collection::<ProductOrgUpdate, isize>();
+            let out = build(signals, counted, rules, identity);
+            macro_rules! sink {
+                ($coll:expr, $variant:ident) => {{
+                    let tx = tx.clone();
+                    $coll
+                        .inspect_batch(move |_t, updates| {
+                            let v = updates
+                                .iter()
+                                .map(|(d, t, r)| (d.clone(), *t, *r))
+                                .collect();
+                            let _ = tx.send(Update::$variant(v));
+                        })
+                        .probe_with(&probe);
+                }};
+            }
+            sink!(out.processed, Processed);
+            sink!(out.membership, Membership);
+            sink!(out.conflicts, Conflicts);
+            sink!(out.groups, Groups);
+            sink!(out.usage, Usage);
+            sink!(out.leads, Leads);
+            sink!(product_orgs(updates), ProductOrgs);
+            (signals_in, counted_in, rules_in, orgs_in)
+        });
+    // (time the epoch closes at, log position and side epochs it covers)
+    let mut closing: VecDeque<(u64, u64, u64)> = VecDeque::new();
+    let mut completed = 0u64;
+    loop {
+        // Wait for input only when nothing is left to do: no epoch closing and no operator
+        // activated (idle merging keeps arrangements scheduled until they are compact).
+        let activated = worker.activations().borrow().empty_for() == Some(Duration::ZERO);
+        let wait = if closing.is_empty() && !activated {
+            Duration::from_millis(50)
+        } else {
+            Duration::ZERO
+        };
+        match rx.recv_timeout(wait) {
+            Ok(Feed::Batch(Epoch {
+                signals,
+                counted,
+                rules,
+                product_orgs,
+                upto,
+                side,
+                sides,
+            })) => {
+                // Everything enters at the epoch's time (see the module doc).
+                let now = *signals_in.time();
+                for (s, d) in signals {
+                    signals_in.update_at(s, now, d);
+                }
+                for (m, n) in counted {
+                    counted_in.update_at(m, now, n);
+                }
+                for (r, d) in rules {
+                    rules_in.update_at(r, now, d);
+                }
+                for u in product_orgs {
+                    orgs_in.update_at(u, now, 1);
+                }
+                let next = if side {
+                    now + 1
+                } else {
+                    (2 * upto + 1).max(now + 1)
+                };
+                signals_in.advance_to(next);
+                counted_in.advance_to(next);
+                rules_in.advance_to(next);
+                orgs_in.advance_to(next);
+                signals_in.flush();
+                counted_in.flush();
+                rules_in.flush();
+                orgs_in.flush();
+                closing.push_back((next - 1, upto, sides));
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        worker.step();
+        while let Some(&(time, pos, sides)) = closing.front() {
+            if probe.less_than(&(time + 1)) {
+                break;
+            }
+            closing.pop_front();
+            completed = pos;
+            if index == 0 {
+                let _ = tx.send(Update::Applied { time, pos, sides });
+            }
+        }
+        if let Some(s) = &stats {
+            s.borrow_mut().report(index, completed);
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! The management API under `/api/admin` (JSON, bearer tokens bound to an org and a role).
+//!
+//! | route | who |
+//! |---|---|
+//! | `POST /api/admin/orgs`, `GET /api/admin/orgs` | server administrator |
+//! | `POST/GET /api/admin/keys`, `DELETE /api/admin/keys/{id}`, `PUT /api/admin/keys/{id}/template` | Admin or above |
+//! | `POST/GET /api/admin/tokens`, `DELETE /api/admin/tokens/{id}` | Admin or above (an Owner token: Owner only, never the last) |
+//! | `POST /api/admin/tokens/{id}/transfer-ownership` | Owner |
+//! | `GET /api/admin/whoami` | any token |
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use trailspark_core::tenancy::{
+    AdminToken, ApiKey, EndpointType, Plan, Principal, ProductOrgTemplate, Role,
+};
+use trailspark_core::time::{opt_rfc3339, rfc3339};
+use trailspark_sources::{Reply, Request};
+use warp::http::{Method, StatusCode};
+
+use super::reply::{error, json_body, method_not_allowed, require};
+use super::Api;
+use crate::control::NewKey;
+
+pub fn key_json(k: &ApiKey, now: i64) -> Value {
+    json!({
+        "id": k.id,
+        "org_id": k.org_id,
+        "name": k.name,
+        "endpoint_type": k.endpoint_type.as_str(),
+        "prefix": k.prefix,
+        "has_secret": k.secret.is_some(),
+        "created_at": rfc3339(k.created_at),
+        "expires_at": opt_rfc3339(k.expires_at),
+        "revoked_at": opt_rfc3339(k.revoked_at),
+        "active": k.revoked_at.is_none() && k.expires_at.is_none_or(|e| e > now),
+        "template": k.template,
+    })
+}
+
+fn token_json(t: &AdminToken) -> Value {
+    json!({
+        "id": t.id,
+        "org_id": t.org_id,
+        "role": t.role.as_str(),
+        "name": t.name,
+        "created_at": rfc3339(t.created_at),
+        "revoked_at": opt_rfc3339(t.revoked_at),
+    })
+}
+
+/// Parses `expires_at`: RFC 3339 or null.
+fn parse_expiry(v: &Option<String>) -> Result<Option<i64>, Reply> {
+    match v {
+        None => Ok(None),
+        Some(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| Some(t.timestamp_millis()))
+            .map_err(|_| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    format!("expires_at `{s}` is not RFC 3339"),
+                )
+            }),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateOrg {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    name: String,
+    #[serde(default = "default_endpoint")]
+    endpoint_type: EndpointType,
+    #[serde(default)]
+    secret: bool,
+    #[serde(default)]
+    expires_at: Option<String>,
+    #[serde(default)]
+    template: Option<ProductOrgTemplate>,
+}
+
+fn default_endpoint() -> EndpointType {
+    EndpointType::SignalStaging
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateToken {
+    role: Role,
+    #[serde(default)]
+    name: String,
+}
+
+/// Only the server administrator manages the archive and retention (they span every org).
+fn server_admin(p: &Principal, what: &str) -> Result<(), Reply> {
+    if p.server_admin {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("only the server administrator {what}"),
+        ))
+    }
+}
+
+/// `/api/admin/…` below `/api/admin`, for principal `p`.
+pub async fn dispatch(
+    api: &Api,
+    p: Principal,
+    segs: &[&str],
+    req: Request,
+) -> Result<Reply, Reply> {
+    let control = &api.control;
+    let now = chrono::Utc::now().timestamp_millis();
+    let id = |s: &str| {
+        s.parse::<u64>().map_err(|_| {
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no such id `{s}`"),
+            )
+        })
+    };
+    let method = req.method.clone();
+    match (segs, &method) {
+        (["whoami"], &Method::GET) => Ok(Reply::json(
+            StatusCode::OK,
+            json!({"org_id": p.org_id, "role": p.role.as_str(), "server_admin": p.server_admin}),
+        )),
+        (["orgs"], &Method::POST) => {
+            if !p.server_admin {
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "only the server administrator creates orgs",
+                ));
+            }
+            let body: CreateOrg = json_body(req).await?;
+            let (org, token) = control.create_org(&body.name).await?;
+            Ok(Reply::json(
+                StatusCode::CREATED,
+                json!({"id": org.id, "name": org.name, "owner_token": token, "created_at": rfc3339(org.created_at)}),
+            ))
+        }
+        (["orgs"], &Method::GET) => {
+            if !p.server_admin {
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "only the server administrator lists orgs",
+                ));
+            }
+            let reg = control.registry.read().unwrap();
+            let orgs: Vec<Value> = reg
+                .orgs()
+                .map(|o| json!({"id": o.id, "name": o.name, "created_at": rfc3339(o.created_at)}))
+                .collect();
+            Ok(Reply::json(StatusCode::OK, json!({"orgs": orgs})))
+        }
+        (["keys"], &Method::POST) => {
+            require(&p, Role::Admin)?;
+            let body: CreateKey = json_body(req).await?;
+            let new = NewKey {
+                name: body.name,
+                endpoint_type: body.endpoint_type,
+                secret: body.secret,
+                expires_at: parse_expiry(&body.expires_at)?,
+                template: body.template,
+            };
+            let created = control.create_key(p.org_id, new).await?;
+            let mut v = key_json(&created.key, now);
+            v["key"] = json!(created.plaintext);
+            if let Some(s) = created.secret {
+                v["secret"] = json!(s);
+            }
+            Ok(Reply::json(StatusCode::CREATED, v))
+        }
+        (["keys"], &Method::GET) => {
+            require(&p, Role::Admin)?;
+            let reg = control.registry.read().unwrap();
+            let keys: Vec<Value> = reg.keys_of(p.org_id).map(|k| key_json(k, now)).collect();
+            Ok(Reply::json(StatusCode::OK, json!({"keys": keys})))
+        }
+        (["keys", k], &Method::DELETE) => {
+            require(&p, Role::Admin)?;
+            let key = control.revoke_key(p.org_id, id(k)?).await?;
+            Ok(Reply::json(StatusCode::OK, key_json(&key, now)))
+        }
+        (["keys", k, "template"], &Method::PUT) => {
+            require(&p, Role::Admin)?;
+            let kid = id(k)?;
+            let template: ProductOrgTemplate = json_body(req).await?;
+            let key = control.set_template(p.org_id, kid, template).await?;
+            Ok(Reply::json(StatusCode::OK, key_json(&key, now)))
+        }
+        (["plan"], &Method::PUT) => {
+            require(&p, Role::Admin)?;
+            let plan: Plan = json_body(req).await?;
+            let pos = control.set_plan(p.org_id, plan).await?;
+            let mut v = serde_json::to_value(plan).expect("plans serialize");
+            v["log_position"] = json!(pos);
+            Ok(Reply::json(StatusCode::OK, v))
+        }
+        (["plan"], &Method::GET) => {
+            let plan = control.registry.read().unwrap().plan(p.org_id);
+            Ok(Reply::json(
+                StatusCode::OK,
+                serde_json::to_value(plan).expect("plans serialize"),
+            ))
+        }
+        (["tokens"], &Method::POST) => {
+            require(&p, Role::Admin)?;
+            let body: CreateToken = json_body(req).await?;
+            let (t, plaintext) = control.create_token(&p, body.role, &body.name).await?;
+            let mut v = token_json(&t);
+            v["token"] = json!(plaintext);
+            Ok(Reply::json(StatusCode::CREATED, v))
+        }
+        (["tokens"], &Method::GET) => {
+            require(&p, Role::Admin)?;
+            let reg = control.registry.read().unwrap();
+            let tokens: Vec<Value> = reg.tokens_of(p.org_id).map(token_json).collect();
+            Ok(Reply::json(StatusCode::OK, json!({"tokens": tokens})))
+        }
+        (["tokens", t], &Method::DELETE) => {
+            require(&p, Role::Admin)?;
+            let tok = control.revoke_token(&p, id(t)?).await?;
+            Ok(Reply::json(StatusCode::OK, token_json(&tok)))
+        }
+        (["tokens", t, "transfer-ownership"], &Method::POST) => {
+            let (owner, previous) = control.transfer_ownership(&p, id(t)?).await?;
+            Ok(Reply::json(
+                StatusCode::OK,
+                json!({"owner": token_json(&owner), "previous_owner": previous.as_ref().map(token_json)}),
+            ))
+        }
+        (["archive", "compact"], &Method::POST) => {
+            server_admin(&p, "manages the archive")?;
+            let archiver = &api.archiver;
+            let started = std::time::Instant::now();
+            let (partitions, files) = archiver.compact().await.map_err(|e| {
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "archive_error",
+                    e.to_string(),
+                )
+            })?;
+            Ok(Reply::json(
+                StatusCode::OK,
+                json!({"partitions": partitions, "files_merged": files,
+                       "duration_ms": started.elapsed().as_millis() as u64}),
+            ))
+        }
+        (["retention", "run"], &Method::POST) => {
+            server_admin(&p, "runs retention")?;
+            let stats = api.retention.pass().await.map_err(|e| {
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "archive_error",
+                    e.to_string(),
+                )
+            })?;
+            Ok(Reply::json(
+                StatusCode::OK,
+                serde_json::to_value(stats).expect("stats serialize"),
+            ))
+        }
+        (["archive"], &Method::GET) => {
+            server_admin(&p, "manages the archive")?;
+            let st = api.archiver.stats();
+            Ok(Reply::json(
+                StatusCode::OK,
+                json!({"files": st.files, "buffered_rows": st.buffered_rows,
+                       "checkpoint": st.checkpoint}),
+            ))
+        }
+        (
+            ["archive"]
+            | ["archive", "compact"]
+            | ["retention", "run"]
+            | ["whoami"]
+            | ["orgs"]
+            | ["keys"]
+            | ["keys", _]
+            | ["keys", _, "template"]
+            | ["tokens"]
+            | ["tokens", _]
+            | ["tokens", _, "transfer-ownership"]
+            | ["plan"],
+            _,
+        ) => Err(method_not_allowed(&method)),
+        _ => Err(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint",
+        )),
+    }
+}

@@ -1,0 +1,178 @@
+//! The HTTP server: one warp filter that hands every request to the matching area
+//! (ingestion, admin, the org API, health) and turns its [`Reply`] into a response.
+//!
+//! Each area gets the handles it needs from [`Api`], which the topology builds once every
+//! part exists: ingestion the ingest handle only, the rest the control plane, the read models,
+//! SQL and the services.
+
+mod admin;
+pub mod api;
+mod health;
+pub mod listener;
+pub mod reply;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Buf;
+use futures_util::StreamExt;
+use serde_json::json;
+use trailspark_queries::{ArchiveLookup, SqlEngine};
+use trailspark_sinks::archive::Archiver;
+use trailspark_sinks::read_models::ReadModels;
+use trailspark_sources::{BodyStream, Ingest, Reply, Request};
+use warp::http::{HeaderMap, Method, Response, StatusCode};
+use warp::Filter;
+
+pub use self::admin::key_json;
+pub use self::health::NatsHealth;
+use self::listener::HttpLimits;
+use crate::control::Control;
+use crate::ingest::IngestHandle;
+use crate::log::Log;
+use crate::services::retention::RetentionService;
+
+/// What the HTTP API works with.
+pub struct Api {
+    pub control: Arc<Control>,
+    pub ingest: Arc<IngestHandle>,
+    pub log: Log,
+    pub read: Arc<ReadModels>,
+    pub sql: Arc<SqlEngine>,
+    /// Payload lookups (signal detail, timeline, retrieval); `None` without an archive.
+    pub lookup: Option<ArchiveLookup>,
+    pub archiver: Arc<Archiver>,
+    pub retention: Arc<RetentionService>,
+    pub nats: Option<NatsHealth>,
+}
+
+fn to_response(reply: Reply) -> Response<Vec<u8>> {
+    let (content_type, body) = match reply.raw {
+        Some((t, bytes)) => (t, bytes),
+        None => (
+            "application/json",
+            serde_json::to_vec(&reply.body).expect("JSON values serialize"),
+        ),
+    };
+    let mut b = Response::builder()
+        .status(reply.status)
+        .header("content-type", content_type);
+    if let Some(s) = reply.retry_after {
+        b = b.header("retry-after", s.to_string());
+    }
+    b.body(body).expect("static headers are valid")
+}
+
+fn not_found() -> Reply {
+    Reply::json(
+        StatusCode::NOT_FOUND,
+        json!({"error": "not_found", "code": "not_found", "message": "no such endpoint"}),
+    )
+}
+
+async fn handle(api: Arc<Api>, req: Request) -> Reply {
+    let path = req.path.as_str();
+    if path.starts_with("/api/signal-staging/")
+        || path.starts_with("/api/product-orgs/webhook/")
+        || path.starts_with("/v1/")
+    {
+        let ingest: Arc<dyn Ingest> = api.ingest.clone();
+        return trailspark_sources::route(ingest, req)
+            .await
+            .unwrap_or_else(not_found);
+    }
+    if path == "/healthz" || path == "/readyz" {
+        if req.method != Method::GET && req.method != Method::HEAD {
+            return Reply::json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": "method_not_allowed", "code": "method_not_allowed", "message": "use GET"}),
+            );
+        }
+        return health::health(&api, path == "/readyz").await;
+    }
+    let trimmed = path.trim_matches('/').to_string();
+    let segs: Vec<&str> = trimmed.split('/').collect();
+    let Some(("api", rest)) = segs.split_first().map(|(a, r)| (*a, r)) else {
+        return not_found();
+    };
+    match rest {
+        ["admin", below @ ..] => match reply::authenticate(&api.control, &req) {
+            Ok(p) => admin::dispatch(&api, p, below, req)
+                .await
+                .unwrap_or_else(|r| r),
+            Err(r) => r,
+        },
+        _ => api::route(&api, rest, req).await.unwrap_or_else(not_found),
+    }
+}
+
+/// Adapts warp's body stream to plain `Bytes` chunks, ending it with a `TimedOut` error
+/// when no data arrives for `idle` (a stalled upload must not hold its connection forever).
+fn body_bytes<B: Buf>(
+    body: impl futures_util::Stream<Item = Result<B, warp::Error>> + Send + 'static,
+    idle: Duration,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
+    let body = Box::pin(body);
+    futures_util::stream::unfold(Some(body), move |body| async move {
+        let mut body = body?;
+        match tokio::time::timeout(idle, body.next()).await {
+            Ok(Some(r)) => {
+                let item = r
+                    .map(|mut b| b.copy_to_bytes(b.remaining()))
+                    .map_err(std::io::Error::other);
+                Some((item, Some(body)))
+            }
+            Ok(None) => None,
+            Err(_) => {
+                let e = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no body data for {} s", idle.as_secs()),
+                );
+                Some((Err(e), None))
+            }
+        }
+    })
+}
+
+/// The whole HTTP surface as one filter.
+pub fn routes(
+    api: Arc<Api>,
+    body_idle: Duration,
+) -> impl Filter<Extract = (Response<Vec<u8>>,), Error = warp::Rejection> + Clone {
+    warp::method()
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(
+            move |method: Method,
+                  path: warp::path::FullPath,
+                  query: String,
+                  headers: HeaderMap,
+                  body| {
+                let api = api.clone();
+                let body: BodyStream = Box::pin(body_bytes(body, body_idle));
+                async move {
+                    let req = Request {
+                        method,
+                        path: path.as_str().to_string(),
+                        query,
+                        headers,
+                        body,
+                    };
+                    to_response(handle(api, req).await)
+                }
+            },
+        )
+}
+
+/// Serves until `shutdown` resolves, within `limits`.
+pub async fn serve(
+    api: Arc<Api>,
+    listener: tokio::net::TcpListener,
+    limits: HttpLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let service = warp::service(routes(api, limits.body_idle_timeout));
+    listener::serve(listener, limits, service, shutdown).await;
+}

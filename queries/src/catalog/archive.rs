@@ -1,0 +1,202 @@
+//! The archive as a DataFusion table: one org's files of one tree, unioned with its rows not
+//! yet in a file.
+//!
+//! The archiver knows its files (it wrote them, and listed them once at open), so a scan reads
+//! exactly the files of its [`Snapshot`] instead of listing the store: no listing request per
+//! query, and no fences against files written after the buffered rows were copied, because the
+//! snapshot takes the file list and the buffered rows under one lock and together they hold
+//! each archived signal once.
+//!
+//! Filters do three things here, before DataFusion's own [`FilterExec`] re-checks them (they
+//! are pushed down as `Inexact`):
+//! - whole files are skipped when the filters' `date` range or `id` constraints cannot
+//!   match the partition's date or the file's id range (file names carry the first and last
+//!   id): a signal-detail lookup by id reads one file;
+//! - buffered rows are skipped by the same test before they are copied into a batch;
+//! - the conjunction becomes the Parquet reader's predicate, which prunes row groups by
+//!   their statistics and by the bloom filters on `anonymous_id`, `email` and `lead_id`.
+//!
+//! [`FilterExec`]: datafusion::physical_plan::filter::FilterExec
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::common::{DFSchema, Result as DfResult, ScalarValue};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::TableProviderFilterPushDown;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::Expr;
+use trailspark_sinks::archive::{to_batch, ArchiveRow, Archiver, Kind, Partition, SCHEMA};
+
+use super::prune::Bounds;
+
+/// One org's tree of the archive (`signals` or `anonymous_signals`).
+pub struct ArchiveTable {
+    archiver: Arc<Archiver>,
+    kind: Kind,
+    org: u64,
+    /// What SQL sees: `org_id`, `date`, then the file columns.
+    schema: SchemaRef,
+    /// What the scan produces before projection: the file columns, then `org_id` and `date`
+    /// (partition columns come last in a file scan).
+    inner: SchemaRef,
+}
+
+fn partition_fields() -> [FieldRef; 2] {
+    [
+        Arc::new(Field::new("org_id", DataType::UInt64, false)),
+        Arc::new(Field::new("date", DataType::Utf8, false)),
+    ]
+}
+
+/// The schema SQL sees of an archive table.
+pub fn table_schema() -> SchemaRef {
+    let mut fields: Vec<FieldRef> = partition_fields().to_vec();
+    fields.extend(SCHEMA.fields().iter().cloned());
+    Arc::new(Schema::new(fields))
+}
+
+impl std::fmt::Debug for ArchiveTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveTable")
+            .field("kind", &self.kind)
+            .field("org", &self.org)
+            .finish()
+    }
+}
+
+impl ArchiveTable {
+    pub fn new(archiver: Arc<Archiver>, kind: Kind, org: u64) -> ArchiveTable {
+        let mut inner: Vec<FieldRef> = SCHEMA.fields().iter().cloned().collect();
+        inner.extend(partition_fields());
+        ArchiveTable {
+            archiver,
+            kind,
+            org,
+            schema: table_schema(),
+            inner: Arc::new(Schema::new(inner)),
+        }
+    }
+
+    /// The inner column of column `i` of [`Self::schema`].
+    fn inner_index(&self, i: usize) -> usize {
+        let files = SCHEMA.fields().len();
+        match i {
+            0 => files,
+            1 => files + 1,
+            _ => i - 2,
+        }
+    }
+
+    /// The buffered rows that may pass `bounds`, as one batch in the inner layout.
+    fn buffered(&self, rows: &[ArchiveRow], bounds: &Bounds) -> DfResult<RecordBatch> {
+        let date = |r: &ArchiveRow| Partition::of(self.kind, self.org, r.record.received_at).date();
+        let kept: Vec<ArchiveRow> = rows
+            .iter()
+            .filter(|r| bounds.may_hold_id(r.id) && bounds.may_hold_date(&date(r)))
+            .cloned()
+            .collect();
+        let batch = to_batch(&kept)?;
+        let mut arrays: Vec<ArrayRef> = batch.columns().to_vec();
+        arrays.push(Arc::new(UInt64Array::from(vec![self.org; kept.len()])));
+        arrays.push(Arc::new(
+            kept.iter().map(|r| Some(date(r))).collect::<StringArray>(),
+        ));
+        Ok(RecordBatch::try_new(self.inner.clone(), arrays)?)
+    }
+}
+
+#[async_trait]
+impl TableProvider for ArchiveTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let bounds = Bounds::of(filters);
+        let snap = self.archiver.snapshot(self.kind, self.org);
+        let inner_projection: Vec<usize> = match projection {
+            Some(p) => p.iter().map(|i| self.inner_index(*i)).collect(),
+            None => (0..self.schema.fields().len())
+                .map(|i| self.inner_index(i))
+                .collect(),
+        };
+        let projected = Arc::new(self.inner.project(&inner_projection)?);
+        let mut parts: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+
+        let files: Vec<PartitionedFile> = snap
+            .files
+            .iter()
+            .filter(|f| {
+                bounds.may_hold_range(f.first, f.last) && bounds.may_hold_date(&f.partition.date())
+            })
+            .map(|f| {
+                PartitionedFile::new(f.path.to_string(), f.size).with_partition_values(vec![
+                    ScalarValue::UInt64(Some(self.org)),
+                    ScalarValue::Utf8(Some(f.partition.date())),
+                ])
+            })
+            .collect();
+        if !files.is_empty() {
+            let [org_field, date_field] = partition_fields();
+            let table = TableSchema::builder(SCHEMA.clone())
+                .with_table_partition_cols(vec![org_field, date_field])
+                .build();
+            let mut source = ParquetSource::new(table);
+            if let Some(filter) = conjunction(filters.iter().cloned()) {
+                let df_schema = DFSchema::try_from(self.inner.as_ref().clone())?;
+                source = source.with_predicate(state.create_physical_expr(filter, &df_schema)?);
+            }
+            let url = ObjectStoreUrl::parse(&self.archiver.location().store_url)?;
+            let config = FileScanConfigBuilder::new(url, Arc::new(source))
+                .with_file_groups(vec![FileGroup::new(files)])
+                .with_projection_indices(Some(inner_projection.clone()))?
+                .with_limit(limit)
+                .build();
+            parts.push(DataSourceExec::from_data_source(config));
+        }
+
+        let buffered = self.buffered(&snap.rows, &bounds)?;
+        if buffered.num_rows() > 0 {
+            parts.push(MemorySourceConfig::try_new_exec(
+                &[vec![buffered]],
+                self.inner.clone(),
+                Some(inner_projection),
+            )?);
+        }
+        Ok(match parts.len() {
+            0 => Arc::new(EmptyExec::new(projected)),
+            1 => parts.pop().expect("one part"),
+            _ => UnionExec::try_new(parts)?,
+        })
+    }
+}

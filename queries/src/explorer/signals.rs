@@ -1,0 +1,209 @@
+//! The explorer's signals: the processed, failed and pending tabs with cursor
+//! pagination, one signal with its raw payload, and a lead's timeline.
+//!
+//! Outcomes come from the read models (they are current: a rule edit with reprocess changes
+//! them at once), payloads from the archive (files plus the rows not yet in a file), through
+//! the same tables SQL reads.
+
+use serde_json::{json, Map, Value};
+use trailspark_core::time::rfc3339;
+use trailspark_operators::status::{Processed, Status};
+use trailspark_sinks::archive::Kind;
+use trailspark_sinks::read_models::{lead_id, Models, ReadModels, Tab};
+
+use super::{Page, ViewError};
+use crate::lookup::{ArchiveLookup, LookupFilter};
+
+/// A status as the explorer's badges spell it.
+fn status_badge(s: Status) -> &'static str {
+    match s {
+        Status::Completed => "Processed",
+        Status::Failed => "Failed",
+        Status::Skipped => "Skipped",
+        Status::Pending => "Pending",
+    }
+}
+
+/// One row of a tab. `processed_at`/`failed_at` are when the signal entered processing: the
+/// dataflow decides an outcome in the epoch the signal arrives in (or, after a rule edit
+/// with reprocess, the epoch of the edit), so it is the receipt time to within that epoch.
+fn row_json(id: u64, p: &Processed) -> Value {
+    match Tab::of(p.status) {
+        Tab::Processed => json!({
+            "id": id,
+            "signal_name": p.rule_name.clone().unwrap_or_else(|| p.event_type.clone()),
+            "source": p.source,
+            "lead_id": p.lead.as_ref().map(lead_id),
+            "processed_at": rfc3339(p.received_at),
+            "rule_id": p.rule_id,
+            "rule": p.rule_name,
+            "signal_type": p.signal_type,
+        }),
+        Tab::Failed => json!({
+            "id": id,
+            "event_type": p.event_type,
+            "source": p.source,
+            "status": status_badge(p.status),
+            "error": p.error,
+            "failed_at": rfc3339(p.received_at),
+            "rule_id": p.rule_id,
+        }),
+        Tab::Pending => json!({
+            "id": id,
+            "event_type": p.event_type,
+            "source": p.source,
+            "status": status_badge(p.status),
+            "received_at": rfc3339(p.received_at),
+        }),
+    }
+}
+
+/// `GET /api/explorer/signals?tab=processed|failed|pending&limit=&cursor=`: newest first.
+pub fn tab_page(m: &Models, org: u64, tab: &str, page: &Page) -> Result<Value, ViewError> {
+    let t = match tab {
+        "processed" => Tab::Processed,
+        "failed" => Tab::Failed,
+        "pending" => Tab::Pending,
+        other => {
+            return Err(ViewError::BadRequest(format!(
+                "tab must be processed, failed or pending, not `{other}`"
+            )))
+        }
+    };
+    let hi = page.cursor.unwrap_or(u64::MAX);
+    let ids: Vec<u64> = m
+        .org(org)
+        .tabs
+        .range((t, 0)..(t, hi))
+        .rev()
+        .take(page.limit + 1)
+        .map(|(_, id)| *id)
+        .collect();
+    let more = ids.len() > page.limit;
+    let rows: Vec<Value> = ids
+        .iter()
+        .take(page.limit)
+        .filter_map(|id| m.processed(org, *id).map(|p| row_json(*id, &p)))
+        .collect();
+    let next = more.then(|| ids[page.limit - 1].to_string());
+    Ok(json!({"tab": tab, "signals": rows, "next_cursor": next}))
+}
+
+/// The archived (or buffered) records with these ids, as JSON objects keyed by column, with
+/// the payload parsed.
+async fn records(
+    lookup: Option<&ArchiveLookup>,
+    org: u64,
+    ids: &[u64],
+) -> Result<Vec<Map<String, Value>>, ViewError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(lookup) = lookup else {
+        return Err(ViewError::Unavailable(
+            "this server has no archive to read payloads from".into(),
+        ));
+    };
+    let filter = LookupFilter {
+        ids: Some(ids.to_vec()),
+        ..Default::default()
+    };
+    let batches = lookup
+        .batches(org, &[Kind::Signals, Kind::Anonymous], &filter)
+        .await?;
+    let mut objects = crate::output::to_objects(&batches)
+        .map_err(|e| ViewError::Lookup(crate::SqlError::Internal(e.to_string())))?;
+    for obj in &mut objects {
+        if let Some(p) = obj.get_mut("payload") {
+            if let Some(parsed) = p.as_str().and_then(|s| serde_json::from_str(s).ok()) {
+                *p = parsed;
+            }
+        }
+    }
+    Ok(objects)
+}
+
+/// Overlays a record with its current outcome (the archive holds the outcome at archive
+/// time; a later rule edit or identify may have changed it).
+fn overlay(m: &Models, org: u64, rec: &mut Map<String, Value>) {
+    let Some(id) = rec.get("id").and_then(Value::as_u64) else {
+        return;
+    };
+    match m.processed(org, id) {
+        Some(p) => {
+            rec.insert("status".into(), json!(p.status.as_str()));
+            rec.insert("rule_id".into(), json!(p.rule_id));
+            rec.insert("rule_name".into(), json!(p.rule_name));
+            rec.insert("signal_type".into(), json!(p.signal_type));
+            rec.insert("error".into(), json!(p.error));
+            rec.insert("lead_id".into(), json!(p.lead.as_ref().map(lead_id)));
+        }
+        // Not in live state: waiting cold outside the dataflow (the hot window), retired by
+        // retention (the archived outcome stands), or on the log but never staged (a retry of
+        // an earlier signal: the archive has no outcome).
+        None => {
+            let archived = rec.get("status").is_some_and(|s| !s.is_null());
+            if m.cold.busy(&(org, id)) {
+                rec.insert("cold".into(), json!(true));
+            } else if archived {
+                rec.insert("retired".into(), json!(true));
+            } else {
+                rec.insert("status".into(), json!("duplicate"));
+            }
+        }
+    }
+}
+
+/// `GET /api/explorer/signals/{id}`: one signal with its raw payload and current outcome.
+pub async fn signal_detail(
+    lookup: Option<&ArchiveLookup>,
+    read: &ReadModels,
+    org: u64,
+    id: u64,
+) -> Result<Value, ViewError> {
+    let mut recs = records(lookup, org, &[id]).await?;
+    let Some(mut rec) = recs.pop() else {
+        return Err(ViewError::NotFound(format!("no signal {id}")));
+    };
+    overlay(&read.read(), org, &mut rec);
+    Ok(Value::Object(rec))
+}
+
+/// `GET /api/leads/{id}/timeline?limit=&cursor=`: the lead's signals, newest first, each with
+/// its payload and outcome.
+pub async fn lead_timeline(
+    lookup: Option<&ArchiveLookup>,
+    read: &ReadModels,
+    org: u64,
+    lead: &str,
+    page: &Page,
+) -> Result<Value, ViewError> {
+    let (ids, more) = {
+        let m = read.read();
+        let key = m
+            .lead(org, lead)
+            .ok_or_else(|| ViewError::NotFound("no such lead".into()))?;
+        let hi = page.cursor.unwrap_or(u64::MAX);
+        let ids: Vec<u64> = m
+            .org(org)
+            .lead_signals
+            .get(key)
+            .into_iter()
+            .flat_map(|s| s.range(..hi).rev())
+            .take(page.limit + 1)
+            .copied()
+            .collect();
+        let more = ids.len() > page.limit;
+        (ids.into_iter().take(page.limit).collect::<Vec<_>>(), more)
+    };
+    let mut recs = records(lookup, org, &ids).await?;
+    {
+        let m = read.read();
+        for r in &mut recs {
+            overlay(&m, org, r);
+        }
+    }
+    recs.sort_by_key(|r| std::cmp::Reverse(r.get("id").and_then(Value::as_u64)));
+    let next = (more && !ids.is_empty()).then(|| ids[ids.len() - 1].to_string());
+    Ok(json!({"lead_id": lead, "signals": recs, "next_cursor": next}))
+}

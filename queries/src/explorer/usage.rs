@@ -1,0 +1,95 @@
+//! Usage meters and signal groups as the API shows them.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use trailspark_core::time::rfc3339;
+use trailspark_operators::groups::{title, GroupKey, GroupRow};
+use trailspark_operators::usage::Meter;
+
+pub fn group_json(k: &GroupKey, row: &GroupRow) -> Value {
+    json!({
+        "title": title(k),
+        "source": k.source,
+        "event_type": k.event,
+        "path": k.path,
+        "form": k.form,
+        "descriptor": k.descriptor,
+        "content_type": k.content_type.as_str(),
+        "count": row.count,
+        "unmapped": row.unmapped,
+        "first_seen": rfc3339(row.first_seen),
+        "last_seen": rfc3339(row.last_seen),
+        "sample": serde_json::from_str::<Value>(&row.sample).unwrap_or(Value::Null),
+    })
+}
+
+pub fn parse_period(s: &str) -> Option<u32> {
+    let (y, m) = s.split_once('-')?;
+    let (y, m): (u32, u32) = (y.parse().ok()?, m.parse().ok()?);
+    ((1..=12).contains(&m) && (1970..=9999).contains(&y)).then_some(y * 100 + m)
+}
+
+/// Meter colour: green under 80 %, amber from 80 % to under 100 %, red at 100 %.
+pub fn colour(used: i64, limit: u64) -> &'static str {
+    if limit == 0 {
+        return "green";
+    }
+    let (used, limit) = (used.max(0) as u128 * 100, limit as u128);
+    if used >= 100 * limit {
+        "red"
+    } else if used >= 80 * limit {
+        "amber"
+    } else {
+        "green"
+    }
+}
+
+pub fn usage_json(month: u32, used: &BTreeMap<Meter, i64>, plan: &trailspark_core::Plan) -> Value {
+    let get = |m| used.get(&m).copied().unwrap_or(0);
+    let meter = |name: &str, used: i64, limit: u64| {
+        json!({
+            "name": name,
+            "used": used,
+            "limit": limit,
+            "percent": (used.max(0) as u64 * 100).checked_div(limit),
+            "colour": colour(used, limit),
+            "color": colour(used, limit),
+        })
+    };
+    json!({
+        "period": format!("{}-{:02}", month / 100, month % 100),
+        "raw_signals": get(Meter::RawSignals),
+        "staged_signals": get(Meter::StagedSignals),
+        "mapped_signals": get(Meter::MappedSignals),
+        "leads": get(Meter::Leads),
+        "limits": plan,
+        "overage": plan.overage,
+        "meters": [
+            meter("raw_signals", get(Meter::RawSignals), plan.raw_signal_limit),
+            meter("mapped_signals", get(Meter::MappedSignals), plan.mapped_signal_limit),
+        ],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meter_colours_follow_the_spec() {
+        assert_eq!(colour(79, 100), "green");
+        assert_eq!(colour(80, 100), "amber");
+        assert_eq!(colour(99, 100), "amber");
+        assert_eq!(colour(100, 100), "red");
+        assert_eq!(colour(5, 0), "green", "0 means unlimited");
+        assert_eq!(colour(7, 9), "green"); // 77.8 %
+        assert_eq!(colour(8, 10), "amber");
+    }
+
+    #[test]
+    fn periods() {
+        assert_eq!(parse_period("2026-11"), Some(202611));
+        assert_eq!(parse_period("2026-13"), None);
+    }
+}

@@ -1,0 +1,170 @@
+//! Read models: what the HTTP API and SQL read, kept current from the dataflow's output
+//! changes. They are the dataflow's main sink.
+//!
+//! - [`epoch`]: how the workers hand changes over, and why they are applied per completed
+//!   position as net changes;
+//! - [`models`]: the models, keyed by org first;
+//! - [`changes`]: the change events found while applying (published by the change-event
+//!   sink);
+//! - [`retention`]: retiring old signals and rehydrating archived ones;
+//! - [`processed`]: the compact per-signal records;
+//! - `stamp`: the outcome each archive row is written with;
+//! - [`cold`]: the hot window's index of signals out of the dataflow.
+//!
+//! Readers see a consistent state: models change under one lock per completed position, and
+//! a reader can wait until [`ReadModels::applied`] reaches the position of a write it made.
+
+pub mod changes;
+pub mod cold;
+pub mod epoch;
+pub mod models;
+pub mod processed;
+mod retention;
+mod stamp;
+#[cfg(test)]
+mod tests;
+
+use std::sync::RwLock;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+use trailspark_operators::status::Processed;
+use trailspark_operators::Org;
+
+pub use self::changes::{coalesce, Change};
+pub use self::epoch::Update;
+use self::epoch::{Batch, Held};
+pub use self::models::{bump, lead_id, Models, OrgModels, Retention, Stats, Tab};
+pub use self::stamp::ReadStamper;
+
+/// Where the models send their [`Change`]s, tagged with the log position they reflect.
+pub type ChangeSink = tokio::sync::mpsc::Sender<(u64, Vec<Change>)>;
+
+/// The read models and their applied position.
+pub struct ReadModels {
+    models: RwLock<Models>,
+    /// Woken when cold signals are wanted back (the hot window's rehydrator waits on it).
+    pub wanted: Notify,
+    applied: watch::Sender<u64>,
+    changes: Option<ChangeSink>,
+    /// The log's head when the server opened it: the models are ready once past it.
+    started_at_head: std::sync::atomic::AtomicU64,
+}
+
+impl Default for ReadModels {
+    fn default() -> Self {
+        ReadModels::new(None)
+    }
+}
+
+impl ReadModels {
+    /// Models that send their changes to `changes`, when given. The send blocks when the
+    /// sink is full: a stalled consumer of changes (NATS down) holds the dataflow back rather
+    /// than dropping changes or growing memory.
+    pub fn new(changes: Option<ChangeSink>) -> ReadModels {
+        ReadModels {
+            models: RwLock::new(Models::default()),
+            wanted: Notify::new(),
+            applied: watch::channel(0).0,
+            changes,
+            started_at_head: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// See [`Models::rehydrate`].
+    pub fn rehydrate(&self, org: Org, signals: Vec<(u64, Processed)>, until: i64) -> usize {
+        self.models.write().unwrap().rehydrate(org, signals, until)
+    }
+
+    /// See [`Models::retire`].
+    pub fn retire(&self, org: Org, r: Retention) -> usize {
+        self.models.write().unwrap().retire(org, r)
+    }
+
+    /// Applies changes from the workers until the channel closes: holds each worker's
+    /// changes until an `Applied` marker says their position is complete, then applies the
+    /// net change (see [`epoch`]).
+    pub fn run(&self, rx: std::sync::mpsc::Receiver<Update>) {
+        let mut held = Held::default();
+        let mut pending: Vec<Change> = Vec::new();
+        let mut ready: Vec<(u64, Vec<Change>)> = Vec::new();
+        while let Ok(first) = rx.recv() {
+            let mut settled: Vec<(u64, [Batch; 7])> = Vec::new();
+            let mut sides = 0;
+            let mut next = Some(first);
+            while let Some(u) = next {
+                if let Some((time, pos, s)) = held.hold(u) {
+                    settled.push((pos, held.settle(time)));
+                    sides = s;
+                }
+                next = rx.try_recv().ok();
+            }
+            let Some(&(applied, _)) = settled.last() else {
+                continue;
+            };
+            let sink = self.changes.as_ref();
+            let mut m = self.models.write().unwrap();
+            for (p, batches) in settled {
+                for b in batches {
+                    m.apply_collect(b, sink.is_some().then_some(&mut pending));
+                }
+                if !pending.is_empty() {
+                    ready.push((p, coalesce(std::mem::take(&mut pending))));
+                }
+            }
+            m.cold.landed(sides);
+            let wanted = m.cold.has_wanted();
+            drop(m);
+            if wanted {
+                self.wanted.notify_one();
+            }
+            if let Some(sink) = sink {
+                for batch in ready.drain(..) {
+                    if sink.blocking_send(batch).is_err() {
+                        tracing::warn!("The change-event publisher has stopped.");
+                    }
+                }
+            }
+            self.applied.send_if_modified(|cur| {
+                let changed = applied > *cur;
+                *cur = (*cur).max(applied);
+                changed
+            });
+        }
+    }
+
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, Models> {
+        self.models.read().unwrap()
+    }
+
+    /// The models for a change made outside the dataflow's updates (the hot window's moves,
+    /// which must happen under the lock that orders them).
+    pub fn write(&self) -> std::sync::RwLockWriteGuard<'_, Models> {
+        self.models.write().unwrap()
+    }
+
+    /// Records the log's head at open, which the replay must reach before readiness.
+    pub fn set_started_at_head(&self, head: u64) {
+        self.started_at_head
+            .store(head, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn started_at_head(&self) -> u64 {
+        self.started_at_head
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The log position the models reflect.
+    pub fn applied(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Waits until the models reflect log position `pos`, or `timeout` passes; returns whether
+    /// they do.
+    pub async fn wait_for(&self, pos: u64, timeout: Duration) -> bool {
+        let mut rx = self.applied.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|p| *p >= pos))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
