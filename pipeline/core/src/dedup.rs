@@ -185,18 +185,10 @@ impl FirstSeen {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::normalize::{normalize, Context};
+    use crate::normalize::normalize;
+    use crate::normalize::tests::ctx;
     use proptest::prelude::*;
     use serde_json::json;
-
-    fn ctx() -> Context<'static> {
-        Context {
-            org_id: OrgId(1),
-            api_key_id: 1,
-            received_at: 1_700_000_000_000,
-            ..Default::default()
-        }
-    }
 
     #[test]
     fn hash_is_canonical_and_ignores_transport_fields() {

@@ -160,11 +160,12 @@ pub fn normalize(ctx: &Context<'_>, payload: &Value, raw: String) -> SignalRecor
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
-    fn ctx() -> Context<'static> {
+    /// A context of org 1, for tests of records.
+    pub(crate) fn ctx() -> Context<'static> {
         Context {
             org_id: OrgId(1),
             api_key_id: 9,

@@ -43,6 +43,7 @@ use trailspark_sinks::archive::{to_batch, ArchiveRow, Archiver, Kind, Partition,
 use super::prune::Bounds;
 
 /// One org's tree of the archive (`signals` or `anonymous_signals`).
+#[derive(Debug)]
 pub struct ArchiveTable {
     archiver: Arc<Archiver>,
     kind: Kind,
@@ -66,15 +67,6 @@ pub fn table_schema() -> SchemaRef {
     let mut fields: Vec<FieldRef> = partition_fields().to_vec();
     fields.extend(SCHEMA.fields().iter().cloned());
     Arc::new(Schema::new(fields))
-}
-
-impl std::fmt::Debug for ArchiveTable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ArchiveTable")
-            .field("kind", &self.kind)
-            .field("org", &self.org)
-            .finish()
-    }
 }
 
 impl ArchiveTable {

@@ -39,23 +39,18 @@ pub const ARCHIVE_TABLES: [(&str, Kind); 2] = [
 
 /// What the live tables are read from: the read models and the tenancy registry (for the
 /// org's mapping rules).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Live {
     pub models: Arc<ReadModels>,
     pub registry: SharedRegistry,
 }
 
 /// The tables of one org.
+#[derive(Debug)]
 pub struct OrgSchema {
     pub org: u64,
     pub archiver: Option<Arc<Archiver>>,
     pub live: Option<Live>,
-}
-
-impl std::fmt::Debug for OrgSchema {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OrgSchema").field("org", &self.org).finish()
-    }
 }
 
 fn internal(e: impl std::fmt::Display) -> DataFusionError {
@@ -95,20 +90,12 @@ impl SchemaProvider for OrgSchema {
 }
 
 /// A live table of one org: built from the read models when a plan scans it.
+#[derive(Debug)]
 pub struct LiveTable {
     name: &'static str,
     org: u64,
     live: Option<Live>,
     schema: SchemaRef,
-}
-
-impl std::fmt::Debug for LiveTable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LiveTable")
-            .field("name", &self.name)
-            .field("org", &self.org)
-            .finish()
-    }
 }
 
 impl LiveTable {

@@ -1,4 +1,5 @@
 use super::*;
+use bytes::Bytes;
 
 fn record(org: u64, i: u64, anonymous: bool) -> SignalRecord {
     SignalRecord {

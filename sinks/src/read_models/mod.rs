@@ -51,6 +51,15 @@ pub struct ReadModels {
     started_at_head: std::sync::atomic::AtomicU64,
 }
 
+/// Shown by the position they reflect (the models themselves are state, not identity).
+impl std::fmt::Debug for ReadModels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadModels")
+            .field("applied", &self.applied())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Default for ReadModels {
     fn default() -> Self {
         ReadModels::new(None)
