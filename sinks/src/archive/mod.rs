@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use futures_util::{StreamExt, TryStreamExt};
 
 use object_store::ObjectStoreExt;
-use trailspark_core::{LogEntry, OrgId};
+use trailspark_core::LogEntry;
 
 use self::files::read_checkpoint;
 pub use self::files::{encode, list_files, positions_used, read_file};
