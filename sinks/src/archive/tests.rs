@@ -1,5 +1,6 @@
 use super::*;
 use bytes::Bytes;
+use trailspark_core::OrgId;
 
 fn record(org: u64, i: u64, anonymous: bool) -> SignalRecord {
     SignalRecord {
