@@ -388,7 +388,8 @@ async fn lookups_find_what_a_plain_filter_finds_in_files_and_buffers() {
             _ => None,
         })
         .collect();
-    let cases: Vec<(LookupFilter, Box<dyn Fn(u64, &SignalRecord) -> bool>)> = vec![
+    type Want = Box<dyn Fn(u64, &SignalRecord) -> bool>;
+    let cases: Vec<(LookupFilter, Want)> = vec![
         (
             LookupFilter {
                 ids: Some(vec![4, 77, 150, 210, 298, 299]),
