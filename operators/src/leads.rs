@@ -39,6 +39,9 @@ pub struct LeadProfile {
     pub traits: Vec<(String, String)>,
     /// The latest product org named by the lead's signals.
     pub product_org: Option<String>,
+    /// Every product org the lead's signals name, sorted: a person can belong to several
+    /// (a workspace and a sandbox, two teams), and a later one does not end the earlier.
+    pub product_orgs: Vec<String>,
 }
 
 pub fn profile(facts: &[&LeadFact]) -> LeadProfile {
@@ -49,6 +52,7 @@ pub fn profile(facts: &[&LeadFact]) -> LeadProfile {
     let mut traits: BTreeMap<&str, &str> = BTreeMap::new();
     let mut by_type = BTreeMap::new();
     let mut product_org = None;
+    let mut product_orgs = std::collections::BTreeSet::new();
     for f in &ordered {
         for (k, v) in f.traits.iter() {
             traits.insert(k, v);
@@ -56,8 +60,9 @@ pub fn profile(facts: &[&LeadFact]) -> LeadProfile {
         if let Some(t) = f.signal_type {
             *by_type.entry(t).or_insert(0u64) += 1;
         }
-        if f.product_org.is_some() {
-            product_org = f.product_org.as_deref();
+        if let Some(po) = f.product_org.as_deref() {
+            product_org = Some(po);
+            product_orgs.insert(po);
         }
     }
     LeadProfile {
@@ -70,6 +75,7 @@ pub fn profile(facts: &[&LeadFact]) -> LeadProfile {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         product_org: product_org.map(str::to_string),
+        product_orgs: product_orgs.into_iter().map(str::to_string).collect(),
     }
 }
 

@@ -157,7 +157,7 @@ fn leads_link_to_product_orgs_in_either_order() {
     );
     let p = r.json::<Value>().unwrap()["log_position"].as_u64().unwrap();
     let (_, lead) = get(&s, "/api/leads?email=a%40acme.io", p);
-    assert_eq!(lead["productOrgInfo"]["name"], "Acme");
+    assert_eq!(lead["productOrgInfo"][0]["name"], "Acme");
     let (st, ctx) = get(
         &s,
         &format!(
@@ -169,8 +169,8 @@ fn leads_link_to_product_orgs_in_either_order() {
     assert_eq!(st, 200);
     assert_eq!(
         ctx["productOrgInfo"],
-        json!({"productOrgId": "ws_A", "name": "Acme", "planId": null, "planName": "Pro", "userCount": 12, "mrr": 49900,
-               "trialStatus": "converted", "lastActiveAt": null, "featureFlags": {"sso": true}, "customFields": {"projects_count": 7}})
+        json!([{"productOrgId": "ws_A", "name": "Acme", "planId": null, "planName": "Pro", "userCount": 12, "mrr": 49900,
+               "trialStatus": "converted", "lastActiveAt": null, "featureFlags": {"sso": true}, "customFields": {"projects_count": 7}}])
     );
     assert_eq!(ctx["lead"]["email"], "a@acme.io");
     assert_eq!(ctx["signals"][0]["name"], "Used product");
@@ -183,7 +183,7 @@ fn leads_link_to_product_orgs_in_either_order() {
     );
     let p = r.json::<Value>().unwrap()["log_position"].as_u64().unwrap();
     let (_, lead) = get(&s, "/api/leads?email=b%40beta.io", p);
-    assert_eq!(lead["productOrgInfo"], Value::Null);
+    assert_eq!(lead["productOrgInfo"], json!([]));
     post_update(
         &s,
         &po,
@@ -195,7 +195,73 @@ fn leads_link_to_product_orgs_in_either_order() {
         json!({"groupId": "ws_B", "traits": {"name": "Beta"}}),
     );
     let (_, lead) = get(&s, "/api/leads?email=b%40beta.io", pos(&b));
-    assert_eq!(lead["productOrgInfo"]["name"], "Beta");
+    assert_eq!(lead["productOrgInfo"][0]["name"], "Beta");
+
+    // A later signal naming another product org adds it; the first one stays.
+    let r = s.post_signal(
+        &key,
+        &json!({"event": "Feature Used", "email": "b@beta.io", "productOrgId": "ws_A"}).to_string(),
+    );
+    let p = r.json::<Value>().unwrap()["log_position"].as_u64().unwrap();
+    let (_, lead) = get(&s, "/api/leads?email=b%40beta.io", p);
+    let names: Vec<&str> = lead["productOrgInfo"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|po| po["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Acme", "Beta"]);
+    assert_eq!(lead["product_org_ids"], json!(["ws_A", "ws_B"]));
+}
+
+/// The Product Org Updates page's own examples: its Segment group call, sent to the tracking
+/// API, lands with plan id, plan name and user count as the page maps them; its nested
+/// example keeps `trial.status: "not_applicable"`, with a warning and no field error.
+#[test]
+fn the_documented_examples_apply_as_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), None);
+    let key = s.first_key.clone().unwrap();
+    let group = json!({"type": "group", "userId": "user_42", "groupId": "acct_123",
+        "traits": {"name": "Acme Corp", "plan": "pro", "plan_name": "Pro Annual", "employees": 47,
+                   "mrr": 49900, "trial_status": "converted"}});
+    let r = client()
+        .post(s.url("/v1/group"))
+        .basic_auth(&key, Some(""))
+        .json(&group)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let last = s.dump().last().unwrap()["position"].as_u64().unwrap();
+    let (st, po) = get(&s, "/api/product-orgs/acct_123", last);
+    assert_eq!(st, 200);
+    assert_eq!(
+        (&po["plan_id"], &po["plan_name"], &po["user_count"], &po["name"]),
+        (&json!("pro"), &json!("Pro Annual"), &json!(47), &json!("Acme Corp"))
+    );
+
+    let (nested, _) = po_key(
+        &s,
+        json!({"product_org_id": "organization.id", "name": "organization.name",
+               "plan_name": "subscription.plan", "mrr": "subscription.mrr_cents",
+               "trial_status": "trial.status"}),
+    );
+    let (st, b) = post_update(
+        &s,
+        &nested,
+        json!({"organization": {"id": "org_456", "name": "Beta Inc"},
+               "subscription": {"plan": "Enterprise", "mrr_cents": 99900},
+               "trial": {"status": "not_applicable"}}),
+    );
+    assert_eq!(st, 202, "{b}");
+    assert_eq!(b["field_errors"], json!({}));
+    assert!(b["warnings"]["trial_status"]
+        .as_str()
+        .unwrap()
+        .contains("not_applicable"));
+    let (_, po) = get(&s, "/api/product-orgs/org_456", pos(&b));
+    assert_eq!(po["trial_status"], "not_applicable");
+    assert_eq!(po["plan_name"], "Enterprise");
 }
 
 #[test]
@@ -213,10 +279,11 @@ fn segment_group_calls_update_product_orgs() {
     let last = s.dump().last().unwrap()["position"].as_u64().unwrap();
     let (st, po) = get(&s, "/api/product-orgs/ws_seg", last);
     assert_eq!(st, 200);
+    // `traits.plan` is the plan's id, as the product maps a group call.
     assert_eq!(
         (
             po["name"].as_str(),
-            po["plan_name"].as_str(),
+            po["plan_id"].as_str(),
             po["mrr"].as_u64()
         ),
         (Some("Segmented"), Some("Enterprise"), Some(100))

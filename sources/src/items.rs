@@ -55,18 +55,22 @@ pub fn batch_items(
         .collect())
 }
 
-/// The log entry of an extracted update, and its per-field errors as a JSON object.
+/// The log entry of an extracted update, with its per-field errors and warnings as JSON
+/// objects.
 pub(crate) fn product_org_entry(
     key: &ApiKey,
     received_at: i64,
     e: product_org::Extracted,
     payload: String,
-) -> (LogEntry, Value) {
-    let errors: serde_json::Map<String, Value> = e
-        .errors
-        .into_iter()
-        .map(|(f, why)| (f, Value::String(why)))
-        .collect();
+) -> (LogEntry, Value, Value) {
+    let object = |v: Vec<(String, String)>| {
+        Value::Object(
+            v.into_iter()
+                .map(|(f, why)| (f, Value::String(why)))
+                .collect(),
+        )
+    };
+    let (errors, warnings) = (object(e.errors), object(e.warnings));
     let entry = LogEntry::ProductOrgUpdate(ProductOrgRecord {
         org_id: key.org_id,
         api_key_id: key.id,
@@ -76,5 +80,5 @@ pub(crate) fn product_org_entry(
         fields: e.fields,
         payload,
     });
-    (entry, Value::Object(errors))
+    (entry, errors, warnings)
 }

@@ -262,24 +262,33 @@ pub fn bulk_items(framing: Framing, body: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, 
 }
 
 /// E5: a product-org update. The key's template is applied now (see
-/// `trailspark_core::product_org`): no ID → 422 naming the path; a field of the wrong type is
-/// reported in `field_errors` and left out, the rest applies.
+/// `trailspark_core::product_org`), or, for a Segment `group` call on a key without one, the
+/// documented group mapping: no ID → 422 naming the path; a field of the wrong type is
+/// reported in `field_errors` and left out, the rest applies; an unusual value that is kept
+/// is reported in `warnings`.
 async fn product_org(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Reply, IngestError> {
     let key = authenticate(ingest, key, EndpointType::ProductOrg)?;
     let (headers, raw, body) = read_body(req, EVENT_LIMIT).await?;
     check_secret(&key, &headers, &raw)?;
     let value = parse::parse_object(&body, "")?;
-    let template = key.template.as_ref().ok_or_else(|| {
-        IngestError::Unprocessable(
-            "this key has no payload template; set one with PUT /api/admin/keys/{id}/template"
-                .into(),
-        )
-    })?;
+    let group_call = value.get("type").and_then(|t| t.as_str()) == Some("group");
+    let built_in = product_org::segment_group_template();
+    let template = match &key.template {
+        Some(t) => t,
+        None if group_call => &built_in,
+        None => {
+            return Err(IngestError::Unprocessable(
+                "this key has no payload template; set one with PUT /api/admin/keys/{id}/template"
+                    .into(),
+            ))
+        }
+    };
     let received_at = now_ms();
     let extracted =
         product_org::extract(template, &value, received_at).map_err(IngestError::Unprocessable)?;
     let product_org_id = extracted.product_org_id.clone();
-    let (entry, errors) = product_org_entry(&key, received_at, extracted, payload_text(&body)?);
+    let (entry, errors, warnings) =
+        product_org_entry(&key, received_at, extracted, payload_text(&body)?);
     let mut results = ingest.submit(vec![entry]).await?;
     let r = results
         .pop()
@@ -293,6 +302,7 @@ async fn product_org(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Rep
             "log_position": r.position,
             "duplicate": r.duplicate,
             "field_errors": errors,
+            "warnings": warnings,
         }),
     ))
 }

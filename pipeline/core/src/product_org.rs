@@ -24,17 +24,21 @@ pub struct Extracted {
     pub fields: Vec<(String, String)>,
     /// Field name → why it was left out.
     pub errors: Vec<(String, String)>,
+    /// Field name → what is unusual about a value that was kept (a trial status outside the
+    /// known ones).
+    pub warnings: Vec<(String, String)>,
 }
 
-/// The template Segment `group` calls on the tracking API are read with (a group call has
-/// `groupId` and `traits.*`).
+/// The template Segment `group` calls are read with, as the product documents it for the
+/// Product Org Updates page's own example: `traits.plan` is the plan's id (`"pro"`),
+/// `traits.plan_name` its name (`"Pro Annual"`), `traits.employees` the user count.
 pub fn segment_group_template() -> ProductOrgTemplate {
     ProductOrgTemplate {
         product_org_id: "groupId".into(),
         name: Some("traits.name".into()),
-        plan_id: Some("traits.plan_id".into()),
-        plan_name: Some("traits.plan".into()),
-        user_count: Some("traits.user_count".into()),
+        plan_id: Some("traits.plan".into()),
+        plan_name: Some("traits.plan_name".into()),
+        user_count: Some("traits.employees".into()),
         mrr: Some("traits.mrr".into()),
         trial_status: Some("traits.trial_status".into()),
         last_active_at: Some("traits.last_active_at".into()),
@@ -73,7 +77,9 @@ fn check(kind: Kind, v: &Value) -> Result<Value, String> {
         {
             Ok(Value::String(s.to_ascii_lowercase()))
         }
-        (Kind::Trial, _) => Err("expected one of active, expired, converted".into()),
+        // Another status (`not_applicable`, `paused`, …) is kept as sent; the caller warns.
+        (Kind::Trial, Value::String(s)) if !s.trim().is_empty() => Ok(v.clone()),
+        (Kind::Trial, _) => Err("expected a trial status (a string)".into()),
         (Kind::Time, Value::String(s)) if crate::normalize::parse_time(s).is_some() => {
             Ok(v.clone())
         }
@@ -124,7 +130,19 @@ pub fn extract(
         match path::get(payload, &p) {
             None | Some(Value::Null) => {}
             Some(v) => match check(kind, v) {
-                Ok(v) => out.fields.push((field, v.to_string())),
+                Ok(v) => {
+                    if let (Kind::Trial, Some(s)) = (kind, v.as_str()) {
+                        if !TRIAL_STATUSES.contains(&s) {
+                            out.warnings.push((
+                                field.clone(),
+                                format!(
+                                    "`{p}`: `{s}` is not one of active, expired, converted; kept as sent"
+                                ),
+                            ));
+                        }
+                    }
+                    out.fields.push((field, v.to_string()))
+                }
                 Err(why) => out.errors.push((field, format!("`{p}`: {why}"))),
             },
         }
@@ -208,9 +226,42 @@ mod tests {
         );
         let bad: Vec<&str> = e.errors.iter().map(|(f, _)| f.as_str()).collect();
         assert_eq!(bad, vec!["user_count", "feature_flags"]);
+        assert!(e.warnings.is_empty());
         assert!(extract(&t, &json!({"name": "N"}), 0)
             .unwrap_err()
             .contains("`id`"));
         assert!(extract(&t, &json!({"id": ""}), 0).is_err());
+    }
+
+    /// The Product Org Updates page's examples: the Segment group call maps `traits.plan` to
+    /// the plan id, `traits.plan_name` to its name and `traits.employees` to the user count;
+    /// the nested example's `trial.status: "not_applicable"` is kept, with a warning.
+    #[test]
+    fn the_documented_examples() {
+        let group = json!({"type": "group", "groupId": "acct_123", "traits": {
+            "name": "Acme Corp", "plan": "pro", "plan_name": "Pro Annual", "employees": 47,
+            "mrr": 49900}});
+        let e = extract(&segment_group_template(), &group, 0).unwrap();
+        let fields: std::collections::BTreeMap<&str, &str> = e
+            .fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(fields["plan_id"], "\"pro\"");
+        assert_eq!(fields["plan_name"], "\"Pro Annual\"");
+        assert_eq!(fields["user_count"], "47");
+        assert_eq!(fields["name"], "\"Acme Corp\"");
+        assert!(e.errors.is_empty() && e.warnings.is_empty());
+
+        let mut t = template("organization.id");
+        t.trial_status = Some("trial.status".into());
+        t.plan_name = Some("subscription.plan".into());
+        let nested = json!({"organization": {"id": "org_456"}, "subscription": {"plan": "Enterprise"},
+            "trial": {"status": "not_applicable"}});
+        let e = extract(&t, &nested, 0).unwrap();
+        assert!(e.errors.is_empty(), "{:?}", e.errors);
+        assert!(e.fields.contains(&("trial_status".into(), "\"not_applicable\"".into())));
+        assert_eq!(e.warnings.len(), 1);
+        assert!(e.warnings[0].1.contains("not_applicable"));
     }
 }

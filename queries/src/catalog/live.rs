@@ -92,6 +92,12 @@ fn leads(m: &OrgModels) -> Table {
             str_col(&leads, |(_, p)| p.product_org.clone()),
         )
         .column(
+            "product_org_ids",
+            str_col(&leads, |(_, p)| {
+                Some(serde_json::Value::from(p.product_orgs.clone()).to_string())
+            }),
+        )
+        .column(
             "traits",
             str_col(&leads, |(_, p)| {
                 let o: serde_json::Map<_, _> = p

@@ -71,7 +71,8 @@ pub fn lead_json(m: &Models, lead: &Ident) -> Value {
         "signal_types": by_type,
         "traits": traits,
         "product_org_id": profile.product_org,
-        "productOrgInfo": product_org_info(m, lead.org, profile.product_org.as_deref()),
+        "product_org_ids": profile.product_orgs,
+        "productOrgInfo": product_org_info(m, lead.org, &profile.product_orgs),
         "recent_signals": recent,
     })
 }
@@ -113,27 +114,31 @@ pub fn product_org_json(id: &str, po: &ProductOrg) -> Value {
     })
 }
 
-/// `productOrgInfo` in the evaluation-context shape ; `null` when
-/// the lead names no product org or no update for it has arrived.
-fn product_org_info(m: &Models, org: u64, id: Option<&str>) -> Value {
-    let Some(id) = id else { return Value::Null };
-    let Some(po) = m.org(org).product_orgs.get(id) else {
-        return Value::Null;
-    };
-    let (core, custom) = product_org_fields(po);
-    let f = |k: &str| core.get(k).cloned().unwrap_or(Value::Null);
-    json!({
-        "productOrgId": id,
-        "name": f("name"),
-        "planId": f("plan_id"),
-        "planName": f("plan_name"),
-        "userCount": f("user_count"),
-        "mrr": f("mrr"),
-        "trialStatus": f("trial_status"),
-        "lastActiveAt": f("last_active_at"),
-        "featureFlags": f("feature_flags"),
-        "customFields": custom,
-    })
+/// `productOrgInfo` in the evaluation-context shape: one entry per product org the lead's
+/// signals name that has had an update (a JSON array, as the product shows it; empty when
+/// there is none).
+fn product_org_info(m: &Models, org: u64, ids: &[String]) -> Value {
+    let infos: Vec<Value> = ids
+        .iter()
+        .filter_map(|id| {
+            let po = m.org(org).product_orgs.get(id)?;
+            let (core, custom) = product_org_fields(po);
+            let f = |k: &str| core.get(k).cloned().unwrap_or(Value::Null);
+            Some(json!({
+                "productOrgId": id,
+                "name": f("name"),
+                "planId": f("plan_id"),
+                "planName": f("plan_name"),
+                "userCount": f("user_count"),
+                "mrr": f("mrr"),
+                "trialStatus": f("trial_status"),
+                "lastActiveAt": f("last_active_at"),
+                "featureFlags": f("feature_flags"),
+                "customFields": custom,
+            }))
+        })
+        .collect();
+    Value::Array(infos)
 }
 
 /// What an evaluation of the lead would see: identifiers, traits, its completed signals
@@ -178,7 +183,7 @@ pub fn evaluation_context(m: &Models, lead: &Ident, lookback_days: i64) -> Value
     json!({
         "lead": {"id": lead_id(lead), "email": email, "identifiers": identifiers, "traits": traits},
         "signals": signals,
-        "productOrgInfo": product_org_info(m, lead.org, profile.product_org.as_deref()),
+        "productOrgInfo": product_org_info(m, lead.org, &profile.product_orgs),
         "window": {"lookbackDays": lookback_days, "asOf": rfc3339(now)},
     })
 }

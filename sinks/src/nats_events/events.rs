@@ -202,6 +202,7 @@ mod tests {
             by_type: vec![],
             traits: vec![],
             product_org: None,
+            product_orgs: vec![],
         };
         let changes = vec![
             Change::Lead {
