@@ -493,3 +493,44 @@ fn state_is_rebuilt_identically_after_restart() {
     lead_after["log_position"] = Value::Null;
     assert_eq!(lead_before, lead_after);
 }
+
+/// A rule made without reprocessing leaves what came before it alone; an edit of it with
+/// `reprocess: true` reaches every signal it now matches, those from before the rule too.
+#[test]
+fn an_edit_with_reprocess_reaches_history_from_before_the_rule() {
+    let (_d, s, key) = start();
+    let mut last = 0;
+    for i in 0..3 {
+        last = send(
+            &s,
+            &key,
+            json!({"event": "Demo Requested", "email": format!("early{i}@x.io")}),
+        );
+    }
+    assert_eq!(stats(&s, last), (3, 0, 0, 0, 3), "no rule yet: skipped");
+    let body = json!({"name": "Demo", "signal_type": "Form Fill",
+        "conditions": [{"field": "event", "op": "equals", "value": "Demo Requested"}],
+        "mappings": [{"field": "email", "path": "email"}]});
+    let r = rule(&s, body.clone());
+    let id = r["id"].as_u64().unwrap();
+    let pos = send(
+        &s,
+        &key,
+        json!({"event": "Demo Requested", "email": "later@x.io"}),
+    );
+    assert_eq!(stats(&s, pos), (4, 0, 1, 0, 3), "created without reprocess");
+    let mut edit = body;
+    edit["name"] = json!("Demo request");
+    edit["reprocess"] = json!(true);
+    let r = s.admin(
+        Method::PUT,
+        &format!("/api/mapping-rules/{id}"),
+        ADMIN_TOKEN,
+        Some(edit),
+    );
+    assert_eq!(r.status(), 200);
+    let pos = r.json::<Value>().unwrap()["log_position"].as_u64().unwrap();
+    assert_eq!(stats(&s, pos), (4, 0, 4, 0, 0), "all history now matched");
+    let lead = get(&s, "/api/leads?email=early0%40x.io", pos);
+    assert_eq!(lead["recent_signals"][0]["signal_name"], "Demo request");
+}

@@ -236,8 +236,18 @@ fn the_documented_examples_apply_as_documented() {
     let (st, po) = get(&s, "/api/product-orgs/acct_123", last);
     assert_eq!(st, 200);
     assert_eq!(
-        (&po["plan_id"], &po["plan_name"], &po["user_count"], &po["name"]),
-        (&json!("pro"), &json!("Pro Annual"), &json!(47), &json!("Acme Corp"))
+        (
+            &po["plan_id"],
+            &po["plan_name"],
+            &po["user_count"],
+            &po["name"]
+        ),
+        (
+            &json!("pro"),
+            &json!("Pro Annual"),
+            &json!(47),
+            &json!("Acme Corp")
+        )
     );
 
     let (nested, _) = po_key(

@@ -273,16 +273,15 @@ async fn product_org(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Rep
     let value = parse::parse_object(&body, "")?;
     let group_call = value.get("type").and_then(|t| t.as_str()) == Some("group");
     let built_in = product_org::segment_group_template();
-    let template = match &key.template {
-        Some(t) => t,
-        None if group_call => &built_in,
-        None => {
-            return Err(IngestError::Unprocessable(
+    let template =
+        match &key.template {
+            Some(t) => t,
+            None if group_call => &built_in,
+            None => return Err(IngestError::Unprocessable(
                 "this key has no payload template; set one with PUT /api/admin/keys/{id}/template"
                     .into(),
-            ))
-        }
-    };
+            )),
+        };
     let received_at = now_ms();
     let extracted =
         product_org::extract(template, &value, received_at).map_err(IngestError::Unprocessable)?;

@@ -4,8 +4,9 @@
 //! their org. Each version applies to the signals whose log position lies in
 //! `[from_pos, until_pos)`. An edit without reprocess closes the old version at the edit's
 //! position and opens the new one there, so signals before the edit keep their result; an
-//! edit with reprocess replaces every earlier version by one that covers their whole range,
-//! so differential re-derives exactly the signals whose match changes. A deletion closes the
+//! edit with reprocess replaces every earlier version by one that covers all of the org's
+//! history (also what came before the rule was created, as a rule created with reprocess
+//! does), so differential re-derives exactly the signals whose match changes. A deletion closes the
 //! last version. The config side turns rule events into these versions
 //! ([`RuleBook`]); this module only evaluates them.
 //!
@@ -395,8 +396,9 @@ impl RuleBook {
                     ..last.clone()
                 };
                 if reprocess {
-                    // One version over the whole range of all earlier ones.
-                    next.from_pos = versions[0].from_pos;
+                    // One version over all history: an edit with reprocess reaches every
+                    // signal the edited rule matches, also those from before the rule.
+                    next.from_pos = 0;
                     for v in versions.drain(..) {
                         diffs.push((v, -1));
                     }

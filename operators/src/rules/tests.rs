@@ -188,25 +188,28 @@ fn edits_without_and_with_reprocess() {
         (m[&(1, 15)].rule_name.as_ref(), m[&(1, 15)].version),
         ("New", 3)
     );
-    assert!(
-        !m.contains_key(&(1, 5)),
-        "reprocess covers the rule's own range only"
+    assert_eq!(
+        m[&(1, 5)].rule_name.as_ref(),
+        "New",
+        "an edit with reprocess reaches all history, also before the rule existed"
     );
-    // Manual processing: the rule now covers everything, its latest definition wins.
+    // Manual processing of another org changes nothing here.
     book.apply(35, RuleChange::ProcessAll { org: 2 });
     let versions: Vec<RuleVersion> = book.versions().cloned().collect();
-    assert!(
-        !match_rules_reference(&signals, &versions).contains_key(&(1, 5)),
+    assert_eq!(
+        match_rules_reference(&signals, &versions)[&(1, 5)].version,
+        3,
         "another org's processing changes nothing here"
     );
+    // Manual processing of its own org: the rule already covers everything.
     book.apply(36, RuleChange::ProcessAll { org: 1 });
     let versions: Vec<RuleVersion> = book.versions().cloned().collect();
     let m = match_rules_reference(&signals, &versions);
     assert_eq!(
         (m[&(1, 5)].rule_name.as_ref(), m[&(1, 5)].version),
-        ("New", 4)
+        ("New", 3)
     );
-    assert_eq!(m[&(1, 25)].version, 4);
+    assert_eq!(m[&(1, 25)].version, 3);
     book.apply(40, RuleChange::Delete { rule_id: 7 });
     let versions: Vec<RuleVersion> = book.versions().cloned().collect();
     let later = signal(45, json!({"event": "a"}));

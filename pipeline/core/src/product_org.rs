@@ -260,7 +260,9 @@ mod tests {
             "trial": {"status": "not_applicable"}});
         let e = extract(&t, &nested, 0).unwrap();
         assert!(e.errors.is_empty(), "{:?}", e.errors);
-        assert!(e.fields.contains(&("trial_status".into(), "\"not_applicable\"".into())));
+        assert!(e
+            .fields
+            .contains(&("trial_status".into(), "\"not_applicable\"".into())));
         assert_eq!(e.warnings.len(), 1);
         assert!(e.warnings[0].1.contains("not_applicable"));
     }
