@@ -9,8 +9,8 @@ use trailspark_core::rules::RuleDef;
 use trailspark_core::secret;
 use trailspark_core::tenancy::MappingRule;
 use trailspark_core::tenancy::{
-    AdminToken, ApiKey, ConfigEvent, EndpointType, Org, OrgId, Principal, ProductOrgTemplate, Role,
-    SharedRegistry, DEFAULT_ORG, SERVER_ORG,
+    AdminToken, ApiKey, ConfigEvent, EndpointType, Org, OrgId, PlanChange, Principal,
+    ProductOrgTemplate, Role, SharedRegistry, DEFAULT_ORG, SERVER_ORG,
 };
 use trailspark_core::{LogEntry, Plan};
 
@@ -212,10 +212,20 @@ impl Control {
         .await
     }
 
-    pub async fn set_plan(&self, org: OrgId, plan: Plan) -> Result<u64, ConfigError> {
+    /// Changes the given fields of the org's plan; answers the plan as it now is, with the
+    /// log position of the change. Read and written under the config lock, so two changes of
+    /// different fields both land.
+    pub async fn change_plan(
+        &self,
+        org: OrgId,
+        change: PlanChange,
+    ) -> Result<(Plan, u64), ConfigError> {
         let _g = self.config_lock.lock().await;
-        self.commit(vec![ConfigEvent::PlanSet { org_id: org, plan }])
-            .await
+        let plan = change.apply(self.registry.read().unwrap().plan(org));
+        let pos = self
+            .commit(vec![ConfigEvent::PlanSet { org_id: org, plan }])
+            .await?;
+        Ok((plan, pos))
     }
 
     /// Creates an org with an Owner token; answers the org and the token's plaintext.

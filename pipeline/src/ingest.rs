@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use trailspark_core::admission::Quota;
 use trailspark_core::tenancy::{ApiKey, KeyRejection, OrgId, SharedRegistry};
-use trailspark_core::LogEntry;
-use trailspark_operators::Signal;
+use trailspark_core::{LogEntry, SignalRecord};
+use trailspark_operators::{IdKind, Ident, Signal};
 use trailspark_sinks::read_models::ReadModels;
 use trailspark_sources::ingest::WaitFuture;
 use trailspark_sources::{Ingest, IngestError, Receipt, SubmitFuture};
@@ -106,6 +106,21 @@ impl Ingest for IngestHandle {
                 })
                 .collect())
         })
+    }
+
+    fn joins_lead(&self, record: &SignalRecord) -> bool {
+        let org = record.org_id.0;
+        let known = |kind, v: &Option<String>| {
+            v.as_deref().is_some_and(|v| {
+                self.read
+                    .read()
+                    .org(org)
+                    .lead_of
+                    .contains_key(&Ident::new(org, kind, v))
+            })
+        };
+        known(IdKind::AnonymousId, &record.ids.anonymous_id)
+            || known(IdKind::DeviceId, &record.ids.device_id)
     }
 
     fn wait_applied(&self, pos: u64, timeout: Duration) -> WaitFuture {

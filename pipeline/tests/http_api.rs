@@ -491,8 +491,18 @@ fn admin_roles_and_tenancy() {
         .status()
     };
     assert_eq!(create(&viewer), 403);
-    assert_eq!(create(&editor), 403);
+    assert_eq!(
+        create(&editor),
+        201,
+        "Editors manage API keys, as the role matrix says"
+    );
     assert_eq!(create(&admin), 201);
+    let listed = |tok: &str| {
+        s.admin(reqwest::Method::GET, "/api/admin/keys", tok, None)
+            .status()
+            .as_u16()
+    };
+    assert_eq!((listed(&viewer), listed(&editor)), (403, 200));
     assert_eq!(
         client()
             .get(s.url("/api/admin/keys"))

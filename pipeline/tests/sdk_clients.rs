@@ -24,7 +24,7 @@ fn send_with(kind: &str, s: &Server, key: &str, run: &str) {
     );
 }
 
-fn check_arrivals(s: &Server, run: &str) {
+fn check_arrivals(s: &Server, run: &str, source: &str) {
     let dump = s.dump();
     let mine: Vec<_> = signals(&dump)
         .into_iter()
@@ -39,7 +39,10 @@ fn check_arrivals(s: &Server, run: &str) {
         assert!(types.contains(&t), "{t} arrived ({types:?})");
     }
     for sig in &mine {
-        assert_eq!(sig["source"], "segment");
+        assert_eq!(
+            sig["source"], source,
+            "each SDK's traffic is labelled by its vendor"
+        );
         assert!(sig["message_id"].is_string(), "the SDK's messageId is kept");
         assert!(
             sig["payload"]["context"]["library"]["name"].is_string(),
@@ -64,9 +67,9 @@ fn segment_and_rudderstack_sdks_deliver() {
     let s = Server::start(dir.path(), None);
     let key = s.first_key.clone().unwrap();
     send_with("segment", &s, &key, "seg1");
-    check_arrivals(&s, "seg1");
+    check_arrivals(&s, "seg1", "segment");
     send_with("rudderstack", &s, &key, "rud1");
-    check_arrivals(&s, "rud1");
+    check_arrivals(&s, "rud1", "rudderstack");
     // A wrong write key is refused, and the SDK reports it.
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/sdk_send.py");
     let out = Command::new(python())

@@ -25,6 +25,13 @@ pub trait Ingest: Send + Sync + 'static {
     /// Waits until what the log holds up to `pos` is applied downstream (readable), or
     /// `timeout` passes; answers whether it is. The NATS source acks a message only then.
     /// Without a downstream to wait for, everything durable counts as applied.
+    /// Whether an anonymous signal's identifiers already belong to a lead, so that it goes
+    /// straight to the lead rather than to cold storage. Without read models nothing is known.
+    fn joins_lead(&self, record: &SignalRecord) -> bool {
+        let _ = record;
+        false
+    }
+
     fn wait_applied(&self, pos: u64, timeout: std::time::Duration) -> WaitFuture {
         let _ = (pos, timeout);
         Box::pin(std::future::ready(true))
@@ -55,14 +62,20 @@ pub struct Receipt {
 /// The message of the single-signal 202 (exact, as the hosted product answers).
 pub const ACCEPTED_MESSAGE: &str = "Signal received and queued for processing";
 
+/// Whether an accepted signal waits in cold storage: anonymous, and its anonymous id not
+/// (yet) known to belong to a lead.
+pub fn cold_storage(ingest: &dyn Ingest, record: &SignalRecord) -> bool {
+    record.anonymous && !ingest.joins_lead(record)
+}
+
 /// The 202 body of one accepted signal: the four documented fields plus our `log_position`
-/// (for read-your-writes waits) and `duplicate`.
-pub fn accepted_body(record: &SignalRecord, receipt: Receipt) -> Value {
+/// (for read-your-writes waits) and `duplicate`. `cold` is [`cold_storage`]'s answer.
+pub fn accepted_body(record: &SignalRecord, receipt: Receipt, cold: bool) -> Value {
     json!({
         "id": receipt.position,
         "message": ACCEPTED_MESSAGE,
         "source": record.source,
-        "cold_storage": record.anonymous,
+        "cold_storage": cold,
         "log_position": receipt.position,
         "duplicate": receipt.duplicate,
     })
@@ -147,7 +160,8 @@ pub async fn submit_items(
     for o in outcomes {
         match o.record {
             Ok(rec) => {
-                slots.push((o.index, o.line, Ok((rec.source.clone(), rec.anonymous))));
+                let cold = cold_storage(ingest, &rec);
+                slots.push((o.index, o.line, Ok((rec.source.clone(), cold))));
                 entries.push(LogEntry::Signal(rec));
             }
             Err(e) => slots.push((o.index, o.line, Err(e))),

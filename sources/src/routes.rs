@@ -19,7 +19,7 @@ use crate::http::{authenticate, check_secret, content_length, header, items_repl
 pub use crate::http::{
     Reply, Request, BATCH_LIMIT, BATCH_MAX_ITEMS, BULK_LIMIT, BULK_MAX_ITEMS, EVENT_LIMIT,
 };
-use crate::ingest::{accepted_body, submit_items, Ingest, ItemOutcome, ItemResults};
+use crate::ingest::{accepted_body, cold_storage, submit_items, Ingest, ItemOutcome, ItemResults};
 pub use crate::items::{batch_items, item_record};
 use crate::items::{payload_text, product_org_entry};
 use crate::parse::{self, Framing, Splitter};
@@ -139,6 +139,7 @@ async fn single(
         &value,
         payload_text(&body)?,
     );
+    let cold = cold_storage(ingest, &record);
     let mut results = ingest
         .submit(vec![LogEntry::Signal(record.clone())])
         .await?;
@@ -147,7 +148,7 @@ async fn single(
         .ok_or_else(|| IngestError::Internal("missing receipt".into()))??;
     Ok(Reply::json(
         StatusCode::ACCEPTED,
-        accepted_body(&record, receipt),
+        accepted_body(&record, receipt, cold),
     ))
 }
 

@@ -41,10 +41,34 @@ pub fn detect_source(payload: &Value) -> &'static str {
         .and_then(Value::as_str)
         .is_some_and(|t| SEGMENT_TYPES.contains(&t))
     {
-        "segment"
+        if is_rudderstack(obj) {
+            "rudderstack"
+        } else {
+            "segment"
+        }
     } else {
         "generic"
     }
+}
+
+/// Whether a Segment-shaped message comes from a RudderStack SDK: it carries RudderStack's
+/// `rudderId`, or its library says so (`RudderLabs JavaScript SDK`, `rudder-ios-library`,
+/// `com.rudderstack.android…`), or it has the top-level `channel` RudderStack's SDKs add
+/// (its Python SDK reports Segment's `analytics-python` as its library) and is not from
+/// Segment's own browser or Node libraries.
+fn is_rudderstack(obj: &serde_json::Map<String, Value>) -> bool {
+    let library = obj
+        .get("context")
+        .and_then(|c| c.get("library"))
+        .and_then(|l| l.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    obj.contains_key("rudderId")
+        || library.contains("rudder")
+        || (obj.get("channel").is_some_and(Value::is_string)
+            && !library.starts_with("analytics.js")
+            && !library.starts_with("@segment/"))
 }
 
 /// Resolves the source with the precedence URL > `X-Source` > body `source` > detection.
@@ -253,6 +277,27 @@ pub(crate) mod tests {
         assert_eq!(r.event_at, 1_705_329_000_000);
         let r = normalize(&ctx(), &json!({"timestamp": "not a time"}), String::new());
         assert_eq!(r.event_at, ctx().received_at);
+    }
+
+    #[test]
+    fn rudderstack_messages_are_told_from_segment_ones() {
+        let lib = |name: &str| json!({"type": "track", "context": {"library": {"name": name}}});
+        assert_eq!(detect_source(&lib("analytics-python")), "segment");
+        assert_eq!(detect_source(&lib("analytics.js")), "segment");
+        assert_eq!(
+            detect_source(&lib("RudderLabs JavaScript SDK")),
+            "rudderstack"
+        );
+        let mut python = lib("analytics-python");
+        python["channel"] = json!("server");
+        assert_eq!(detect_source(&python), "rudderstack");
+        let mut browser = lib("analytics.js");
+        browser["channel"] = json!("client");
+        assert_eq!(detect_source(&browser), "segment");
+        assert_eq!(
+            detect_source(&json!({"type": "page", "rudderId": "r-1"})),
+            "rudderstack"
+        );
     }
 
     #[test]

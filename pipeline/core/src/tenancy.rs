@@ -281,6 +281,35 @@ pub struct Plan {
 /// Spec 13: without a configured plan, signals are retained for 30 days.
 pub const DEFAULT_RETENTION_DAYS: u32 = 30;
 
+/// A change of some of a plan's fields: the ones given replace theirs, the others keep
+/// their values (`PUT` and `PATCH /api/admin/plan`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanChange {
+    #[serde(default)]
+    pub raw_signal_limit: Option<u64>,
+    #[serde(default)]
+    pub mapped_signal_limit: Option<u64>,
+    #[serde(default)]
+    pub overage: Option<bool>,
+    #[serde(default)]
+    pub signal_retention_days: Option<u32>,
+}
+
+impl PlanChange {
+    /// `plan` with the given fields replaced.
+    pub fn apply(&self, plan: Plan) -> Plan {
+        Plan {
+            raw_signal_limit: self.raw_signal_limit.unwrap_or(plan.raw_signal_limit),
+            mapped_signal_limit: self.mapped_signal_limit.unwrap_or(plan.mapped_signal_limit),
+            overage: self.overage.unwrap_or(plan.overage),
+            signal_retention_days: self
+                .signal_retention_days
+                .unwrap_or(plan.signal_retention_days),
+        }
+    }
+}
+
 impl Plan {
     pub fn retention_days(&self) -> u32 {
         if self.signal_retention_days == 0 {

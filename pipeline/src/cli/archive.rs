@@ -11,7 +11,14 @@ use super::ArchiveCmd;
 
 pub async fn run(cmd: ArchiveCmd) -> anyhow::Result<()> {
     let open_archive = |archive: Option<String>, data_dir: PathBuf| async move {
-        let url = archive.unwrap_or_else(|| data_dir.join("archive").display().to_string());
+        let url = match archive {
+            Some(url) => url,
+            None if !data_dir.exists() => anyhow::bail!(
+                "the data directory {} does not exist (give --data-dir, or --archive URL)",
+                data_dir.display()
+            ),
+            None => data_dir.join("archive").display().to_string(),
+        };
         Archiver::open(
             Location::parse(&url)?,
             ArchiveConfig::default(),

@@ -3,7 +3,7 @@
 //! | route | who |
 //! |---|---|
 //! | `POST /api/admin/orgs`, `GET /api/admin/orgs` | server administrator |
-//! | `POST/GET /api/admin/keys`, `DELETE /api/admin/keys/{id}`, `PUT /api/admin/keys/{id}/template` | Admin or above |
+//! | `POST/GET /api/admin/keys`, `DELETE /api/admin/keys/{id}`, `PUT /api/admin/keys/{id}/template` | Editor or above (the documented role matrix) |
 //! | `POST/GET /api/admin/tokens`, `DELETE /api/admin/tokens/{id}` | Admin or above (an Owner token: Owner only, never the last) |
 //! | `POST /api/admin/tokens/{id}/transfer-ownership` | Owner |
 //! | `GET /api/admin/whoami` | any token |
@@ -11,7 +11,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 use trailspark_core::tenancy::{
-    AdminToken, ApiKey, EndpointType, Plan, Principal, ProductOrgTemplate, Role,
+    AdminToken, ApiKey, EndpointType, PlanChange, Principal, ProductOrgTemplate, Role,
 };
 use trailspark_core::time::{opt_rfc3339, rfc3339};
 use trailspark_sources::{Reply, Request};
@@ -164,7 +164,7 @@ pub async fn dispatch(
             Ok(Reply::json(StatusCode::OK, json!({"orgs": orgs})))
         }
         (["keys"], &Method::POST) => {
-            require(&p, Role::Admin)?;
+            require(&p, Role::Editor)?;
             let body: CreateKey = json_body(req).await?;
             let new = NewKey {
                 name: body.name,
@@ -182,27 +182,27 @@ pub async fn dispatch(
             Ok(Reply::json(StatusCode::CREATED, v))
         }
         (["keys"], &Method::GET) => {
-            require(&p, Role::Admin)?;
+            require(&p, Role::Editor)?;
             let reg = control.registry.read().unwrap();
             let keys: Vec<Value> = reg.keys_of(p.org_id).map(|k| key_json(k, now)).collect();
             Ok(Reply::json(StatusCode::OK, json!({"keys": keys})))
         }
         (["keys", k], &Method::DELETE) => {
-            require(&p, Role::Admin)?;
+            require(&p, Role::Editor)?;
             let key = control.revoke_key(p.org_id, id(k)?).await?;
             Ok(Reply::json(StatusCode::OK, key_json(&key, now)))
         }
         (["keys", k, "template"], &Method::PUT) => {
-            require(&p, Role::Admin)?;
+            require(&p, Role::Editor)?;
             let kid = id(k)?;
             let template: ProductOrgTemplate = json_body(req).await?;
             let key = control.set_template(p.org_id, kid, template).await?;
             Ok(Reply::json(StatusCode::OK, key_json(&key, now)))
         }
-        (["plan"], &Method::PUT) => {
+        (["plan"], &Method::PUT | &Method::PATCH) => {
             require(&p, Role::Admin)?;
-            let plan: Plan = json_body(req).await?;
-            let pos = control.set_plan(p.org_id, plan).await?;
+            let change: PlanChange = json_body(req).await?;
+            let (plan, pos) = control.change_plan(p.org_id, change).await?;
             let mut v = serde_json::to_value(plan).expect("plans serialize");
             v["log_position"] = json!(pos);
             Ok(Reply::json(StatusCode::OK, v))

@@ -11,7 +11,7 @@ use trailspark_core::subjects::REQUEST_PREFIX;
 use trailspark_core::LogEntry;
 
 use super::{credentials, is_batch, parse_subject, records};
-use crate::ingest::{accepted_body, submit_items, ItemResults};
+use crate::ingest::{accepted_body, cold_storage, submit_items, ItemResults};
 use crate::{Ingest, IngestError};
 
 /// The header of a reply that holds its HTTP status.
@@ -75,10 +75,11 @@ async fn answer(ingest: &dyn Ingest, msg: &async_nats::Message) -> (u16, serde_j
             Ok(r) => r,
             Err(e) => return error_answer(&e),
         };
+        let cold = cold_storage(ingest, &record);
         let result = ingest.submit(vec![LogEntry::Signal(record.clone())]).await;
         return match result.map(|mut v| v.pop()) {
             Ok(Some(Ok(receipt))) => {
-                let mut body = accepted_body(&record, receipt);
+                let mut body = accepted_body(&record, receipt, cold);
                 body["status"] = json!(202);
                 (202, body)
             }
