@@ -341,6 +341,18 @@ fn nats_source_dead_letters_requests_and_change_events() {
 
     // Change events.
     let evs = settled_events(&s, &url);
+    // A consumer of the whole stream, without a subject filter, reads events only: the
+    // publisher's checkpoint is in a stream of its own.
+    let everything = runtime.block_on(read_stream(&url, "TRAILSPARK_EVENTS", ""));
+    assert!(!everything.is_empty());
+    assert!(
+        everything
+            .iter()
+            .all(|m| m.subject.starts_with("trailspark.events.")),
+        "the events stream holds events only"
+    );
+    let checkpoint = runtime.block_on(read_stream(&url, "TRAILSPARK_EVENTS_CHECKPOINT", ""));
+    assert!(checkpoint.len() <= 1, "one checkpoint message is kept");
     let ids: Vec<&str> = evs.iter().map(|e| e["id"].as_str().unwrap()).collect();
     let distinct: BTreeSet<&str> = ids.iter().copied().collect();
     assert_eq!(ids.len(), distinct.len(), "an event was stored twice");
@@ -669,4 +681,54 @@ fn webhook_answers_503_while_nats_is_down_and_202_after() {
         .json()
         .unwrap();
     assert_eq!(h["nats"]["connected"], true);
+}
+
+/// An events stream an earlier version made, with the publisher's checkpoint inside it, is
+/// taken over at start: the checkpoint moves to its own stream and its subject leaves the
+/// events stream, so that stream holds events only from then on.
+#[test]
+fn an_older_events_stream_gives_up_its_checkpoint() {
+    let nats = Nats::start();
+    let url = nats.url();
+    let runtime = rt();
+    runtime.block_on(async {
+        let client = async_nats::connect(&url).await.unwrap();
+        let js = jetstream::new(client);
+        js.create_stream(jetstream::stream::Config {
+            name: "TRAILSPARK_EVENTS".into(),
+            subjects: vec![
+                "trailspark.events.>".into(),
+                "trailspark.events_checkpoint".into(),
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        js.publish("trailspark.events_checkpoint", "42".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let _s = Server::start(dir.path(), Some(&url));
+    runtime.block_on(async {
+        let client = async_nats::connect(&url).await.unwrap();
+        let js = jetstream::new(client);
+        let mut events = js.get_stream("TRAILSPARK_EVENTS").await.unwrap();
+        let subjects = events.info().await.unwrap().config.subjects.clone();
+        assert_eq!(subjects, ["trailspark.events.>"]);
+        let checkpoint = js
+            .get_stream("TRAILSPARK_EVENTS_CHECKPOINT")
+            .await
+            .unwrap()
+            .get_last_raw_message_by_subject("trailspark.checkpoints.events")
+            .await
+            .unwrap();
+        let n: u64 = std::str::from_utf8(&checkpoint.payload)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(n >= 42, "carried over: {n}");
+    });
 }
