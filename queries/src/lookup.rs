@@ -15,6 +15,7 @@ use arrow::array::RecordBatch;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{col, lit, Expr, SessionConfig, SessionContext};
+use futures_util::StreamExt;
 use trailspark_core::OrgId;
 use trailspark_sinks::archive::{from_batch, ArchiveRow, Archiver, Kind};
 
@@ -140,6 +141,49 @@ impl ArchiveLookup {
         }
     }
 
+    /// Streams the matching signals of `org` in the trees `kinds`, batch by batch, to `each`,
+    /// until it answers `false` or `budget` has passed; hands `each` back with whether every
+    /// row was seen. For scans whose size is not known beforehand (a rule preview over an
+    /// org's whole history), which must stay cheap: they stop, and say so, rather than run
+    /// long or collect everything.
+    pub async fn scan<F>(
+        &self,
+        org: u64,
+        kinds: &[Kind],
+        filter: &LookupFilter,
+        budget: Duration,
+        mut each: F,
+    ) -> Result<(F, bool), SqlError>
+    where
+        F: FnMut(&RecordBatch) -> bool + Send + 'static,
+    {
+        let archiver = self.archiver.clone();
+        let memory = self.limits.memory;
+        let kinds = kinds.to_vec();
+        let filter = filter.clone();
+        let deadline = tokio::time::Instant::now() + budget;
+        let running = self.pool.spawn(async move {
+            for kind in kinds {
+                let df = frame(&archiver, org, kind, &filter, memory)?;
+                let mut stream = df.execute_stream().await.map_err(classify)?;
+                loop {
+                    let next = tokio::time::timeout_at(deadline, stream.next()).await;
+                    match next {
+                        Err(_) => return Ok((each, false)),
+                        Ok(None) => break,
+                        Ok(Some(b)) => {
+                            if !each(&b.map_err(classify)?) {
+                                return Ok((each, false));
+                            }
+                        }
+                    }
+                }
+            }
+            Ok((each, true))
+        });
+        running.await?
+    }
+
     /// [`Self::batches`] as archive rows.
     pub async fn rows(
         &self,
@@ -162,6 +206,24 @@ async fn run(
     filter: &LookupFilter,
     memory: usize,
 ) -> Result<Vec<RecordBatch>, SqlError> {
+    let mut df = frame(archiver, org, kind, filter, memory)?;
+    df = df
+        .sort(vec![col("id").sort(true, false)])
+        .map_err(classify)?;
+    if let Some(n) = filter.limit {
+        df = df.limit(0, Some(n)).map_err(classify)?;
+    }
+    df.collect().await.map_err(classify)
+}
+
+/// The rows of one tree of `org` that `filter` admits, unsorted, in a session of their own.
+fn frame(
+    archiver: &Arc<Archiver>,
+    org: u64,
+    kind: Kind,
+    filter: &LookupFilter,
+    memory: usize,
+) -> Result<datafusion::dataframe::DataFrame, SqlError> {
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_limit(memory, 1.0)
         .build_arc()
@@ -176,11 +238,5 @@ async fn run(
     if let Some(e) = filter.expr() {
         df = df.filter(e).map_err(classify)?;
     }
-    df = df
-        .sort(vec![col("id").sort(true, false)])
-        .map_err(classify)?;
-    if let Some(n) = filter.limit {
-        df = df.limit(0, Some(n)).map_err(classify)?;
-    }
-    df.collect().await.map_err(classify)
+    Ok(df)
 }

@@ -177,6 +177,32 @@ pub fn title(k: &GroupKey) -> String {
     t
 }
 
+/// The stable id of an org's group: the same for as long as the group's key is, across
+/// restarts and replays (`sg_` and 16 hex digits of a SHA-256 over the org and the key).
+pub fn group_id(org: u64, k: &GroupKey) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(org.to_le_bytes());
+    for part in [
+        Some(k.source.as_str()),
+        Some(k.event.as_str()),
+        k.path.as_deref(),
+        k.form.as_deref(),
+        k.descriptor.as_deref(),
+        Some(k.content_type.as_str()),
+    ] {
+        match part {
+            Some(p) => {
+                h.update([1]);
+                h.update(p.as_bytes());
+            }
+            None => h.update([0]),
+        }
+        h.update([0xff]);
+    }
+    format!("sg_{}", &hex::encode(h.finalize())[..16])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

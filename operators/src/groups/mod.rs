@@ -3,7 +3,7 @@
 
 pub mod key;
 
-pub use self::key::{group_key, interned, normalize_path, title, ContentType, GroupKey};
+pub use self::key::{group_id, group_key, interned, normalize_path, title, ContentType, GroupKey};
 
 use std::sync::Arc;
 
@@ -23,49 +23,67 @@ pub struct GroupRow {
     pub unmapped: u64,
     pub first_seen: i64,
     pub last_seen: i64,
-    /// The sample: a signal with an email when the group has one, else the earliest.
-    pub sample_pos: u64,
-    /// Whether the sample lacks an email (so partial rows can be merged by the same rule).
-    pub sample_no_email: bool,
-    pub sample: Arc<str>,
+    /// Up to [`SAMPLES`] members, best first: those with an email before those without, then
+    /// the earliest. The first is the group's sample.
+    pub samples: Vec<Sample>,
 }
 
-/// One signal as a group member: (mapped, no email?, position, received at, payload). The
-/// tuple order makes "has an email, then earliest" the minimum.
+/// A sample member: (no email?, position, payload). The order makes "has an email, then
+/// earliest" the least.
+pub type Sample = (bool, u64, Arc<str>);
+
+/// Samples a group keeps: enough to see a group's variety, few enough that a group row stays
+/// small (groups are few, but every range of the aggregation below holds its own).
+pub const SAMPLES: usize = 3;
+
+impl GroupRow {
+    /// The group's sample payload (see [`GroupRow::samples`]).
+    pub fn sample(&self) -> &str {
+        self.samples.first().map_or("{}", |s| &s.2)
+    }
+}
+
+/// One signal as a group member: (mapped, (no email?, position, received at, payload)).
 pub type Member = (bool, (bool, u64, i64, Arc<str>));
 
+/// The best `SAMPLES` of `samples`, in order.
+fn best(mut samples: Vec<Sample>) -> Vec<Sample> {
+    samples.sort();
+    samples.dedup_by_key(|s| s.1);
+    samples.truncate(SAMPLES);
+    samples
+}
+
 pub fn group_row(members: &[&Member]) -> GroupRow {
-    let sample = members
-        .iter()
-        .map(|(_, m)| m)
-        .min()
-        .expect("groups are not empty");
+    assert!(!members.is_empty(), "groups are not empty");
     GroupRow {
         count: members.len() as u64,
         unmapped: members.iter().filter(|(mapped, _)| !mapped).count() as u64,
         first_seen: members.iter().map(|(_, m)| m.2).min().unwrap(),
         last_seen: members.iter().map(|(_, m)| m.2).max().unwrap(),
-        sample_pos: sample.1,
-        sample_no_email: sample.0,
-        sample: sample.3.clone(),
+        samples: best(
+            members
+                .iter()
+                .map(|(_, m)| (m.0, m.1, m.3.clone()))
+                .collect(),
+        ),
     }
 }
 
 /// Merges the rows of disjoint parts of one group into the group's row: equal to
 /// `group_row` over all the members.
 pub fn merge_rows(rows: &[&GroupRow]) -> GroupRow {
-    let sample = rows
-        .iter()
-        .min_by_key(|r| (r.sample_no_email, r.sample_pos))
-        .expect("groups are not empty");
+    assert!(!rows.is_empty(), "groups are not empty");
     GroupRow {
         count: rows.iter().map(|r| r.count).sum(),
         unmapped: rows.iter().map(|r| r.unmapped).sum(),
         first_seen: rows.iter().map(|r| r.first_seen).min().unwrap(),
         last_seen: rows.iter().map(|r| r.last_seen).max().unwrap(),
-        sample_pos: sample.sample_pos,
-        sample_no_email: sample.sample_no_email,
-        sample: sample.sample.clone(),
+        samples: best(
+            rows.iter()
+                .flat_map(|r| r.samples.iter().cloned())
+                .collect(),
+        ),
     }
 }
 

@@ -169,7 +169,7 @@ fn signal_groups(m: &OrgModels) -> Table {
         )
         .column(
             "sample",
-            str_col(&groups, |(_, r)| Some(r.sample.to_string())),
+            str_col(&groups, |(_, r)| Some(r.sample().to_string())),
         )
 }
 

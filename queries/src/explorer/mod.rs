@@ -2,7 +2,9 @@
 //! leads, signal-queue and usage endpoints answer, as JSON. The HTTP layer authenticates,
 //! parses parameters and maps [`ViewError`] to statuses; everything it shows is built here.
 
+pub mod groups;
 pub mod leads;
+pub mod preview;
 pub mod retrieval;
 pub mod signals;
 pub mod usage;

@@ -1,28 +1,9 @@
-//! Usage meters and signal groups as the API shows them.
+//! Usage meters as the API shows them.
 
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
-use trailspark_core::time::rfc3339;
-use trailspark_operators::groups::{title, GroupKey, GroupRow};
 use trailspark_operators::usage::Meter;
-
-pub fn group_json(k: &GroupKey, row: &GroupRow) -> Value {
-    json!({
-        "title": title(k),
-        "source": k.source,
-        "event_type": k.event,
-        "path": k.path,
-        "form": k.form,
-        "descriptor": k.descriptor,
-        "content_type": k.content_type.as_str(),
-        "count": row.count,
-        "unmapped": row.unmapped,
-        "first_seen": rfc3339(row.first_seen),
-        "last_seen": rfc3339(row.last_seen),
-        "sample": serde_json::from_str::<Value>(&row.sample).unwrap_or(Value::Null),
-    })
-}
 
 pub fn parse_period(s: &str) -> Option<u32> {
     let (y, m) = s.split_once('-')?;

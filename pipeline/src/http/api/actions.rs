@@ -9,6 +9,7 @@ use trailspark_core::rules::RuleDef;
 use trailspark_core::tenancy::{MappingRule, OrgId, Principal, Role};
 use trailspark_core::time::rfc3339;
 use trailspark_operators::Signal;
+use trailspark_queries::explorer::preview;
 use trailspark_queries::explorer::retrieval::{self, RehydrateBody};
 use trailspark_queries::output::{encode, Format};
 use trailspark_sources::{IngestError, Reply, Request};
@@ -131,6 +132,23 @@ fn rule_reply(status: StatusCode, rule: &MappingRule, pos: u64) -> Reply {
 
 fn rule_id(id: &str) -> Result<u64, Reply> {
     id.parse().map_err(|_| not_found("rule"))
+}
+
+/// `POST /api/mapping-rules/preview`: what a rule body would match, saving nothing.
+pub async fn preview_rule(api: &Api, p: &Principal, req: Request) -> Result<Reply, Reply> {
+    require(p, Role::Editor)?;
+    let body: RuleBody = json_body(req).await?;
+    let v = preview::preview(
+        api.lookup.as_ref(),
+        &api.read,
+        &api.control.registry,
+        p.org_id.0,
+        body.def,
+        preview::BUDGET,
+    )
+    .await
+    .map_err(view_error)?;
+    Ok(Reply::json(StatusCode::OK, v))
 }
 
 pub fn list_rules(api: &Api, p: &Principal) -> Result<Reply, Reply> {

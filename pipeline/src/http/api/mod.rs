@@ -19,10 +19,11 @@ use serde_json::json;
 use trailspark_core::tenancy::{Principal, Role};
 use trailspark_operators::usage::Meter;
 use trailspark_operators::{IdKind, Ident, Signal};
+use trailspark_queries::explorer::groups::{self, group_json};
 use trailspark_queries::explorer::leads::product_org_json;
 use trailspark_queries::explorer::leads::{evaluation_context, ident_json, lead_json};
 use trailspark_queries::explorer::signals::{lead_timeline, signal_detail, tab_page};
-use trailspark_queries::explorer::usage::{group_json, parse_period, usage_json};
+use trailspark_queries::explorer::usage::{parse_period, usage_json};
 use trailspark_queries::explorer::Page;
 use trailspark_sources::{Reply, Request};
 use warp::http::{Method, StatusCode};
@@ -47,10 +48,13 @@ enum Route<'a> {
     LeadTimeline(&'a str),
     LeadContext(&'a str),
     Groups,
+    Group(&'a str),
+    SuggestedRule(&'a str),
     Conflicts,
     Usage,
     ProductOrg(&'a str),
     Rules,
+    RulePreview,
     Rule(&'a str),
     Sql,
 }
@@ -69,10 +73,13 @@ impl<'a> Route<'a> {
             ["leads", id, "timeline"] => Route::LeadTimeline(id),
             ["leads", id, "evaluation-context"] => Route::LeadContext(id),
             ["signal-queue", "groups"] => Route::Groups,
+            ["signal-queue", "groups", id] => Route::Group(id),
+            ["signal-queue", "groups", id, "suggested-rule"] => Route::SuggestedRule(id),
             ["identity", "conflicts"] => Route::Conflicts,
             ["usage"] => Route::Usage,
             ["product-orgs", id] => Route::ProductOrg(id),
             ["mapping-rules"] => Route::Rules,
+            ["mapping-rules", "preview"] => Route::RulePreview,
             ["mapping-rules", id] => Route::Rule(id),
             ["sql"] => Route::Sql,
             _ => return None,
@@ -240,13 +247,26 @@ async fn dispatch(api: &Api, p: Principal, route: Route<'_>, req: Request) -> Re
                 .org(org)
                 .groups_of(mapped)
                 .into_iter()
-                .map(|(k, row)| group_json(k, row))
+                .map(|(k, row)| group_json(org, k, row))
                 .collect();
             let tab = if mapped { "mapped" } else { "unmapped" };
             Ok(with_position(
                 json!({"tab": tab, "groups": groups}),
                 applied,
             ))
+        }
+        (Route::Group(id), &Method::GET) => {
+            require(&p, Role::Editor)?;
+            let m = api.read.read();
+            let (k, row) = groups::find(&m, org, id).ok_or_else(|| not_found("group"))?;
+            Ok(with_position(groups::group_detail(org, k, row), applied))
+        }
+        (Route::SuggestedRule(id), &Method::GET) => {
+            require(&p, Role::Editor)?;
+            let m = api.read.read();
+            let (k, row) = groups::find(&m, org, id).ok_or_else(|| not_found("group"))?;
+            // As a rule body, to post unchanged: no `log_position` in it.
+            Ok(Reply::json(StatusCode::OK, groups::suggested_rule(k, row)))
         }
         (Route::Conflicts, &Method::GET) => {
             require(&p, Role::Editor)?;
@@ -277,6 +297,7 @@ async fn dispatch(api: &Api, p: Principal, route: Route<'_>, req: Request) -> Re
         }
         (Route::Rules, &Method::GET) => actions::list_rules(api, &p),
         (Route::Rules, &Method::POST) => actions::create_rule(api, &p, req).await,
+        (Route::RulePreview, &Method::POST) => actions::preview_rule(api, &p, req).await,
         (Route::Rule(id), &Method::GET) => actions::get_rule(api, &p, id),
         (Route::Rule(id), &Method::PUT) => actions::update_rule(api, &p, id, req).await,
         (Route::Rule(id), &Method::DELETE) => actions::delete_rule(api, &p, id).await,
