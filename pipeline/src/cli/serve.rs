@@ -41,7 +41,7 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
             org.id, org.name
         );
         println!("  Owner token, shown once: {owner}");
-        match server_token {
+        match &server_token {
             Some(t) => println!(
                 "  Server administrator token (creates orgs; Owner of organization 1), shown once: {t}"
             ),
@@ -55,6 +55,16 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
             key.plaintext
         );
         println!("  Manage keys with: curl -H 'Authorization: Bearer <owner token>' http://{addr}/api/admin/keys");
+        // The README's examples use these names; one line to paste into a shell.
+        let admin = server_token
+            .as_ref()
+            .map(|t| format!(" ADMIN={t}"))
+            .unwrap_or_else(|| " ADMIN=\"$TRAILSPARK_ADMIN_TOKEN\"".into());
+        println!("  For the README's examples:");
+        println!(
+            "    export HOST={addr} T={owner} KEY={}{admin}",
+            key.plaintext
+        );
     }
     println!("trailspark: listening on http://{addr}");
     tracing::info!(%addr, log = server.api.log.kind(), "Serving.");
