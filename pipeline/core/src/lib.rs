@@ -4,7 +4,8 @@
 //! ([`signal::SignalRecord`]), how a raw payload becomes one ([`normalize`]), how retries are
 //! recognised ([`dedup`]), dot-path access
 //! into payloads ([`path`]), tenancy and its config events ([`tenancy`]), the entries of the
-//! durable log and their byte encoding ([`log`]), and secret handling ([`secret`]).
+//! durable log and their byte encoding ([`log`]), secret handling ([`secret`]), plans
+//! ([`plan`]) and lead scoring's settings, rules, models and evaluations ([`scoring`]).
 //!
 //! The crate is deliberately free of I/O and async: it is pure data and pure functions, so the
 //! HTTP edge, the log, the dataflow and the tests all share one definition of each rule.
@@ -15,8 +16,10 @@ pub mod fuzz_input;
 pub mod log;
 pub mod normalize;
 pub mod path;
+pub mod plan;
 pub mod product_org;
 pub mod rules;
+pub mod scoring;
 pub mod secret;
 pub mod signal;
 pub mod subjects;

@@ -14,6 +14,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::scoring::Evaluation;
 use crate::signal::SignalRecord;
 use crate::tenancy::{ConfigEvent, OrgId};
 
@@ -59,6 +60,9 @@ pub enum LogEntry {
     Signal(SignalRecord),
     ProductOrgUpdate(ProductOrgRecord),
     Config(ConfigEvent),
+    /// A lead's evaluation, appended by the evaluator (boxed: signals, the common case, stay
+    /// small).
+    Evaluation(Box<Evaluation>),
 }
 
 const KIND_SIGNAL: u8 = b'S';
@@ -67,6 +71,7 @@ const KIND_SIGNAL_KEYED: u8 = b'K';
 const KEYED_PREFIX: usize = 32;
 const KIND_PRODUCT_ORG: u8 = b'P';
 const KIND_CONFIG: u8 = b'C';
+const KIND_EVALUATION: u8 = b'V';
 
 #[derive(Debug, Error)]
 pub enum DecodeError {
@@ -89,6 +94,7 @@ impl LogEntry {
         match self {
             LogEntry::Signal(s) => Some(s.org_id),
             LogEntry::ProductOrgUpdate(p) => Some(p.org_id),
+            LogEntry::Evaluation(e) => Some(e.org_id),
             LogEntry::Config(_) => None,
         }
     }
@@ -118,6 +124,10 @@ impl LogEntry {
             LogEntry::Config(c) => {
                 out.push(KIND_CONFIG);
                 serde_json::to_writer(&mut *out, c).expect("config event serializes");
+            }
+            LogEntry::Evaluation(e) => {
+                out.push(KIND_EVALUATION);
+                serde_json::to_writer(&mut *out, e).expect("evaluation serializes");
             }
         }
     }
@@ -189,6 +199,7 @@ impl LogEntry {
                 Ok(LogEntry::ProductOrgUpdate(p))
             }
             KIND_CONFIG => Ok(LogEntry::Config(serde_json::from_slice(rest)?)),
+            KIND_EVALUATION => Ok(LogEntry::Evaluation(Box::new(serde_json::from_slice(rest)?))),
             other => Err(DecodeError::UnknownKind(other)),
         }
     }
@@ -271,6 +282,35 @@ mod tests {
             LogEntry::peek(&c.encode()).unwrap(),
             Peek::Entry(Box::new(c.clone()))
         );
+        let tick = LogEntry::Config(ConfigEvent::Scoring(crate::scoring::ScoringEvent::Tick {
+            at: 7,
+        }));
+        assert_eq!(LogEntry::decode(&tick.encode()).unwrap(), tick);
+        let e = LogEntry::Evaluation(Box::new(crate::scoring::Evaluation {
+            id: "ev_1".into(),
+            org_id: OrgId(2),
+            lead_id: "ld_1".into(),
+            lead: crate::scoring::LeadKey {
+                kind: "email".into(),
+                value: "a@b.io".into(),
+            },
+            account_id: None,
+            model_id: 1,
+            model_version: 1,
+            score: crate::scoring::Score::Cold,
+            raw_score: crate::scoring::Score::Warm,
+            confidence: 40,
+            confidence_gate_applied: true,
+            reasoning: "r".into(),
+            contributions: vec![],
+            propensity: None,
+            trigger: crate::scoring::Trigger::Manual,
+            evaluated_at: 9,
+            cooldown_until: Some(10),
+            basis_pos: 3,
+            scorer: "deterministic".into(),
+        }));
+        assert_eq!(LogEntry::decode(&e.encode()).unwrap(), e);
         assert!(LogEntry::peek(b"K\x01").is_err(), "a truncated prefix");
         assert!(LogEntry::decode(b"").is_err());
         assert!(LogEntry::decode(b"Zxx").is_err());

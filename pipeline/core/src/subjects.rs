@@ -3,7 +3,8 @@
 //!
 //! One stream, [`STREAM`], holds every log entry (accepted signals on
 //! `trailspark.log.signals.<org>.<source>`, product-org updates on
-//! `trailspark.product_orgs.<org>`, config events on [`CONFIG_SUBJECT`]) and also captures what
+//! `trailspark.product_orgs.<org>`, evaluations on `trailspark.log.evaluations.<org>`, config
+//! events on [`CONFIG_SUBJECT`]) and also captures what
 //! producers publish straight to NATS on [`RAW_SIGNALS`], which the NATS source turns into
 //! accepted signals or dead letters.
 
@@ -56,6 +57,7 @@ pub fn subject_of(entry: &LogEntry) -> String {
             subject_token(&s.source)
         ),
         LogEntry::ProductOrgUpdate(p) => format!("trailspark.product_orgs.{}", p.org_id),
+        LogEntry::Evaluation(e) => format!("trailspark.log.evaluations.{}", e.org_id),
         LogEntry::Config(_) => CONFIG_SUBJECT.to_string(),
     }
 }

@@ -11,7 +11,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::plan::{Plan, PlanChange, DEFAULT_RETENTION_DAYS};
 use crate::rules::RuleDef;
+use crate::scoring::{ScoringEvent, ScoringState};
 use crate::{path, secret};
 
 /// An organization (tenant). Numeric so that it is a safe NATS subject token and cheap to
@@ -254,6 +256,8 @@ pub enum ConfigEvent {
         position: u64,
         at: i64,
     },
+    /// Lead scoring's configuration (settings, evaluation rules, ICP models) and clock.
+    Scoring(ScoringEvent),
     /// Archived signals brought back into live state for a while (retrieval);
     /// they count against the raw-signal meter of `month` (`YYYYMM`).
     SignalsRehydrated {
@@ -262,62 +266,6 @@ pub enum ConfigEvent {
         month: u32,
         count: u64,
     },
-}
-
-/// An org's plan limits. A limit of 0 means unlimited.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Plan {
-    pub raw_signal_limit: u64,
-    pub mapped_signal_limit: u64,
-    /// Usage overages: ingestion goes on past the limit and the excess is billed.
-    pub overage: bool,
-    /// Days a processed signal stays in live state before only the archive holds it
-    /// (`signalRetentionPeriod`); 0 means the default, 30.
-    #[serde(default)]
-    pub signal_retention_days: u32,
-}
-
-/// Spec 13: without a configured plan, signals are retained for 30 days.
-pub const DEFAULT_RETENTION_DAYS: u32 = 30;
-
-/// A change of some of a plan's fields: the ones given replace theirs, the others keep
-/// their values (`PUT` and `PATCH /api/admin/plan`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PlanChange {
-    #[serde(default)]
-    pub raw_signal_limit: Option<u64>,
-    #[serde(default)]
-    pub mapped_signal_limit: Option<u64>,
-    #[serde(default)]
-    pub overage: Option<bool>,
-    #[serde(default)]
-    pub signal_retention_days: Option<u32>,
-}
-
-impl PlanChange {
-    /// `plan` with the given fields replaced.
-    pub fn apply(&self, plan: Plan) -> Plan {
-        Plan {
-            raw_signal_limit: self.raw_signal_limit.unwrap_or(plan.raw_signal_limit),
-            mapped_signal_limit: self.mapped_signal_limit.unwrap_or(plan.mapped_signal_limit),
-            overage: self.overage.unwrap_or(plan.overage),
-            signal_retention_days: self
-                .signal_retention_days
-                .unwrap_or(plan.signal_retention_days),
-        }
-    }
-}
-
-impl Plan {
-    pub fn retention_days(&self) -> u32 {
-        if self.signal_retention_days == 0 {
-            DEFAULT_RETENTION_DAYS
-        } else {
-            self.signal_retention_days
-        }
-    }
 }
 
 /// A mapping rule as the API shows it: its latest definition.
@@ -367,6 +315,7 @@ pub struct Registry {
     plans: BTreeMap<OrgId, Plan>,
     /// Rehydrated signals per (org, month `YYYYMM`): raw-signal usage on top of the log's.
     rehydrated: HashMap<(OrgId, u32), u64>,
+    scoring: ScoringState,
 }
 
 impl Registry {
@@ -445,6 +394,7 @@ impl Registry {
                 self.plans.insert(*org_id, *plan);
             }
             ConfigEvent::SignalsProcessed { .. } | ConfigEvent::EntryLost { .. } => {}
+            ConfigEvent::Scoring(e) => self.scoring.apply(e),
             ConfigEvent::SignalsRehydrated {
                 org_id,
                 month,
@@ -454,6 +404,11 @@ impl Registry {
                 *self.rehydrated.entry((*org_id, *month)).or_default() += count;
             }
         }
+    }
+
+    /// Lead scoring's configuration.
+    pub fn scoring(&self) -> &ScoringState {
+        &self.scoring
     }
 
     /// An org's plan (no limits until one is set).

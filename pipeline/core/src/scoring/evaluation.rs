@@ -1,0 +1,190 @@
+//! An evaluation: what scoring a lead produced, as the log records it.
+//!
+//! Evaluations are facts on the log, like signals: the evaluator appends one for each lead it
+//! scores, and everything else (a lead's cooldown, its latest score, its account's
+//! propensity, the Evaluations meter) is derived from them. A restart replays them and never
+//! asks a scorer again.
+
+use serde::{Deserialize, Serialize};
+
+use crate::tenancy::OrgId;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Score {
+    Hot,
+    Warm,
+    Cold,
+}
+
+impl Score {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Score::Hot => "hot",
+            Score::Warm => "warm",
+            Score::Cold => "cold",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Score> {
+        match s {
+            "hot" => Some(Score::Hot),
+            "warm" => Some(Score::Warm),
+            "cold" => Some(Score::Cold),
+            _ => None,
+        }
+    }
+}
+
+/// Account-level likelihood to buy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Propensity {
+    High,
+    Medium,
+    Low,
+}
+
+impl Propensity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Propensity::High => "high",
+            Propensity::Medium => "medium",
+            Propensity::Low => "low",
+        }
+    }
+}
+
+/// Why an evaluation ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// The batch cadence, for a lead never evaluated.
+    Batch,
+    /// The batch cadence, for a lead evaluated before whose cooldown ended.
+    ReEvaluation,
+    /// `POST /api/leads/{id}/evaluate`.
+    Manual,
+    /// A signal of a High Intent mapping rule.
+    HighIntent,
+}
+
+impl Trigger {
+    /// Whether this trigger may evaluate a lead in cooldown.
+    pub fn bypasses_cooldown(self) -> bool {
+        matches!(self, Trigger::Manual | Trigger::HighIntent)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Batch => "batch",
+            Trigger::ReEvaluation => "re_evaluation",
+            Trigger::Manual => "manual",
+            Trigger::HighIntent => "high_intent",
+        }
+    }
+}
+
+/// Why a lead was not evaluated, in the order the checks run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    InsufficientSignals,
+    InsufficientSignalTypes,
+    Cooldown,
+    ExcludedByRule,
+    EvaluationLimitReached,
+    NoActiveModel,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::InsufficientSignals => "insufficient_signals",
+            SkipReason::InsufficientSignalTypes => "insufficient_signal_types",
+            SkipReason::Cooldown => "cooldown",
+            SkipReason::ExcludedByRule => "excluded_by_rule",
+            SkipReason::EvaluationLimitReached => "evaluation_limit_reached",
+            SkipReason::NoActiveModel => "no_active_model",
+        }
+    }
+}
+
+/// One input's part in a score: what was looked at, the lead's value, the model's weight for
+/// it and the points it added (negative for a detractor). The reasoning names only these.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Contribution {
+    /// `fit`, `intent` or `usage`.
+    pub dimension: String,
+    /// What was looked at (`account.industry`, `signal:Demo request`, `product_org.plan_id`).
+    pub input: String,
+    /// The lead's value for it.
+    pub value: String,
+    /// The criterion it met or violated (`industry in [saas, software]`).
+    pub criterion: String,
+    /// The model's weight, −10 to 10.
+    pub weight: i32,
+    /// Points added to its dimension's 0–100 score.
+    pub points: f64,
+}
+
+/// The lead an evaluation is about, as the identity graph names it (its smallest persistent
+/// identifier), so the dataflow can join evaluations to leads.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LeadKey {
+    pub kind: String,
+    pub value: String,
+}
+
+/// An evaluation as the log records it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub id: String,
+    pub org_id: OrgId,
+    pub lead_id: String,
+    pub lead: LeadKey,
+    #[serde(default)]
+    pub account_id: Option<String>,
+    pub model_id: u64,
+    pub model_version: u32,
+    /// The stored score: `raw_score` after the confidence gate.
+    pub score: Score,
+    /// What the scorer answered.
+    pub raw_score: Score,
+    pub confidence: u32,
+    pub confidence_gate_applied: bool,
+    pub reasoning: String,
+    pub contributions: Vec<Contribution>,
+    pub propensity: Option<Propensity>,
+    pub trigger: Trigger,
+    pub evaluated_at: i64,
+    pub cooldown_until: Option<i64>,
+    /// The log position of the newest signal of the lead the evaluation considered: a later
+    /// signal makes the lead "changed since its last evaluation".
+    pub basis_pos: u64,
+    /// `deterministic`, or `llm:<model>`.
+    pub scorer: String,
+}
+
+/// The id of the evaluation of `lead_id` over signals up to `basis_pos` at `at`: the same
+/// evaluation always has the same id, so a retried append is recognised.
+pub fn evaluation_id(org: OrgId, lead_id: &str, basis_pos: u64, at: i64) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(org.0.to_le_bytes());
+    h.update(lead_id.as_bytes());
+    h.update(basis_pos.to_le_bytes());
+    h.update(at.to_le_bytes());
+    let d = h.finalize();
+    let hex: String = d[..10].iter().map(|b| format!("{b:02x}")).collect();
+    format!("ev_{hex}")
+}
+
+/// Applies the confidence gate: a hot or warm answer below `min_confidence` is stored cold.
+pub fn gate(raw: Score, confidence: u32, min_confidence: u32) -> (Score, bool) {
+    if raw != Score::Cold && confidence < min_confidence {
+        (Score::Cold, true)
+    } else {
+        (raw, false)
+    }
+}
