@@ -23,6 +23,8 @@ pub struct LeadFact {
     pub event_at: i64,
     pub pos: u64,
     pub signal_type: Option<SignalType>,
+    /// Its rule is a High Intent rule (completed signals only).
+    pub high_intent: bool,
     /// Shared, like the signal's text: a fact lives in the status and the lead arrangements.
     pub traits: Arc<[(String, String)]>,
     pub product_org: Option<Arc<str>>,
@@ -79,6 +81,16 @@ pub fn profile(facts: &[&LeadFact]) -> LeadProfile {
     }
 }
 
+/// What a lead's eligibility needs of one of its facts: mapped signals only.
+pub fn activity(f: &LeadFact) -> Option<crate::eligibility::Activity> {
+    Some(crate::eligibility::Activity {
+        event_at: f.event_at,
+        pos: f.pos,
+        signal_type: f.signal_type?,
+        high_intent: f.high_intent,
+    })
+}
+
 pub fn lead_fact(s: &Signal, p: &Processed, rule_fields: &[(String, String)]) -> LeadFact {
     let traits = if rule_fields.is_empty() {
         s.traits.clone()
@@ -99,6 +111,7 @@ pub fn lead_fact(s: &Signal, p: &Processed, rule_fields: &[(String, String)]) ->
         } else {
             None
         },
+        high_intent: p.status == Status::Completed && p.high_intent,
         traits,
         product_org: s.product_org.clone(),
     }

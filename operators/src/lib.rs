@@ -13,11 +13,14 @@
 //! - [`product_orgs`]: product-org state, latest value per field by event time.
 //! - [`intern`]: shared copies of repeated values (source and event names, group keys).
 //! - [`nodes`]: identifiers as numbers inside the dataflow.
+//! - [`eligibility`]: which leads an evaluation may run for, and why the others wait.
+//! - [`scorer`]: the deterministic, explainable scorer of an evaluation.
 //! - [`graph`]: all of it assembled, and its sequential reference.
 //!
 //! Deduplication is not an operator: the engine stages the first copy of each key as it reads
 //! the log (`trailspark_core::dedup`).
 
+pub mod eligibility;
 pub mod graph;
 pub mod groups;
 pub mod ident;
@@ -27,6 +30,7 @@ pub mod leads;
 pub mod nodes;
 pub mod product_orgs;
 pub mod rules;
+pub mod scorer;
 pub mod signal;
 pub mod status;
 pub mod usage;

@@ -40,12 +40,13 @@ use timely::dataflow::operators::vec::Partition;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
+use crate::eligibility::Activity;
 use crate::groups::{member, signal_groups, GroupKey, GroupRow, Member};
 use crate::ident::{IdKind, Ident, Org};
 use crate::identity::{
     attribute, components, cooccurrences, signal_ids, IdentityConfig, SignalKey,
 };
-use crate::leads::{lead_fact, lead_profiles, LeadFact, LeadProfile};
+use crate::leads::{activity, lead_fact, lead_profiles, LeadFact, LeadProfile};
 use crate::nodes::Node;
 use crate::rules::{match_rules, Match, RuleVersion};
 use crate::signal::Signal;
@@ -62,6 +63,8 @@ pub struct Outputs<'s, T: Timestamp + Lattice> {
     pub groups: VecCollection<'s, T, ((Org, GroupKey), GroupRow), isize>,
     pub usage: VecCollection<'s, T, ((Org, u32, Meter), isize), isize>,
     pub leads: VecCollection<'s, T, (Ident, LeadProfile), isize>,
+    /// Every lead's mapped signals, for [`crate::eligibility`].
+    pub activity: VecCollection<'s, T, (Ident, Activity), isize>,
 }
 
 /// Builds the dataflow over the log's hot unique signals (first copies), the counts of the
@@ -127,11 +130,15 @@ where
         _ => None,
     });
 
-    // Lead profiles from attributed signals.
-    let leads = lead_profiles(facts.flat_map(|p| match p {
+    // Lead profiles from attributed signals, and their mapped signals for eligibility.
+    let facts = facts.flat_map(|p| match p {
         Part::Fact(l, f) => Some((l, f)),
         _ => None,
-    }));
+    });
+    let activity = facts
+        .clone()
+        .flat_map(|(l, f)| activity(&f).map(|a| (l.ident(), a)));
+    let leads = lead_profiles(facts);
 
     // Usage per org and month.
     let usage = usage(
@@ -158,6 +165,7 @@ where
         groups,
         usage,
         leads,
+        activity,
     }
 }
 

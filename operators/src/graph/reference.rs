@@ -4,10 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::eligibility::Activity;
 use crate::groups::{group_row, member, GroupKey, GroupRow, Member};
 use crate::ident::{Ident, Org};
 use crate::identity::{resolve_reference, signal_idents, IdentityConfig, SignalKey};
-use crate::leads::{lead_fact, profile, LeadFact, LeadProfile};
+use crate::leads::{activity, lead_fact, profile, LeadFact, LeadProfile};
 use crate::rules::{match_rules_reference, RuleVersion};
 use crate::signal::Signal;
 use crate::status::{cold, derive_status, Processed, Status};
@@ -42,6 +43,7 @@ pub struct State {
     pub groups: BTreeSet<((Org, GroupKey), GroupRow)>,
     pub usage: BTreeSet<((Org, u32, Meter), isize)>,
     pub leads: BTreeSet<(Ident, LeadProfile)>,
+    pub activity: BTreeSet<(Ident, Activity)>,
 }
 
 /// Sequential reference of [`super::build`].
@@ -107,6 +109,13 @@ pub fn reference(signals: &[Signal], rules: &[RuleVersion], cfg: &IdentityConfig
         *usage.entry((org, month, Meter::Leads)).or_default() += 1;
     }
     state.usage = usage.into_iter().collect();
+    state.activity = lead_facts
+        .iter()
+        .flat_map(|(l, fs)| {
+            fs.iter()
+                .filter_map(|f| activity(f).map(|a| (l.clone(), a)))
+        })
+        .collect();
     state.leads = lead_facts
         .into_iter()
         .map(|(l, fs)| {

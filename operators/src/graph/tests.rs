@@ -69,7 +69,7 @@ fn rule_def(variant: u8, prio: i32) -> RuleDef {
             SignalType::FormFill
         },
         description: None,
-        high_intent: false,
+        high_intent: variant == 0,
         priority: prio,
         combinator: Combinator::All,
         conditions: conds
@@ -209,6 +209,7 @@ proptest! {
                 groups: output!(groups),
                 usage: output!(usage),
                 leads: output!(leads),
+                activity: output!(activity),
             };
             prop_assert_eq!(&got.unique, &expected.unique);
             prop_assert_eq!(&got.processed, &expected.processed);
@@ -216,6 +217,7 @@ proptest! {
             prop_assert_eq!(&got.groups, &expected.groups);
             prop_assert_eq!(&got.usage, &expected.usage);
             prop_assert_eq!(&got.leads, &expected.leads);
+            prop_assert_eq!(&got.activity, &expected.activity);
         }
     }
 }

@@ -199,7 +199,9 @@ impl LogEntry {
                 Ok(LogEntry::ProductOrgUpdate(p))
             }
             KIND_CONFIG => Ok(LogEntry::Config(serde_json::from_slice(rest)?)),
-            KIND_EVALUATION => Ok(LogEntry::Evaluation(Box::new(serde_json::from_slice(rest)?))),
+            KIND_EVALUATION => Ok(LogEntry::Evaluation(Box::new(serde_json::from_slice(
+                rest,
+            )?))),
             other => Err(DecodeError::UnknownKind(other)),
         }
     }
@@ -309,6 +311,7 @@ mod tests {
             cooldown_until: Some(10),
             basis_pos: 3,
             scorer: "deterministic".into(),
+            dimensions: Default::default(),
         }));
         assert_eq!(LogEntry::decode(&e.encode()).unwrap(), e);
         assert!(LogEntry::peek(b"K\x01").is_err(), "a truncated prefix");

@@ -153,7 +153,12 @@ const BEHAVIOURS: &[(&str, Option<&str>, Option<SignalType>, u32)] = &[
     ("page view", None, Some(SignalType::PageView), 3),
     ("form", None, Some(SignalType::FormFill), 6),
     ("product usage", None, Some(SignalType::ProductActivity), 6),
-    ("product activity", None, Some(SignalType::ProductActivity), 6),
+    (
+        "product activity",
+        None,
+        Some(SignalType::ProductActivity),
+        6,
+    ),
     ("meeting", None, Some(SignalType::SalesEvent), 8),
     ("email open", None, Some(SignalType::EmailOpen), 2),
     ("email click", None, Some(SignalType::EmailClick), 3),
@@ -190,7 +195,11 @@ fn normalise(text: &str) -> String {
 fn number(s: &str) -> Option<u64> {
     let digits: String = s.chars().filter(|c| c.is_ascii_digit()).collect();
     let n: u64 = digits.parse().ok()?;
-    Some(if s.to_ascii_lowercase().ends_with('k') { n * 1000 } else { n })
+    Some(if s.to_ascii_lowercase().ends_with('k') {
+        n * 1000
+    } else {
+        n
+    })
 }
 
 /// Employee ranges written as `200-1000 employees`, `200 to 1,000 employees`, `500+
@@ -199,8 +208,10 @@ fn employee_ranges(text: &str) -> Vec<EmployeeRange> {
     static RANGE: OnceLock<Regex> = OnceLock::new();
     static OPEN: OnceLock<Regex> = OnceLock::new();
     let range = RANGE.get_or_init(|| {
-        Regex::new(r"(?i)(\d[\d,]*k?)\s*(?:-|–|—|to)\s*(\d[\d,]*k?)\s*(?:employees|people|staff|fte)")
-            .expect("a valid pattern")
+        Regex::new(
+            r"(?i)(\d[\d,]*k?)\s*(?:-|–|—|to)\s*(\d[\d,]*k?)\s*(?:employees|people|staff|fte)",
+        )
+        .expect("a valid pattern")
     });
     let open = OPEN.get_or_init(|| {
         Regex::new(r"(?i)(?:(over|more than|at least|above|fewer than|less than|under|up to)\s+(\d[\d,]*k?)|(\d[\d,]*k?)\s*\+)\s*(?:employees|people|staff|fte)")
@@ -216,7 +227,11 @@ fn employee_ranges(text: &str) -> Vec<EmployeeRange> {
         })
         .collect();
     for c in open.captures_iter(text) {
-        let r = match (c.get(1).map(|m| m.as_str().to_lowercase()), c.get(2), c.get(3)) {
+        let r = match (
+            c.get(1).map(|m| m.as_str().to_lowercase()),
+            c.get(2),
+            c.get(3),
+        ) {
             (Some(w), Some(n), _) => {
                 let n = number(n.as_str());
                 if matches!(w.as_str(), "fewer than" | "less than" | "under" | "up to") {
@@ -265,19 +280,35 @@ pub fn criteria(m: &NewModel) -> (Criteria, Vec<String>) {
         }
     };
     let industries = words_in(&m.account_profile, INDUSTRIES);
-    if fill("industries", given.industries.is_empty(), !industries.is_empty()) {
+    if fill(
+        "industries",
+        given.industries.is_empty(),
+        !industries.is_empty(),
+    ) {
         c.industries = industries;
     }
     let excluded = words_in(&m.account_detractors, INDUSTRIES);
-    if fill("excluded_industries", given.excluded_industries.is_empty(), !excluded.is_empty()) {
+    if fill(
+        "excluded_industries",
+        given.excluded_industries.is_empty(),
+        !excluded.is_empty(),
+    ) {
         c.excluded_industries = excluded;
     }
     let segments = words_in(&m.account_profile, SEGMENTS);
-    if fill("market_segments", given.market_segments.is_empty(), !segments.is_empty()) {
+    if fill(
+        "market_segments",
+        given.market_segments.is_empty(),
+        !segments.is_empty(),
+    ) {
         c.market_segments = segments;
     }
     let ranges = employee_ranges(&m.account_profile);
-    if fill("employee_ranges", given.employee_ranges.is_empty(), !ranges.is_empty()) {
+    if fill(
+        "employee_ranges",
+        given.employee_ranges.is_empty(),
+        !ranges.is_empty(),
+    ) {
         c.employee_ranges = ranges;
     }
     let regions = words_in(&m.account_profile, REGIONS);
@@ -285,11 +316,19 @@ pub fn criteria(m: &NewModel) -> (Criteria, Vec<String>) {
         c.regions = regions;
     }
     let excluded = words_in(&m.account_detractors, REGIONS);
-    if fill("excluded_regions", given.excluded_regions.is_empty(), !excluded.is_empty()) {
+    if fill(
+        "excluded_regions",
+        given.excluded_regions.is_empty(),
+        !excluded.is_empty(),
+    ) {
         c.excluded_regions = excluded;
     }
     let seniorities = words_in(&m.contact_personas, SENIORITIES);
-    if fill("seniorities", given.seniorities.is_empty(), !seniorities.is_empty()) {
+    if fill(
+        "seniorities",
+        given.seniorities.is_empty(),
+        !seniorities.is_empty(),
+    ) {
         c.seniorities = seniorities;
     }
     let titles = words_in(&m.contact_personas, DEPARTMENTS);
@@ -297,15 +336,27 @@ pub fn criteria(m: &NewModel) -> (Criteria, Vec<String>) {
         c.titles = titles;
     }
     let non_buyers = words_in(&m.contact_detractors, NON_BUYERS);
-    if fill("excluded_titles", given.excluded_titles.is_empty(), !non_buyers.is_empty()) {
+    if fill(
+        "excluded_titles",
+        given.excluded_titles.is_empty(),
+        !non_buyers.is_empty(),
+    ) {
         c.excluded_titles = non_buyers;
     }
     let positive = behaviours(&m.positive_signals);
-    if fill("positive_signals", given.positive_signals.is_empty(), !positive.is_empty()) {
+    if fill(
+        "positive_signals",
+        given.positive_signals.is_empty(),
+        !positive.is_empty(),
+    ) {
         c.positive_signals = positive;
     }
     let negative = behaviours(&m.negative_signals);
-    if fill("negative_signals", given.negative_signals.is_empty(), !negative.is_empty()) {
+    if fill(
+        "negative_signals",
+        given.negative_signals.is_empty(),
+        !negative.is_empty(),
+    ) {
         c.negative_signals = negative;
     }
     (c, derived)
@@ -339,7 +390,10 @@ mod tests {
         assert_eq!(c.regions, ["north america"]);
         assert_eq!(
             c.employee_ranges,
-            [EmployeeRange { min: Some(200), max: Some(1000) }]
+            [EmployeeRange {
+                min: Some(200),
+                max: Some(1000)
+            }]
         );
         assert!(c.seniorities.contains(&"cmo".to_string()));
         assert!(c.seniorities.contains(&"vp".to_string()));
@@ -348,18 +402,28 @@ mod tests {
         assert!(c.titles.contains(&"revenue".to_string()));
         assert_eq!(c.excluded_industries, ["education", "agencies"]);
         assert_eq!(c.excluded_titles, ["student", "recruiter"]);
-        assert!(c.positive_signals.iter().any(|s| s.name.as_deref() == Some("demo")));
+        assert!(c
+            .positive_signals
+            .iter()
+            .any(|s| s.name.as_deref() == Some("demo")));
         assert!(c
             .positive_signals
             .iter()
             .any(|s| s.signal_type == Some(SignalType::ProductActivity)));
-        assert!(c.negative_signals.iter().any(|s| s.name.as_deref() == Some("unsubscribe")));
+        assert!(c
+            .negative_signals
+            .iter()
+            .any(|s| s.name.as_deref() == Some("unsubscribe")));
         assert!(derived.contains(&"employee_ranges".to_string()));
     }
 
     #[test]
     fn given_criteria_win_and_open_ranges_read() {
-        let mut m = model("Companies with 500+ employees or fewer than 20 people", "", "");
+        let mut m = model(
+            "Companies with 500+ employees or fewer than 20 people",
+            "",
+            "",
+        );
         m.criteria = Some(Criteria {
             industries: vec!["fintech".into()],
             ..Criteria::default()
@@ -370,8 +434,14 @@ mod tests {
         assert_eq!(
             c.employee_ranges,
             [
-                EmployeeRange { min: Some(500), max: None },
-                EmployeeRange { min: None, max: Some(20) }
+                EmployeeRange {
+                    min: Some(500),
+                    max: None
+                },
+                EmployeeRange {
+                    min: None,
+                    max: Some(20)
+                }
             ]
         );
     }

@@ -109,9 +109,10 @@ impl EvalRuleDef {
             return Err("`conditions` needs at least one condition".into());
         }
         for (i, c) in self.conditions.iter().enumerate() {
-            if !FIELD_SCOPES.iter().any(|s| {
-                c.field.starts_with(s) && crate::path::is_valid(&c.field[s.len()..])
-            }) {
+            if !FIELD_SCOPES
+                .iter()
+                .any(|s| c.field.starts_with(s) && crate::path::is_valid(&c.field[s.len()..]))
+            {
                 return Err(format!(
                     "conditions[{i}].field `{}` must start with lead., traits., product_org. or account.",
                     c.field
@@ -273,12 +274,17 @@ mod tests {
         let c = cond("equals", json!("Acme "), false);
         assert!(c.holds(Some(json!("acme"))));
         assert!(!c.holds(None), "empty fails");
-        assert!(cond("equals", json!("x"), true).holds(None), "allowed empty");
+        assert!(
+            cond("equals", json!("x"), true).holds(None),
+            "allowed empty"
+        );
         assert!(!cond("not_equals", json!("x"), false).holds(Some(json!(""))));
         assert!(cond("gt", json!(100), false).holds(Some(json!("250"))));
         assert!(!cond("gt", json!(100), false).holds(Some(json!(99.5))));
         assert!(cond("lte", json!("2026-01-02"), false).holds(Some(json!("2026-01-01T23:00:00Z"))));
-        assert!(cond("equals", json!("2026-01-01"), false).holds(Some(json!("2026-01-01T23:00:00Z"))));
+        assert!(
+            cond("equals", json!("2026-01-01"), false).holds(Some(json!("2026-01-01T23:00:00Z")))
+        );
         assert!(cond("contains", json!("SAAS"), false).holds(Some(json!("B2B SaaS"))));
         assert!(cond("not_contains", json!("edu"), false).holds(Some(json!("acme.com"))));
         assert!(cond("equals", json!(true), false).holds(Some(json!("TRUE"))));

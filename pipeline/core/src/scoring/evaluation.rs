@@ -164,6 +164,18 @@ pub struct Evaluation {
     pub basis_pos: u64,
     /// `deterministic`, or `llm:<model>`.
     pub scorer: String,
+    /// The dimension scores behind the tier (0–100), when the scorer reports them.
+    #[serde(default)]
+    pub dimensions: Dimensions,
+}
+
+/// The deterministic scorer's dimension scores, each 0–100: fit to the ICP, intent from
+/// signals, and product usage (when the lead has a product org).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dimensions {
+    pub fit: Option<u32>,
+    pub intent: Option<u32>,
+    pub usage: Option<u32>,
 }
 
 /// The id of the evaluation of `lead_id` over signals up to `basis_pos` at `at`: the same
