@@ -43,6 +43,20 @@ impl IdKind {
             IdKind::DeviceId => "device_id",
         }
     }
+
+    pub fn parse(s: &str) -> Option<IdKind> {
+        [
+            IdKind::Email,
+            IdKind::UserId,
+            IdKind::ProductUserId,
+            IdKind::CrmId,
+            IdKind::MapId,
+            IdKind::AnonymousId,
+            IdKind::DeviceId,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
 }
 
 /// A node of the identity graph.

@@ -286,6 +286,7 @@ mod tests {
         );
         let tick = LogEntry::Config(ConfigEvent::Scoring(crate::scoring::ScoringEvent::Tick {
             at: 7,
+            org_id: Some(OrgId(2)),
         }));
         assert_eq!(LogEntry::decode(&tick.encode()).unwrap(), tick);
         let e = LogEntry::Evaluation(Box::new(crate::scoring::Evaluation {

@@ -22,6 +22,9 @@ pub async fn dump(log: LogOpts) -> anyhow::Result<()> {
                 json!({"position": pos, "kind": "product_org_update", "update": v})
             }
             LogEntry::Config(c) => json!({"position": pos, "kind": "config", "config": redact(c)}),
+            LogEntry::Evaluation(e) => {
+                json!({"position": pos, "kind": "evaluation", "evaluation": e})
+            }
         };
         if let Err(e) = writeln!(out, "{line}") {
             write_err = Some(e);

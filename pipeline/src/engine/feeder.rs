@@ -12,13 +12,16 @@ use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
 use trailspark_core::dedup::FirstSeen;
+use trailspark_core::scoring::Evaluation;
 use trailspark_core::tenancy::ConfigEvent;
 use trailspark_core::LogEntry;
+use trailspark_operators::eligibility::{Env, EvalMark};
 use trailspark_operators::product_orgs::ProductOrgUpdate;
 use trailspark_operators::rules::{RuleBook, RuleChange, RuleVersion};
 use trailspark_operators::usage::Meter;
-use trailspark_operators::{Org, Signal};
+use trailspark_operators::{Ident, Org, Signal};
 
+use super::scoring::ScoringFeed;
 use super::{FeedQueue, Side};
 
 /// One epoch for a worker: its share of the inputs (worker 0 gets them all; operators
@@ -33,6 +36,12 @@ pub(super) struct Epoch {
     pub counted: Vec<((Org, u32, Meter), isize)>,
     pub rules: Vec<(RuleVersion, isize)>,
     pub product_orgs: Vec<ProductOrgUpdate>,
+    /// Evaluations read (worker 0 hands them to the read models) and the marks they leave
+    /// on their leads.
+    pub evaluations: Vec<Arc<Evaluation>>,
+    pub marks: Vec<(Ident, EvalMark)>,
+    /// Changes of the orgs' scoring environments.
+    pub env: Vec<((Org, Env), isize)>,
     /// The last log position fed, this epoch included.
     pub upto: u64,
     /// A side epoch: changes from the hot window, not from the log (see the module doc).
@@ -59,6 +68,7 @@ pub(super) struct Inputs {
     pub sides: u64,
     /// The latest receipt time fed (see [`super::Engine::log_clock`]).
     pub clock: Arc<AtomicI64>,
+    pub scoring: ScoringFeed,
 }
 
 /// Converts a rule config event into a rule-book change (public for tests that compute the
@@ -169,6 +179,14 @@ impl Inputs {
                 LogEntry::Config(e) => {
                     if let Some(change) = rule_change(e) {
                         epoch.rules.extend(self.book.apply(*pos, change));
+                    }
+                    self.scoring.config(e, &mut epoch.env);
+                }
+                LogEntry::Evaluation(e) => {
+                    let e = Arc::new(Evaluation::clone(e));
+                    if let Some(mark) = self.scoring.evaluation(&e) {
+                        epoch.marks.push(mark);
+                        epoch.evaluations.push(e);
                     }
                 }
                 LogEntry::ProductOrgUpdate(p) if !p.product_org_id.is_empty() => epoch

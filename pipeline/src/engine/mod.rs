@@ -20,6 +20,7 @@
 //! instead of growing memory.
 
 mod feeder;
+mod scoring;
 mod stats;
 mod worker;
 
@@ -190,6 +191,7 @@ impl Engine {
             upto: 0,
             sides: 0,
             clock: clock.clone(),
+            scoring: Default::default(),
         };
         let q = queue.clone();
         let epoch_entries = cfg.epoch_entries.max(1);

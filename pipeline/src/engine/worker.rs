@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use differential_dataflow::input::Input;
 use timely::dataflow::ProbeHandle;
+use trailspark_operators::eligibility::{eligibility, Env, EvalMark};
 use trailspark_operators::graph::build;
 use trailspark_operators::identity::IdentityConfig;
 use trailspark_operators::product_orgs::{product_orgs, ProductOrgUpdate};
 use trailspark_operators::rules::RuleVersion;
 use trailspark_operators::usage::Meter;
-use trailspark_operators::{Org, Signal};
+use trailspark_operators::{Ident, Org, Signal};
 use trailspark_sinks::read_models::Update;
 
 use super::feeder::{Epoch, Feed};
@@ -27,13 +28,16 @@ pub(super) fn run(
     let index = worker.index();
     let stats = stats::ArrangementStats::enable(worker);
     let probe = ProbeHandle::new();
-    let (mut signals_in, mut counted_in, mut rules_in, mut orgs_in) =
+    let (mut signals_in, mut counted_in, mut rules_in, mut orgs_in, mut marks_in, mut env_in) =
         worker.dataflow::<u64, _, _>(|scope| {
             let (signals_in, signals) = scope.new_collection::<Signal, isize>();
             let (counted_in, counted) = scope.new_collection::<(Org, u32, Meter), isize>();
             let (rules_in, rules) = scope.new_collection::<RuleVersion, isize>();
             let (orgs_in, updates) = scope.new_collection::<ProductOrgUpdate, isize>();
+            let (marks_in, marks) = scope.new_collection::<(Ident, EvalMark), isize>();
+            let (env_in, env) = scope.new_collection::<(Org, Env), isize>();
             let out = build(signals, counted, rules, identity);
+            let eligible = eligibility(out.activity, marks, env);
             macro_rules! sink {
                 ($coll:expr, $variant:ident) => {{
                     let tx = tx.clone();
@@ -55,7 +59,8 @@ pub(super) fn run(
             sink!(out.usage, Usage);
             sink!(out.leads, Leads);
             sink!(product_orgs(updates), ProductOrgs);
-            (signals_in, counted_in, rules_in, orgs_in)
+            sink!(eligible, Eligibility);
+            (signals_in, counted_in, rules_in, orgs_in, marks_in, env_in)
         });
     // (time the epoch closes at, log position and side epochs it covers)
     let mut closing: VecDeque<(u64, u64, u64)> = VecDeque::new();
@@ -75,6 +80,9 @@ pub(super) fn run(
                 counted,
                 rules,
                 product_orgs,
+                evaluations,
+                marks,
+                env,
                 upto,
                 side,
                 sides,
@@ -93,6 +101,16 @@ pub(super) fn run(
                 for u in product_orgs {
                     orgs_in.update_at(u, now, 1);
                 }
+                for m in marks {
+                    marks_in.update_at(m, now, 1);
+                }
+                for (e, d) in env {
+                    env_in.update_at(e, now, d);
+                }
+                if !evaluations.is_empty() {
+                    let v = evaluations.into_iter().map(|e| (e, now)).collect();
+                    let _ = tx.send(Update::Evaluations(v));
+                }
                 let next = if side {
                     now + 1
                 } else {
@@ -102,10 +120,14 @@ pub(super) fn run(
                 counted_in.advance_to(next);
                 rules_in.advance_to(next);
                 orgs_in.advance_to(next);
+                marks_in.advance_to(next);
+                env_in.advance_to(next);
                 signals_in.flush();
                 counted_in.flush();
                 rules_in.flush();
                 orgs_in.flush();
+                marks_in.flush();
+                env_in.flush();
                 closing.push_back((next - 1, upto, sides));
             }
             Err(RecvTimeoutError::Timeout) => {}

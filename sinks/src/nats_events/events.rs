@@ -136,6 +136,13 @@ pub fn events_of(pos: u64, changes: &[Change], limit: &dyn Fn(u64, Meter) -> u64
                     }),
                 ));
             }
+            Change::LeadEvaluated(e) => out.push(event(
+                e.org_id.0,
+                "lead_evaluated",
+                event_id(&["lead.evaluated", &e.id]),
+                pos,
+                crate::read_models::scoring::evaluation_json(e),
+            )),
             Change::Usage {
                 org,
                 month,

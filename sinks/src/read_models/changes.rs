@@ -33,6 +33,8 @@ pub enum Change {
         key: SignalKey,
         processed: Processed,
     },
+    /// A lead was evaluated.
+    LeadEvaluated(std::sync::Arc<trailspark_core::scoring::Evaluation>),
     /// A usage meter moved.
     Usage {
         org: Org,
@@ -107,7 +109,7 @@ pub fn coalesce(changes: Vec<Change>) -> Vec<Change> {
                     });
                 }
             },
-            merged @ Change::IdentityMerged { .. } => out.push(merged),
+            c @ (Change::IdentityMerged { .. } | Change::LeadEvaluated(_)) => out.push(c),
         }
     }
     out
@@ -216,6 +218,17 @@ impl Models {
                             old: before,
                             new: now,
                         });
+                    }
+                }
+            }
+            Batch::Evaluations(v) => {
+                for e in v {
+                    if self
+                        .org_mut(e.org_id.0)
+                        .scoring
+                        .insert_evaluation(e.clone())
+                    {
+                        out.push(Change::LeadEvaluated(e));
                     }
                 }
             }

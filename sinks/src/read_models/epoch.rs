@@ -12,7 +12,11 @@
 //! Net changes per completed position make the result independent of how the workers batch
 //! and order their output.
 
+use std::sync::Arc;
+
 use differential_dataflow::consolidation::consolidate;
+use trailspark_core::scoring::Evaluation;
+use trailspark_operators::eligibility::Eligibility;
 use trailspark_operators::groups::{GroupKey, GroupRow};
 use trailspark_operators::identity::SignalKey;
 use trailspark_operators::leads::LeadProfile;
@@ -35,6 +39,7 @@ pub type GroupsRow = ((Org, GroupKey), GroupRow);
 pub type UsageRow = ((Org, u32, Meter), isize);
 pub type LeadRow = (Ident, LeadProfile);
 pub type ProductOrgRow = ((Org, String), ProductOrg);
+pub type EligibilityRow = (Ident, Eligibility);
 
 /// A change of one output, as sent by a worker.
 pub enum Update {
@@ -45,6 +50,10 @@ pub enum Update {
     Usage(Timed<UsageRow>),
     Leads(Timed<LeadRow>),
     ProductOrgs(Timed<ProductOrgRow>),
+    Eligibility(Timed<EligibilityRow>),
+    /// Evaluations read from the log (not a dataflow output: they only ever arrive), with
+    /// the time of the epoch they were read in.
+    Evaluations(Vec<(Arc<Evaluation>, u64)>),
     /// Every change up to logical time `time` has been sent; the log is applied up to `pos`
     /// and the hot window's side epochs up to the `sides`th.
     Applied {
@@ -63,6 +72,8 @@ pub enum Batch {
     Usage(Changes<UsageRow>),
     Leads(Changes<LeadRow>),
     ProductOrgs(Changes<ProductOrgRow>),
+    Eligibility(Changes<EligibilityRow>),
+    Evaluations(Vec<Arc<Evaluation>>),
 }
 
 /// Changes received for positions that are not yet complete.
@@ -75,6 +86,8 @@ pub struct Held {
     usage: Timed<UsageRow>,
     leads: Timed<LeadRow>,
     product_orgs: Timed<ProductOrgRow>,
+    eligibility: Timed<EligibilityRow>,
+    evaluations: Vec<(Arc<Evaluation>, u64)>,
 }
 
 /// Takes the changes at times up to `upto` out of `held`, consolidated. When all of them are
@@ -109,6 +122,8 @@ impl Held {
             Update::Usage(v) => self.usage.extend(v),
             Update::Leads(v) => self.leads.extend(v),
             Update::ProductOrgs(v) => self.product_orgs.extend(v),
+            Update::Eligibility(v) => self.eligibility.extend(v),
+            Update::Evaluations(v) => self.evaluations.extend(v),
             Update::Applied { time, pos, sides } => return Some((time, pos, sides)),
         }
         None
@@ -117,7 +132,11 @@ impl Held {
     /// The net changes up to `upto`, in the order downstream events should follow: a lead
     /// exists before identifiers join it, and both before the signals attributed to it. An
     /// output without changes yields an empty batch, which applies as nothing.
-    pub fn settle(&mut self, upto: u64) -> [Batch; 7] {
+    pub fn settle(&mut self, upto: u64) -> [Batch; 9] {
+        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.evaluations)
+            .into_iter()
+            .partition(|(_, t)| *t <= upto);
+        self.evaluations = later;
         [
             Batch::Leads(settle(&mut self.leads, upto)),
             Batch::Membership(settle(&mut self.membership, upto)),
@@ -126,6 +145,9 @@ impl Held {
             Batch::Groups(settle(&mut self.groups, upto)),
             Batch::Usage(settle(&mut self.usage, upto)),
             Batch::ProductOrgs(settle(&mut self.product_orgs, upto)),
+            // Evaluations before the eligibility they change: both land in the same apply.
+            Batch::Evaluations(now.into_iter().map(|(e, _)| e).collect()),
+            Batch::Eligibility(settle(&mut self.eligibility, upto)),
         ]
     }
 }

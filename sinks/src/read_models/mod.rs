@@ -9,7 +9,8 @@
 //! - [`retention`]: retiring old signals and rehydrating archived ones;
 //! - [`processed`]: the compact per-signal records;
 //! - `stamp`: the outcome each archive row is written with;
-//! - [`cold`]: the hot window's index of signals out of the dataflow.
+//! - [`cold`]: the hot window's index of signals out of the dataflow;
+//! - [`scoring`]: eligibility, evaluation candidates and evaluations per org.
 //!
 //! Readers see a consistent state: models change under one lock per completed position, and
 //! a reader can wait until [`ReadModels::applied`] reaches the position of a write it made.
@@ -20,6 +21,7 @@ pub mod epoch;
 pub mod models;
 pub mod processed;
 mod retention;
+pub mod scoring;
 mod stamp;
 #[cfg(test)]
 mod tests;
@@ -98,7 +100,7 @@ impl ReadModels {
         let mut pending: Vec<Change> = Vec::new();
         let mut ready: Vec<(u64, Vec<Change>)> = Vec::new();
         while let Ok(first) = rx.recv() {
-            let mut settled: Vec<(u64, [Batch; 7])> = Vec::new();
+            let mut settled: Vec<(u64, [Batch; 9])> = Vec::new();
             let mut sides = 0;
             let mut next = Some(first);
             while let Some(u) = next {

@@ -121,6 +121,8 @@ pub struct OrgModels {
     pub retention: Retention,
     /// Archived signals brought back into live state, by id, until when (Unix ms).
     pub rehydrated: HashMap<u64, i64>,
+    /// Eligibility, evaluation candidates and evaluations.
+    pub scoring: super::scoring::ScoringModels,
 }
 
 impl OrgModels {
@@ -296,6 +298,21 @@ impl Models {
                     } else {
                         orgs.insert(id, po);
                     }
+                }
+            }
+            Batch::Eligibility(v) => {
+                for ((lead, e), d) in ordered(v) {
+                    let scoring = &mut self.org_mut(lead.org).scoring;
+                    if d < 0 {
+                        scoring.retract_eligibility(&lead, &e);
+                    } else {
+                        scoring.insert_eligibility(lead, e);
+                    }
+                }
+            }
+            Batch::Evaluations(v) => {
+                for e in v {
+                    self.org_mut(e.org_id.0).scoring.insert_evaluation(e);
                 }
             }
         }

@@ -47,10 +47,14 @@ pub enum ScoringEvent {
         model_id: u64,
         at: i64,
     },
-    /// The evaluator's clock: a batch evaluation as of `at` (ms). The dataflow measures
-    /// lookback windows and cooldowns against the latest tick, so a replay derives the same
-    /// eligible leads the batch saw.
-    Tick { at: i64 },
+    /// The evaluator's clock: a batch evaluation as of `at` (ms), for every org, or for one
+    /// (a manual evaluation). The dataflow measures lookback windows and cooldowns against
+    /// the latest tick, so a replay derives the same eligible leads the evaluator saw.
+    Tick {
+        at: i64,
+        #[serde(default)]
+        org_id: Option<OrgId>,
+    },
 }
 
 /// An evaluation rule as the API shows it.
@@ -139,7 +143,7 @@ impl ScoringState {
                     self.active.insert(*org_id, *model_id);
                 }
             }
-            ScoringEvent::Tick { at } => self.clock = self.clock.max(*at),
+            ScoringEvent::Tick { at, .. } => self.clock = self.clock.max(*at),
         }
     }
 

@@ -1,0 +1,98 @@
+//! An org's scoring models: each lead's eligibility (from the dataflow), the leads an
+//! evaluation may run for now, and the evaluations themselves (from the log), by lead and by
+//! time, with the Evaluations meter.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use trailspark_core::scoring::{month_of, Evaluation, Trigger};
+use trailspark_core::time::rfc3339;
+use trailspark_operators::eligibility::{Eligibility, Standing};
+use trailspark_operators::Ident;
+
+/// One org's scoring state.
+#[derive(Default)]
+pub struct ScoringModels {
+    pub eligibility: HashMap<Ident, Eligibility>,
+    /// Leads eligible now, with the trigger that makes them so: what the evaluator takes.
+    pub candidates: BTreeMap<Ident, Trigger>,
+    /// Public lead id → its evaluations, oldest first.
+    pub by_lead: HashMap<String, Vec<Arc<Evaluation>>>,
+    /// Every evaluation by (time, id): the evaluations list pages through it.
+    pub by_time: BTreeMap<(i64, String), Arc<Evaluation>>,
+    ids: HashSet<String>,
+    /// Evaluations per month (`YYYYMM`): the Evaluations meter.
+    pub per_month: HashMap<u32, u64>,
+}
+
+impl ScoringModels {
+    pub(super) fn retract_eligibility(&mut self, lead: &Ident, e: &Eligibility) {
+        if self.eligibility.get(lead) == Some(e) {
+            self.eligibility.remove(lead);
+            self.candidates.remove(lead);
+        }
+    }
+
+    pub(super) fn insert_eligibility(&mut self, lead: Ident, e: Eligibility) {
+        match e.standing {
+            Standing::Eligible(t) => {
+                self.candidates.insert(lead.clone(), t);
+            }
+            _ => {
+                self.candidates.remove(&lead);
+            }
+        }
+        self.eligibility.insert(lead, e);
+    }
+
+    /// Records an evaluation; `false` when its id was recorded already (a retried append).
+    pub(super) fn insert_evaluation(&mut self, e: Arc<Evaluation>) -> bool {
+        if !self.ids.insert(e.id.clone()) {
+            return false;
+        }
+        *self.per_month.entry(month_of(e.evaluated_at)).or_default() += 1;
+        self.by_time
+            .insert((e.evaluated_at, e.id.clone()), e.clone());
+        let v = self.by_lead.entry(e.lead_id.clone()).or_default();
+        let at = v.partition_point(|x| (x.evaluated_at, &x.id) <= (e.evaluated_at, &e.id));
+        v.insert(at, e);
+        true
+    }
+
+    /// The lead's latest evaluation.
+    pub fn latest(&self, lead_id: &str) -> Option<&Arc<Evaluation>> {
+        self.by_lead.get(lead_id).and_then(|v| v.last())
+    }
+
+    /// Evaluations run in `month` (`YYYYMM`).
+    pub fn evaluations_in(&self, month: u32) -> u64 {
+        self.per_month.get(&month).copied().unwrap_or(0)
+    }
+}
+
+/// An evaluation as the API, SQL and change events show it.
+pub fn evaluation_json(e: &Evaluation) -> Value {
+    json!({
+        "id": e.id,
+        "lead_id": e.lead_id,
+        "account_id": e.account_id,
+        "score": e.score,
+        "raw_score": e.raw_score,
+        "confidence": e.confidence,
+        "confidence_gate_applied": e.confidence_gate_applied,
+        "reasoning": e.reasoning,
+        "contributions": e.contributions,
+        "propensity": e.propensity,
+        "trigger": e.trigger,
+        "evaluated_at": rfc3339(e.evaluated_at),
+        "cooldown_until": e.cooldown_until.map(rfc3339),
+        "model_id": e.model_id,
+        "model_version": e.model_version,
+        "scorer": e.scorer,
+        "fit": e.dimensions.fit,
+        "intent": e.dimensions.intent,
+        "usage": e.dimensions.usage,
+        "basis_position": e.basis_pos,
+    })
+}
