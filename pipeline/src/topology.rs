@@ -7,7 +7,8 @@
 //!    archiver and the engine: the log's tail fans out to both);
 //! 4. the handles: the **control plane** (admin), the **ingest handle** (admission + log),
 //!    **SQL** and its archive lookups;
-//! 5. the **services** (hot window, retention) and the **sources** (HTTP, NATS).
+//! 5. the **services** (hot window, retention, the evaluator) and the **sources** (HTTP,
+//!    NATS).
 //!
 //! Each part receives, when it is made, the narrow handles it needs; nothing is filled in
 //! later. [`Server::run`] serves until shutdown.
@@ -20,6 +21,7 @@ use trailspark_core::tenancy::{OrgId, SharedRegistry};
 use trailspark_operators::usage::Meter;
 use trailspark_queries::lookup::LookupLimits;
 use trailspark_queries::{Live, SqlEngine, SqlError};
+use trailspark_sinks::archive::evaluations::EvaluationArchive;
 use trailspark_sinks::archive::{ArchiveError, Archiver};
 use trailspark_sinks::nats_events::{self, EventSettings, EventsError, EventsStatus};
 use trailspark_sinks::read_models::{ReadModels, ReadStamper};
@@ -35,6 +37,7 @@ use crate::ingest::IngestHandle;
 use crate::log::nats::{connect, ConnectError};
 use crate::log::open::{open, OpenError, Opened};
 use crate::log::{Follower, Followers};
+use crate::services::evaluator::Evaluator;
 use crate::services::hot::{HotConfig, HotWindow};
 use crate::services::retention::RetentionService;
 
@@ -67,8 +70,18 @@ pub struct Server {
     pub first_start: bool,
     pub http: HttpLimits,
     hot: Option<Arc<HotWindow>>,
+    evaluation_archive: Arc<EvaluationArchive>,
     /// Holds the data directory's lock for as long as the server runs.
     _opened: Opened,
+}
+
+/// The evaluations' archive follows the log too.
+pub struct EvaluationArchiveFollower(pub Arc<EvaluationArchive>);
+
+impl Follower for EvaluationArchiveFollower {
+    fn follow(&self, entries: &crate::log::Committed) {
+        self.0.offer(entries);
+    }
 }
 
 /// The archiver follows the log: it is handed every committed entry, in log order.
@@ -129,22 +142,27 @@ pub async fn build(cfg: &ServeConfig) -> Result<Server, BuildError> {
         }
         _ => Arc::new(ReadModels::default()),
     };
-    let engine = Engine::with_models(cfg.dataflow.engine_config(), read.clone());
+    let mut engine_cfg = cfg.dataflow.engine_config();
+    engine_cfg.eligibility = cfg.evaluation.evaluation;
+    let engine = Engine::with_models(engine_cfg, read.clone());
 
     // 2. The archiver.
     let archive_loc = cfg.archive.location(&cfg.log.data_dir)?;
     loc.archive = Some(archive_loc.clone());
     let archiver = Archiver::open(
-        archive_loc,
+        archive_loc.clone(),
         cfg.archive.config(),
         Arc::new(ReadStamper(read.clone())),
     )
     .await?;
+    let evaluation_archive =
+        EvaluationArchive::open(archive_loc, cfg.archive.config().max_age).await?;
 
     // 3. The log, replayed into the registry, the archiver and the engine, which then
     // follow its tail.
     let followers = Followers::new(vec![
         Arc::new(ArchiveFollower(archiver.clone())) as Arc<dyn Follower>,
+        Arc::new(EvaluationArchiveFollower(evaluation_archive.clone())),
         engine.clone(),
     ]);
     let opened = open(&loc, &registry, followers, client.clone()).await?;
@@ -223,6 +241,14 @@ pub async fn build(cfg: &ServeConfig) -> Result<Server, BuildError> {
         }
         None => None,
     };
+    let evaluator = cfg.evaluation.evaluation.then(|| {
+        Evaluator::new(
+            control.clone(),
+            registry.clone(),
+            read.clone(),
+            cfg.evaluation.evaluator_config(),
+        )
+    });
     let lookup = sql.lookup(LookupLimits::default());
     let api = Arc::new(Api {
         control,
@@ -234,6 +260,7 @@ pub async fn build(cfg: &ServeConfig) -> Result<Server, BuildError> {
         archiver,
         retention,
         nats,
+        evaluator,
     });
     Ok(Server {
         api,
@@ -242,6 +269,7 @@ pub async fn build(cfg: &ServeConfig) -> Result<Server, BuildError> {
         first_start,
         http,
         hot,
+        evaluation_archive,
         _opened: opened,
     })
 }
@@ -258,9 +286,13 @@ impl Server {
         let mut tasks = vec![
             tokio::spawn(archiver.clone().run()),
             tokio::spawn(self.api.retention.clone().run()),
+            tokio::spawn(self.evaluation_archive.clone().run()),
         ];
         if let Some(hot) = &self.hot {
             tasks.push(tokio::spawn(hot.clone().run_rehydrator()));
+        }
+        if let Some(evaluator) = &self.api.evaluator {
+            tasks.push(tokio::spawn(evaluator.clone().run()));
         }
         crate::http::serve(self.api.clone(), listener, self.http, shutdown).await;
         for t in tasks {
@@ -269,6 +301,9 @@ impl Server {
         // What is buffered is in the log too; writing it now just saves the next start a
         // replay, so it gets a bounded time (the dataflow may be behind, and files wait for
         // it).
+        if let Err(e) = self.evaluation_archive.flush(true).await {
+            tracing::warn!(error = %e, "Could not write the evaluations' buffers at shutdown.");
+        }
         match tokio::time::timeout(Duration::from_secs(20), archiver.flush(true)).await {
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "Could not write the archive's buffers at shutdown.")

@@ -211,13 +211,51 @@ fn setup(s: &Server) -> BTreeMap<&'static str, String> {
     let staging = new_key(json!({"name": "to revoke", "endpoint_type": "signal_staging"}));
     let product = new_key(json!({"name": "Product", "endpoint_type": "product_org",
                                  "template": {"product_org_id": "groupId"}}));
-    let rule = call(
+    call(
         s,
         Method::POST,
         "/api/mapping-rules",
         Some(json!({"name": "Tests", "signal_type": "Sales Event",
                     "conditions": [{"field": "event_name", "op": "equals", "value": "test"}],
                     "mappings": [{"field": "email", "path": "email"}]})),
+    );
+    // The lead is eligible for evaluation: three mapped signals of two types.
+    call(
+        s,
+        Method::POST,
+        "/api/mapping-rules",
+        Some(json!({"name": "Pricing", "signal_type": "Page View",
+                    "conditions": [{"field": "event", "op": "equals", "value": "Pricing Viewed"}],
+                    "mappings": [{"field": "email", "path": "email"}], "reprocess": true})),
+    );
+    for (i, event) in ["test", "Pricing Viewed", "Pricing Viewed"]
+        .iter()
+        .enumerate()
+    {
+        post(json!({"event": event, "email": "test@example.com", "n": i}));
+    }
+    // The rule the README's examples edit and delete (not one the lead's signals need).
+    let rule = call(
+        s,
+        Method::POST,
+        "/api/mapping-rules",
+        Some(
+            json!({"name": "Edited by the README", "signal_type": "Sales Event",
+                    "conditions": [{"field": "event", "op": "equals", "value": "Nothing"}],
+                    "mappings": [{"field": "email", "path": "email"}]}),
+        ),
+    );
+    let model = call(
+        s,
+        Method::POST,
+        "/api/icp-models",
+        Some(json!({"name": "ICP", "account_profile": "B2B SaaS companies."})),
+    );
+    let eval_rule = call(
+        s,
+        Method::POST,
+        "/api/evaluation-rules",
+        Some(json!({"name": "Any", "conditions": [{"field": "lead.email", "op": "is_not_empty"}]})),
     );
     let text = |v: &Value| match v {
         Value::String(s) => s.clone(),
@@ -236,6 +274,8 @@ fn setup(s: &Server) -> BTreeMap<&'static str, String> {
         ("LEAD", text(&lead["id"])),
         ("GROUP", text(&groups["groups"][0]["id"])),
         ("RULE", text(&rule["id"])),
+        ("MODEL", text(&model["id"])),
+        ("EVAL_RULE", text(&eval_rule["id"])),
     ])
 }
 

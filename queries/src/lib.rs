@@ -14,6 +14,7 @@ pub mod explorer;
 pub mod lookup;
 pub mod output;
 mod pool;
+pub mod scoring;
 pub mod shape;
 
 use std::sync::Arc;

@@ -220,11 +220,8 @@ pub(super) fn fit(lead: &LeadInput, c: &Criteria) -> Fit {
             );
         }
     }
-    let known_share = if t.asked == 0 {
-        50
-    } else {
-        t.known * 100 / t.asked
-    };
+    // Nothing asked: no evidence either way.
+    let known_share = (t.known * 100).checked_div(t.asked).unwrap_or(50);
     Fit {
         score: 50.0 + t.points,
         account_score: 50.0 + t.account,

@@ -9,6 +9,7 @@
 //! as the API refuses an unknown field: a typo must not silently leave a default in place.
 //! `deploy/trailspark.toml` lists every key.
 
+mod evaluation;
 mod opts;
 
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use clap::{ArgMatches, Args};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use self::evaluation::{EvaluationOpts, Interval};
 pub use self::opts::{ArchiveOpts, DataflowOpts, HttpOpts, LogOpts, NatsAuthOpts, NatsServeOpts};
 
 /// Everything `serve` runs with.
@@ -50,6 +52,9 @@ pub struct ServeConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub nats: NatsServeOpts,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub evaluation: EvaluationOpts,
 }
 
 /// Why the configuration could not be read.

@@ -64,6 +64,8 @@ pub struct EngineConfig {
     /// read, so it is kept small: at 100,000 an identify took 449 ms to show instead of 3.
     /// `None`: no idle merging.
     pub idle_merge_effort: Option<isize>,
+    /// Whether the dataflow derives leads' eligibility for evaluation.
+    pub eligibility: bool,
 }
 
 impl Default for EngineConfig {
@@ -75,6 +77,7 @@ impl Default for EngineConfig {
             queue_entries: 1_000_000,
             epoch_entries: 20_000,
             idle_merge_effort: Some(1_000),
+            eligibility: true,
         }
     }
 }
@@ -155,6 +158,7 @@ impl Engine {
         let receivers = Arc::new(Mutex::new(receivers));
         let update_tx = Arc::new(Mutex::new(update_tx));
         let identity = cfg.identity.clone();
+        let eligibility = cfg.eligibility;
         let idle_merge = cfg.idle_merge_effort;
         std::thread::Builder::new()
             .name("timely".into())
@@ -169,7 +173,7 @@ impl Engine {
                         .take()
                         .expect("one receiver per worker");
                     let tx = update_tx.lock().unwrap().clone();
-                    worker::run(worker, rx, tx, &identity);
+                    worker::run(worker, rx, tx, &identity, eligibility);
                 });
                 match guards {
                     Ok(g) => drop(g),

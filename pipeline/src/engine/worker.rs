@@ -24,6 +24,7 @@ pub(super) fn run(
     rx: Receiver<Feed>,
     tx: Sender<Update>,
     identity: &IdentityConfig,
+    with_eligibility: bool,
 ) {
     let index = worker.index();
     let stats = stats::ArrangementStats::enable(worker);
@@ -37,7 +38,8 @@ pub(super) fn run(
             let (marks_in, marks) = scope.new_collection::<(Ident, EvalMark), isize>();
             let (env_in, env) = scope.new_collection::<(Org, Env), isize>();
             let out = build(signals, counted, rules, identity);
-            let eligible = eligibility(out.activity, marks, env);
+            // Without evaluation the stage is not built (its inputs stay empty).
+            let eligible = with_eligibility.then(|| eligibility(out.activity, marks, env));
             macro_rules! sink {
                 ($coll:expr, $variant:ident) => {{
                     let tx = tx.clone();
@@ -59,7 +61,9 @@ pub(super) fn run(
             sink!(out.usage, Usage);
             sink!(out.leads, Leads);
             sink!(product_orgs(updates), ProductOrgs);
-            sink!(eligible, Eligibility);
+            if let Some(eligible) = eligible {
+                sink!(eligible, Eligibility);
+            }
             (signals_in, counted_in, rules_in, orgs_in, marks_in, env_in)
         });
     // (time the epoch closes at, log position and side epochs it covers)

@@ -271,6 +271,30 @@ pub async fn dispatch(
                 serde_json::to_value(stats).expect("stats serialize"),
             ))
         }
+        (["evaluation"], &Method::GET) => {
+            server_admin(&p, "sees the evaluator")?;
+            let Some(ev) = &api.evaluator else {
+                return Ok(Reply::json(StatusCode::OK, json!({"enabled": false})));
+            };
+            Ok(Reply::json(StatusCode::OK, ev.status()))
+        }
+        (["evaluation", "run"], &Method::POST) => {
+            server_admin(&p, "runs evaluations")?;
+            let Some(ev) = &api.evaluator else {
+                return Err(error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "evaluation_disabled",
+                    "this server runs with evaluation off (TRAILSPARK_EVALUATION=false)",
+                ));
+            };
+            let started = std::time::Instant::now();
+            let n = ev.batch().await;
+            Ok(Reply::json(
+                StatusCode::OK,
+                json!({"evaluated": n, "duration_ms": started.elapsed().as_millis() as u64,
+                       "log_position": api.read.applied()}),
+            ))
+        }
         (["archive"], &Method::GET) => {
             server_admin(&p, "manages the archive")?;
             let st = api.archiver.stats();
@@ -282,6 +306,8 @@ pub async fn dispatch(
         }
         (
             ["archive"]
+            | ["evaluation"]
+            | ["evaluation", "run"]
             | ["archive", "compact"]
             | ["retention", "run"]
             | ["whoami"]

@@ -10,6 +10,7 @@ pub mod api;
 mod health;
 pub mod listener;
 pub mod reply;
+mod scoring;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +45,8 @@ pub struct Api {
     pub archiver: Arc<Archiver>,
     pub retention: Arc<RetentionService>,
     pub nats: Option<NatsHealth>,
+    /// `None` when evaluation is off.
+    pub evaluator: Option<Arc<crate::services::evaluator::Evaluator>>,
 }
 
 fn to_response(reply: Reply) -> Response<Vec<u8>> {
@@ -102,6 +105,9 @@ async fn handle(api: Arc<Api>, req: Request) -> Reply {
                 .unwrap_or_else(|r| r),
             Err(r) => r,
         },
+        _ if scoring::handles(rest) => scoring::route(&api, rest, req)
+            .await
+            .unwrap_or_else(not_found),
         _ => api::route(&api, rest, req).await.unwrap_or_else(not_found),
     }
 }

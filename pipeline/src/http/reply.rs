@@ -46,6 +46,16 @@ impl From<ConfigError> for Reply {
     fn from(e: ConfigError) -> Reply {
         match &e {
             ConfigError::Invalid(m) => bad_request(m.clone()),
+            ConfigError::InvalidField(field, m) => {
+                let mut r = bad_request(m.clone());
+                r.body["field"] = json!(field);
+                r
+            }
+            ConfigError::LimitReached(m, retry) => {
+                let mut r = error(StatusCode::TOO_MANY_REQUESTS, "limit_reached", m.clone());
+                r.retry_after = Some((*retry).min(u64::from(u32::MAX)) as u32);
+                r
+            }
             ConfigError::Forbidden(m) => error(StatusCode::FORBIDDEN, "forbidden", m.clone()),
             ConfigError::NotFound(_) => error(StatusCode::NOT_FOUND, "not_found", e.to_string()),
             ConfigError::Conflict(m) => error(StatusCode::CONFLICT, "conflict", m.clone()),

@@ -2,6 +2,8 @@
 //! loopback ports, and talks to them over HTTP like any client would.
 #![allow(dead_code)]
 
+pub mod llm;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

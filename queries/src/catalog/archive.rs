@@ -38,7 +38,9 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::Expr;
-use trailspark_sinks::archive::{to_batch, ArchiveRow, Archiver, Kind, Partition, SCHEMA};
+use trailspark_sinks::archive::{
+    text_of, to_batch_projected, ArchiveRow, Archiver, Kind, Partition, SCHEMA,
+};
 
 use super::prune::Bounds;
 
@@ -92,21 +94,76 @@ impl ArchiveTable {
         }
     }
 
-    /// The buffered rows that may pass `bounds`, as one batch in the inner layout.
-    fn buffered(&self, rows: &[ArchiveRow], bounds: &Bounds) -> DfResult<RecordBatch> {
-        let date = |r: &ArchiveRow| Partition::of(self.kind, self.org, r.record.received_at).date();
-        let kept: Vec<ArchiveRow> = rows
-            .iter()
-            .filter(|r| bounds.may_hold_id(r.id) && bounds.may_hold_date(&date(r)))
-            .cloned()
+    /// The buffered rows that may pass `bounds`, as one batch of the columns `projection`
+    /// (indices into the inner layout) only: rows are checked against the bounds (id, date,
+    /// text equalities) before anything is copied, and a column nobody reads is not built.
+    fn buffered(
+        &self,
+        rows: &[ArchiveRow],
+        bounds: &Bounds,
+        projection: &[usize],
+    ) -> DfResult<RecordBatch> {
+        let files = SCHEMA.fields().len();
+        // Dates are per partition day: format each day once.
+        let mut day_text: Option<(i32, String)> = None;
+        let mut date = |r: &ArchiveRow| -> String {
+            let p = Partition::of(self.kind, self.org, r.record.received_at);
+            match &day_text {
+                Some((d, t)) if *d == p.day => t.clone(),
+                _ => {
+                    let t = p.date();
+                    day_text = Some((p.day, t.clone()));
+                    t
+                }
+            }
+        };
+        let texts: Vec<(usize, &std::collections::BTreeSet<String>)> = bounds
+            .texts()
+            .filter_map(|(c, v)| SCHEMA.index_of(c).ok().map(|i| (i, v)))
             .collect();
-        let batch = to_batch(&kept)?;
-        let mut arrays: Vec<ArrayRef> = batch.columns().to_vec();
-        arrays.push(Arc::new(UInt64Array::from(vec![self.org; kept.len()])));
-        arrays.push(Arc::new(
-            kept.iter().map(|r| Some(date(r))).collect::<StringArray>(),
-        ));
-        Ok(RecordBatch::try_new(self.inner.clone(), arrays)?)
+        let mut kept: Vec<ArchiveRow> = Vec::new();
+        let mut dates: Vec<String> = Vec::new();
+        for r in rows {
+            if !bounds.may_hold_id(r.id) {
+                continue;
+            }
+            if !texts
+                .iter()
+                .all(|(i, v)| text_of(r, *i).is_some_and(|x| v.contains(x)))
+            {
+                continue;
+            }
+            let d = date(r);
+            if !bounds.may_hold_date(&d) {
+                continue;
+            }
+            kept.push(r.clone());
+            dates.push(d);
+        }
+        let file_cols: Vec<usize> = projection.iter().copied().filter(|i| *i < files).collect();
+        let batch = to_batch_projected(&kept, &file_cols)?;
+        let mut by_file = batch.columns().iter();
+        let arrays: Vec<ArrayRef> = projection
+            .iter()
+            .map(|i| match *i {
+                i if i < files => by_file.next().expect("one array per file column").clone(),
+                i if i == files => {
+                    Arc::new(UInt64Array::from(vec![self.org; kept.len()])) as ArrayRef
+                }
+                _ => Arc::new(
+                    dates
+                        .iter()
+                        .map(|d| Some(d.as_str()))
+                        .collect::<StringArray>(),
+                ),
+            })
+            .collect();
+        let schema = Arc::new(self.inner.project(projection)?);
+        Ok(RecordBatch::try_new_with_options(
+            schema,
+            arrays,
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(kept.len())),
+        )?)
     }
 }
 
@@ -177,12 +234,12 @@ impl TableProvider for ArchiveTable {
             parts.push(DataSourceExec::from_data_source(config));
         }
 
-        let buffered = self.buffered(&snap.rows, &bounds)?;
+        let buffered = self.buffered(&snap.rows, &bounds, &inner_projection)?;
         if buffered.num_rows() > 0 {
             parts.push(MemorySourceConfig::try_new_exec(
                 &[vec![buffered]],
-                self.inner.clone(),
-                Some(inner_projection),
+                projected.clone(),
+                None,
             )?);
         }
         Ok(match parts.len() {

@@ -10,13 +10,15 @@ use trailspark_sinks::read_models::{lead_id, Models, OrgModels};
 use super::table::{Column, Table};
 
 /// The live tables' names.
-pub const NAMES: [&str; 6] = [
+pub const NAMES: [&str; 8] = [
     "leads",
     "identities",
     "signal_groups",
     "usage",
     "mapping_rules",
     "product_orgs",
+    "evaluations",
+    "accounts",
 ];
 
 fn month_str(m: u32) -> String {
@@ -48,6 +50,8 @@ pub fn build(name: &str, models: &Models, registry: &Registry, org: u64) -> Opti
         "usage" => usage(m),
         "mapping_rules" => mapping_rules(registry, org),
         "product_orgs" => product_orgs(m),
+        "evaluations" => super::scoring::evaluations(models, org),
+        "accounts" => super::scoring::accounts(models, org),
         _ => return None,
     })
 }

@@ -11,6 +11,7 @@
 mod archive;
 pub mod live;
 mod prune;
+mod scoring;
 pub mod table;
 
 use std::sync::Arc;

@@ -1,10 +1,11 @@
 //! What a scan's filters say about `id` and `date`, the two columns the archive's layout
 //! knows without reading a file: each file covers one date and an id range, and each buffered
-//! row has both. Only conjuncts of the simplest forms are read (`col op literal`, `IN`,
-//! `BETWEEN`); anything else leaves the bounds open, so pruning never drops a row that a filter
-//! would keep.
+//! row has both; and about text columns compared for equality (`anonymous_id = '…'`,
+//! `lead_id IN (…)`), which buffered rows are checked against before they are copied. Only
+//! conjuncts of the simplest forms are read (`col op literal`, `IN`, `BETWEEN`); anything else
+//! leaves the bounds open, so pruning never drops a row that a filter would keep.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{Between, BinaryExpr, Operator};
@@ -19,6 +20,8 @@ pub struct Bounds {
     date_lo: Option<String>,
     date_hi: Option<String>,
     dates: Option<BTreeSet<String>>,
+    /// Text column → the values it may equal.
+    texts: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Default for Bounds {
@@ -30,6 +33,7 @@ impl Default for Bounds {
             date_lo: None,
             date_hi: None,
             dates: None,
+            texts: BTreeMap::new(),
         }
     }
 }
@@ -120,7 +124,11 @@ impl Bounds {
                             self.date_cmp(op, s);
                         }
                     }
-                    _ => {}
+                    other => {
+                        if let (Operator::Eq, Some(s)) = (op, text_of(v)) {
+                            self.text_in(other, BTreeSet::from([s]));
+                        }
+                    }
                 }
             }
             Expr::InList(l) if !l.negated => match column(&l.expr) {
@@ -150,7 +158,17 @@ impl Bounds {
                         });
                     }
                 }
-                _ => {}
+                Some(other) => {
+                    let values: Option<BTreeSet<String>> = l
+                        .list
+                        .iter()
+                        .map(|e| literal(e).and_then(text_of))
+                        .collect();
+                    if let Some(values) = values {
+                        self.text_in(other, values);
+                    }
+                }
+                None => {}
             },
             Expr::Between(Between {
                 expr,
@@ -171,6 +189,19 @@ impl Bounds {
             }
             _ => {}
         }
+    }
+
+    fn text_in(&mut self, col: &str, values: BTreeSet<String>) {
+        let merged = match self.texts.remove(col) {
+            Some(cur) => cur.intersection(&values).cloned().collect(),
+            None => values,
+        };
+        self.texts.insert(col.to_string(), merged);
+    }
+
+    /// The text columns constrained to sets of values.
+    pub fn texts(&self) -> impl Iterator<Item = (&str, &BTreeSet<String>)> {
+        self.texts.iter().map(|(c, v)| (c.as_str(), v))
     }
 
     fn id_cmp(&mut self, op: Operator, n: i128) {
@@ -273,10 +304,18 @@ mod tests {
         let b = Bounds::of(&[
             col("id").not_eq(lit(5u64)),
             col("id").in_list(vec![lit(1u64)], true),
-            col("email").eq(lit("x")),
+            col("email").not_eq(lit("x")),
             (col("id") + lit(1u64)).eq(lit(7u64)),
         ]);
         assert_eq!(b, Bounds::default());
+        let b = Bounds::of(&[
+            col("email").eq(lit("x")),
+            col("email").in_list(vec![lit("x"), lit("y")], false),
+            col("lead_id").in_list(vec![lit("l1")], false),
+        ]);
+        let t: Vec<_> = b.texts().collect();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0], ("email", &BTreeSet::from(["x".to_string()])));
         assert!(!Bounds::of(&[col("id").lt(lit(0i64))]).may_hold_id(0));
     }
 }

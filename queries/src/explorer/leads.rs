@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 use trailspark_core::time::rfc3339;
 use trailspark_operators::product_orgs::ProductOrg;
-use trailspark_operators::status::Status;
-use trailspark_operators::{IdKind, Ident};
+use trailspark_operators::Ident;
 use trailspark_sinks::read_models::{lead_id, Models};
 
 pub fn ident_json(i: &Ident) -> Value {
@@ -117,7 +116,7 @@ pub fn product_org_json(id: &str, po: &ProductOrg) -> Value {
 /// `productOrgInfo` in the evaluation-context shape: one entry per product org the lead's
 /// signals name that has had an update (a JSON array, as the product shows it; empty when
 /// there is none).
-fn product_org_info(m: &Models, org: u64, ids: &[String]) -> Value {
+pub fn product_org_info(m: &Models, org: u64, ids: &[String]) -> Value {
     let infos: Vec<Value> = ids
         .iter()
         .filter_map(|id| {
@@ -139,51 +138,4 @@ fn product_org_info(m: &Models, org: u64, ids: &[String]) -> Value {
         })
         .collect();
     Value::Array(infos)
-}
-
-/// What an evaluation of the lead would see: identifiers, traits, its completed signals
-/// within the lookback window, and its product org.
-pub fn evaluation_context(m: &Models, lead: &Ident, lookback_days: i64) -> Value {
-    let o = m.org(lead.org);
-    let profile = o.leads.get(lead).cloned().unwrap_or_default();
-    let now = chrono::Utc::now().timestamp_millis();
-    let since = now - lookback_days * 86_400_000;
-    let signals: Vec<Value> = o
-        .lead_signals
-        .get(lead)
-        .into_iter()
-        .flatten()
-        .filter_map(|pos| m.processed(lead.org, *pos))
-        .filter(|p| p.status == Status::Completed && p.event_at >= since)
-        .map(|p| {
-            json!({
-                "name": p.rule_name,
-                "type": p.signal_type,
-                "source": p.source,
-                "occurredAt": rfc3339(p.event_at),
-                "highIntent": p.high_intent,
-            })
-        })
-        .collect();
-    let traits: BTreeMap<String, String> = profile.traits.iter().cloned().collect();
-    let identifiers: Vec<Value> = o
-        .members
-        .get(lead)
-        .into_iter()
-        .flatten()
-        .map(ident_json)
-        .collect();
-    let email = o
-        .members
-        .get(lead)
-        .into_iter()
-        .flatten()
-        .find(|i| i.kind == IdKind::Email)
-        .map(|i| i.value.clone());
-    json!({
-        "lead": {"id": lead_id(lead), "email": email, "identifiers": identifiers, "traits": traits},
-        "signals": signals,
-        "productOrgInfo": product_org_info(m, lead.org, &profile.product_orgs),
-        "window": {"lookbackDays": lookback_days, "asOf": rfc3339(now)},
-    })
 }

@@ -9,6 +9,7 @@
 //! writes a row twice. Each file is one `put`: atomic on S3, and on a local directory a
 //! write under `_staging/` and a rename, so a reader never sees a partial file.
 
+pub mod evaluations;
 mod files;
 mod layout;
 mod schema;
@@ -27,7 +28,9 @@ use trailspark_core::LogEntry;
 use self::files::read_checkpoint;
 pub use self::files::{encode, list_files, positions_used, read_file};
 pub use self::layout::{FileMeta, Kind, Location, Partition};
-pub use self::schema::{from_batch, to_batch, ArchiveRow, Processing, SCHEMA};
+pub use self::schema::{
+    from_batch, text_of, to_batch, to_batch_projected, ArchiveRow, Processing, SCHEMA,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {

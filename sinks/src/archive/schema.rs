@@ -81,8 +81,36 @@ pub static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
-/// Builds one record batch from rows (all of one org).
-pub fn to_batch(rows: &[ArchiveRow]) -> Result<RecordBatch, ArrowError> {
+/// A text column of a row, by its index in [`SCHEMA`] (`None` for other columns).
+pub fn text_of(r: &ArchiveRow, i: usize) -> Option<&str> {
+    let rec = &r.record;
+    match i {
+        4 => Some(&rec.source),
+        5 => Some(&rec.event_type),
+        6 => rec.event_name.as_deref(),
+        7 => rec.ids.email.as_deref(),
+        8 => rec.ids.anonymous_id.as_deref(),
+        9 => rec.ids.user_id.as_deref(),
+        10 => rec.ids.product_user_id.as_deref(),
+        11 => rec.ids.crm_id.as_deref(),
+        12 => rec.ids.map_id.as_deref(),
+        13 => rec.ids.device_id.as_deref(),
+        14 => rec.ids.product_org_id.as_deref(),
+        15 => rec.ids.mkt_lead_id.as_deref(),
+        16 => rec.ids.phone.as_deref(),
+        17 => rec.message_id.as_deref(),
+        18 => Some(&rec.content_hash),
+        20 => r.processing.status.as_deref(),
+        22 => r.processing.rule_name.as_deref(),
+        23 => r.processing.lead_id.as_deref(),
+        24 => r.processing.error.as_deref(),
+        25 => Some(&rec.payload),
+        _ => None,
+    }
+}
+
+/// Column `i` of [`SCHEMA`] for `rows`.
+fn build_column(rows: &[ArchiveRow], i: usize) -> ArrayRef {
     let n = rows.len();
     let u64s = |f: &dyn Fn(&ArchiveRow) -> u64| {
         let mut b = UInt64Builder::with_capacity(n);
@@ -94,46 +122,52 @@ pub fn to_batch(rows: &[ArchiveRow]) -> Result<RecordBatch, ArrowError> {
         rows.iter().for_each(|r| b.append_value(f(r)));
         Arc::new(b.finish()) as ArrayRef
     };
-    let strs = |f: &dyn Fn(&ArchiveRow) -> Option<&str>| {
-        let mut b = StringBuilder::with_capacity(n, n * 16);
-        rows.iter().for_each(|r| b.append_option(f(r)));
-        Arc::new(b.finish()) as ArrayRef
-    };
-    let mut anon = BooleanBuilder::with_capacity(n);
-    rows.iter()
-        .for_each(|r| anon.append_value(r.record.anonymous));
-    let mut rule = UInt64Builder::with_capacity(n);
-    rows.iter()
-        .for_each(|r| rule.append_option(r.processing.rule_id));
-    let columns: Vec<ArrayRef> = vec![
-        u64s(&|r| r.id),
-        u64s(&|r| r.record.api_key_id),
-        times(&|r| r.record.received_at),
-        times(&|r| r.record.event_at),
-        strs(&|r| Some(&r.record.source)),
-        strs(&|r| Some(&r.record.event_type)),
-        strs(&|r| r.record.event_name.as_deref()),
-        strs(&|r| r.record.ids.email.as_deref()),
-        strs(&|r| r.record.ids.anonymous_id.as_deref()),
-        strs(&|r| r.record.ids.user_id.as_deref()),
-        strs(&|r| r.record.ids.product_user_id.as_deref()),
-        strs(&|r| r.record.ids.crm_id.as_deref()),
-        strs(&|r| r.record.ids.map_id.as_deref()),
-        strs(&|r| r.record.ids.device_id.as_deref()),
-        strs(&|r| r.record.ids.product_org_id.as_deref()),
-        strs(&|r| r.record.ids.mkt_lead_id.as_deref()),
-        strs(&|r| r.record.ids.phone.as_deref()),
-        strs(&|r| r.record.message_id.as_deref()),
-        strs(&|r| Some(&r.record.content_hash)),
-        Arc::new(anon.finish()),
-        strs(&|r| r.processing.status.as_deref()),
-        Arc::new(rule.finish()),
-        strs(&|r| r.processing.rule_name.as_deref()),
-        strs(&|r| r.processing.lead_id.as_deref()),
-        strs(&|r| r.processing.error.as_deref()),
-        strs(&|r| Some(&r.record.payload)),
-    ];
+    match i {
+        0 => u64s(&|r| r.id),
+        1 => u64s(&|r| r.record.api_key_id),
+        2 => times(&|r| r.record.received_at),
+        3 => times(&|r| r.record.event_at),
+        19 => {
+            let mut b = BooleanBuilder::with_capacity(n);
+            rows.iter().for_each(|r| b.append_value(r.record.anonymous));
+            Arc::new(b.finish())
+        }
+        21 => {
+            let mut b = UInt64Builder::with_capacity(n);
+            rows.iter()
+                .for_each(|r| b.append_option(r.processing.rule_id));
+            Arc::new(b.finish())
+        }
+        _ => {
+            let bytes: usize = rows.iter().map(|r| text_of(r, i).map_or(0, str::len)).sum();
+            let mut b = StringBuilder::with_capacity(n, bytes);
+            rows.iter().for_each(|r| b.append_option(text_of(r, i)));
+            Arc::new(b.finish())
+        }
+    }
+}
+
+/// Builds one record batch from rows (all of one org).
+pub fn to_batch(rows: &[ArchiveRow]) -> Result<RecordBatch, ArrowError> {
+    let columns = (0..SCHEMA.fields().len())
+        .map(|i| build_column(rows, i))
+        .collect();
     RecordBatch::try_new(SCHEMA.clone(), columns)
+}
+
+/// The columns `projection` (indices into [`SCHEMA`]) of rows, as a batch of just those: a
+/// query that reads two columns of buffered rows does not copy every payload.
+pub fn to_batch_projected(
+    rows: &[ArchiveRow],
+    projection: &[usize],
+) -> Result<RecordBatch, ArrowError> {
+    let schema = Arc::new(SCHEMA.project(projection)?);
+    let columns = projection.iter().map(|i| build_column(rows, *i)).collect();
+    RecordBatch::try_new_with_options(
+        schema,
+        columns,
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows.len())),
+    )
 }
 
 fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, ArrowError> {

@@ -165,6 +165,11 @@ impl ReadModels {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Changes of the applied position, for a service that reacts to new state.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
     /// The log position the models reflect.
     pub fn applied(&self) -> u64 {
         *self.applied.borrow()

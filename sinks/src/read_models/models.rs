@@ -191,6 +191,11 @@ impl Models {
         self.processed.iter()
     }
 
+    /// An org's scoring models, for the evaluator's own records (its skips).
+    pub fn scoring_mut(&mut self, org: Org) -> &mut super::scoring::ScoringModels {
+        &mut self.org_mut(org).scoring
+    }
+
     /// The lead with public id `id`, if it is `org`'s.
     pub fn lead(&self, org: Org, id: &str) -> Option<&Ident> {
         self.org(org).lead_ids.get(id)

@@ -17,6 +17,8 @@ pub struct ScoringModels {
     pub eligibility: HashMap<Ident, Eligibility>,
     /// Leads eligible now, with the trigger that makes them so: what the evaluator takes.
     pub candidates: BTreeMap<Ident, Trigger>,
+    /// Of those, the ones a high-intent signal made eligible: evaluated at once.
+    pub high_intent: std::collections::BTreeSet<Ident>,
     /// Public lead id → its evaluations, oldest first.
     pub by_lead: HashMap<String, Vec<Arc<Evaluation>>>,
     /// Every evaluation by (time, id): the evaluations list pages through it.
@@ -24,6 +26,22 @@ pub struct ScoringModels {
     ids: HashSet<String>,
     /// Evaluations per month (`YYYYMM`): the Evaluations meter.
     pub per_month: HashMap<u32, u64>,
+    /// Why the evaluator last passed over a lead (the checks it makes outside the dataflow:
+    /// evaluation rules, quota, active model, scorer errors). Diagnostic state of this
+    /// process: the next batch decides again after a restart.
+    pub skips: HashMap<Ident, Skip>,
+}
+
+/// The evaluator's last decision not to evaluate a lead.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Skip {
+    /// A skip reason of the pipeline, or `evaluation_error` for a scorer that failed.
+    pub reason: String,
+    pub detail: Option<String>,
+    pub rule_id: Option<u64>,
+    pub at: i64,
+    /// The lead's newest signal then: a later signal makes the skip stale.
+    pub basis_pos: u64,
 }
 
 impl ScoringModels {
@@ -31,6 +49,7 @@ impl ScoringModels {
         if self.eligibility.get(lead) == Some(e) {
             self.eligibility.remove(lead);
             self.candidates.remove(lead);
+            self.high_intent.remove(lead);
         }
     }
 
@@ -38,9 +57,15 @@ impl ScoringModels {
         match e.standing {
             Standing::Eligible(t) => {
                 self.candidates.insert(lead.clone(), t);
+                if t == Trigger::HighIntent {
+                    self.high_intent.insert(lead.clone());
+                } else {
+                    self.high_intent.remove(&lead);
+                }
             }
             _ => {
                 self.candidates.remove(&lead);
+                self.high_intent.remove(&lead);
             }
         }
         self.eligibility.insert(lead, e);

@@ -41,7 +41,7 @@ pub enum ScoringEvent {
         at: i64,
     },
     /// A finalized ICP model; it becomes the org's active one.
-    ModelCreated { model: IcpModel },
+    ModelCreated { model: Box<IcpModel> },
     ModelActivated {
         org_id: OrgId,
         model_id: u64,
@@ -130,7 +130,7 @@ impl ScoringState {
                     .entry((model.org_id, month_of(model.created_at)))
                     .or_default() += 1;
                 self.active.insert(model.org_id, model.id);
-                self.models.insert(model.id, model.clone());
+                self.models.insert(model.id, IcpModel::clone(model));
             }
             ScoringEvent::ModelActivated {
                 org_id, model_id, ..

@@ -21,10 +21,13 @@ use trailspark_operators::usage::Meter;
 use trailspark_operators::{IdKind, Ident, Signal};
 use trailspark_queries::explorer::groups::{self, group_json};
 use trailspark_queries::explorer::leads::product_org_json;
-use trailspark_queries::explorer::leads::{evaluation_context, ident_json, lead_json};
+use trailspark_queries::explorer::leads::{ident_json, lead_json};
 use trailspark_queries::explorer::signals::{lead_timeline, signal_detail, tab_page};
 use trailspark_queries::explorer::usage::{parse_period, usage_json};
 use trailspark_queries::explorer::Page;
+use trailspark_queries::scoring::context::lead_context;
+use trailspark_queries::scoring::views::lead_scoring;
+use trailspark_sinks::read_models::Models;
 use trailspark_sources::{Reply, Request};
 use warp::http::{Method, StatusCode};
 
@@ -35,6 +38,15 @@ use super::reply::{
 use super::Api;
 
 const WAIT_LIMIT: Duration = Duration::from_secs(10);
+
+/// A lead with its latest evaluation and why it was last passed over.
+fn lead_with_scoring(m: &Models, lead: &Ident) -> serde_json::Value {
+    let mut v = lead_json(m, lead);
+    let (evaluation, reason) = lead_scoring(m, lead);
+    v["evaluation"] = evaluation;
+    v["last_skip_reason"] = reason;
+    v
+}
 
 /// The resources under `/api` that this module serves.
 enum Route<'a> {
@@ -99,7 +111,7 @@ pub async fn route(api: &Api, segs: &[&str], req: Request) -> Option<Reply> {
 
 /// Waits for `?wait_for=`, if given: refused at once past the log's head (it could never be
 /// reached by waiting), 504 when the models do not get there in time.
-async fn wait_for(api: &Api, query: &str) -> Result<(), Reply> {
+pub(super) async fn wait_for(api: &Api, query: &str) -> Result<(), Reply> {
     let Some(w) = query_param(query, "wait_for") else {
         return Ok(());
     };
@@ -195,22 +207,26 @@ async fn dispatch(api: &Api, p: Principal, route: Route<'_>, req: Request) -> Re
             let lead = m
                 .lead(org, &path_segment(id))
                 .ok_or_else(|| not_found("lead"))?;
-            let days: i64 = match query_param(&query, "lookback_days") {
+            let reg = api.control.registry.read().unwrap();
+            let days: u32 = match query_param(&query, "lookback_days") {
                 Some(d) => d
                     .parse()
                     .ok()
                     .filter(|d| (1..=365).contains(d))
                     .ok_or_else(|| bad_request("lookback_days must be 1-365"))?,
-                None => 90,
+                None => reg.scoring().settings(p.org_id).lookback_days,
             };
-            Ok(with_position(evaluation_context(&m, lead, days), applied))
+            let model = reg.scoring().active_model(p.org_id);
+            let now = chrono::Utc::now().timestamp_millis();
+            let ctx = lead_context(&m, &reg, lead, days, model, now);
+            Ok(with_position(ctx.json, applied))
         }
         (Route::Lead(id), &Method::GET) => {
             let m = api.read.read();
             let lead = m
                 .lead(org, &path_segment(id))
                 .ok_or_else(|| not_found("lead"))?;
-            Ok(with_position(lead_json(&m, lead), applied))
+            Ok(with_position(lead_with_scoring(&m, lead), applied))
         }
         (Route::Leads, &Method::GET) => {
             let wanted = [
@@ -237,7 +253,7 @@ async fn dispatch(api: &Api, p: Principal, route: Route<'_>, req: Request) -> Re
                 .lead_of
                 .get(&Ident::new(org, kind, value))
                 .ok_or_else(|| not_found("lead"))?;
-            Ok(with_position(lead_json(&m, lead), applied))
+            Ok(with_position(lead_with_scoring(&m, lead), applied))
         }
         (Route::Groups, &Method::GET) => {
             require(&p, Role::Editor)?;

@@ -1,4 +1,5 @@
-//! The control plane: configuration changes (orgs, tokens, keys, plans, mapping rules) made
+//! The control plane: configuration changes (orgs, tokens, keys, plans, mapping rules, and
+//! lead scoring's settings, evaluation rules and ICP models in [`scoring`]) made
 //! as config events on the log, durably, then folded into the shared tenancy registry. The
 //! admin API and the offline CLI both make their changes here.
 
@@ -16,11 +17,19 @@ use trailspark_core::{LogEntry, Plan};
 
 use crate::log::{Log, LogError};
 
+mod scoring;
+
 /// Errors of config operations, mapped to HTTP statuses by the admin API.
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("{0}")]
     Invalid(String),
+    /// A value out of its range: the field, and what is wrong with it.
+    #[error("{1}")]
+    InvalidField(&'static str, String),
+    /// A plan limit reached: the meter, and the seconds until it resets.
+    #[error("{0}")]
+    LimitReached(String, u64),
     #[error("{0}")]
     Forbidden(String),
     #[error("{0} not found")]
@@ -51,14 +60,14 @@ pub struct CreatedKey {
 /// The admin handle: what changes configuration and who may.
 pub struct Control {
     pub registry: SharedRegistry,
-    log: Log,
+    pub(crate) log: Log,
     /// Hash of `TRAILSPARK_ADMIN_TOKEN`, when set.
     env_admin_hash: Option<String>,
     /// Serializes config writes: read next ids, append, apply.
     config_lock: tokio::sync::Mutex<()>,
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 

@@ -1,0 +1,6 @@
+//! Lead scoring's views: accounts, the context an evaluation sees, and the JSON of settings,
+//! evaluation rules, models and evaluations.
+
+pub mod accounts;
+pub mod context;
+pub mod views;
