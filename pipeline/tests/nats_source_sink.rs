@@ -7,90 +7,16 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
+use common::jetstream::*;
 use common::*;
 use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// A stored stream message: subject, headers, payload.
-struct Stored {
-    subject: String,
-    headers: BTreeMap<String, String>,
-    payload: Vec<u8>,
-}
-
-/// Every message of `stream` (on `filter`), read with an ordered consumer up to its end.
-async fn read_stream(url: &str, stream: &str, filter: &str) -> Vec<Stored> {
-    let client = async_nats::connect(url).await.unwrap();
-    let js = jetstream::new(client);
-    let mut st = js.get_stream(stream).await.unwrap();
-    if st.info().await.unwrap().state.messages == 0 {
-        return Vec::new();
-    }
-    let consumer = st
-        .create_consumer(jetstream::consumer::pull::OrderedConfig {
-            filter_subject: filter.to_string(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut msgs = consumer.messages().await.unwrap();
-    let mut out = Vec::new();
-    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), msgs.next()).await {
-        let m = m.unwrap();
-        let pending = m.info().unwrap().pending;
-        let headers = m
-            .headers
-            .iter()
-            .flat_map(|h| h.iter())
-            .map(|(k, v)| (k.to_string(), v[0].to_string()))
-            .collect();
-        out.push(Stored {
-            subject: m.subject.to_string(),
-            headers,
-            payload: m.payload.to_vec(),
-        });
-        if pending == 0 {
-            break;
-        }
-    }
-    out
-}
-
-fn events(url: &str) -> Vec<Value> {
-    rt().block_on(read_stream(url, "TRAILSPARK_EVENTS", "trailspark.events.>"))
-        .into_iter()
-        .map(|m| {
-            let v: Value = serde_json::from_slice(&m.payload).unwrap();
-            assert_eq!(
-                m.headers.get("Nats-Msg-Id").map(String::as_str),
-                v["id"].as_str()
-            );
-            assert_eq!(
-                m.subject,
-                format!(
-                    "trailspark.events.{}.{}",
-                    v["org_id"],
-                    v["type"].as_str().unwrap().replace('.', "_")
-                )
-            );
-            v
-        })
-        .collect()
-}
 
 fn of_type<'a>(evs: &'a [Value], t: &str) -> Vec<&'a Value> {
     evs.iter().filter(|e| e["type"] == t).collect()
@@ -143,7 +69,7 @@ fn settled_events(s: &Server, url: &str) -> Vec<Value> {
     });
     let mut last = usize::MAX;
     loop {
-        let evs = events(url);
+        let evs = change_events(url);
         if evs.len() == last {
             return evs;
         }

@@ -2,7 +2,9 @@
 //! loopback ports, and talks to them over HTTP like any client would.
 #![allow(dead_code)]
 
+pub mod jetstream;
 pub mod llm;
+pub mod scoring;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

@@ -26,7 +26,19 @@ pub fn colour(used: i64, limit: u64) -> &'static str {
     }
 }
 
-pub fn usage_json(month: u32, used: &BTreeMap<Meter, i64>, plan: &trailspark_core::Plan) -> Value {
+/// Lead scoring's meters of a month: evaluations run and ICP models created.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ScoringUsage {
+    pub evaluations: u64,
+    pub models: u64,
+}
+
+pub fn usage_json(
+    month: u32,
+    used: &BTreeMap<Meter, i64>,
+    scoring: ScoringUsage,
+    plan: &trailspark_core::Plan,
+) -> Value {
     let get = |m| used.get(&m).copied().unwrap_or(0);
     let meter = |name: &str, used: i64, limit: u64| {
         json!({
@@ -44,11 +56,15 @@ pub fn usage_json(month: u32, used: &BTreeMap<Meter, i64>, plan: &trailspark_cor
         "staged_signals": get(Meter::StagedSignals),
         "mapped_signals": get(Meter::MappedSignals),
         "leads": get(Meter::Leads),
+        "evaluations": scoring.evaluations,
+        "models": scoring.models,
         "limits": plan,
         "overage": plan.overage,
         "meters": [
             meter("raw_signals", get(Meter::RawSignals), plan.raw_signal_limit),
             meter("mapped_signals", get(Meter::MappedSignals), plan.mapped_signal_limit),
+            meter("evaluations", scoring.evaluations as i64, plan.evaluation_limit),
+            meter("models", scoring.models as i64, plan.icp_model_limit),
         ],
     })
 }

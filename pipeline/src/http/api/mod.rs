@@ -23,7 +23,7 @@ use trailspark_queries::explorer::groups::{self, group_json};
 use trailspark_queries::explorer::leads::product_org_json;
 use trailspark_queries::explorer::leads::{ident_json, lead_json};
 use trailspark_queries::explorer::signals::{lead_timeline, signal_detail, tab_page};
-use trailspark_queries::explorer::usage::{parse_period, usage_json};
+use trailspark_queries::explorer::usage::{parse_period, usage_json, ScoringUsage};
 use trailspark_queries::explorer::Page;
 use trailspark_queries::scoring::context::lead_context;
 use trailspark_queries::scoring::views::lead_scoring;
@@ -302,14 +302,26 @@ async fn dispatch(api: &Api, p: Principal, route: Route<'_>, req: Request) -> Re
                 Some(s) => parse_period(&s).ok_or_else(|| bad_request("period must be YYYY-MM"))?,
                 None => Signal::month_of(chrono::Utc::now().timestamp_millis()),
             };
-            let (plan, rehydrated) = {
+            let (plan, rehydrated, models) = {
                 let reg = api.control.registry.read().unwrap();
-                (reg.plan(p.org_id), reg.rehydrated(p.org_id, month))
+                (
+                    reg.plan(p.org_id),
+                    reg.rehydrated(p.org_id, month),
+                    reg.scoring().models_created(p.org_id, month),
+                )
             };
-            let mut used = api.read.read().org(org).usage_of(month);
+            let m = api.read.read();
+            let mut used = m.org(org).usage_of(month);
             // Rehydrated archive signals count as raw signals.
             *used.entry(Meter::RawSignals).or_default() += rehydrated as i64;
-            Ok(with_position(usage_json(month, &used, &plan), applied))
+            let scoring = ScoringUsage {
+                evaluations: m.org(org).scoring.evaluations_in(month),
+                models,
+            };
+            Ok(with_position(
+                usage_json(month, &used, scoring, &plan),
+                applied,
+            ))
         }
         (Route::Rules, &Method::GET) => actions::list_rules(api, &p),
         (Route::Rules, &Method::POST) => actions::create_rule(api, &p, req).await,
