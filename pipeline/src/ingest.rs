@@ -111,13 +111,8 @@ impl Ingest for IngestHandle {
     fn joins_lead(&self, record: &SignalRecord) -> bool {
         let org = record.org_id.0;
         let known = |kind, v: &Option<String>| {
-            v.as_deref().is_some_and(|v| {
-                self.read
-                    .read()
-                    .org(org)
-                    .lead_of
-                    .contains_key(&Ident::new(org, kind, v))
-            })
+            v.as_deref()
+                .is_some_and(|v| self.read.is_linked(&Ident::new(org, kind, v)))
         };
         known(IdKind::AnonymousId, &record.ids.anonymous_id)
             || known(IdKind::DeviceId, &record.ids.device_id)

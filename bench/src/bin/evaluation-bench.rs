@@ -11,7 +11,7 @@
 //!    (`TRAILSPARK_EVALUATION=false`), alternating, and the difference per lead.
 //!
 //! `cargo build --release -p trailspark -p trailspark-bench && target/release/evaluation-bench
-//! [--data /tmp/sm1M/batch --access /tmp/sm1M/access.json]`
+//! [--data /tmp/sm1M/batch]`
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -38,9 +38,6 @@ struct Args {
     /// A data directory to replay with and without eligibility (signalmark's `batch`).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// signalmark's `access.json` for that directory (tokens to count its leads).
-    #[arg(long)]
-    access: Option<PathBuf>,
     /// The admin token the data directory's server used (signalmark's).
     #[arg(long, default_value = "signalmark-admin-token-3f9c2a7e51d04b86")]
     data_admin: String,
@@ -335,6 +332,29 @@ fn replay(
     let dir = tmp.path().join("data");
     copy_dir(data, &dir)?;
     let _ = std::fs::remove_file(dir.join("LOCK"));
+    // An Owner token of every org of the copy, to count its leads (offline, before serving).
+    let run = |args: &[&str]| -> anyhow::Result<Vec<Value>> {
+        let out = std::process::Command::new(bin)
+            .args(args)
+            .arg("--data-dir")
+            .arg(&dir)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
+    };
+    let mut tokens = Vec::new();
+    for org in run(&["orgs", "list"])? {
+        let id = org["id"].to_string();
+        let t = run(&["admin", "owner-token", "--org", &id])?;
+        tokens.push(t[0]["token"].as_str().context("token")?.to_string());
+    }
     let t = Instant::now();
     let s = start_server(
         bin,
@@ -362,18 +382,14 @@ fn replay(
     std::thread::sleep(Duration::from_secs(15));
     let rss = rss_mib(s.child.id());
     let mut leads = 0;
-    if let Some(access) = &args.access {
-        let orgs: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(access)?)?;
-        for o in orgs {
-            let token = o["token"].as_str().context("token")?;
-            let v: Value = c
-                .post(format!("{}/api/sql", s.base))
-                .bearer_auth(token)
-                .json(&json!({"sql": "SELECT count(*) FROM leads"}))
-                .send()?
-                .json()?;
-            leads += v["rows"][0][0].as_u64().unwrap_or(0);
-        }
+    for token in &tokens {
+        let v: Value = c
+            .post(format!("{}/api/sql", s.base))
+            .bearer_auth(token)
+            .json(&json!({"sql": "SELECT count(*) FROM leads"}))
+            .send()?
+            .json()?;
+        leads += v["rows"][0][0].as_u64().context("a lead count")?;
     }
     Ok((rate, rss, leads))
 }

@@ -45,6 +45,10 @@ pub type ChangeSink = tokio::sync::mpsc::Sender<(u64, Vec<Change>)>;
 /// The read models and their applied position.
 pub struct ReadModels {
     models: RwLock<Models>,
+    /// Anonymous and device ids that belong to a lead, kept beside the models under a lock of
+    /// their own: ingestion asks about one per anonymous signal (a 202's `cold_storage`), and
+    /// must not wait while the models apply an epoch under theirs.
+    linked: RwLock<std::collections::HashSet<trailspark_operators::Ident>>,
     /// Woken when cold signals are wanted back (the hot window's rehydrator waits on it).
     pub wanted: Notify,
     applied: watch::Sender<u64>,
@@ -75,6 +79,7 @@ impl ReadModels {
     pub fn new(changes: Option<ChangeSink>) -> ReadModels {
         ReadModels {
             models: RwLock::new(Models::default()),
+            linked: RwLock::new(std::collections::HashSet::new()),
             wanted: Notify::new(),
             applied: watch::channel(0).0,
             changes,
@@ -115,8 +120,17 @@ impl ReadModels {
             };
             let sink = self.changes.as_ref();
             let mut m = self.models.write().unwrap();
+            let mut linked_changes = Vec::new();
             for (p, batches) in settled {
                 for b in batches {
+                    if let Batch::Membership(v) = &b {
+                        linked_changes.extend(
+                            v.iter()
+                                .map(|((i, _), _)| i)
+                                .filter(|i| !i.kind.persistent())
+                                .cloned(),
+                        );
+                    }
                     m.apply_collect(b, sink.is_some().then_some(&mut pending));
                 }
                 if !pending.is_empty() {
@@ -125,6 +139,16 @@ impl ReadModels {
             }
             m.cold.landed(sides);
             let wanted = m.cold.has_wanted();
+            if !linked_changes.is_empty() {
+                let mut linked = self.linked.write().unwrap();
+                for i in linked_changes {
+                    if m.org(i.org).lead_of.contains_key(&i) {
+                        linked.insert(i);
+                    } else {
+                        linked.remove(&i);
+                    }
+                }
+            }
             drop(m);
             if wanted {
                 self.wanted.notify_one();
@@ -142,6 +166,12 @@ impl ReadModels {
                 changed
             });
         }
+    }
+
+    /// Whether an anonymous or device id belongs to a lead, without waiting for the models'
+    /// lock.
+    pub fn is_linked(&self, ident: &trailspark_operators::Ident) -> bool {
+        self.linked.read().unwrap().contains(ident)
     }
 
     pub fn read(&self) -> std::sync::RwLockReadGuard<'_, Models> {
