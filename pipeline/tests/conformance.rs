@@ -43,7 +43,7 @@ fn plan_changes_keep_the_fields_they_leave_out() {
     assert_eq!(
         got,
         json!({"raw_signal_limit": 2000, "mapped_signal_limit": 500, "overage": false,
-               "signal_retention_days": 90})
+               "signal_retention_days": 90, "evaluation_limit": 0, "icp_model_limit": 0})
     );
     let (st, b) = plan(&s, Method::PATCH, json!({"overage": "yes"}));
     assert_eq!(st, 400, "{b}");

@@ -108,6 +108,17 @@ fn every_skip_reason() {
     let pos = r.json::<Value>().unwrap()["log_position"].as_u64().unwrap();
     let v = refused(&free, pos.max(p), "excluded_by_rule");
     assert_eq!(v["rule_id"], paying["id"]);
+    // The product-org update created its account (the target organization), with its lead.
+    let accounts = ok(&s, Method::GET, "/api/accounts", None);
+    let ws = accounts["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["productOrgId"] == "ws_free")
+        .unwrap_or_else(|| panic!("{accounts}"))
+        .clone();
+    assert_eq!(ws["source"], "product_org");
+    assert_eq!(ws["lead_ids"], json!([free.id(0)]));
 
     // The quota: one evaluation a month.
     ok(
