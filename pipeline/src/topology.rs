@@ -37,6 +37,7 @@ use crate::ingest::IngestHandle;
 use crate::log::nats::{connect, ConnectError};
 use crate::log::open::{open, OpenError, Opened};
 use crate::log::{Follower, Followers};
+use crate::services::crm::{CrmConfig, CrmService};
 use crate::services::evaluator::Evaluator;
 use crate::services::hot::{HotConfig, HotWindow};
 use crate::services::retention::RetentionService;
@@ -58,6 +59,8 @@ pub enum BuildError {
     Log(#[from] OpenError),
     #[error("starting SQL: {0}")]
     Sql(#[from] SqlError),
+    #[error("the key sealing CRM credentials: {0}")]
+    SecretKey(String),
 }
 
 /// The built server: its API handles, and the tasks and settings it runs with.
@@ -249,6 +252,19 @@ pub async fn build(cfg: &ServeConfig) -> Result<Server, BuildError> {
             cfg.evaluation.evaluator_config(),
         )
     });
+    let seal = cfg
+        .crm
+        .seal_key(&cfg.log.data_dir)
+        .map_err(BuildError::SecretKey)?;
+    let crm = Some(CrmService::new(
+        control.clone(),
+        seal,
+        CrmConfig {
+            scheduled: cfg.crm.crm_sync,
+            interval: cfg.crm.crm_sync_interval.0,
+            timeout: Duration::from_secs(cfg.crm.crm_timeout_secs.max(1)),
+        },
+    ));
     let lookup = sql.lookup(LookupLimits::default());
     let api = Arc::new(Api {
         control,
@@ -261,6 +277,7 @@ pub async fn build(cfg: &ServeConfig) -> Result<Server, BuildError> {
         retention,
         nats,
         evaluator,
+        crm,
     });
     Ok(Server {
         api,
@@ -293,6 +310,9 @@ impl Server {
         }
         if let Some(evaluator) = &self.api.evaluator {
             tasks.push(tokio::spawn(evaluator.clone().run()));
+        }
+        if let Some(crm) = &self.api.crm {
+            tasks.push(tokio::spawn(crm.clone().run()));
         }
         crate::http::serve(self.api.clone(), listener, self.http, shutdown).await;
         for t in tasks {

@@ -133,7 +133,7 @@ fn expected(entries: &[(u64, LogEntry)]) -> State {
                     versions.extend(book.apply(*pos, change));
                 }
             }
-            LogEntry::ProductOrgUpdate(_) | LogEntry::Evaluation(_) => {}
+            LogEntry::ProductOrgUpdate(_) | LogEntry::Evaluation(_) | LogEntry::Crm(_) => {}
         }
     }
     differential_dataflow::consolidation::consolidate(&mut versions);

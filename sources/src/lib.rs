@@ -1,5 +1,6 @@
 //! The ingestion edges of trailspark: webhook endpoints E1–E5, the Segment HTTP
-//! tracking API, payload parsing with size and depth bounds, and API-key authentication.
+//! tracking API, payload parsing with size and depth bounds, API-key authentication, and
+//! the CRM connectors that read Salesforce, HubSpot and Airtable ([`crm`]).
 //!
 //! The crate knows nothing of how signals become durable: it hands normalized log entries to
 //! an [`Ingest`] implementation (the pipeline's log) and answers once that says they are
@@ -8,6 +9,7 @@
 pub mod auth;
 pub mod backfill;
 pub mod body;
+pub mod crm;
 pub mod error;
 pub mod http;
 pub mod ingest;

@@ -5,12 +5,14 @@
 //! recognised ([`dedup`]), dot-path access
 //! into payloads ([`path`]), tenancy and its config events ([`tenancy`]), the entries of the
 //! durable log and their byte encoding ([`log`]), secret handling ([`secret`]), plans
-//! ([`plan`]) and lead scoring's settings, rules, models and evaluations ([`scoring`]).
+//! ([`plan`]), lead scoring's settings, rules, models and evaluations ([`scoring`]) and CRM
+//! integrations with the records they pull ([`crm`]).
 //!
 //! The crate is deliberately free of I/O and async: it is pure data and pure functions, so the
 //! HTTP edge, the log, the dataflow and the tests all share one definition of each rule.
 
 pub mod admission;
+pub mod crm;
 pub mod dedup;
 pub mod fuzz_input;
 pub mod log;

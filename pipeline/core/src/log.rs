@@ -14,6 +14,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::crm::CrmBatch;
 use crate::scoring::Evaluation;
 use crate::signal::SignalRecord;
 use crate::tenancy::{ConfigEvent, OrgId};
@@ -63,6 +64,8 @@ pub enum LogEntry {
     /// A lead's evaluation, appended by the evaluator (boxed: signals, the common case, stay
     /// small).
     Evaluation(Box<Evaluation>),
+    /// A page of records pulled from a CRM.
+    Crm(Box<CrmBatch>),
 }
 
 const KIND_SIGNAL: u8 = b'S';
@@ -72,6 +75,7 @@ const KEYED_PREFIX: usize = 32;
 const KIND_PRODUCT_ORG: u8 = b'P';
 const KIND_CONFIG: u8 = b'C';
 const KIND_EVALUATION: u8 = b'V';
+const KIND_CRM: u8 = b'R';
 
 #[derive(Debug, Error)]
 pub enum DecodeError {
@@ -95,6 +99,7 @@ impl LogEntry {
             LogEntry::Signal(s) => Some(s.org_id),
             LogEntry::ProductOrgUpdate(p) => Some(p.org_id),
             LogEntry::Evaluation(e) => Some(e.org_id),
+            LogEntry::Crm(b) => Some(b.org_id),
             LogEntry::Config(_) => None,
         }
     }
@@ -128,6 +133,10 @@ impl LogEntry {
             LogEntry::Evaluation(e) => {
                 out.push(KIND_EVALUATION);
                 serde_json::to_writer(&mut *out, e).expect("evaluation serializes");
+            }
+            LogEntry::Crm(b) => {
+                out.push(KIND_CRM);
+                serde_json::to_writer(&mut *out, b).expect("CRM records serialize");
             }
         }
     }
@@ -202,6 +211,7 @@ impl LogEntry {
             KIND_EVALUATION => Ok(LogEntry::Evaluation(Box::new(serde_json::from_slice(
                 rest,
             )?))),
+            KIND_CRM => Ok(LogEntry::Crm(Box::new(serde_json::from_slice(rest)?))),
             other => Err(DecodeError::UnknownKind(other)),
         }
     }

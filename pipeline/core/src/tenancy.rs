@@ -11,6 +11,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::crm::{IntegrationEvent, IntegrationState};
 pub use crate::plan::{Plan, PlanChange, DEFAULT_RETENTION_DAYS};
 use crate::rules::RuleDef;
 use crate::scoring::{ScoringEvent, ScoringState};
@@ -258,6 +259,8 @@ pub enum ConfigEvent {
     },
     /// Lead scoring's configuration (settings, evaluation rules, ICP models) and clock.
     Scoring(ScoringEvent),
+    /// A CRM integration changed, or one of its syncs moved on.
+    Integration(IntegrationEvent),
     /// Archived signals brought back into live state for a while (retrieval);
     /// they count against the raw-signal meter of `month` (`YYYYMM`).
     SignalsRehydrated {
@@ -316,6 +319,7 @@ pub struct Registry {
     /// Rehydrated signals per (org, month `YYYYMM`): raw-signal usage on top of the log's.
     rehydrated: HashMap<(OrgId, u32), u64>,
     scoring: ScoringState,
+    integrations: IntegrationState,
 }
 
 impl Registry {
@@ -395,6 +399,7 @@ impl Registry {
             }
             ConfigEvent::SignalsProcessed { .. } | ConfigEvent::EntryLost { .. } => {}
             ConfigEvent::Scoring(e) => self.scoring.apply(e),
+            ConfigEvent::Integration(e) => self.integrations.apply(e),
             ConfigEvent::SignalsRehydrated {
                 org_id,
                 month,
@@ -409,6 +414,11 @@ impl Registry {
     /// Lead scoring's configuration.
     pub fn scoring(&self) -> &ScoringState {
         &self.scoring
+    }
+
+    /// CRM integrations and their syncs' cursors.
+    pub fn integrations(&self) -> &IntegrationState {
+        &self.integrations
     }
 
     /// An org's plan (no limits until one is set).

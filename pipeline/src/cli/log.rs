@@ -25,6 +25,7 @@ pub async fn dump(log: LogOpts) -> anyhow::Result<()> {
             LogEntry::Evaluation(e) => {
                 json!({"position": pos, "kind": "evaluation", "evaluation": e})
             }
+            LogEntry::Crm(b) => json!({"position": pos, "kind": "crm_records", "records": b}),
         };
         if let Err(e) = writeln!(out, "{line}") {
             write_err = Some(e);
@@ -44,6 +45,12 @@ fn redact(c: &trailspark_core::ConfigEvent) -> serde_json::Value {
     let mut v = serde_json::to_value(c).expect("config events serialize");
     if let Some(s) = v.get_mut("secret") {
         *s = json!("<redacted>");
+    }
+    // Sealed CRM credentials are useless without the key, but not worth printing either.
+    for at in ["/Integration/integration/sealed", "/Integration/sealed"] {
+        if let Some(s) = v.pointer_mut(at) {
+            *s = json!("<sealed>");
+        }
     }
     v
 }

@@ -9,6 +9,7 @@
 //! as the API refuses an unknown field: a typo must not silently leave a default in place.
 //! `deploy/trailspark.toml` lists every key.
 
+mod crm;
 mod evaluation;
 mod opts;
 
@@ -20,6 +21,7 @@ use clap::{ArgMatches, Args};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use self::crm::CrmOpts;
 pub use self::evaluation::{EvaluationOpts, Interval};
 pub use self::opts::{ArchiveOpts, DataflowOpts, HttpOpts, LogOpts, NatsAuthOpts, NatsServeOpts};
 
@@ -55,6 +57,9 @@ pub struct ServeConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub evaluation: EvaluationOpts,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub crm: CrmOpts,
 }
 
 /// Why the configuration could not be read.

@@ -17,6 +17,7 @@ use trailspark_core::{LogEntry, Plan};
 
 use crate::log::{Log, LogError};
 
+mod integrations;
 mod scoring;
 
 /// Errors of config operations, mapped to HTTP statuses by the admin API.

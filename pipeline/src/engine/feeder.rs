@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
+use trailspark_core::crm::CrmBatch;
 use trailspark_core::dedup::FirstSeen;
 use trailspark_core::scoring::Evaluation;
 use trailspark_core::tenancy::ConfigEvent;
@@ -39,6 +40,8 @@ pub(super) struct Epoch {
     /// Evaluations read (worker 0 hands them to the read models) and the marks they leave
     /// on their leads.
     pub evaluations: Vec<Arc<Evaluation>>,
+    /// Pages of CRM records read (worker 0 hands them to the read models).
+    pub crm: Vec<Arc<CrmBatch>>,
     pub marks: Vec<(Ident, EvalMark)>,
     /// Changes of the orgs' scoring environments.
     pub env: Vec<((Org, Env), isize)>,
@@ -193,6 +196,7 @@ impl Inputs {
                     .product_orgs
                     .push(ProductOrgUpdate::from_record(*pos, p)),
                 LogEntry::ProductOrgUpdate(_) => {}
+                LogEntry::Crm(b) => epoch.crm.push(Arc::new(CrmBatch::clone(b))),
             }
         }
         epoch.counted = counted.into_iter().collect();

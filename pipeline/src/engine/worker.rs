@@ -85,6 +85,7 @@ pub(super) fn run(
                 rules,
                 product_orgs,
                 evaluations,
+                crm,
                 marks,
                 env,
                 upto,
@@ -110,6 +111,10 @@ pub(super) fn run(
                 }
                 for (e, d) in env {
                     env_in.update_at(e, now, d);
+                }
+                if !crm.is_empty() {
+                    let v = crm.into_iter().map(|b| (b, now)).collect();
+                    let _ = tx.send(Update::Crm(v));
                 }
                 if !evaluations.is_empty() {
                     let v = evaluations.into_iter().map(|e| (e, now)).collect();

@@ -8,6 +8,7 @@
 mod admin;
 pub mod api;
 mod health;
+mod integrations;
 pub mod listener;
 pub mod reply;
 mod scoring;
@@ -47,6 +48,8 @@ pub struct Api {
     pub nats: Option<NatsHealth>,
     /// `None` when evaluation is off.
     pub evaluator: Option<Arc<crate::services::evaluator::Evaluator>>,
+    /// CRM integrations and their syncs; `None` in tools that build the API without them.
+    pub crm: Option<Arc<crate::services::crm::CrmService>>,
 }
 
 fn to_response(reply: Reply) -> Response<Vec<u8>> {
@@ -106,6 +109,9 @@ async fn handle(api: Arc<Api>, req: Request) -> Reply {
             Err(r) => r,
         },
         _ if scoring::handles(rest) => scoring::route(&api, rest, req)
+            .await
+            .unwrap_or_else(not_found),
+        _ if integrations::handles(rest) => integrations::route(&api, rest, req)
             .await
             .unwrap_or_else(not_found),
         _ => api::route(&api, rest, req).await.unwrap_or_else(not_found),

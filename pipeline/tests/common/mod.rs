@@ -2,6 +2,7 @@
 //! loopback ports, and talks to them over HTTP like any client would.
 #![allow(dead_code)]
 
+pub mod crm;
 pub mod jetstream;
 pub mod llm;
 pub mod scoring;

@@ -147,10 +147,21 @@ fn traits_get<'a>(m: &'a Models, lead: &Ident) -> impl Fn(&str) -> Option<String
     }
 }
 
-/// The account of one lead: its product org's fields, then its own traits.
+/// The account of one lead: its CRM account's fields, then its product org's, then its
+/// own traits.
 pub fn account_of(m: &Models, lead: &Ident) -> Option<Account> {
     let key = key_of(m, lead)?;
     let mut fields = AccountInput::default();
+    // The CRM's firmographics first: they are what the customer keeps up to date.
+    let email = email_of(m, lead);
+    let domain = match &key {
+        AccountKey::Domain(d) => Some(d.clone()),
+        AccountKey::ProductOrg(_) => email.as_deref().and_then(company_domain),
+    };
+    let crm = super::crm::crm_view(m, lead, email.as_deref(), domain.as_deref());
+    if let Some(r) = crm.account_source() {
+        fill(&mut fields, &super::crm::std_get(r));
+    }
     let product_org_id = match &key {
         AccountKey::ProductOrg(id) => {
             if let Some(po) = m.org(lead.org).product_orgs.get(id) {
@@ -210,6 +221,17 @@ pub fn accounts(m: &Models, org: Org) -> Vec<Account> {
             product_org_id: None,
             leads: Vec::new(),
         });
+        // The CRM's account (or an unconverted lead's fields) before the lead's traits.
+        let email = email_of(m, lead);
+        let domain = a
+            .fields
+            .domain
+            .clone()
+            .or_else(|| email.as_deref().and_then(company_domain));
+        let crm = super::crm::crm_view(m, lead, email.as_deref(), domain.as_deref());
+        if let Some(r) = crm.account_source() {
+            fill(&mut a.fields, &super::crm::std_get(r));
+        }
         fill(&mut a.fields, &traits_get(m, lead));
         a.leads.push(lead.clone());
     }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
+use trailspark_core::crm::StdField;
 use trailspark_core::scoring::IcpModel;
 use trailspark_core::tenancy::Registry;
 use trailspark_core::time::rfc3339;
@@ -20,6 +21,8 @@ use crate::explorer::leads::{ident_json, product_org_info};
 pub struct LeadContext {
     pub input: LeadInput,
     pub account: Option<Account>,
+    /// The lead's CRM records.
+    pub crm: super::crm::CrmView,
     pub json: Value,
 }
 
@@ -107,6 +110,18 @@ pub fn lead_context(
     let title = trait_of(&["title", "job_title", "jobTitle"]);
     let email = email_of(m, lead);
     let account = account_of(m, lead);
+    let crm = super::crm::crm_view(
+        m,
+        lead,
+        email.as_deref(),
+        account.as_ref().and_then(|a| a.fields.domain.as_deref()),
+    );
+    let crm_std = |f: StdField| {
+        crm.person
+            .as_ref()
+            .and_then(|(_, _, r)| r.std.get(&f).cloned())
+    };
+    let title = title.or_else(|| crm_std(StdField::JobTitle));
     let input = LeadInput {
         email: email.clone(),
         title: title.clone(),
@@ -144,14 +159,19 @@ pub fn lead_context(
         "lead": {
             "id": lead_id(lead),
             "email": email,
-            "firstName": trait_of(&["first_name", "firstName"]),
-            "lastName": trait_of(&["last_name", "lastName"]),
+            "firstName": trait_of(&["first_name", "firstName"]).or_else(|| crm_std(StdField::FirstName)),
+            "lastName": trait_of(&["last_name", "lastName"]).or_else(|| crm_std(StdField::LastName)),
             "title": title,
-            "company": trait_of(&["company", "company_name"]),
+            "company": trait_of(&["company", "company_name"]).or_else(|| crm_std(StdField::Company)),
             "identifiers": identifiers,
             "traits": traits,
+            "crm": crm.person_json(),
         },
-        "account": account.as_ref().map(|a| account_json(a, None)),
+        "account": account.as_ref().map(|a| {
+            let mut v = account_json(a, None);
+            v["crm"] = crm.account_json();
+            v
+        }),
         "signals": signals_json,
         "productOrgInfo": product_org_info(m, lead.org, &profile.product_orgs),
         "icp": icp,
@@ -160,6 +180,7 @@ pub fn lead_context(
     LeadContext {
         input,
         account,
+        crm,
         json,
     }
 }

@@ -1,6 +1,7 @@
-//! Lead scoring's views: accounts, the context an evaluation sees, and the JSON of settings,
+//! Lead scoring's views: accounts, a lead's CRM records, the context an evaluation sees, and the JSON of settings,
 //! evaluation rules, models and evaluations.
 
 pub mod accounts;
 pub mod context;
+pub mod crm;
 pub mod views;

@@ -15,6 +15,7 @@
 use std::sync::Arc;
 
 use differential_dataflow::consolidation::consolidate;
+use trailspark_core::crm::CrmBatch;
 use trailspark_core::scoring::Evaluation;
 use trailspark_operators::eligibility::Eligibility;
 use trailspark_operators::groups::{GroupKey, GroupRow};
@@ -54,6 +55,8 @@ pub enum Update {
     /// Evaluations read from the log (not a dataflow output: they only ever arrive), with
     /// the time of the epoch they were read in.
     Evaluations(Vec<(Arc<Evaluation>, u64)>),
+    /// Pages of CRM records read from the log, likewise.
+    Crm(Vec<(Arc<CrmBatch>, u64)>),
     /// Every change up to logical time `time` has been sent; the log is applied up to `pos`
     /// and the hot window's side epochs up to the `sides`th.
     Applied {
@@ -74,6 +77,7 @@ pub enum Batch {
     ProductOrgs(Changes<ProductOrgRow>),
     Eligibility(Changes<EligibilityRow>),
     Evaluations(Vec<Arc<Evaluation>>),
+    Crm(Vec<Arc<CrmBatch>>),
 }
 
 /// Changes received for positions that are not yet complete.
@@ -88,6 +92,7 @@ pub struct Held {
     product_orgs: Timed<ProductOrgRow>,
     eligibility: Timed<EligibilityRow>,
     evaluations: Vec<(Arc<Evaluation>, u64)>,
+    crm: Vec<(Arc<CrmBatch>, u64)>,
 }
 
 /// Takes the changes at times up to `upto` out of `held`, consolidated. When all of them are
@@ -124,6 +129,7 @@ impl Held {
             Update::ProductOrgs(v) => self.product_orgs.extend(v),
             Update::Eligibility(v) => self.eligibility.extend(v),
             Update::Evaluations(v) => self.evaluations.extend(v),
+            Update::Crm(v) => self.crm.extend(v),
             Update::Applied { time, pos, sides } => return Some((time, pos, sides)),
         }
         None
@@ -132,12 +138,18 @@ impl Held {
     /// The net changes up to `upto`, in the order downstream events should follow: a lead
     /// exists before identifiers join it, and both before the signals attributed to it. An
     /// output without changes yields an empty batch, which applies as nothing.
-    pub fn settle(&mut self, upto: u64) -> [Batch; 9] {
+    pub fn settle(&mut self, upto: u64) -> [Batch; 10] {
         let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.evaluations)
             .into_iter()
             .partition(|(_, t)| *t <= upto);
         self.evaluations = later;
+        let (crm, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.crm)
+            .into_iter()
+            .partition(|(_, t)| *t <= upto);
+        self.crm = later;
         [
+            // CRM records first: an evaluation of the same epoch may read them.
+            Batch::Crm(crm.into_iter().map(|(b, _)| b).collect()),
             Batch::Leads(settle(&mut self.leads, upto)),
             Batch::Membership(settle(&mut self.membership, upto)),
             Batch::Conflicts(settle(&mut self.conflicts, upto)),

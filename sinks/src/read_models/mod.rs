@@ -17,6 +17,7 @@
 
 pub mod changes;
 pub mod cold;
+pub mod crm;
 pub mod epoch;
 pub mod models;
 pub mod processed;
@@ -105,7 +106,7 @@ impl ReadModels {
         let mut pending: Vec<Change> = Vec::new();
         let mut ready: Vec<(u64, Vec<Change>)> = Vec::new();
         while let Ok(first) = rx.recv() {
-            let mut settled: Vec<(u64, [Batch; 9])> = Vec::new();
+            let mut settled: Vec<(u64, [Batch; 10])> = Vec::new();
             let mut sides = 0;
             let mut next = Some(first);
             while let Some(u) = next {

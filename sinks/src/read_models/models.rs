@@ -123,6 +123,8 @@ pub struct OrgModels {
     pub rehydrated: HashMap<u64, i64>,
     /// Eligibility, evaluation candidates and evaluations.
     pub scoring: super::scoring::ScoringModels,
+    /// Records pulled from the org's CRMs.
+    pub crm: super::crm::CrmModels,
 }
 
 impl OrgModels {
@@ -318,6 +320,11 @@ impl Models {
             Batch::Evaluations(v) => {
                 for e in v {
                     self.org_mut(e.org_id.0).scoring.insert_evaluation(e);
+                }
+            }
+            Batch::Crm(v) => {
+                for b in v {
+                    self.org_mut(b.org_id.0).crm.apply(&b);
                 }
             }
         }

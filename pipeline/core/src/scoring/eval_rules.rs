@@ -72,7 +72,7 @@ impl From<Literal> for Value {
 }
 
 /// Where a condition's field is looked up.
-pub const FIELD_SCOPES: [&str; 4] = ["lead.", "traits.", "product_org.", "account."];
+pub const FIELD_SCOPES: [&str; 5] = ["lead.", "traits.", "product_org.", "account.", "crm."];
 
 /// One condition.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -41,7 +41,8 @@ pub struct Prepared {
 
 /// A condition field's value for a lead, for evaluation rules: `lead.*` (its email, title,
 /// identifiers and traits), `traits.*`, `product_org.*` (its latest product org) and
-/// `account.*`.
+/// `account.*`, and `crm.contact.*` / `crm.lead.*` / `crm.account.*` (the raw fields of the
+/// lead's CRM records).
 fn field(m: &Models, ctx: &LeadContext, lead: &Ident, name: &str) -> Option<Value> {
     let o = m.org(lead.org);
     let profile = o.leads.get(lead);
@@ -76,6 +77,9 @@ fn field(m: &Models, ctx: &LeadContext, lead: &Ident, name: &str) -> Option<Valu
         let mut v = product_org_json(id, po);
         v["custom"] = v["custom_fields"].clone();
         return path::get(&v, p).filter(|v| !v.is_null()).cloned();
+    }
+    if let Some(k) = name.strip_prefix("crm.") {
+        return ctx.crm.field(k);
     }
     if let Some(k) = name.strip_prefix("account.") {
         let a = ctx.account.as_ref()?;

@@ -1,0 +1,219 @@
+//! HubSpot's CRM v3 as documented: bearer tokens (401 `INVALID_AUTHENTICATION`), CRM search
+//! with filter groups, one sort, `after` paging and its limit of 4 requests a second per
+//! token (429 "You have reached your secondly limit."), properties per object type, and
+//! error bodies `{status, message, category, correlationId}`.
+//!
+//! Faults: `ten_secondly` (one 429 with `policyName: TEN_SECONDLY_ROLLING` and the
+//! `X-HubSpot-RateLimit-*` headers), `daily` (one 429 `DAILY`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::{answer, bearer, Req, Shared, Store, Window};
+
+pub struct Hubspot {
+    pub url: String,
+    pub store: Shared,
+    /// Requests refused by the secondly search limit.
+    pub throttled: Arc<Mutex<usize>>,
+}
+
+fn hs_error(status: u16, category: &str, message: &str) -> warp::reply::Response {
+    answer(
+        status,
+        &[],
+        &json!({"status": "error", "message": message, "category": category, "correlationId": "aeb5f871-7f07-4993-9211-075dc63e7cbf"}),
+    )
+}
+
+fn modified(object: &str) -> &'static str {
+    if object == "companies" {
+        "hs_lastmodifieddate"
+    } else {
+        "lastmodifieddate"
+    }
+}
+
+impl Hubspot {
+    pub fn start(token: &str, store: Store) -> Hubspot {
+        let store: Shared = Arc::new(Mutex::new(store));
+        let throttled = Arc::new(Mutex::new(0));
+        let window = Arc::new(Mutex::new(Window::default()));
+        let (token, t2) = (token.to_string(), throttled.clone());
+        let addr = super::serve_fn(store.clone(), move |st, r| {
+            handle(st, &token, &window, &t2, r)
+        });
+        Hubspot {
+            url: format!("http://{addr}"),
+            store,
+            throttled,
+        }
+    }
+}
+
+/// Whether a record passes one filter (dates compare as epoch ms, ids as numbers).
+fn passes(rec: &super::Rec, object: &str, f: &Value) -> bool {
+    let prop = f["propertyName"].as_str().unwrap_or("");
+    let want = f["value"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| f["value"].to_string());
+    let have: Option<i128> = match prop {
+        "hs_object_id" => rec.id.parse().ok(),
+        p if p == modified(object) => Some(rec.modified as i128),
+        p => rec
+            .fields
+            .get(p)
+            .and_then(|v| v.as_str().map(str::to_string).or(Some(v.to_string())))
+            .and_then(|s| s.parse().ok()),
+    };
+    let (Some(have), Ok(want)) = (have, want.parse::<i128>()) else {
+        return false;
+    };
+    match f["operator"].as_str() {
+        Some("GT") => have > want,
+        Some("GTE") => have >= want,
+        Some("EQ") => have == want,
+        Some("LT") => have < want,
+        _ => false,
+    }
+}
+
+fn handle(
+    st: &Shared,
+    token: &str,
+    window: &Mutex<Window>,
+    throttled: &Mutex<usize>,
+    r: Req,
+) -> warp::reply::Response {
+    if bearer(&r.auth) != Some(token) {
+        return hs_error(
+            401,
+            "INVALID_AUTHENTICATION",
+            "Authentication credentials not found. This API supports OAuth 2.0 authentication.",
+        );
+    }
+    let mut store = st.lock().unwrap();
+    let limits = [
+        ("X-HubSpot-RateLimit-Max", "100".to_string()),
+        ("X-HubSpot-RateLimit-Remaining", "0".to_string()),
+        (
+            "X-HubSpot-RateLimit-Interval-Milliseconds",
+            "10000".to_string(),
+        ),
+        ("X-HubSpot-RateLimit-Daily", "250000".to_string()),
+        ("X-HubSpot-RateLimit-Daily-Remaining", "249000".to_string()),
+    ];
+    if store.fault(&["ten_secondly"]).is_some() {
+        return answer(
+            429,
+            &limits,
+            &json!({"status": "error", "message": "You have reached your ten_secondly_rolling limit.", "errorType": "RATE_LIMIT", "category": "RATE_LIMITS", "policyName": "TEN_SECONDLY_ROLLING", "correlationId": "c033cdaa-2c40-4a64-ae48-b4cec88dad24"}),
+        );
+    }
+    if store.fault(&["daily"]).is_some() {
+        return answer(
+            429,
+            &limits,
+            &json!({"status": "error", "message": "You have reached your daily limit.", "errorType": "RATE_LIMIT", "category": "RATE_LIMITS", "policyName": "DAILY"}),
+        );
+    }
+    let segs: Vec<&str> = r.path.trim_matches('/').split('/').collect();
+    match (r.method.as_str(), segs.as_slice()) {
+        ("GET", ["crm", "v3", "properties", object]) => {
+            let Some(props) = store.schema.get(*object) else {
+                return hs_error(
+                    400,
+                    "VALIDATION_ERROR",
+                    &format!("Unable to infer object type from: {object}"),
+                );
+            };
+            let results: Vec<Value> = props.iter().map(|(n, t)| json!({"name": n, "label": n, "type": t, "fieldType": if t == "number" {"number"} else {"text"}, "groupName": "companyinformation", "hasUniqueValue": false})).collect();
+            answer(200, &[], &json!({"results": results}))
+        }
+        ("POST", ["crm", "v3", "objects", object, "search"]) => {
+            if !window
+                .lock()
+                .unwrap()
+                .admit(token, 4, Duration::from_secs(1))
+            {
+                *throttled.lock().unwrap() += 1;
+                return hs_error(429, "RATE_LIMITS", "You have reached your secondly limit.");
+            }
+            let Ok(body) = serde_json::from_slice::<Value>(&r.body) else {
+                return hs_error(400, "VALIDATION_ERROR", "Invalid input JSON on line 1");
+            };
+            let limit = body["limit"].as_u64().unwrap_or(10) as usize;
+            if limit > 200 {
+                return hs_error(400, "VALIDATION_ERROR", "limit must be 200 or less");
+            }
+            let groups = body["filterGroups"].as_array().cloned().unwrap_or_default();
+            if groups.len() > 5 {
+                return hs_error(400, "VALIDATION_ERROR", "too many filter groups (max 5)");
+            }
+            let sort = &body["sorts"][0];
+            if sort["propertyName"].as_str() != Some(modified(object))
+                || sort["direction"] != "ASCENDING"
+            {
+                return hs_error(
+                    400,
+                    "VALIDATION_ERROR",
+                    "this contract server sorts by the last-modified property, ascending",
+                );
+            }
+            let props: Vec<String> = body["properties"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect();
+            let matching: Vec<&super::Rec> = store
+                .objects
+                .get(*object)
+                .into_iter()
+                .flatten()
+                .filter(|rec| {
+                    groups.is_empty()
+                        || groups.iter().any(|g| {
+                            g["filters"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .all(|f| passes(rec, object, f))
+                        })
+                })
+                .collect();
+            let total = matching.len();
+            let after: usize = body["after"]
+                .as_str()
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(0);
+            if after >= 10_000 {
+                return hs_error(
+                    400,
+                    "VALIDATION_ERROR",
+                    "paging past 10,000 results is not allowed",
+                );
+            }
+            let results: Vec<Value> = matching.iter().skip(after).take(limit).map(|rec| {
+                let mut p = serde_json::Map::new();
+                for name in &props {
+                    let v = if name == modified(object) { json!(super::iso(rec.modified)) } else { rec.fields.get(name).cloned().unwrap_or(Value::Null) };
+                    p.insert(name.clone(), v);
+                }
+                p.insert("hs_object_id".into(), json!(rec.id));
+                json!({"id": rec.id, "properties": p, "createdAt": super::iso(rec.modified), "updatedAt": super::iso(rec.modified), "archived": false})
+            }).collect();
+            let n = results.len();
+            *store.served.entry(object.to_string()).or_default() += n;
+            let mut out = json!({"total": total, "results": results});
+            if after + n < total {
+                out["paging"] = json!({"next": {"after": (after + n).to_string(), "link": ""}});
+            }
+            answer(200, &[], &out)
+        }
+        _ => hs_error(404, "OBJECT_NOT_FOUND", "resource not found"),
+    }
+}

@@ -1,0 +1,263 @@
+//! Salesforce's REST API as documented: the OAuth token endpoint on the login host
+//! (refresh-token grant, `invalid_grant`), an instance on another port, SOQL `query` paged
+//! through `nextRecordsUrl`, `sobjects/{Object}/describe`, errors as a JSON array of
+//! `{message, errorCode, fields}`, `401 INVALID_SESSION_ID` for an expired session and
+//! `403 REQUEST_LIMIT_EXCEEDED`.
+//!
+//! Faults: `expire` (every session ends before the next call), `limit` (one 403),
+//! `unavailable` (one 503).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use regex::Regex;
+use serde_json::{json, Value};
+
+use super::{answer, bearer, Req, Shared, Store};
+
+pub const CLIENT_ID: &str = "3MVG9-test-consumer-key";
+
+pub struct SfState {
+    pub refresh_token: String,
+    pub sessions: BTreeSet<String>,
+    pub issued: u64,
+    pub page_size: usize,
+    pub cursors: BTreeMap<String, Vec<Value>>,
+    pub instance: String,
+}
+
+pub struct Salesforce {
+    pub login_url: String,
+    pub instance_url: String,
+    pub store: Shared,
+    pub sf: Arc<Mutex<SfState>>,
+}
+
+fn sf_error(status: u16, code: &str, message: &str) -> warp::reply::Response {
+    answer(
+        status,
+        &[],
+        &json!([{"message": message, "errorCode": code, "fields": []}]),
+    )
+}
+
+fn time_of(s: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .unwrap()
+        .timestamp_millis()
+}
+
+fn modstamp(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%S%.3f+0000")
+        .to_string()
+}
+
+impl Salesforce {
+    pub fn start(refresh_token: &str, store: Store) -> Salesforce {
+        let store: Shared = Arc::new(Mutex::new(store));
+        let sf = Arc::new(Mutex::new(SfState {
+            refresh_token: refresh_token.into(),
+            sessions: BTreeSet::new(),
+            issued: 0,
+            page_size: 2000,
+            cursors: BTreeMap::new(),
+            instance: String::new(),
+        }));
+        let s2 = sf.clone();
+        let login = super::serve_fn(store.clone(), move |_, r| token(&s2, r));
+        let s3 = sf.clone();
+        let inst = super::serve_fn(store.clone(), move |st, r| instance(st, &s3, r));
+        let instance_url = format!("http://{inst}");
+        sf.lock().unwrap().instance = instance_url.clone();
+        Salesforce {
+            login_url: format!("http://{login}"),
+            instance_url,
+            store,
+            sf,
+        }
+    }
+}
+
+fn token(sf: &Arc<Mutex<SfState>>, r: Req) -> warp::reply::Response {
+    if r.method != "POST" || r.path != "/services/oauth2/token" {
+        return sf_error(404, "NOT_FOUND", "The requested resource does not exist");
+    }
+    let form: BTreeMap<String, String> = form_urlencoded::parse(&r.body).into_owned().collect();
+    let mut s = sf.lock().unwrap();
+    if form.get("grant_type").map(String::as_str) != Some("refresh_token") {
+        return answer(
+            400,
+            &[],
+            &json!({"error": "unsupported_grant_type", "error_description": "grant type not supported"}),
+        );
+    }
+    if form.get("client_id").map(String::as_str) != Some(CLIENT_ID) {
+        return answer(
+            400,
+            &[],
+            &json!({"error": "invalid_client_id", "error_description": "client identifier invalid"}),
+        );
+    }
+    if form.get("refresh_token") != Some(&s.refresh_token) {
+        return answer(
+            400,
+            &[],
+            &json!({"error": "invalid_grant", "error_description": "expired access/refresh token"}),
+        );
+    }
+    s.issued += 1;
+    let tok = format!("00Dxx0000001gPL!AQ4AQ{}", s.issued);
+    s.sessions.insert(tok.clone());
+    answer(
+        200,
+        &[],
+        &json!({
+            "access_token": tok,
+            "instance_url": s.instance,
+            "id": format!("{}/id/00Dxx0000001gPLEAY/005xx000001X7hmAAC", s.instance),
+            "token_type": "Bearer",
+            "issued_at": chrono::Utc::now().timestamp_millis().to_string(),
+            "signature": "c2lnbmF0dXJl",
+        }),
+    )
+}
+
+fn instance(st: &Shared, sf: &Arc<Mutex<SfState>>, r: Req) -> warp::reply::Response {
+    let mut store = st.lock().unwrap();
+    let mut s = sf.lock().unwrap();
+    if store.fault(&["expire"]).is_some() {
+        s.sessions.clear();
+    }
+    if !bearer(&r.auth).is_some_and(|t| s.sessions.contains(t)) {
+        return sf_error(401, "INVALID_SESSION_ID", "Session expired or invalid");
+    }
+    if store.fault(&["limit"]).is_some() {
+        return sf_error(
+            403,
+            "REQUEST_LIMIT_EXCEEDED",
+            "TotalRequests Limit exceeded.",
+        );
+    }
+    if store.fault(&["unavailable"]).is_some() {
+        return sf_error(503, "SERVER_UNAVAILABLE", "Server Unavailable");
+    }
+    let v = "/services/data/v62.0";
+    let Some(rest) = r.path.strip_prefix(v) else {
+        return sf_error(404, "NOT_FOUND", "The requested resource does not exist");
+    };
+    if let Some(obj) = rest
+        .strip_prefix("/sobjects/")
+        .and_then(|x| x.strip_suffix("/describe"))
+    {
+        let Some(fields) = store.schema.get(obj) else {
+            return sf_error(
+                404,
+                "NOT_FOUND",
+                &format!("The requested resource does not exist: {obj}"),
+            );
+        };
+        let fields: Vec<Value> = fields
+            .iter()
+            .map(|(n, t)| json!({"name": n, "type": t}))
+            .collect();
+        return answer(200, &[], &json!({"name": obj, "fields": fields}));
+    }
+    if rest == "/query" {
+        let q = r.params("q").pop().unwrap_or_default();
+        let re = Regex::new(
+            r"^SELECT (.+) FROM (\w+)(?: WHERE (.+))? ORDER BY SystemModstamp ASC, Id ASC$",
+        )
+        .unwrap();
+        let Some(c) = re.captures(&q) else {
+            return sf_error(400, "MALFORMED_QUERY", "unexpected token");
+        };
+        let obj = c[2].to_string();
+        let fields: Vec<String> = c[1].split(", ").map(str::to_string).collect();
+        let schema = store.schema.get(&obj).cloned().unwrap_or_default();
+        for f in &fields {
+            if !schema.contains_key(f) {
+                return answer(
+                    400,
+                    &[],
+                    &json!([{"message": format!("No such column '{f}' on entity '{obj}'"), "errorCode": "INVALID_FIELD", "fields": [f]}]),
+                );
+            }
+        }
+        let (after, after_id) = match c.get(3) {
+            None => (i64::MIN, None),
+            Some(w) => {
+                let t = Regex::new(r"SystemModstamp > (\S+?)[ )]|SystemModstamp > (\S+)$").unwrap();
+                let tc = t.captures(w.as_str()).unwrap();
+                let ts = tc.get(1).or(tc.get(2)).unwrap().as_str();
+                let id = Regex::new(r"Id > '([^']*)'")
+                    .unwrap()
+                    .captures(w.as_str())
+                    .map(|c| c[1].to_string());
+                (time_of(ts), id)
+            }
+        };
+        let rows: Vec<Value> = store
+            .objects
+            .get(&obj)
+            .into_iter()
+            .flatten()
+            .filter(|rec| {
+                rec.modified > after
+                    || after_id
+                        .as_ref()
+                        .is_some_and(|id| rec.modified == after && rec.id > *id)
+            })
+            .map(|rec| {
+                let mut m = serde_json::Map::new();
+                m.insert(
+                    "attributes".into(),
+                    json!({"type": obj, "url": format!("{v}/sobjects/{obj}/{}", rec.id)}),
+                );
+                for f in &fields {
+                    let val = match f.as_str() {
+                        "Id" => json!(rec.id),
+                        "SystemModstamp" => json!(modstamp(rec.modified)),
+                        _ => rec.fields.get(f).cloned().unwrap_or(Value::Null),
+                    };
+                    m.insert(f.clone(), val);
+                }
+                Value::Object(m)
+            })
+            .collect();
+        *store.served.entry(obj.clone()).or_default() += rows.len().min(s.page_size);
+        return page(&mut s, rows);
+    }
+    if let Some(id) = rest.strip_prefix("/query/") {
+        let Some(rows) = s.cursors.remove(id) else {
+            return sf_error(400, "INVALID_QUERY_LOCATOR", "invalid query locator");
+        };
+        let obj = rows
+            .first()
+            .and_then(|r| r.pointer("/attributes/type"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        *store.served.entry(obj).or_default() += rows.len().min(s.page_size);
+        return page(&mut s, rows);
+    }
+    sf_error(404, "NOT_FOUND", "The requested resource does not exist")
+}
+
+fn page(s: &mut SfState, mut rows: Vec<Value>) -> warp::reply::Response {
+    let total = rows.len();
+    let rest = if rows.len() > s.page_size {
+        rows.split_off(s.page_size)
+    } else {
+        Vec::new()
+    };
+    let mut body = json!({"totalSize": total, "done": rest.is_empty(), "records": rows});
+    if !rest.is_empty() {
+        s.issued += 1;
+        let id = format!("01gxx0000{}-{}", s.issued, s.page_size);
+        body["nextRecordsUrl"] = json!(format!("/services/data/v62.0/query/{id}"));
+        s.cursors.insert(id, rest);
+    }
+    answer(200, &[], &body)
+}

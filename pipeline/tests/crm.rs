@@ -1,0 +1,573 @@
+//! CRM integrations end to end, against local contract servers of Salesforce, HubSpot and
+//! Airtable: connect, test and sync through HTTP; incremental pulls; a token expiring in a
+//! sync; `invalid_grant`; rate limits that slow a sync without losing a record; contacts
+//! matching leads and accounts matching by domain; and no secret in any answer or log line.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::crm::{
+    airtable::Airtable, hubspot::Hubspot, salesforce, salesforce::Salesforce, Store,
+};
+use common::scoring::{call, lead, ok};
+use common::*;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+fn start(dir: &Path, log: &Path) -> Server {
+    let file = std::fs::File::create(log).unwrap();
+    Server::start_configured(
+        dir,
+        None,
+        &[
+            ("TRAILSPARK_EVALUATION_INTERVAL", "3600"),
+            ("TRAILSPARK_CRM_SYNC_INTERVAL", "3600"),
+        ],
+        move |cmd| {
+            cmd.stderr(file).env("TRAILSPARK_LOG", "debug");
+        },
+    )
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Waits for a sync of `id` that started after `since` (ms) to end; answers the integration.
+fn wait_sync(s: &Server, id: u64, since: i64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let v = ok(s, Method::GET, &format!("/api/integrations/{id}"), None);
+        let last = &v["sync"]["last"];
+        if last["started_at"].as_i64().unwrap_or(0) >= since
+            && last["state"] != "running"
+            && !last.is_null()
+        {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "no sync ended: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn sync(s: &Server, id: u64) -> Value {
+    let t = now_ms();
+    ok(
+        s,
+        Method::POST,
+        &format!("/api/integrations/{id}/sync"),
+        None,
+    );
+    wait_sync(s, id, t)
+}
+
+/// No answer seen and no log line holds any of `secrets`.
+fn assert_secret_free(answers: &[Value], log: &Path, secrets: &[&str]) {
+    let text = std::fs::read_to_string(log).unwrap();
+    assert!(text.contains("CRM sync ended"), "the log has the syncs");
+    for secret in secrets {
+        assert!(!text.contains(secret), "the log holds a secret");
+        for a in answers {
+            assert!(
+                !a.to_string().contains(secret),
+                "an answer holds a secret: {a}"
+            );
+        }
+    }
+}
+
+fn schema(fields: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    fields
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect()
+}
+
+fn account<'a>(accounts: &'a Value, domain: &str) -> &'a Value {
+    accounts["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["websiteDomain"] == domain)
+        .unwrap_or_else(|| panic!("no account {domain}: {accounts}"))
+}
+
+#[test]
+fn hubspot_connects_syncs_incrementally_and_waits_out_rate_limits() {
+    const TOKEN: &str = "pat-na1-11111111-2222-3333-4444-555555555555";
+    let mut store = Store::default();
+    store.schema.insert(
+        "companies".into(),
+        schema(&[
+            ("name", "string"),
+            ("domain", "string"),
+            ("industry", "enumeration"),
+            ("numberofemployees", "number"),
+            ("country", "string"),
+            ("annualrevenue", "number"),
+        ]),
+    );
+    store.schema.insert(
+        "contacts".into(),
+        schema(&[
+            ("email", "string"),
+            ("firstname", "string"),
+            ("lastname", "string"),
+            ("company", "string"),
+            ("jobtitle", "string"),
+            ("associatedcompanyid", "number"),
+        ]),
+    );
+    let t0 = 1_700_000_000_000;
+    store.put("companies", "101", t0, json!({"name": "Acme", "domain": "acme.com", "industry": "COMPUTER_SOFTWARE", "numberofemployees": "450", "country": "United States", "annualrevenue": "52000000"}));
+    store.put("companies", "102", t0 + 1, json!({"name": "Globex", "domain": "globex.com", "industry": "UTILITIES", "numberofemployees": "12000", "country": "Germany"}));
+    for i in 0..250 {
+        store.put("contacts", &format!("{}", 1000 + i), t0 + i, json!({"email": format!("person{i}@globex.com"), "firstname": "P", "lastname": format!("{i}"), "associatedcompanyid": "102"}));
+    }
+    store.put("contacts", "201", t0 + 5, json!({"email": "ana@acme.com", "firstname": "Ana", "lastname": "Diaz", "jobtitle": "VP Marketing", "associatedcompanyid": "101"}));
+    let hs = Hubspot::start(TOKEN, store);
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let s = start(&dir.path().join("data"), &log);
+    let ana = lead(&s, "ana@acme.com");
+    let pos = ana.event("pageview");
+    ana.get(pos);
+
+    let mut answers = Vec::new();
+    let (st, created) = call(
+        &s,
+        Method::POST,
+        "/api/integrations",
+        Some(json!({
+            "kind": "hubspot", "name": "HubSpot", "credentials": {"private_app_token": TOKEN}, "api_base_url": hs.url,
+        })),
+    );
+    assert_eq!(st, 201, "{created}");
+    assert_eq!(created["status"], "connected");
+    let id = created["id"].as_u64().unwrap();
+    answers.push(created);
+    // The first sync starts on its own.
+    let v = wait_sync(&s, id, 0);
+    assert_eq!(v["sync"]["last"]["state"], "done", "{v}");
+    assert_eq!(v["records"], json!({"account": 2, "contact": 251}), "{v}");
+    assert_eq!(v["status"], "connected");
+    answers.push(v);
+
+    let tested = ok(
+        &s,
+        Method::POST,
+        &format!("/api/integrations/{id}/test"),
+        None,
+    );
+    assert_eq!(tested["ok"], true, "{tested}");
+    answers.push(tested);
+
+    // The lead's account carries HubSpot's firmographics.
+    let accounts = ok(&s, Method::GET, "/api/accounts", None);
+    let acme = account(&accounts, "acme.com");
+    assert_eq!(acme["industry"], "COMPUTER_SOFTWARE", "{acme}");
+    assert_eq!(acme["employeeCount"], 450, "{acme}");
+
+    // Incremental: only what changed comes back.
+    let served = |o: &str| *hs.store.lock().unwrap().served.get(o).unwrap_or(&0);
+    let (c0, a0) = (served("contacts"), served("companies"));
+    hs.store.lock().unwrap().put("contacts", "1003", t0 + 10_000, json!({"email": "person3@globex.com", "firstname": "P", "lastname": "3", "jobtitle": "CTO", "associatedcompanyid": "102"}));
+    let v = sync(&s, id);
+    assert_eq!(v["sync"]["last"]["state"], "done", "{v}");
+    assert_eq!(
+        v["sync"]["last"]["records"],
+        json!({"account": 0, "contact": 1}),
+        "{v}"
+    );
+    assert_eq!((served("contacts") - c0, served("companies") - a0), (1, 0));
+
+    // A ten-secondly 429 slows the sync down; nothing is lost.
+    {
+        let mut st = hs.store.lock().unwrap();
+        st.put("companies", "101", t0 + 20_000, json!({"name": "Acme", "domain": "acme.com", "industry": "INFORMATION_TECHNOLOGY_AND_SERVICES", "numberofemployees": "500", "country": "United States"}));
+        st.faults.push_back("ten_secondly".into());
+    }
+    let started = Instant::now();
+    let v = sync(&s, id);
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "the window's wait was honoured"
+    );
+    assert_eq!(v["sync"]["last"]["state"], "done", "{v}");
+    assert_eq!(v["sync"]["last"]["records"]["account"], 1, "{v}");
+    let accounts = ok(&s, Method::GET, "/api/accounts", None);
+    assert_eq!(
+        account(&accounts, "acme.com")["industry"],
+        "INFORMATION_TECHNOLOGY_AND_SERVICES"
+    );
+    assert_eq!(
+        *hs.throttled.lock().unwrap(),
+        0,
+        "the search pacing stayed under 4/s"
+    );
+
+    // A mapped field the CRM lacks is refused by name.
+    let (st, refused) = call(
+        &s,
+        Method::PUT,
+        &format!("/api/integrations/{id}/mapping"),
+        Some(json!({"fields": {"market_segment": "company.segment_tier"}})),
+    );
+    assert_eq!(st, 400, "{refused}");
+    assert_eq!(refused["error"], "unknown_crm_fields");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("segment_tier"),
+        "{refused}"
+    );
+
+    // A revoked token disconnects, with the reason shown.
+    let hs_url = hs.url.clone();
+    let (st, v) = call(
+        &s,
+        Method::PATCH,
+        &format!("/api/integrations/{id}"),
+        Some(
+            json!({"credentials": {"private_app_token": "pat-na1-revoked"}, "api_base_url": hs_url}),
+        ),
+    );
+    assert_eq!(st, 200, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let v = loop {
+        let v = ok(&s, Method::GET, &format!("/api/integrations/{id}"), None);
+        if v["status"] == "disconnected" || Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(v["status"], "disconnected", "{v}");
+    assert!(
+        v["reason"].as_str().unwrap().contains("refused the token"),
+        "{v}"
+    );
+    answers.push(v);
+    let list = ok(&s, Method::GET, "/api/integrations", None);
+    answers.push(list);
+    assert_secret_free(&answers, &log, &[TOKEN, "pat-na1-revoked"]);
+}
+
+#[test]
+fn salesforce_refreshes_expired_sessions_pages_and_disconnects_on_invalid_grant() {
+    const REFRESH: &str = "5Aep861TSESvWeug_xvFHRBTTbf_YrTWgEyjBJvT8mLQ-refresh";
+    const SECRET: &str = "F2A9E6C0-client-secret";
+    let mut store = Store::default();
+    store.schema.insert(
+        "Account".into(),
+        schema(&[
+            ("Id", "id"),
+            ("SystemModstamp", "datetime"),
+            ("Name", "string"),
+            ("Website", "url"),
+            ("Industry", "picklist"),
+            ("NumberOfEmployees", "int"),
+            ("BillingCountry", "string"),
+        ]),
+    );
+    store.schema.insert(
+        "Contact".into(),
+        schema(&[
+            ("Id", "id"),
+            ("SystemModstamp", "datetime"),
+            ("AccountId", "reference"),
+            ("Email", "email"),
+            ("FirstName", "string"),
+            ("LastName", "string"),
+            ("Title", "string"),
+        ]),
+    );
+    store.schema.insert(
+        "Lead".into(),
+        schema(&[
+            ("Id", "id"),
+            ("SystemModstamp", "datetime"),
+            ("Email", "email"),
+            ("FirstName", "string"),
+            ("LastName", "string"),
+            ("Title", "string"),
+            ("Company", "string"),
+            ("Website", "url"),
+            ("Industry", "picklist"),
+            ("NumberOfEmployees", "int"),
+            ("Country", "string"),
+        ]),
+    );
+    let t0 = 1_700_000_000_000;
+    store.put("Account", "001A", t0, json!({"Name": "Acme", "Website": "https://www.acme.com", "Industry": "Technology", "NumberOfEmployees": 450, "BillingCountry": "USA"}));
+    for i in 0..7 {
+        // Equal modification times across a page boundary: the cursor's id breaks the tie.
+        store.put("Contact", &format!("003C{i}"), t0 + (i / 3), json!({"AccountId": "001A", "Email": format!("c{i}@acme.com"), "LastName": format!("C{i}")}));
+    }
+    store.put("Lead", "00QL1", t0, json!({"Email": "bo@initech.com", "Company": "Initech", "Website": "initech.com", "Industry": "Banking", "NumberOfEmployees": 90, "Country": "UK"}));
+    let sf = Salesforce::start(REFRESH, store);
+    sf.sf.lock().unwrap().page_size = 2;
+    assert_ne!(sf.login_url, sf.instance_url);
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let s = start(&dir.path().join("data"), &log);
+    let bo = lead(&s, "bo@initech.com");
+    let pos = bo.event("pageview");
+    bo.get(pos);
+
+    // The first sync meets an expired session after its first page, and a 503.
+    {
+        let mut st = sf.store.lock().unwrap();
+        st.faults.extend(["none".to_string()]);
+        st.faults.clear();
+    }
+    let (st, created) = call(
+        &s,
+        Method::POST,
+        "/api/integrations",
+        Some(json!({
+            "kind": "salesforce", "name": "Salesforce",
+            "credentials": {"client_id": salesforce::CLIENT_ID, "client_secret": SECRET, "refresh_token": REFRESH},
+            "api_base_url": sf.login_url, "login_url": sf.login_url,
+        })),
+    );
+    assert_eq!(st, 201, "{created}");
+    let id = created["id"].as_u64().unwrap();
+    let mut answers = vec![created];
+    let v = wait_sync(&s, id, 0);
+    assert_eq!(v["sync"]["last"]["state"], "done", "{v}");
+    assert_eq!(
+        v["records"],
+        json!({"account": 1, "contact": 7, "lead": 1}),
+        "{v}"
+    );
+
+    // Expiry mid-sync: refreshed once, and the sync completes.
+    let issued = sf.sf.lock().unwrap().issued;
+    sf.store.lock().unwrap().put(
+        "Contact",
+        "003C9",
+        t0 + 50,
+        json!({"AccountId": "001A", "Email": "c9@acme.com", "LastName": "C9"}),
+    );
+    sf.store
+        .lock()
+        .unwrap()
+        .faults
+        .extend(["expire".to_string(), "unavailable".to_string()]);
+    let v = sync(&s, id);
+    assert_eq!(v["sync"]["last"]["state"], "done", "{v}");
+    assert_eq!(
+        v["sync"]["last"]["records"],
+        json!({"account": 0, "contact": 1, "lead": 0}),
+        "{v}"
+    );
+    assert!(
+        sf.sf.lock().unwrap().issued > issued,
+        "the token was refreshed"
+    );
+
+    // The daily allocation used up: the sync stops, keeps its cursor, and the next resumes.
+    sf.store.lock().unwrap().put(
+        "Lead",
+        "00QL2",
+        t0 + 60,
+        json!({"Email": "cy@hooli.com", "Company": "Hooli", "Website": "hooli.com"}),
+    );
+    sf.store
+        .lock()
+        .unwrap()
+        .faults
+        .extend(["limit".to_string()]);
+    let v = sync(&s, id);
+    assert_eq!(v["sync"]["last"]["state"], "rate_limited", "{v}");
+    let v = sync(&s, id);
+    assert_eq!(v["sync"]["last"]["state"], "done", "{v}");
+    assert_eq!(
+        v["records"],
+        json!({"account": 1, "contact": 8, "lead": 2}),
+        "{v}"
+    );
+
+    // An unconverted lead's account comes from the Lead's fallback fields.
+    let accounts = ok(&s, Method::GET, "/api/accounts", None);
+    let initech = account(&accounts, "initech.com");
+    assert_eq!(initech["industry"], "Banking", "{initech}");
+    assert_eq!(initech["region"], "UK", "{initech}");
+
+    // describe: a mapped field the org lacks is named.
+    let (st, refused) = call(
+        &s,
+        Method::PUT,
+        &format!("/api/integrations/{id}/mapping"),
+        Some(json!({"fields": {"market_segment": "Account.Segment__c"}})),
+    );
+    assert_eq!(st, 400, "{refused}");
+    assert_eq!(refused["fields"][0]["field"], "Segment__c", "{refused}");
+
+    // The refresh token revoked: invalid_grant disconnects, with the reason.
+    sf.sf.lock().unwrap().refresh_token = "rotated-elsewhere".into();
+    sf.sf.lock().unwrap().sessions.clear();
+    let v = ok(
+        &s,
+        Method::POST,
+        &format!("/api/integrations/{id}/test"),
+        None,
+    );
+    assert_eq!(v["connected"], false, "{v}");
+    let v = ok(&s, Method::GET, &format!("/api/integrations/{id}"), None);
+    assert_eq!(v["status"], "disconnected");
+    assert!(
+        v["reason"].as_str().unwrap().contains("invalid_grant"),
+        "{v}"
+    );
+    let (st, refused) = call(
+        &s,
+        Method::POST,
+        &format!("/api/integrations/{id}/sync"),
+        None,
+    );
+    assert_eq!(st, 409, "{refused}");
+    answers.push(v);
+    assert_secret_free(&answers, &log, &[REFRESH, SECRET]);
+}
+
+#[test]
+fn airtable_lists_by_offset_and_holds_the_base_after_a_429() {
+    const PAT: &str = "patAbCdEfGh12345.0123456789abcdef0123456789abcdef";
+    const BASE: &str = "appTrailspark01";
+    let mut store = Store::default();
+    store.schema.insert(
+        "Companies".into(),
+        schema(&[
+            ("Name", "singleLineText"),
+            ("Website", "url"),
+            ("Industry", "singleSelect"),
+            ("Segment", "singleSelect"),
+            ("Employees", "number"),
+            ("Region", "singleLineText"),
+            ("Last Modified", "lastModifiedTime"),
+        ]),
+    );
+    store.schema.insert(
+        "People".into(),
+        schema(&[
+            ("Email", "email"),
+            ("First Name", "singleLineText"),
+            ("Last Name", "singleLineText"),
+            ("Company", "multipleRecordLinks"),
+            ("Title", "singleLineText"),
+            ("Last Modified", "lastModifiedTime"),
+        ]),
+    );
+    let t0 = 1_700_000_000_000;
+    store.put("Companies", "recACME", t0, json!({"Name": "Acme", "Website": "acme.com", "Industry": "Software", "Segment": "Mid-Market", "Employees": 450, "Region": "North America"}));
+    for i in 0..230 {
+        store.put(
+            "People",
+            &format!("recP{i:04}"),
+            t0 + i,
+            json!({"Email": format!("p{i}@acme.com"), "Company": ["recACME"]}),
+        );
+    }
+    let at = Airtable::start(PAT, BASE, store, Duration::from_secs(30));
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let s = start(&dir.path().join("data"), &log);
+    let p = lead(&s, "p7@acme.com");
+    let pos = p.event("pageview");
+    p.get(pos);
+
+    // A base the token cannot see: 403, named.
+    let (st, created) = call(
+        &s,
+        Method::POST,
+        "/api/integrations",
+        Some(json!({
+            "kind": "airtable", "name": "Airtable",
+            "credentials": {"personal_access_token": PAT, "base_id": "appOther", "tables": {"contacts": "People", "companies": "Companies"}},
+            "api_base_url": at.url,
+        })),
+    );
+    assert_eq!(st, 201, "{created}");
+    let wrong = created["id"].as_u64().unwrap();
+    let v = wait_sync(&s, wrong, 0);
+    assert_eq!(v["sync"]["last"]["state"], "failed", "{v}");
+    assert!(
+        v["sync"]["last"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("INVALID_PERMISSIONS_OR_MODEL_NOT_FOUND"),
+        "{v}"
+    );
+    let mut answers = vec![created, v];
+
+    // The first listing meets a 429: the base is held 30 s, then the sync completes.
+    at.store.lock().unwrap().faults.push_back("burst".into());
+    let (st, created) = call(
+        &s,
+        Method::POST,
+        "/api/integrations",
+        Some(json!({
+            "kind": "airtable", "name": "Airtable",
+            "credentials": {"personal_access_token": PAT, "base_id": BASE, "tables": {"contacts": "People", "companies": "Companies"}},
+            "api_base_url": at.url,
+        })),
+    );
+    assert_eq!(st, 201, "{created}");
+    assert!(
+        created.to_string().contains(BASE),
+        "the base id is a setting, shown"
+    );
+    let id = created["id"].as_u64().unwrap();
+    let started = Instant::now();
+    let v = wait_sync(&s, id, 0);
+    assert_eq!(v["sync"]["last"]["state"], "done", "{v}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(29),
+        "the penalty was waited out"
+    );
+    assert_eq!(v["records"], json!({"account": 1, "contact": 230}), "{v}");
+    let limited = *at.limited.lock().unwrap();
+    assert!(limited >= 1, "the fault was answered");
+    let tested = ok(
+        &s,
+        Method::POST,
+        &format!("/api/integrations/{id}/test"),
+        None,
+    );
+    assert_eq!(tested["ok"], true, "{tested}");
+
+    // Incremental by LAST_MODIFIED_TIME(): one changed record.
+    let served = at
+        .store
+        .lock()
+        .unwrap()
+        .served
+        .get("People")
+        .copied()
+        .unwrap_or(0);
+    at.store.lock().unwrap().put(
+        "People",
+        "recP0007",
+        t0 + 100_000,
+        json!({"Email": "p7@acme.com", "Title": "Head of Growth", "Company": ["recACME"]}),
+    );
+    let v = sync(&s, id);
+    assert_eq!(
+        v["sync"]["last"]["records"],
+        json!({"account": 0, "contact": 1}),
+        "{v}"
+    );
+    assert_eq!(at.store.lock().unwrap().served["People"] - served, 1);
+    let accounts = ok(&s, Method::GET, "/api/accounts", None);
+    let acme = account(&accounts, "acme.com");
+    assert_eq!(acme["marketSegment"], "Mid-Market", "{acme}");
+    answers.push(v);
+    assert_secret_free(&answers, &log, &[PAT]);
+}

@@ -1,0 +1,234 @@
+//! Airtable: a personal access token and a base whose tables hold contacts and companies.
+//! Changes are listed with a `filterByFormula` on `LAST_MODIFIED_TIME()`, paged by
+//! `offset`, under the documented 5 requests a second per base; a `429` holds the base for
+//! the documented 30 s. Fields are checked against `GET /v0/meta/bases/{baseId}/tables`.
+//!
+//! Listing has no last-modified order, so a cursor moves only when a pull completes: a
+//! sync stopped inside a listing takes it again from the last completed one (records are
+//! upserts, so taking one twice changes nothing).
+
+use std::time::Duration;
+
+use serde_json::Value;
+use trailspark_core::crm::{CrmObject, CrmRecord, FieldRef, StdField};
+
+use super::client::{Answer, CrmHttp, Verdict};
+use super::{
+    credential, field_problems, name_types, objects_of, standard, Connector, ConnectorConfig,
+    CrmError, Described, FieldProblem, Page, Pull,
+};
+
+/// Under the documented 5 requests a second per base, with room for timers' jitter: a
+/// 429 costs the whole base 30 s.
+pub const PER_BASE_PER_SEC: f64 = 4.5;
+/// How long a base is held after a 429.
+pub const PENALTY: Duration = Duration::from_secs(30);
+/// The field holding a record's last-modified time, unless `tables.modified_field` names
+/// another.
+pub const MODIFIED_FIELD: &str = "Last Modified";
+
+pub struct Airtable {
+    config: ConnectorConfig,
+    http: CrmHttp,
+    token: String,
+    base: String,
+    scope: String,
+    modified_field: String,
+}
+
+/// `error` is an object `{type, message}` or a bare string.
+fn error_text(a: &Answer) -> String {
+    let v: Value = serde_json::from_slice(&a.body).unwrap_or(Value::Null);
+    match v.get("error") {
+        Some(Value::String(s)) => s.clone(),
+        Some(e) => format!(
+            "{}: {}",
+            e.get("type").and_then(Value::as_str).unwrap_or("error"),
+            e.get("message").and_then(Value::as_str).unwrap_or("")
+        ),
+        None => format!("HTTP {}", a.status),
+    }
+}
+
+fn classify(a: &Answer) -> Verdict {
+    match a.status {
+        200..=299 => Verdict::Done,
+        429 => Verdict::Retry(PENALTY),
+        401 => Verdict::Fail(CrmError::Disconnected(format!(
+            "Airtable refused the token: {}",
+            error_text(a)
+        ))),
+        500..=599 => Verdict::Retry(Duration::from_millis(300)),
+        s => Verdict::Fail(CrmError::Refused {
+            status: s,
+            message: error_text(a),
+        }),
+    }
+}
+
+fn time_of(v: &Value) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(v.as_str()?)
+        .ok()
+        .map(|d| d.timestamp_millis())
+}
+
+fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+impl Airtable {
+    pub fn new(config: ConnectorConfig, http: CrmHttp) -> Result<Airtable, CrmError> {
+        let token = credential(&config, "personal_access_token")?;
+        let base = config
+            .settings
+            .get("base_id")
+            .cloned()
+            .ok_or_else(|| CrmError::Invalid("credentials need `base_id`".into()))?;
+        for role in ["contacts", "companies"] {
+            if !config.settings.contains_key(&format!("tables.{role}")) {
+                return Err(CrmError::Invalid(format!(
+                    "credentials need `tables.{role}`, the table holding {role}"
+                )));
+            }
+        }
+        let modified_field = config
+            .settings
+            .get("tables.modified_field")
+            .cloned()
+            .unwrap_or_else(|| MODIFIED_FIELD.to_string());
+        Ok(Airtable {
+            scope: format!("airtable:{base}"),
+            config,
+            http,
+            token,
+            base,
+            modified_field,
+        })
+    }
+
+    fn table(&self, object: CrmObject) -> &str {
+        let role = object.native(self.config.kind);
+        self.config.settings[&format!("tables.{role}")].as_str()
+    }
+
+    async fn get(&self, path: &str) -> Result<Value, CrmError> {
+        let url = format!("{}{path}", self.config.api_base_url.trim_end_matches('/'));
+        let a = self
+            .http
+            .call(
+                Some((&self.scope, PER_BASE_PER_SEC)),
+                |_| {
+                    self.http
+                        .send(self.http.client().get(&url).bearer_auth(&self.token))
+                },
+                classify,
+            )
+            .await?;
+        a.json()
+    }
+}
+
+#[async_trait::async_trait]
+impl Connector for Airtable {
+    async fn check(&self) -> Result<Vec<FieldProblem>, CrmError> {
+        let v = self
+            .get(&format!("/v0/meta/bases/{}/tables", self.base))
+            .await?;
+        let tables = v
+            .get("tables")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut refs = self.config.mapping.all_refs();
+        for o in self.config.kind.objects() {
+            refs.push((
+                FieldRef {
+                    object: *o,
+                    field: self.modified_field.clone(),
+                },
+                None,
+            ));
+        }
+        let mut described = Described::new();
+        for object in objects_of(&refs) {
+            let name = self.table(object);
+            let table = tables.iter().find(|t| {
+                t.get("name").and_then(Value::as_str) == Some(name)
+                    || t.get("id").and_then(Value::as_str) == Some(name)
+            });
+            described.insert(object, table.map(|t| name_types(t.get("fields"))));
+        }
+        let numeric = ["number", "count", "rollup", "formula", "autoNumber"];
+        Ok(field_problems(&refs, &described, &numeric, |o| {
+            self.table(o).to_string()
+        }))
+    }
+
+    async fn next_page(&self, pull: &mut Pull) -> Result<Page, CrmError> {
+        let mut q = vec![("pageSize".to_string(), "100".to_string())];
+        for f in self.config.mapping.fields_of(pull.object) {
+            q.push(("fields[]".into(), f));
+        }
+        q.push(("fields[]".into(), self.modified_field.clone()));
+        if let Some(c) = &pull.since {
+            let at = chrono::DateTime::from_timestamp_millis(c.at)
+                .unwrap_or_default()
+                .format("%Y-%m-%dT%H:%M:%S%.3fZ");
+            q.push((
+                "filterByFormula".into(),
+                format!("IS_AFTER(LAST_MODIFIED_TIME(), '{at}')"),
+            ));
+        }
+        if let Some(offset) = &pull.next {
+            q.push(("offset".into(), offset.clone()));
+        }
+        let query: Vec<String> = q
+            .iter()
+            .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+            .collect();
+        let v = self
+            .get(&format!(
+                "/v0/{}/{}?{}",
+                self.base,
+                enc(self.table(pull.object)),
+                query.join("&")
+            ))
+            .await?;
+        let records: Vec<CrmRecord> = v
+            .get("records")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| {
+                let id = r.get("id")?.as_str()?.to_string();
+                let fields = r.get("fields")?.as_object()?.clone();
+                let modified_at = fields
+                    .get(&self.modified_field)
+                    .and_then(time_of)
+                    .or_else(|| r.get("createdTime").and_then(time_of))?;
+                // A contact's company as a linked record names the account directly.
+                let account_id = self
+                    .config
+                    .mapping
+                    .fields
+                    .get(&StdField::Company)
+                    .filter(|m| m.primary.object == CrmObject::Contact)
+                    .and_then(|m| fields.get(&m.primary.field))
+                    .and_then(|v| v.as_array())
+                    .and_then(|a| a.first())
+                    .and_then(Value::as_str)
+                    .filter(|s| s.starts_with("rec"))
+                    .map(str::to_string);
+                Some(CrmRecord {
+                    std: standard(&self.config.mapping, pull.object, &fields),
+                    id,
+                    modified_at,
+                    account_id,
+                    fields,
+                })
+            })
+            .collect();
+        let next = v.get("offset").and_then(Value::as_str).map(str::to_string);
+        Ok(pull.finish(records, next, false))
+    }
+}
