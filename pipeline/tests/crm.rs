@@ -571,3 +571,132 @@ fn airtable_lists_by_offset_and_holds_the_base_after_a_429() {
     answers.push(v);
     assert_secret_free(&answers, &log, &[PAT]);
 }
+
+#[test]
+fn a_restart_in_a_sync_resumes_from_its_cursor_and_a_deleted_integration_leaves() {
+    const REFRESH: &str = "5Aep861TSESvWeug-restart-refresh-token";
+    let mut store = Store::default();
+    store.schema.insert(
+        "Account".into(),
+        schema(&[
+            ("Id", "id"),
+            ("SystemModstamp", "datetime"),
+            ("Name", "string"),
+            ("Website", "url"),
+            ("Industry", "picklist"),
+            ("NumberOfEmployees", "int"),
+            ("BillingCountry", "string"),
+        ]),
+    );
+    store.schema.insert(
+        "Contact".into(),
+        schema(&[
+            ("Id", "id"),
+            ("SystemModstamp", "datetime"),
+            ("AccountId", "reference"),
+            ("Email", "email"),
+            ("FirstName", "string"),
+            ("LastName", "string"),
+            ("Title", "string"),
+        ]),
+    );
+    store.schema.insert(
+        "Lead".into(),
+        schema(&[
+            ("Id", "id"),
+            ("SystemModstamp", "datetime"),
+            ("Email", "email"),
+            ("FirstName", "string"),
+            ("LastName", "string"),
+            ("Title", "string"),
+            ("Company", "string"),
+            ("Website", "url"),
+            ("Industry", "picklist"),
+            ("NumberOfEmployees", "int"),
+            ("Country", "string"),
+        ]),
+    );
+    let t0 = 1_700_000_000_000;
+    store.put(
+        "Account",
+        "001A",
+        t0,
+        json!({"Name": "Acme", "Website": "acme.com", "Industry": "Technology"}),
+    );
+    for i in 0..40 {
+        store.put(
+            "Contact",
+            &format!("003C{i:02}"),
+            t0 + i,
+            json!({"AccountId": "001A", "Email": format!("c{i}@acme.com"), "Title": "Engineer"}),
+        );
+    }
+    store.latency = Duration::from_millis(150);
+    let sf = Salesforce::start(REFRESH, store);
+    sf.sf.lock().unwrap().page_size = 4;
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let mut s = start(&dir.path().join("data"), &log);
+    let c1 = lead(&s, "c1@acme.com");
+    let pos = c1.event("pageview");
+    c1.get(pos);
+    let (st, created) = call(
+        &s,
+        Method::POST,
+        "/api/integrations",
+        Some(json!({
+            "kind": "salesforce", "name": "Salesforce",
+            "credentials": {"client_id": salesforce::CLIENT_ID, "refresh_token": REFRESH},
+            "api_base_url": sf.login_url,
+        })),
+    );
+    assert_eq!(st, 201, "{created}");
+    let id = created["id"].as_u64().unwrap();
+    // Killed once some contact pages are committed, before the last.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = ok(&s, Method::GET, &format!("/api/integrations/{id}"), None);
+        if v["records"]["contact"].as_u64().unwrap_or(0) >= 12 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{v}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.kill9();
+    let before = sf
+        .store
+        .lock()
+        .unwrap()
+        .served
+        .get("Contact")
+        .copied()
+        .unwrap_or(0);
+    assert!(before < 40, "the sync was cut short ({before} served)");
+    s.restart();
+    let v = wait_sync(&s, id, 0);
+    assert_eq!(v["sync"]["last"]["state"], "done", "{v}");
+    assert_eq!(v["records"]["contact"], 40, "{v}");
+    let after = sf.store.lock().unwrap().served["Contact"] - before;
+    assert!(
+        after <= 40 - 12 + 4,
+        "resumed from the cursor, not from the start ({after} served again)"
+    );
+    let accounts = ok(&s, Method::GET, "/api/accounts", None);
+    assert_eq!(account(&accounts, "acme.com")["industry"], "Technology");
+
+    // Deleted: gone from the API, and its records leave the accounts.
+    let (st, _) = call(&s, Method::DELETE, &format!("/api/integrations/{id}"), None);
+    assert_eq!(st, 200);
+    let (st, _) = call(&s, Method::GET, &format!("/api/integrations/{id}"), None);
+    assert_eq!(st, 404);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let accounts = ok(&s, Method::GET, "/api/accounts", None);
+        if account(&accounts, "acme.com")["industry"].is_null() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{accounts}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
-use trailspark_core::crm::CrmBatch;
+use trailspark_core::crm::{CrmBatch, IntegrationEvent};
 use trailspark_core::dedup::FirstSeen;
 use trailspark_core::scoring::Evaluation;
 use trailspark_core::tenancy::ConfigEvent;
@@ -21,6 +21,7 @@ use trailspark_operators::product_orgs::ProductOrgUpdate;
 use trailspark_operators::rules::{RuleBook, RuleChange, RuleVersion};
 use trailspark_operators::usage::Meter;
 use trailspark_operators::{Ident, Org, Signal};
+use trailspark_sinks::read_models::CrmChange;
 
 use super::scoring::ScoringFeed;
 use super::{FeedQueue, Side};
@@ -40,8 +41,9 @@ pub(super) struct Epoch {
     /// Evaluations read (worker 0 hands them to the read models) and the marks they leave
     /// on their leads.
     pub evaluations: Vec<Arc<Evaluation>>,
-    /// Pages of CRM records read (worker 0 hands them to the read models).
-    pub crm: Vec<Arc<CrmBatch>>,
+    /// Pages of CRM records read and integrations deleted (worker 0 hands them to the read
+    /// models).
+    pub crm: Vec<CrmChange>,
     pub marks: Vec<(Ident, EvalMark)>,
     /// Changes of the orgs' scoring environments.
     pub env: Vec<((Org, Env), isize)>,
@@ -72,6 +74,9 @@ pub(super) struct Inputs {
     /// The latest receipt time fed (see [`super::Engine::log_clock`]).
     pub clock: Arc<AtomicI64>,
     pub scoring: ScoringFeed,
+    /// Each CRM integration's org, so that a deletion (which names only the integration)
+    /// can forget its records.
+    pub integrations: std::collections::HashMap<u64, Org>,
 }
 
 /// Converts a rule config event into a rule-book change (public for tests that compute the
@@ -180,6 +185,15 @@ impl Inputs {
                     }
                 }
                 LogEntry::Config(e) => {
+                    if let ConfigEvent::Integration(IntegrationEvent::Deleted { id, .. }) = e {
+                        if let Some(org) = self.integrations.remove(id) {
+                            epoch.crm.push(CrmChange::Forget(org, *id));
+                        }
+                    }
+                    if let ConfigEvent::Integration(IntegrationEvent::Set { integration, .. }) = e {
+                        self.integrations
+                            .insert(integration.id, integration.org_id.0);
+                    }
                     if let Some(change) = rule_change(e) {
                         epoch.rules.extend(self.book.apply(*pos, change));
                     }
@@ -196,7 +210,9 @@ impl Inputs {
                     .product_orgs
                     .push(ProductOrgUpdate::from_record(*pos, p)),
                 LogEntry::ProductOrgUpdate(_) => {}
-                LogEntry::Crm(b) => epoch.crm.push(Arc::new(CrmBatch::clone(b))),
+                LogEntry::Crm(b) => epoch
+                    .crm
+                    .push(CrmChange::Page(Arc::new(CrmBatch::clone(b)))),
             }
         }
         epoch.counted = counted.into_iter().collect();

@@ -55,8 +55,9 @@ pub enum Update {
     /// Evaluations read from the log (not a dataflow output: they only ever arrive), with
     /// the time of the epoch they were read in.
     Evaluations(Vec<(Arc<Evaluation>, u64)>),
-    /// Pages of CRM records read from the log, likewise.
-    Crm(Vec<(Arc<CrmBatch>, u64)>),
+    /// Pages of CRM records read from the log, and integrations deleted (their records
+    /// leave), likewise.
+    Crm(Vec<(CrmChange, u64)>),
     /// Every change up to logical time `time` has been sent; the log is applied up to `pos`
     /// and the hot window's side epochs up to the `sides`th.
     Applied {
@@ -77,7 +78,15 @@ pub enum Batch {
     ProductOrgs(Changes<ProductOrgRow>),
     Eligibility(Changes<EligibilityRow>),
     Evaluations(Vec<Arc<Evaluation>>),
-    Crm(Vec<Arc<CrmBatch>>),
+    Crm(Vec<CrmChange>),
+}
+
+/// A change of what the CRMs hold.
+#[derive(Clone, Debug)]
+pub enum CrmChange {
+    Page(Arc<CrmBatch>),
+    /// An integration deleted: `(org, integration id)`.
+    Forget(Org, u64),
 }
 
 /// Changes received for positions that are not yet complete.
@@ -92,7 +101,7 @@ pub struct Held {
     product_orgs: Timed<ProductOrgRow>,
     eligibility: Timed<EligibilityRow>,
     evaluations: Vec<(Arc<Evaluation>, u64)>,
-    crm: Vec<(Arc<CrmBatch>, u64)>,
+    crm: Vec<(CrmChange, u64)>,
 }
 
 /// Takes the changes at times up to `upto` out of `held`, consolidated. When all of them are

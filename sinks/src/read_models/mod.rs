@@ -35,8 +35,8 @@ use trailspark_operators::status::Processed;
 use trailspark_operators::Org;
 
 pub use self::changes::{coalesce, Change};
-pub use self::epoch::Update;
 use self::epoch::{Batch, Held};
+pub use self::epoch::{CrmChange, Update};
 pub use self::models::{bump, lead_id, Models, OrgModels, Retention, Stats, Tab};
 pub use self::stamp::ReadStamper;
 

@@ -20,7 +20,7 @@ use trailspark_operators::usage::Meter;
 use trailspark_operators::{IdKind, Ident, Org};
 
 use super::cold::ColdIndex;
-use super::epoch::Batch;
+use super::epoch::{Batch, CrmChange};
 use super::processed::ProcessedMap;
 
 /// Explorer statistics of one org.
@@ -323,8 +323,11 @@ impl Models {
                 }
             }
             Batch::Crm(v) => {
-                for b in v {
-                    self.org_mut(b.org_id.0).crm.apply(&b);
+                for c in v {
+                    match c {
+                        CrmChange::Page(b) => self.org_mut(b.org_id.0).crm.apply(&b),
+                        CrmChange::Forget(org, id) => self.org_mut(org).crm.forget(id),
+                    }
                 }
             }
         }

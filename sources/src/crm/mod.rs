@@ -285,3 +285,64 @@ pub(crate) fn standard(
         .filter_map(|(f, name)| fields.get(name).and_then(text_of).map(|v| (f, v)))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str, at: i64) -> CrmRecord {
+        CrmRecord {
+            id: id.into(),
+            modified_at: at,
+            std: Default::default(),
+            account_id: None,
+            fields: Default::default(),
+        }
+    }
+
+    #[test]
+    fn cursors_resume_exactly() {
+        // An ordered pull commits inside the query; the last page completes the cursor.
+        let mut p = Pull::new(CrmObject::Contact, None);
+        let page = p.finish(vec![rec("a", 10), rec("b", 20)], Some("n".into()), true);
+        let inside = page.cursor.unwrap();
+        assert_eq!(
+            (inside.at, inside.id.as_str(), inside.complete),
+            (20, "b", false)
+        );
+        let page = p.finish(vec![rec("c", 20), rec("d", 30)], None, true);
+        let done = page.cursor.unwrap();
+        assert!(page.done && done.complete && done.at == 30);
+
+        // Resuming inside a query takes its time again, after its id.
+        let resumed = Pull::new(CrmObject::Contact, Some(inside));
+        assert!(!resumed.wants(20, "b") && resumed.wants(20, "c") && resumed.wants(21, "a"));
+        assert!(!resumed.wants(19, "z"));
+        // After a completed pull, only later times.
+        let next = Pull::new(CrmObject::Contact, Some(done));
+        assert!(!next.wants(30, "e") && next.wants(31, "a"));
+
+        // An unordered listing moves the cursor only when it ends, to its greatest record.
+        let mut u = Pull::new(CrmObject::Account, None);
+        let page = u.finish(vec![rec("x", 50), rec("y", 5)], Some("o".into()), false);
+        assert!(page.cursor.is_none());
+        let page = u.finish(vec![rec("z", 7)], None, false);
+        assert_eq!(page.cursor.unwrap().at, 50);
+        // Records at or before the starting cursor are dropped from a page.
+        let mut again = Pull::new(
+            CrmObject::Account,
+            Some(Cursor {
+                at: 50,
+                id: "x".into(),
+                complete: true,
+            }),
+        );
+        assert_eq!(
+            again
+                .finish(vec![rec("x", 50), rec("w", 51)], None, false)
+                .records
+                .len(),
+            1
+        );
+    }
+}
