@@ -263,6 +263,7 @@ pub async fn build(cfg: &ServeConfig) -> Result<Server, BuildError> {
             scheduled: cfg.crm.crm_sync,
             interval: cfg.crm.crm_sync_interval.0,
             timeout: Duration::from_secs(cfg.crm.crm_timeout_secs.max(1)),
+            public_url: cfg.crm.public_url.clone(),
         },
     ));
     let lookup = sql.lookup(LookupLimits::default());

@@ -700,3 +700,173 @@ fn a_restart_in_a_sync_resumes_from_its_cursor_and_a_deleted_integration_leaves(
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn salesforce_and_hubspot_connect_through_oauth() {
+    use common::crm::hubspot;
+    let browser = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut sf_store = Store::default();
+    sf_store.schema.insert(
+        "Account".into(),
+        schema(&[
+            ("Id", "id"),
+            ("SystemModstamp", "datetime"),
+            ("Name", "string"),
+            ("Website", "url"),
+            ("Industry", "picklist"),
+            ("NumberOfEmployees", "int"),
+            ("BillingCountry", "string"),
+        ]),
+    );
+    sf_store.schema.insert(
+        "Contact".into(),
+        schema(&[
+            ("Id", "id"),
+            ("SystemModstamp", "datetime"),
+            ("AccountId", "reference"),
+            ("Email", "email"),
+            ("FirstName", "string"),
+            ("LastName", "string"),
+            ("Title", "string"),
+        ]),
+    );
+    sf_store.schema.insert(
+        "Lead".into(),
+        schema(&[
+            ("Id", "id"),
+            ("SystemModstamp", "datetime"),
+            ("Email", "email"),
+            ("FirstName", "string"),
+            ("LastName", "string"),
+            ("Title", "string"),
+            ("Company", "string"),
+            ("Website", "url"),
+            ("Industry", "picklist"),
+            ("NumberOfEmployees", "int"),
+            ("Country", "string"),
+        ]),
+    );
+    sf_store.put(
+        "Account",
+        "001A",
+        1_700_000_000_000,
+        json!({"Name": "Acme", "Website": "acme.com"}),
+    );
+    let sf = Salesforce::start("not-yet-granted", sf_store);
+
+    let mut hs_store = Store::default();
+    hs_store.schema.insert(
+        "companies".into(),
+        schema(&[
+            ("name", "string"),
+            ("domain", "string"),
+            ("industry", "enumeration"),
+            ("numberofemployees", "number"),
+            ("country", "string"),
+        ]),
+    );
+    hs_store.schema.insert(
+        "contacts".into(),
+        schema(&[
+            ("email", "string"),
+            ("firstname", "string"),
+            ("lastname", "string"),
+            ("company", "string"),
+            ("jobtitle", "string"),
+            ("associatedcompanyid", "number"),
+        ]),
+    );
+    for i in 0..600 {
+        hs_store.put(
+            "contacts",
+            &format!("{}", 5000 + i),
+            1_700_000_000_000 + i,
+            json!({"email": format!("h{i}@acme.com")}),
+        );
+    }
+    let hs = Hubspot::start("pat-unused", hs_store);
+    // Access tokens really expire after a second, inside the sync (the answer says 1800 s).
+    hs.oauth.lock().unwrap().lifetime = Duration::from_millis(1000);
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let s = start(&dir.path().join("data"), &log);
+    let mut answers = Vec::new();
+
+    // Salesforce: authorization code with PKCE.
+    let started = ok(
+        &s,
+        Method::POST,
+        "/api/integrations/oauth/salesforce",
+        Some(json!({
+            "client_id": salesforce::CLIENT_ID, "login_url": sf.login_url, "name": "Salesforce (OAuth)",
+        })),
+    );
+    let url = started["authorize_url"].as_str().unwrap();
+    assert!(
+        url.starts_with(&format!("{}/services/oauth2/authorize?", sf.login_url)),
+        "{started}"
+    );
+    assert!(url.contains("code_challenge_method=S256"), "{url}");
+    assert_eq!(
+        started["redirect_uri"],
+        s.url("/api/oauth/callback/salesforce")
+    );
+    let consent = browser.get(url).send().unwrap();
+    assert_eq!(consent.status(), 302);
+    let back = consent.headers()["location"].to_str().unwrap().to_string();
+    let r = browser.get(&back).send().unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().unwrap();
+    assert_eq!(created["status"], "connected", "{created}");
+    let id = created["id"].as_u64().unwrap();
+    let v = wait_sync(&s, id, 0);
+    assert_eq!(v["sync"]["last"]["state"], "done", "{v}");
+    assert_eq!(v["records"]["account"], 1, "{v}");
+    // The state is single-use.
+    let again = browser.get(&back).send().unwrap();
+    assert_eq!(again.status(), 400);
+    let granted = sf.sf.lock().unwrap().refresh_token.clone();
+    answers.extend([started, created, v]);
+
+    // HubSpot: authorization code, then access tokens refreshed when they expire mid-sync.
+    let started = ok(
+        &s,
+        Method::POST,
+        "/api/integrations/oauth/hubspot",
+        Some(json!({
+            "client_id": hubspot::CLIENT_ID, "client_secret": hubspot::CLIENT_SECRET,
+            "api_base_url": hs.url, "authorize_url": format!("{}/oauth/authorize", hs.url),
+        })),
+    );
+    let url = started["authorize_url"].as_str().unwrap();
+    let consent = browser.get(url).send().unwrap();
+    assert_eq!(
+        consent.status(),
+        302,
+        "the app asks for every scope it needs"
+    );
+    let back = consent.headers()["location"].to_str().unwrap().to_string();
+    let r = browser.get(&back).send().unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().unwrap();
+    let id = created["id"].as_u64().unwrap();
+    let v = wait_sync(&s, id, 0);
+    assert_eq!(v["sync"]["last"]["state"], "done", "{v}");
+    assert_eq!(v["records"]["contact"], 600, "{v}");
+    let o = hs.oauth.lock().unwrap();
+    assert!(
+        o.refreshes >= 2,
+        "expired access tokens were refreshed ({} refreshes)",
+        o.refreshes
+    );
+    let refresh: Vec<String> = o.refresh.iter().cloned().collect();
+    drop(o);
+    answers.extend([started, created, v]);
+    let mut secrets: Vec<&str> = vec![&granted, hubspot::CLIENT_SECRET];
+    secrets.extend(refresh.iter().map(String::as_str));
+    assert_secret_free(&answers, &log, &secrets);
+}

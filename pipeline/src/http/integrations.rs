@@ -7,6 +7,8 @@
 //! | `POST /api/integrations/{id}/test`, `POST /api/integrations/{id}/sync` | Admin or above |
 //! | `GET /api/integrations/{id}/mapping` | any role |
 //! | `PUT /api/integrations/{id}/mapping` | Editor or above |
+//! | `POST /api/integrations/oauth/{salesforce,hubspot}` | Admin or above |
+//! | `GET /api/oauth/callback/{salesforce,hubspot}` | the `state` the start handed out |
 //!
 //! No answer carries a credential: integrations are shown through [`CrmService::view`].
 
@@ -19,9 +21,13 @@ use super::reply::{
     authenticate, bad_request, error, json_body, method_not_allowed, not_found, require,
 };
 use super::Api;
-use crate::services::crm::{CrmService, IntegrationChange, IntegrationError, NewIntegration};
+use crate::services::crm::{
+    CrmService, IntegrationChange, IntegrationError, NewIntegration, OAuthStart,
+};
 
 enum Route<'a> {
+    OAuthStart(&'a str),
+    Callback(&'a str),
     List,
     One(&'a str),
     Test(&'a str),
@@ -32,6 +38,8 @@ enum Route<'a> {
 impl<'a> Route<'a> {
     fn parse(segs: &[&'a str]) -> Option<Route<'a>> {
         Some(match segs {
+            ["integrations", "oauth", kind] => Route::OAuthStart(kind),
+            ["oauth", "callback", kind] => Route::Callback(kind),
             ["integrations"] => Route::List,
             ["integrations", id] => Route::One(id),
             ["integrations", id, "test"] => Route::Test(id),
@@ -48,6 +56,11 @@ pub fn handles(segs: &[&str]) -> bool {
 
 pub async fn route(api: &Api, segs: &[&str], req: Request) -> Option<Reply> {
     let route = Route::parse(segs)?;
+    if let Route::Callback(kind) = route {
+        // The browser returning from the CRM carries no token: the single-use `state` is
+        // what ties it to the Admin who started the connection.
+        return Some(callback(api, kind, &req.query).await.unwrap_or_else(|r| r));
+    }
     Some(match authenticate(&api.control, &req) {
         Ok(p) => dispatch(api, p, route, req).await.unwrap_or_else(|r| r),
         Err(r) => r,
@@ -97,22 +110,47 @@ fn shown(api: &Api, crm: &CrmService, i: &trailspark_core::crm::Integration) -> 
     v
 }
 
+fn service(api: &Api) -> Result<&CrmService, Reply> {
+    api.crm.as_deref().ok_or_else(|| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "integrations_unavailable",
+            "CRM integrations are not running on this server",
+        )
+    })
+}
+
+async fn callback(api: &Api, kind: &str, query: &str) -> Result<Reply, Reply> {
+    let crm = service(api)?;
+    let i = crm.oauth_callback(kind, query).await?;
+    Ok(Reply::json(StatusCode::CREATED, shown(api, crm, &i)))
+}
+
 fn id(s: &str) -> Result<u64, Reply> {
     s.parse().map_err(|_| not_found("integration"))
 }
 
 async fn dispatch(api: &Api, p: Principal, route: Route<'_>, req: Request) -> Result<Reply, Reply> {
-    let Some(crm) = api.crm.as_ref() else {
-        return Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "integrations_unavailable",
-            "CRM integrations are not running on this server",
-        ));
-    };
-    let crm: &CrmService = crm;
+    let crm = service(api)?;
     let org = p.org_id;
     let method = req.method.clone();
     match (route, &method) {
+        (Route::OAuthStart(kind), &Method::POST) => {
+            require(&p, Role::Admin)?;
+            let host = req
+                .headers
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string);
+            let start: OAuthStart = json_body(req).await?;
+            let redirect_uri = crm.redirect_uri(kind, host.as_deref());
+            let (url, state) = crm.oauth_start(org, kind, start, redirect_uri.clone())?;
+            Ok(Reply::json(
+                StatusCode::CREATED,
+                json!({"authorize_url": url, "state": state, "redirect_uri": redirect_uri,
+                       "expires_in": crate::services::crm::PENDING_FOR.as_secs()}),
+            ))
+        }
         (Route::List, &Method::GET) => {
             let list: Vec<_> = {
                 let reg = api.control.registry.read().unwrap();

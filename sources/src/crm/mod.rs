@@ -9,6 +9,7 @@
 pub mod airtable;
 pub mod client;
 pub mod hubspot;
+pub mod oauth;
 pub mod salesforce;
 
 use std::collections::BTreeMap;

@@ -61,7 +61,13 @@ fn credential_fields(kind: IntegrationKind) -> &'static [(&'static str, bool, bo
             ("client_secret", true, false),
             ("refresh_token", true, true),
         ],
-        IntegrationKind::Hubspot => &[("private_app_token", true, true)],
+        // A private app's token, or OAuth's client and refresh token (checked below).
+        IntegrationKind::Hubspot => &[
+            ("private_app_token", true, false),
+            ("client_id", false, false),
+            ("client_secret", true, false),
+            ("refresh_token", true, false),
+        ],
         IntegrationKind::Airtable => &[
             ("personal_access_token", true, true),
             ("base_id", false, true),
@@ -123,6 +129,17 @@ fn check_credentials(
                     "`credentials.{name}` is non-empty text"
                 )))
             }
+        }
+    }
+    if kind == IntegrationKind::Hubspot {
+        let has = |k: &str| obj.get(k).is_some_and(|v| !v.is_null());
+        let oauth = has("client_id") && has("client_secret") && has("refresh_token");
+        if has("private_app_token") == oauth {
+            return Err(IntegrationError::Invalid(
+                "HubSpot `credentials` are `private_app_token`, or OAuth's `client_id`, \
+                 `client_secret` and `refresh_token`"
+                    .into(),
+            ));
         }
     }
     Ok(settings)

@@ -5,6 +5,7 @@
 //! integration never has two syncs at a time.
 
 mod connect;
+mod oauth;
 mod sync;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -21,6 +22,7 @@ use trailspark_sources::crm::{connector, Connector, ConnectorConfig, CrmError};
 use crate::control::Control;
 
 pub use connect::{IntegrationChange, IntegrationError, NewIntegration};
+pub use oauth::{OAuthStart, HUBSPOT_SCOPES, PENDING_FOR, SALESFORCE_SCOPES};
 
 /// How the service runs.
 #[derive(Clone, Debug)]
@@ -29,6 +31,8 @@ pub struct CrmConfig {
     pub scheduled: bool,
     pub interval: Duration,
     pub timeout: Duration,
+    /// The server's public URL, for OAuth callbacks (else the request's `Host`).
+    pub public_url: Option<String>,
 }
 
 /// The last sync of an integration, as the API shows it.
@@ -54,6 +58,8 @@ pub struct CrmService {
     requested: Mutex<HashSet<u64>>,
     started: Mutex<HashMap<u64, Instant>>,
     reports: Mutex<HashMap<u64, SyncReport>>,
+    /// OAuth authorizations waiting for their callback, by `state`.
+    pending: Mutex<HashMap<String, oauth::Pending>>,
     wake: tokio::sync::Notify,
 }
 
@@ -68,6 +74,7 @@ impl CrmService {
             requested: Mutex::default(),
             started: Mutex::default(),
             reports: Mutex::default(),
+            pending: Mutex::default(),
             wake: tokio::sync::Notify::new(),
         })
     }
@@ -96,6 +103,16 @@ impl CrmService {
     pub fn request_sync(&self, id: u64) {
         self.requested.lock().unwrap().insert(id);
         self.wake.notify_one();
+    }
+
+    /// Where a CRM sends the browser back to after consent.
+    pub fn redirect_uri(&self, kind: &str, host: Option<&str>) -> String {
+        let base = match (&self.config.public_url, host) {
+            (Some(u), _) => u.trim_end_matches('/').to_string(),
+            (None, Some(h)) => format!("http://{h}"),
+            (None, None) => "http://localhost".to_string(),
+        };
+        format!("{base}/api/oauth/callback/{kind}")
     }
 
     pub fn report(&self, id: u64) -> Option<SyncReport> {

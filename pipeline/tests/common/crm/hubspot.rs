@@ -18,6 +18,133 @@ pub struct Hubspot {
     pub store: Shared,
     /// Requests refused by the secondly search limit.
     pub throttled: Arc<Mutex<usize>>,
+    pub oauth: Arc<Mutex<HsOAuth>>,
+}
+
+pub const CLIENT_ID: &str = "5f6c3b1e-hubspot-client";
+pub const CLIENT_SECRET: &str = "c7d2-hubspot-client-secret";
+/// The scopes the app must ask for.
+pub const SCOPES: [&str; 5] = [
+    "crm.objects.contacts.read",
+    "crm.objects.contacts.write",
+    "crm.objects.companies.read",
+    "crm.objects.companies.write",
+    "crm.schemas.contacts.read",
+];
+
+/// OAuth: codes handed out, refresh tokens, and access tokens with their real expiry.
+#[derive(Default)]
+pub struct HsOAuth {
+    pub codes: std::collections::BTreeMap<String, String>,
+    pub refresh: std::collections::BTreeSet<String>,
+    pub access: std::collections::BTreeMap<String, std::time::Instant>,
+    /// How long access tokens really live (the answer says 1800 s).
+    pub lifetime: Duration,
+    pub refreshes: usize,
+    issued: usize,
+}
+
+fn oauth_endpoints(o: &Mutex<HsOAuth>, r: &Req) -> Option<warp::reply::Response> {
+    let mut o = o.lock().unwrap();
+    match (r.method.as_str(), r.path.as_str()) {
+        ("GET", "/oauth/authorize") => {
+            let one = |k: &str| r.params(k).pop().unwrap_or_default();
+            if one("client_id") != CLIENT_ID {
+                return Some(hs_error(400, "BAD_CLIENT_ID", "unknown client_id"));
+            }
+            let scope = one("scope");
+            if !SCOPES.iter().all(|s| scope.split(' ').any(|x| x == *s)) {
+                return Some(hs_error(
+                    400,
+                    "BAD_SCOPES",
+                    "the app's required scopes are missing",
+                ));
+            }
+            o.issued += 1;
+            let code = format!("na1-code-{}", o.issued);
+            o.codes.insert(code.clone(), one("redirect_uri"));
+            let loc = format!("{}?code={code}&state={}", one("redirect_uri"), one("state"));
+            Some(
+                warp::http::Response::builder()
+                    .status(302)
+                    .header("location", loc)
+                    .body(Vec::new().into())
+                    .unwrap(),
+            )
+        }
+        ("POST", "/oauth/v1/token") => {
+            let f: std::collections::BTreeMap<String, String> =
+                form_urlencoded::parse(&r.body).into_owned().collect();
+            let get = |k: &str| f.get(k).cloned().unwrap_or_default();
+            if get("client_id") != CLIENT_ID || get("client_secret") != CLIENT_SECRET {
+                return Some(answer(
+                    400,
+                    &[],
+                    &json!({"status": "BAD_CLIENT_ID", "message": "missing or unknown client id"}),
+                ));
+            }
+            let refresh = match get("grant_type").as_str() {
+                "authorization_code" => match o.codes.remove(&get("code")) {
+                    Some(redirect) if redirect == get("redirect_uri") => {
+                        o.issued += 1;
+                        let t = format!("na1-refresh-{}", o.issued);
+                        o.refresh.insert(t.clone());
+                        t
+                    }
+                    Some(_) => {
+                        return Some(answer(
+                            400,
+                            &[],
+                            &json!({"status": "BAD_REDIRECT_URI", "message": "redirect_uri does not match"}),
+                        ))
+                    }
+                    None => {
+                        return Some(answer(
+                            400,
+                            &[],
+                            &json!({"status": "BAD_AUTH_CODE", "message": "missing or unknown auth code"}),
+                        ))
+                    }
+                },
+                "refresh_token" if o.refresh.contains(&get("refresh_token")) => {
+                    o.refreshes += 1;
+                    get("refresh_token")
+                }
+                "refresh_token" => {
+                    return Some(answer(
+                        400,
+                        &[],
+                        &json!({"status": "BAD_REFRESH_TOKEN", "message": "missing or unknown refresh token"}),
+                    ))
+                }
+                _ => {
+                    return Some(answer(
+                        400,
+                        &[],
+                        &json!({"status": "BAD_GRANT_TYPE", "message": "unknown grant_type"}),
+                    ))
+                }
+            };
+            o.issued += 1;
+            let access = format!(
+                "CJSP5qf1KhICAQEYs-gDIIGOBii1hQIyGQAf3xBKmlwHjX7OIpuIFEavB2-qYAGQsF4-oauth-{}",
+                o.issued
+            );
+            let until = std::time::Instant::now()
+                + if o.lifetime.is_zero() {
+                    Duration::from_secs(1800)
+                } else {
+                    o.lifetime
+                };
+            o.access.insert(access.clone(), until);
+            Some(answer(
+                200,
+                &[],
+                &json!({"token_type": "bearer", "refresh_token": refresh, "access_token": access, "expires_in": 1800}),
+            ))
+        }
+        _ => None,
+    }
 }
 
 fn hs_error(status: u16, category: &str, message: &str) -> warp::reply::Response {
@@ -41,14 +168,19 @@ impl Hubspot {
         let store: Shared = Arc::new(Mutex::new(store));
         let throttled = Arc::new(Mutex::new(0));
         let window = Arc::new(Mutex::new(Window::default()));
-        let (token, t2) = (token.to_string(), throttled.clone());
+        let oauth = Arc::new(Mutex::new(HsOAuth::default()));
+        let (token, t2, o2) = (token.to_string(), throttled.clone(), oauth.clone());
         let addr = super::serve_fn(store.clone(), move |st, r| {
-            handle(st, &token, &window, &t2, r)
+            if let Some(a) = oauth_endpoints(&o2, &r) {
+                return a;
+            }
+            handle(st, &token, &o2, &window, &t2, r)
         });
         Hubspot {
             url: format!("http://{addr}"),
             store,
             throttled,
+            oauth,
         }
     }
 }
@@ -84,17 +216,30 @@ fn passes(rec: &super::Rec, object: &str, f: &Value) -> bool {
 fn handle(
     st: &Shared,
     token: &str,
+    oauth: &Mutex<HsOAuth>,
     window: &Mutex<Window>,
     throttled: &Mutex<usize>,
     r: Req,
 ) -> warp::reply::Response {
-    if bearer(&r.auth) != Some(token) {
-        return hs_error(
-            401,
-            "INVALID_AUTHENTICATION",
-            "Authentication credentials not found. This API supports OAuth 2.0 authentication.",
-        );
+    let presented = bearer(&r.auth).unwrap_or("");
+    if presented != token {
+        match oauth.lock().unwrap().access.get(presented) {
+            Some(until) if std::time::Instant::now() < *until => {}
+            Some(_) => {
+                return hs_error(
+                    401,
+                    "EXPIRED_AUTHENTICATION",
+                    "The OAuth token used to make this call expired 1 second(s) ago.",
+                )
+            }
+            None => return hs_error(
+                401,
+                "INVALID_AUTHENTICATION",
+                "Authentication credentials not found. This API supports OAuth 2.0 authentication.",
+            ),
+        }
     }
+    let token = presented;
     let mut store = st.lock().unwrap();
     let limits = [
         ("X-HubSpot-RateLimit-Max", "100".to_string()),

@@ -24,6 +24,8 @@ pub struct SfState {
     pub page_size: usize,
     pub cursors: BTreeMap<String, Vec<Value>>,
     pub instance: String,
+    /// Authorization codes handed out: code → (PKCE challenge, redirect URI).
+    pub codes: BTreeMap<String, (String, String)>,
 }
 
 pub struct Salesforce {
@@ -64,6 +66,7 @@ impl Salesforce {
             page_size: 2000,
             cursors: BTreeMap::new(),
             instance: String::new(),
+            codes: BTreeMap::new(),
         }));
         let s2 = sf.clone();
         let login = super::serve_fn(store.clone(), move |_, r| token(&s2, r));
@@ -80,48 +83,110 @@ impl Salesforce {
     }
 }
 
+fn oauth_error(error: &str, description: &str) -> warp::reply::Response {
+    answer(
+        400,
+        &[],
+        &json!({"error": error, "error_description": description}),
+    )
+}
+
+/// The consent page: consent is given at once, and the browser is sent back with a code.
+fn authorize(sf: &Arc<Mutex<SfState>>, r: &Req) -> warp::reply::Response {
+    let one = |k: &str| r.params(k).pop().unwrap_or_default();
+    if one("client_id") != CLIENT_ID {
+        return oauth_error("invalid_client_id", "client identifier invalid");
+    }
+    if one("response_type") != "code"
+        || one("code_challenge_method") != "S256"
+        || one("code_challenge").len() != 43
+    {
+        return oauth_error(
+            "invalid_request",
+            "this app requires PKCE (S256) and response_type=code",
+        );
+    }
+    let scope = one("scope");
+    if !["api", "refresh_token"]
+        .iter()
+        .all(|w| scope.split(' ').any(|x| x == *w))
+    {
+        return oauth_error("invalid_scope", "the app asks for api and refresh_token");
+    }
+    let mut s = sf.lock().unwrap();
+    s.issued += 1;
+    let code = format!("aPrx{}code", s.issued);
+    s.codes
+        .insert(code.clone(), (one("code_challenge"), one("redirect_uri")));
+    let location = format!("{}?code={code}&state={}", one("redirect_uri"), one("state"));
+    warp::http::Response::builder()
+        .status(302)
+        .header("location", location)
+        .body(Vec::new().into())
+        .unwrap()
+}
+
 fn token(sf: &Arc<Mutex<SfState>>, r: Req) -> warp::reply::Response {
+    if r.method == "GET" && r.path == "/services/oauth2/authorize" {
+        return authorize(sf, &r);
+    }
     if r.method != "POST" || r.path != "/services/oauth2/token" {
         return sf_error(404, "NOT_FOUND", "The requested resource does not exist");
     }
     let form: BTreeMap<String, String> = form_urlencoded::parse(&r.body).into_owned().collect();
+    let get = |k: &str| form.get(k).cloned().unwrap_or_default();
     let mut s = sf.lock().unwrap();
-    if form.get("grant_type").map(String::as_str) != Some("refresh_token") {
-        return answer(
-            400,
-            &[],
-            &json!({"error": "unsupported_grant_type", "error_description": "grant type not supported"}),
-        );
+    if get("client_id") != CLIENT_ID {
+        return oauth_error("invalid_client_id", "client identifier invalid");
     }
-    if form.get("client_id").map(String::as_str) != Some(CLIENT_ID) {
-        return answer(
-            400,
-            &[],
-            &json!({"error": "invalid_client_id", "error_description": "client identifier invalid"}),
-        );
-    }
-    if form.get("refresh_token") != Some(&s.refresh_token) {
-        return answer(
-            400,
-            &[],
-            &json!({"error": "invalid_grant", "error_description": "expired access/refresh token"}),
-        );
+    let mut granted = None;
+    match get("grant_type").as_str() {
+        "refresh_token" => {
+            if get("refresh_token") != s.refresh_token {
+                return oauth_error("invalid_grant", "expired access/refresh token");
+            }
+        }
+        "authorization_code" => {
+            let Some((challenge, redirect)) = s.codes.remove(&get("code")) else {
+                return oauth_error("invalid_grant", "invalid authorization code");
+            };
+            let computed = {
+                use base64::Engine;
+                use sha2::Digest;
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(sha2::Sha256::digest(get("code_verifier").as_bytes()))
+            };
+            if computed != challenge {
+                return oauth_error("invalid_grant", "invalid code verifier");
+            }
+            if get("redirect_uri") != redirect {
+                return oauth_error(
+                    "redirect_uri_mismatch",
+                    "redirect_uri must match configuration",
+                );
+            }
+            s.issued += 1;
+            s.refresh_token = format!("5Aep861-granted-{}", s.issued);
+            granted = Some(s.refresh_token.clone());
+        }
+        _ => return oauth_error("unsupported_grant_type", "grant type not supported"),
     }
     s.issued += 1;
     let tok = format!("00Dxx0000001gPL!AQ4AQ{}", s.issued);
     s.sessions.insert(tok.clone());
-    answer(
-        200,
-        &[],
-        &json!({
-            "access_token": tok,
-            "instance_url": s.instance,
-            "id": format!("{}/id/00Dxx0000001gPLEAY/005xx000001X7hmAAC", s.instance),
-            "token_type": "Bearer",
-            "issued_at": chrono::Utc::now().timestamp_millis().to_string(),
-            "signature": "c2lnbmF0dXJl",
-        }),
-    )
+    let mut body = json!({
+        "access_token": tok,
+        "instance_url": s.instance,
+        "id": format!("{}/id/00Dxx0000001gPLEAY/005xx000001X7hmAAC", s.instance),
+        "token_type": "Bearer",
+        "issued_at": chrono::Utc::now().timestamp_millis().to_string(),
+        "signature": "c2lnbmF0dXJl",
+    });
+    if let Some(rt) = granted {
+        body["refresh_token"] = json!(rt);
+        body["scope"] = json!("api refresh_token");
+    }
+    answer(200, &[], &body)
 }
 
 fn instance(st: &Shared, sf: &Arc<Mutex<SfState>>, r: Req) -> warp::reply::Response {

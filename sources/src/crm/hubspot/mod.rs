@@ -1,4 +1,6 @@
-//! HubSpot: a private-app token; changes pulled through the CRM search API on the object's
+//! HubSpot: a private-app token, or OAuth (a refresh token exchanged for access tokens that
+//! live 30 minutes, refreshed before `expires_in` runs out, and once more on a 401); changes
+//! pulled through the CRM search API on the object's
 //! last-modified property, ascending, paged by `after`, under the search limit of 4
 //! requests a second per token; fields checked against `GET /crm/v3/properties/{type}`.
 //!
@@ -28,11 +30,24 @@ pub const PAGE: usize = 100;
 pub struct Hubspot {
     config: ConnectorConfig,
     http: CrmHttp,
-    token: String,
+    auth: Auth,
     scope: String,
 }
 
-fn classify(a: &Answer) -> Verdict {
+/// How calls are authorized.
+enum Auth {
+    Static(String),
+    OAuth {
+        client_id: String,
+        client_secret: String,
+        refresh_token: std::sync::Mutex<String>,
+        /// The access token and when to refresh it.
+        access: tokio::sync::Mutex<Option<(String, tokio::time::Instant)>>,
+        rotated: std::sync::Mutex<Option<String>>,
+    },
+}
+
+fn classify(a: &Answer, oauth: bool) -> Verdict {
     let v: Value = serde_json::from_slice(&a.body).unwrap_or(Value::Null);
     let message = v
         .get("message")
@@ -51,6 +66,7 @@ fn classify(a: &Answer) -> Verdict {
             ),
             _ => Verdict::Retry(Duration::from_secs(1)),
         },
+        401 if oauth => Verdict::Refresh,
         401 => Verdict::Fail(CrmError::Disconnected(format!(
             "HubSpot refused the token: {message}"
         ))),
@@ -84,15 +100,114 @@ fn time_of(v: &Value) -> Option<i64> {
 
 impl Hubspot {
     pub fn new(config: ConnectorConfig, http: CrmHttp) -> Result<Hubspot, CrmError> {
-        let token = credential(&config, "private_app_token")
-            .or_else(|_| credential(&config, "access_token"))?;
-        let scope = format!("hubspot:{}", trailspark_core::secret::hash(&token));
+        let (auth, key) = match credential(&config, "private_app_token") {
+            Ok(token) => {
+                let key = token.clone();
+                (Auth::Static(token), key)
+            }
+            Err(_) => {
+                let refresh = credential(&config, "refresh_token").map_err(|_| {
+                    CrmError::Invalid(
+                        "credentials need `private_app_token`, or OAuth's `client_id`, \
+                         `client_secret` and `refresh_token`"
+                            .into(),
+                    )
+                })?;
+                (
+                    Auth::OAuth {
+                        client_id: credential(&config, "client_id")?,
+                        client_secret: credential(&config, "client_secret")?,
+                        refresh_token: std::sync::Mutex::new(refresh.clone()),
+                        access: tokio::sync::Mutex::new(None),
+                        rotated: std::sync::Mutex::new(None),
+                    },
+                    refresh,
+                )
+            }
+        };
+        let scope = format!("hubspot:{}", trailspark_core::secret::hash(&key));
         Ok(Hubspot {
             config,
             http,
-            token,
+            auth,
             scope,
         })
+    }
+
+    fn oauth(&self) -> bool {
+        matches!(self.auth, Auth::OAuth { .. })
+    }
+
+    /// The bearer token: the private app's, or a live OAuth access token (refreshed when
+    /// `fresh`, or when it is within a minute of its `expires_in`).
+    async fn token(&self, fresh: bool) -> Result<String, CrmError> {
+        let Auth::OAuth {
+            client_id,
+            client_secret,
+            refresh_token,
+            access,
+            rotated,
+        } = &self.auth
+        else {
+            let Auth::Static(t) = &self.auth else {
+                unreachable!()
+            };
+            return Ok(t.clone());
+        };
+        let mut access = access.lock().await;
+        let now = tokio::time::Instant::now();
+        if let (false, Some((t, until))) = (fresh, access.as_ref()) {
+            if now < *until {
+                return Ok(t.clone());
+            }
+        }
+        let refresh = refresh_token.lock().unwrap().clone();
+        let url = self.url("/oauth/v1/token");
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("client_id", client_id.as_str()),
+            ("client_secret", client_secret.as_str()),
+            ("refresh_token", refresh.as_str()),
+        ];
+        let a = self
+            .http
+            .call(
+                None,
+                |_| self.http.send(self.http.client().post(&url).form(&form)),
+                |a| match a.status {
+                    200 => Verdict::Done,
+                    500..=599 => Verdict::Retry(Duration::from_millis(500)),
+                    _ => {
+                        let v: Value = serde_json::from_slice(&a.body).unwrap_or(Value::Null);
+                        Verdict::Fail(CrmError::Disconnected(format!(
+                            "the token refresh failed: {} ({})",
+                            v.get("status").and_then(Value::as_str).unwrap_or("refused"),
+                            v.get("message").and_then(Value::as_str).unwrap_or("")
+                        )))
+                    }
+                },
+            )
+            .await?;
+        let v = a.json()?;
+        let token = v
+            .get("access_token")
+            .and_then(Value::as_str)
+            .ok_or_else(|| CrmError::Invalid("the token answer has no access_token".into()))?
+            .to_string();
+        let life = v.get("expires_in").and_then(Value::as_u64).unwrap_or(1800);
+        let until = now + Duration::from_secs(life.saturating_sub(60).max(1));
+        if let Some(new) = v
+            .get("refresh_token")
+            .and_then(Value::as_str)
+            .filter(|t| *t != refresh)
+        {
+            *refresh_token.lock().unwrap() = new.to_string();
+            let mut creds = self.config.credentials.clone();
+            creds["refresh_token"] = Value::String(new.to_string());
+            *rotated.lock().unwrap() = Some(creds.to_string());
+        }
+        *access = Some((token.clone(), until));
+        Ok(token)
     }
 
     fn url(&self, path: &str) -> String {
@@ -100,16 +215,18 @@ impl Hubspot {
     }
 
     async fn get(&self, path: &str) -> Result<Value, CrmError> {
-        let url = self.url(path);
+        let url = &self.url(path);
         let a = self
             .http
             .call(
                 Some((&self.scope, CALLS_PER_SEC)),
-                |_| {
+                |fresh| async move {
+                    let t = self.token(fresh).await?;
                     self.http
-                        .send(self.http.client().get(&url).bearer_auth(&self.token))
+                        .send(self.http.client().get(url).bearer_auth(t))
+                        .await
                 },
-                classify,
+                |a| classify(a, self.oauth()),
             )
             .await?;
         a.json()
@@ -152,6 +269,13 @@ impl Hubspot {
 
 #[async_trait::async_trait]
 impl Connector for Hubspot {
+    fn rotated(&self) -> Option<String> {
+        match &self.auth {
+            Auth::OAuth { rotated, .. } => rotated.lock().unwrap().take(),
+            Auth::Static(_) => None,
+        }
+    }
+
     async fn check(&self) -> Result<Vec<FieldProblem>, CrmError> {
         let kind = self.config.kind;
         let refs = self.config.mapping.all_refs();
@@ -178,16 +302,15 @@ impl Connector for Hubspot {
             .http
             .call(
                 Some((&search_scope, SEARCH_PER_SEC)),
-                |_| {
-                    self.http.send(
-                        self.http
-                            .client()
-                            .post(&url)
-                            .bearer_auth(&self.token)
-                            .json(&body),
-                    )
+                |fresh| {
+                    let (url, body) = (&url, &body);
+                    async move {
+                        let t = self.token(fresh).await?;
+                        let req = self.http.client().post(url).bearer_auth(t).json(body);
+                        self.http.send(req).await
+                    }
                 },
-                classify,
+                |a| classify(a, self.oauth()),
             )
             .await?;
         let v = a.json()?;
