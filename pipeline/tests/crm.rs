@@ -171,6 +171,46 @@ fn hubspot_connects_syncs_incrementally_and_waits_out_rate_limits() {
     assert_eq!(acme["industry"], "COMPUTER_SOFTWARE", "{acme}");
     assert_eq!(acme["employeeCount"], 450, "{acme}");
 
+    // The evaluation context carries the CRM's contact and account.
+    let ana_id = ana.id(0);
+    let ctx = ok(
+        &s,
+        Method::GET,
+        &format!("/api/leads/{ana_id}/evaluation-context"),
+        None,
+    );
+    assert_eq!(ctx["lead"]["crm"]["id"], "201", "{ctx}");
+    assert_eq!(ctx["lead"]["crm"]["object"], "contact", "{ctx}");
+    assert_eq!(ctx["lead"]["title"], "VP Marketing", "{ctx}");
+    assert_eq!(ctx["account"]["crm"]["id"], "101", "{ctx}");
+    // An evaluation rule on a CRM field: without the CRM's value Ana would pass (empty
+    // values are allowed), with it she is excluded.
+    common::scoring::mapping_rules(&s);
+    common::scoring::model(&s);
+    let rule = ok(
+        &s,
+        Method::POST,
+        "/api/evaluation-rules",
+        Some(json!({"name": "No VPs", "conditions": [
+        {"field": "crm.contact.jobtitle", "op": "not_contains", "value": "VP", "allow_if_empty": true}]})),
+    );
+    ana.event("Pricing Viewed");
+    ana.event("Feature Used");
+    let p = ana.event("Feature Used");
+    ana.get(p);
+    let (st, v) = call(
+        &s,
+        Method::POST,
+        &format!("/api/leads/{ana_id}/evaluate"),
+        None,
+    );
+    assert_eq!(
+        (st, v["reason"].as_str()),
+        (409, Some("excluded_by_rule")),
+        "{v}"
+    );
+    assert_eq!(v["rule_id"], rule["id"]);
+
     // Incremental: only what changed comes back.
     let served = |o: &str| *hs.store.lock().unwrap().served.get(o).unwrap_or(&0);
     let (c0, a0) = (served("contacts"), served("companies"));
