@@ -257,6 +257,16 @@ fn setup(s: &Server) -> BTreeMap<&'static str, String> {
         "/api/evaluation-rules",
         Some(json!({"name": "Any", "conditions": [{"field": "lead.email", "op": "is_not_empty"}]})),
     );
+    // An integration the examples test, sync and read; nothing answers at its address.
+    let integration = call(
+        s,
+        Method::POST,
+        "/api/integrations",
+        Some(json!({"kind": "airtable", "name": "README",
+                    "credentials": {"personal_access_token": "patREADME.0", "base_id": "appREADME",
+                                    "tables": {"contacts": "People", "companies": "Companies"}},
+                    "api_base_url": "http://127.0.0.1:9"})),
+    );
     let text = |v: &Value| match v {
         Value::String(s) => s.clone(),
         v => v.to_string(),
@@ -276,6 +286,7 @@ fn setup(s: &Server) -> BTreeMap<&'static str, String> {
         ("RULE", text(&rule["id"])),
         ("MODEL", text(&model["id"])),
         ("EVAL_RULE", text(&eval_rule["id"])),
+        ("INTEGRATION", text(&integration["id"])),
     ])
 }
 

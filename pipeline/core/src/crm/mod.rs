@@ -10,15 +10,11 @@ pub mod records;
 pub mod seal;
 pub mod state;
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
-
-use crate::tenancy::OrgId;
 
 pub use mapping::{FieldMapping, FieldRef, StdField};
 pub use records::{CrmBatch, CrmRecord};
-pub use state::{Cursor, IntegrationEvent, IntegrationState};
+pub use state::{Cursor, Integration, IntegrationEvent, IntegrationState};
 
 /// The CRMs trailspark reads from (and, through destinations, writes to).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -125,30 +121,4 @@ impl CrmObject {
 pub enum Status {
     Connected,
     Disconnected,
-}
-
-/// An integration as the log records it and the API shows it (without `sealed`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Integration {
-    pub id: u64,
-    pub org_id: OrgId,
-    pub kind: IntegrationKind,
-    pub name: String,
-    /// The API host (for Salesforce, the login host; the instance comes from the token).
-    pub api_base_url: String,
-    /// Salesforce's login host (production, sandbox or My Domain).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub login_url: Option<String>,
-    /// Settings that are not secret: Salesforce's `client_id`, Airtable's `base_id` and
-    /// `tables`, each as text (tables as `tables.contacts` and so on).
-    #[serde(default)]
-    pub settings: BTreeMap<String, String>,
-    /// The credentials, sealed with the server's secret key.
-    pub sealed: String,
-    pub mapping: FieldMapping,
-    pub status: Status,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    pub created_at: i64,
-    pub updated_at: i64,
 }

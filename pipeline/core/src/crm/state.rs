@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{CrmObject, Integration, Status};
+use super::{CrmObject, FieldMapping, IntegrationKind, Status};
 use crate::tenancy::OrgId;
 
 /// How far an object's sync got: the last record taken, in the CRM's last-modified order
@@ -139,4 +139,30 @@ impl IntegrationState {
     pub fn next_id(&self) -> u64 {
         self.next_id + 1
     }
+}
+
+/// An integration as the log records it and the API shows it (without `sealed`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Integration {
+    pub id: u64,
+    pub org_id: OrgId,
+    pub kind: IntegrationKind,
+    pub name: String,
+    /// The API host (for Salesforce, the login host; the instance comes from the token).
+    pub api_base_url: String,
+    /// Salesforce's login host (production, sandbox or My Domain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_url: Option<String>,
+    /// Settings that are not secret: Salesforce's `client_id`, Airtable's `base_id` and
+    /// `tables`, each as text (tables as `tables.contacts` and so on).
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+    /// The credentials, sealed with the server's secret key.
+    pub sealed: String,
+    pub mapping: FieldMapping,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
 }
