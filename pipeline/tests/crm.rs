@@ -31,6 +31,39 @@ fn start(dir: &Path, log: &Path) -> Server {
     )
 }
 
+/// A server on a fresh data directory, its log file, and the directory (kept while it lives).
+fn serve() -> (tempfile::TempDir, std::path::PathBuf, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let s = start(&dir.path().join("data"), &log);
+    (dir, log, s)
+}
+
+/// A lead with one signal, read back.
+fn known<'a>(s: &'a Server, email: &str) -> common::scoring::Lead<'a> {
+    let l = lead(s, email);
+    let pos = l.event("pageview");
+    l.get(pos);
+    l
+}
+
+/// `POST /api/integrations/{id}/test`'s answer.
+fn check(s: &Server, id: u64) -> Value {
+    ok(
+        s,
+        Method::POST,
+        &format!("/api/integrations/{id}/test"),
+        None,
+    )
+}
+
+/// Connects an integration: 201, and its view.
+fn connect(s: &Server, body: Value) -> Value {
+    let (st, created) = call(s, Method::POST, "/api/integrations", Some(body));
+    assert_eq!(st, 201, "{created}");
+    created
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -45,7 +78,14 @@ fn wait_sync(s: &Server, id: u64, since: i64) -> Value {
             && last["state"] != "running"
             && !last.is_null()
         {
-            return v;
+            // Read back once the read models hold what the sync took.
+            let pos = last["log_position"].as_u64().unwrap_or(0);
+            return ok(
+                s,
+                Method::GET,
+                &format!("/api/integrations/{id}?wait_for={pos}"),
+                None,
+            );
         }
         assert!(Instant::now() < deadline, "no sync ended: {v}");
         std::thread::sleep(Duration::from_millis(100));
@@ -78,13 +118,6 @@ fn assert_secret_free(answers: &[Value], log: &Path, secrets: &[&str]) {
     }
 }
 
-fn schema(fields: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
-    fields
-        .iter()
-        .map(|(n, t)| (n.to_string(), t.to_string()))
-        .collect()
-}
-
 fn account<'a>(accounts: &'a Value, domain: &str) -> &'a Value {
     accounts["accounts"]
         .as_array()
@@ -97,29 +130,7 @@ fn account<'a>(accounts: &'a Value, domain: &str) -> &'a Value {
 #[test]
 fn hubspot_connects_syncs_incrementally_and_waits_out_rate_limits() {
     const TOKEN: &str = "pat-na1-11111111-2222-3333-4444-555555555555";
-    let mut store = Store::default();
-    store.schema.insert(
-        "companies".into(),
-        schema(&[
-            ("name", "string"),
-            ("domain", "string"),
-            ("industry", "enumeration"),
-            ("numberofemployees", "number"),
-            ("country", "string"),
-            ("annualrevenue", "number"),
-        ]),
-    );
-    store.schema.insert(
-        "contacts".into(),
-        schema(&[
-            ("email", "string"),
-            ("firstname", "string"),
-            ("lastname", "string"),
-            ("company", "string"),
-            ("jobtitle", "string"),
-            ("associatedcompanyid", "number"),
-        ]),
-    );
+    let mut store = Store::hubspot();
     let t0 = 1_700_000_000_000;
     store.put("companies", "101", t0, json!({"name": "Acme", "domain": "acme.com", "industry": "COMPUTER_SOFTWARE", "numberofemployees": "450", "country": "United States", "annualrevenue": "52000000"}));
     store.put("companies", "102", t0 + 1, json!({"name": "Globex", "domain": "globex.com", "industry": "UTILITIES", "numberofemployees": "12000", "country": "Germany"}));
@@ -129,23 +140,16 @@ fn hubspot_connects_syncs_incrementally_and_waits_out_rate_limits() {
     store.put("contacts", "201", t0 + 5, json!({"email": "ana@acme.com", "firstname": "Ana", "lastname": "Diaz", "jobtitle": "VP Marketing", "associatedcompanyid": "101"}));
     let hs = Hubspot::start(TOKEN, store);
 
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("server.log");
-    let s = start(&dir.path().join("data"), &log);
-    let ana = lead(&s, "ana@acme.com");
-    let pos = ana.event("pageview");
-    ana.get(pos);
+    let (_dir, log, s) = serve();
+    let ana = known(&s, "ana@acme.com");
 
     let mut answers = Vec::new();
-    let (st, created) = call(
+    let created = connect(
         &s,
-        Method::POST,
-        "/api/integrations",
-        Some(json!({
+        json!({
             "kind": "hubspot", "name": "HubSpot", "credentials": {"private_app_token": TOKEN}, "api_base_url": hs.url,
-        })),
+        }),
     );
-    assert_eq!(st, 201, "{created}");
     assert_eq!(created["status"], "connected");
     let id = created["id"].as_u64().unwrap();
     answers.push(created);
@@ -156,12 +160,7 @@ fn hubspot_connects_syncs_incrementally_and_waits_out_rate_limits() {
     assert_eq!(v["status"], "connected");
     answers.push(v);
 
-    let tested = ok(
-        &s,
-        Method::POST,
-        &format!("/api/integrations/{id}/test"),
-        None,
-    );
+    let tested = check(&s, id);
     assert_eq!(tested["ok"], true, "{tested}");
     answers.push(tested);
 
@@ -300,47 +299,7 @@ fn hubspot_connects_syncs_incrementally_and_waits_out_rate_limits() {
 fn salesforce_refreshes_expired_sessions_pages_and_disconnects_on_invalid_grant() {
     const REFRESH: &str = "5Aep861TSESvWeug_xvFHRBTTbf_YrTWgEyjBJvT8mLQ-refresh";
     const SECRET: &str = "F2A9E6C0-client-secret";
-    let mut store = Store::default();
-    store.schema.insert(
-        "Account".into(),
-        schema(&[
-            ("Id", "id"),
-            ("SystemModstamp", "datetime"),
-            ("Name", "string"),
-            ("Website", "url"),
-            ("Industry", "picklist"),
-            ("NumberOfEmployees", "int"),
-            ("BillingCountry", "string"),
-        ]),
-    );
-    store.schema.insert(
-        "Contact".into(),
-        schema(&[
-            ("Id", "id"),
-            ("SystemModstamp", "datetime"),
-            ("AccountId", "reference"),
-            ("Email", "email"),
-            ("FirstName", "string"),
-            ("LastName", "string"),
-            ("Title", "string"),
-        ]),
-    );
-    store.schema.insert(
-        "Lead".into(),
-        schema(&[
-            ("Id", "id"),
-            ("SystemModstamp", "datetime"),
-            ("Email", "email"),
-            ("FirstName", "string"),
-            ("LastName", "string"),
-            ("Title", "string"),
-            ("Company", "string"),
-            ("Website", "url"),
-            ("Industry", "picklist"),
-            ("NumberOfEmployees", "int"),
-            ("Country", "string"),
-        ]),
-    );
+    let mut store = Store::salesforce();
     let t0 = 1_700_000_000_000;
     store.put("Account", "001A", t0, json!({"Name": "Acme", "Website": "https://www.acme.com", "Industry": "Technology", "NumberOfEmployees": 450, "BillingCountry": "USA"}));
     for i in 0..7 {
@@ -352,12 +311,8 @@ fn salesforce_refreshes_expired_sessions_pages_and_disconnects_on_invalid_grant(
     sf.sf.lock().unwrap().page_size = 2;
     assert_ne!(sf.login_url, sf.instance_url);
 
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("server.log");
-    let s = start(&dir.path().join("data"), &log);
-    let bo = lead(&s, "bo@initech.com");
-    let pos = bo.event("pageview");
-    bo.get(pos);
+    let (_dir, log, s) = serve();
+    known(&s, "bo@initech.com");
 
     // The first sync meets an expired session after its first page, and a 503.
     {
@@ -365,17 +320,14 @@ fn salesforce_refreshes_expired_sessions_pages_and_disconnects_on_invalid_grant(
         st.faults.extend(["none".to_string()]);
         st.faults.clear();
     }
-    let (st, created) = call(
+    let created = connect(
         &s,
-        Method::POST,
-        "/api/integrations",
-        Some(json!({
+        json!({
             "kind": "salesforce", "name": "Salesforce",
             "credentials": {"client_id": salesforce::CLIENT_ID, "client_secret": SECRET, "refresh_token": REFRESH},
             "api_base_url": sf.login_url, "login_url": sf.login_url,
-        })),
+        }),
     );
-    assert_eq!(st, 201, "{created}");
     let id = created["id"].as_u64().unwrap();
     let mut answers = vec![created];
     let v = wait_sync(&s, id, 0);
@@ -452,12 +404,7 @@ fn salesforce_refreshes_expired_sessions_pages_and_disconnects_on_invalid_grant(
     // The refresh token revoked: invalid_grant disconnects, with the reason.
     sf.sf.lock().unwrap().refresh_token = "rotated-elsewhere".into();
     sf.sf.lock().unwrap().sessions.clear();
-    let v = ok(
-        &s,
-        Method::POST,
-        &format!("/api/integrations/{id}/test"),
-        None,
-    );
+    let v = check(&s, id);
     assert_eq!(v["connected"], false, "{v}");
     let v = ok(&s, Method::GET, &format!("/api/integrations/{id}"), None);
     assert_eq!(v["status"], "disconnected");
@@ -480,30 +427,7 @@ fn salesforce_refreshes_expired_sessions_pages_and_disconnects_on_invalid_grant(
 fn airtable_lists_by_offset_and_holds_the_base_after_a_429() {
     const PAT: &str = "patAbCdEfGh12345.0123456789abcdef0123456789abcdef";
     const BASE: &str = "appTrailspark01";
-    let mut store = Store::default();
-    store.schema.insert(
-        "Companies".into(),
-        schema(&[
-            ("Name", "singleLineText"),
-            ("Website", "url"),
-            ("Industry", "singleSelect"),
-            ("Segment", "singleSelect"),
-            ("Employees", "number"),
-            ("Region", "singleLineText"),
-            ("Last Modified", "lastModifiedTime"),
-        ]),
-    );
-    store.schema.insert(
-        "People".into(),
-        schema(&[
-            ("Email", "email"),
-            ("First Name", "singleLineText"),
-            ("Last Name", "singleLineText"),
-            ("Company", "multipleRecordLinks"),
-            ("Title", "singleLineText"),
-            ("Last Modified", "lastModifiedTime"),
-        ]),
-    );
+    let mut store = Store::airtable();
     let t0 = 1_700_000_000_000;
     store.put("Companies", "recACME", t0, json!({"Name": "Acme", "Website": "acme.com", "Industry": "Software", "Segment": "Mid-Market", "Employees": 450, "Region": "North America"}));
     for i in 0..230 {
@@ -516,25 +440,18 @@ fn airtable_lists_by_offset_and_holds_the_base_after_a_429() {
     }
     let at = Airtable::start(PAT, BASE, store, Duration::from_secs(30));
 
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("server.log");
-    let s = start(&dir.path().join("data"), &log);
-    let p = lead(&s, "p7@acme.com");
-    let pos = p.event("pageview");
-    p.get(pos);
+    let (_dir, log, s) = serve();
+    known(&s, "p7@acme.com");
 
     // A base the token cannot see: 403, named.
-    let (st, created) = call(
+    let created = connect(
         &s,
-        Method::POST,
-        "/api/integrations",
-        Some(json!({
+        json!({
             "kind": "airtable", "name": "Airtable",
             "credentials": {"personal_access_token": PAT, "base_id": "appOther", "tables": {"contacts": "People", "companies": "Companies"}},
             "api_base_url": at.url,
-        })),
+        }),
     );
-    assert_eq!(st, 201, "{created}");
     let wrong = created["id"].as_u64().unwrap();
     let v = wait_sync(&s, wrong, 0);
     assert_eq!(v["sync"]["last"]["state"], "failed", "{v}");
@@ -549,17 +466,14 @@ fn airtable_lists_by_offset_and_holds_the_base_after_a_429() {
 
     // The first listing meets a 429: the base is held 30 s, then the sync completes.
     at.store.lock().unwrap().faults.push_back("burst".into());
-    let (st, created) = call(
+    let created = connect(
         &s,
-        Method::POST,
-        "/api/integrations",
-        Some(json!({
+        json!({
             "kind": "airtable", "name": "Airtable",
             "credentials": {"personal_access_token": PAT, "base_id": BASE, "tables": {"contacts": "People", "companies": "Companies"}},
             "api_base_url": at.url,
-        })),
+        }),
     );
-    assert_eq!(st, 201, "{created}");
     assert!(
         created.to_string().contains(BASE),
         "the base id is a setting, shown"
@@ -575,12 +489,7 @@ fn airtable_lists_by_offset_and_holds_the_base_after_a_429() {
     assert_eq!(v["records"], json!({"account": 1, "contact": 230}), "{v}");
     let limited = *at.limited.lock().unwrap();
     assert!(limited >= 1, "the fault was answered");
-    let tested = ok(
-        &s,
-        Method::POST,
-        &format!("/api/integrations/{id}/test"),
-        None,
-    );
+    let tested = check(&s, id);
     assert_eq!(tested["ok"], true, "{tested}");
 
     // Incremental by LAST_MODIFIED_TIME(): one changed record.
@@ -615,47 +524,7 @@ fn airtable_lists_by_offset_and_holds_the_base_after_a_429() {
 #[test]
 fn a_restart_in_a_sync_resumes_from_its_cursor_and_a_deleted_integration_leaves() {
     const REFRESH: &str = "5Aep861TSESvWeug-restart-refresh-token";
-    let mut store = Store::default();
-    store.schema.insert(
-        "Account".into(),
-        schema(&[
-            ("Id", "id"),
-            ("SystemModstamp", "datetime"),
-            ("Name", "string"),
-            ("Website", "url"),
-            ("Industry", "picklist"),
-            ("NumberOfEmployees", "int"),
-            ("BillingCountry", "string"),
-        ]),
-    );
-    store.schema.insert(
-        "Contact".into(),
-        schema(&[
-            ("Id", "id"),
-            ("SystemModstamp", "datetime"),
-            ("AccountId", "reference"),
-            ("Email", "email"),
-            ("FirstName", "string"),
-            ("LastName", "string"),
-            ("Title", "string"),
-        ]),
-    );
-    store.schema.insert(
-        "Lead".into(),
-        schema(&[
-            ("Id", "id"),
-            ("SystemModstamp", "datetime"),
-            ("Email", "email"),
-            ("FirstName", "string"),
-            ("LastName", "string"),
-            ("Title", "string"),
-            ("Company", "string"),
-            ("Website", "url"),
-            ("Industry", "picklist"),
-            ("NumberOfEmployees", "int"),
-            ("Country", "string"),
-        ]),
-    );
+    let mut store = Store::salesforce();
     let t0 = 1_700_000_000_000;
     store.put(
         "Account",
@@ -675,23 +544,16 @@ fn a_restart_in_a_sync_resumes_from_its_cursor_and_a_deleted_integration_leaves(
     let sf = Salesforce::start(REFRESH, store);
     sf.sf.lock().unwrap().page_size = 4;
 
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("server.log");
-    let mut s = start(&dir.path().join("data"), &log);
-    let c1 = lead(&s, "c1@acme.com");
-    let pos = c1.event("pageview");
-    c1.get(pos);
-    let (st, created) = call(
+    let (_dir, _log, mut s) = serve();
+    known(&s, "c1@acme.com");
+    let created = connect(
         &s,
-        Method::POST,
-        "/api/integrations",
-        Some(json!({
+        json!({
             "kind": "salesforce", "name": "Salesforce",
             "credentials": {"client_id": salesforce::CLIENT_ID, "refresh_token": REFRESH},
             "api_base_url": sf.login_url,
-        })),
+        }),
     );
-    assert_eq!(st, 201, "{created}");
     let id = created["id"].as_u64().unwrap();
     // Killed once some contact pages are committed, before the last.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -748,47 +610,7 @@ fn salesforce_and_hubspot_connect_through_oauth() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let mut sf_store = Store::default();
-    sf_store.schema.insert(
-        "Account".into(),
-        schema(&[
-            ("Id", "id"),
-            ("SystemModstamp", "datetime"),
-            ("Name", "string"),
-            ("Website", "url"),
-            ("Industry", "picklist"),
-            ("NumberOfEmployees", "int"),
-            ("BillingCountry", "string"),
-        ]),
-    );
-    sf_store.schema.insert(
-        "Contact".into(),
-        schema(&[
-            ("Id", "id"),
-            ("SystemModstamp", "datetime"),
-            ("AccountId", "reference"),
-            ("Email", "email"),
-            ("FirstName", "string"),
-            ("LastName", "string"),
-            ("Title", "string"),
-        ]),
-    );
-    sf_store.schema.insert(
-        "Lead".into(),
-        schema(&[
-            ("Id", "id"),
-            ("SystemModstamp", "datetime"),
-            ("Email", "email"),
-            ("FirstName", "string"),
-            ("LastName", "string"),
-            ("Title", "string"),
-            ("Company", "string"),
-            ("Website", "url"),
-            ("Industry", "picklist"),
-            ("NumberOfEmployees", "int"),
-            ("Country", "string"),
-        ]),
-    );
+    let mut sf_store = Store::salesforce();
     sf_store.put(
         "Account",
         "001A",
@@ -797,28 +619,7 @@ fn salesforce_and_hubspot_connect_through_oauth() {
     );
     let sf = Salesforce::start("not-yet-granted", sf_store);
 
-    let mut hs_store = Store::default();
-    hs_store.schema.insert(
-        "companies".into(),
-        schema(&[
-            ("name", "string"),
-            ("domain", "string"),
-            ("industry", "enumeration"),
-            ("numberofemployees", "number"),
-            ("country", "string"),
-        ]),
-    );
-    hs_store.schema.insert(
-        "contacts".into(),
-        schema(&[
-            ("email", "string"),
-            ("firstname", "string"),
-            ("lastname", "string"),
-            ("company", "string"),
-            ("jobtitle", "string"),
-            ("associatedcompanyid", "number"),
-        ]),
-    );
+    let mut hs_store = Store::hubspot();
     for i in 0..600 {
         hs_store.put(
             "contacts",
@@ -831,9 +632,7 @@ fn salesforce_and_hubspot_connect_through_oauth() {
     // Access tokens really expire after a second, inside the sync (the answer says 1800 s).
     hs.oauth.lock().unwrap().lifetime = Duration::from_millis(1000);
 
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("server.log");
-    let s = start(&dir.path().join("data"), &log);
+    let (_dir, log, s) = serve();
     let mut answers = Vec::new();
 
     // Salesforce: authorization code with PKCE.

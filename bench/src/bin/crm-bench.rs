@@ -29,13 +29,6 @@ struct Args {
     bin: Option<PathBuf>,
 }
 
-fn schema(fields: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
-    fields
-        .iter()
-        .map(|(n, t)| (n.to_string(), t.to_string()))
-        .collect()
-}
-
 /// Connects `body` on a fresh server and waits for its first sync; answers (seconds, records).
 fn sync_once(bin: &std::path::Path, body: Value) -> anyhow::Result<(f64, u64)> {
     let dir = tempfile::tempdir()?;
@@ -65,6 +58,12 @@ fn sync_once(bin: &std::path::Path, body: Value) -> anyhow::Result<(f64, u64)> {
         match v["sync"]["last"]["state"].as_str() {
             Some("done") => {
                 let secs = t0.elapsed().as_secs_f64();
+                let pos = v["sync"]["last"]["log_position"].as_u64().unwrap_or(0);
+                let v: Value = http
+                    .get(format!("{}/api/integrations/{id}?wait_for={pos}", s.base))
+                    .bearer_auth(&owner)
+                    .send()?
+                    .json()?;
                 let n = v["records"]
                     .as_object()
                     .map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
@@ -76,6 +75,19 @@ fn sync_once(bin: &std::path::Path, body: Value) -> anyhow::Result<(f64, u64)> {
         if t0.elapsed() > Duration::from_secs(600) {
             bail!("no sync ended in 10 minutes");
         }
+    }
+}
+
+/// Puts `n` records of `object`, modified a millisecond apart.
+fn fill(
+    store: &mut Store,
+    object: &str,
+    n: usize,
+    id: impl Fn(usize) -> String,
+    fields: impl Fn(usize) -> Value,
+) {
+    for i in 0..n {
+        store.put(object, &id(i), 1_700_000_000_000 + i as i64, fields(i));
     }
 }
 
@@ -98,28 +110,7 @@ fn main() -> anyhow::Result<()> {
     println!("|---|---:|---:|---:|---:|---|---:|");
 
     // HubSpot: CRM search, 4 requests/s per token, 100 records a page.
-    let mut store = Store::default();
-    store.schema.insert(
-        "companies".into(),
-        schema(&[
-            ("name", "string"),
-            ("domain", "string"),
-            ("industry", "string"),
-            ("numberofemployees", "number"),
-            ("country", "string"),
-        ]),
-    );
-    store.schema.insert(
-        "contacts".into(),
-        schema(&[
-            ("email", "string"),
-            ("firstname", "string"),
-            ("lastname", "string"),
-            ("company", "string"),
-            ("jobtitle", "string"),
-            ("associatedcompanyid", "number"),
-        ]),
-    );
+    let mut store = Store::hubspot();
     for i in 0..n {
         store.put(
             "contacts",
@@ -137,38 +128,14 @@ fn main() -> anyhow::Result<()> {
     println!("| HubSpot | {got} | {secs:.1} | {:.0} | {rps:.2} | 4 search requests/s per token | {:.2} |", got as f64 / secs, rps / 4.0);
 
     // Airtable: 5 requests/s per base, 100 records a page.
-    let mut store = Store::default();
-    store.schema.insert(
-        "Companies".into(),
-        schema(&[
-            ("Name", "singleLineText"),
-            ("Website", "url"),
-            ("Industry", "singleLineText"),
-            ("Segment", "singleLineText"),
-            ("Employees", "number"),
-            ("Region", "singleLineText"),
-            ("Last Modified", "lastModifiedTime"),
-        ]),
+    let mut store = Store::airtable();
+    fill(
+        &mut store,
+        "People",
+        n,
+        |i| format!("rec{i:08}"),
+        |i| json!({"Email": format!("p{i}@acme.com")}),
     );
-    store.schema.insert(
-        "People".into(),
-        schema(&[
-            ("Email", "email"),
-            ("First Name", "singleLineText"),
-            ("Last Name", "singleLineText"),
-            ("Company", "singleLineText"),
-            ("Title", "singleLineText"),
-            ("Last Modified", "lastModifiedTime"),
-        ]),
-    );
-    for i in 0..n {
-        store.put(
-            "People",
-            &format!("rec{i:08}"),
-            t0 + i as i64,
-            json!({"Email": format!("p{i}@acme.com")}),
-        );
-    }
     let at = Airtable::start("patBENCH.0", "appBENCH", store, Duration::from_secs(30));
     let (secs, got) = sync_once(
         &bin,
@@ -186,55 +153,14 @@ fn main() -> anyhow::Result<()> {
     }
 
     // Salesforce: no per-second limit; 2,000 records a page. Baseline: a plain client.
-    let mut store = Store::default();
-    store.schema.insert(
-        "Account".into(),
-        schema(&[
-            ("Id", "id"),
-            ("SystemModstamp", "datetime"),
-            ("Name", "string"),
-            ("Website", "url"),
-            ("Industry", "picklist"),
-            ("NumberOfEmployees", "int"),
-            ("BillingCountry", "string"),
-        ]),
+    let mut store = Store::salesforce();
+    fill(
+        &mut store,
+        "Contact",
+        n,
+        |i| format!("003B{i:08}"),
+        |i| json!({"Email": format!("p{i}@acme.com"), "Title": "Engineer"}),
     );
-    store.schema.insert(
-        "Contact".into(),
-        schema(&[
-            ("Id", "id"),
-            ("SystemModstamp", "datetime"),
-            ("AccountId", "reference"),
-            ("Email", "email"),
-            ("FirstName", "string"),
-            ("LastName", "string"),
-            ("Title", "string"),
-        ]),
-    );
-    store.schema.insert(
-        "Lead".into(),
-        schema(&[
-            ("Id", "id"),
-            ("SystemModstamp", "datetime"),
-            ("Email", "email"),
-            ("FirstName", "string"),
-            ("LastName", "string"),
-            ("Title", "string"),
-            ("Company", "string"),
-            ("Website", "url"),
-            ("Industry", "picklist"),
-            ("NumberOfEmployees", "int"),
-            ("Country", "string"),
-        ]),
-    );
-    for i in 0..n {
-        store.put(
-            "Contact",
-            &format!("003B{i:08}"),
-            t0 + i as i64,
-            json!({"Email": format!("p{i}@acme.com"), "Title": "Engineer"}),
-        );
-    }
     let sf = Salesforce::start("bench-refresh", store);
     let base_t = Instant::now();
     let http = reqwest::blocking::Client::new();

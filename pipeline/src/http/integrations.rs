@@ -134,6 +134,9 @@ async fn dispatch(api: &Api, p: Principal, route: Route<'_>, req: Request) -> Re
     let crm = service(api)?;
     let org = p.org_id;
     let method = req.method.clone();
+    if method == Method::GET {
+        super::api::wait_for(api, &req.query).await?;
+    }
     match (route, &method) {
         (Route::OAuthStart(kind), &Method::POST) => {
             require(&p, Role::Admin)?;

@@ -27,8 +27,46 @@ pub fn challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
-/// Exchanges an authorization code at `token_url` (form-encoded `params` plus the grant);
-/// answers the token response. A refusal is `Invalid`, naming the CRM's error.
+/// POSTs a form to an OAuth token endpoint; answers the token response. A refusal becomes
+/// `refused(text)`, where the text names the CRM's error (`error` / `error_description`, or
+/// HubSpot's `status` / `message`); server errors are retried.
+pub async fn token_request(
+    http: &CrmHttp,
+    token_url: &str,
+    form: &[(&str, &str)],
+    refused: impl Fn(String) -> CrmError,
+) -> Result<Value, CrmError> {
+    let a = http
+        .call(
+            None,
+            |_| http.send(http.client().post(token_url).form(form)),
+            |a| match a.status {
+                200 => Verdict::Done,
+                500..=599 => Verdict::Retry(std::time::Duration::from_millis(500)),
+                _ => {
+                    let v: Value = serde_json::from_slice(&a.body).unwrap_or(Value::Null);
+                    let text = |keys: [&str; 2]| {
+                        keys.iter()
+                            .find_map(|k| v.get(*k).and_then(Value::as_str))
+                            .unwrap_or("")
+                            .to_string()
+                    };
+                    let err = text(["error", "status"]);
+                    let err = if err.is_empty() {
+                        format!("HTTP {}", a.status)
+                    } else {
+                        err
+                    };
+                    let desc = text(["error_description", "message"]);
+                    Verdict::Fail(refused(format!("{err} ({desc})")))
+                }
+            },
+        )
+        .await?;
+    a.json()
+}
+
+/// Exchanges an authorization code at `token_url` (form-encoded `params` plus the grant).
 pub async fn exchange_code(
     http: &CrmHttp,
     token_url: &str,
@@ -36,33 +74,10 @@ pub async fn exchange_code(
 ) -> Result<Value, CrmError> {
     let mut form: Vec<(&str, &str)> = vec![("grant_type", "authorization_code")];
     form.extend_from_slice(params);
-    let a = http
-        .call(
-            None,
-            |_| http.send(http.client().post(token_url).form(&form)),
-            |a| match a.status {
-                200 => Verdict::Done,
-                500..=599 => Verdict::Retry(std::time::Duration::from_millis(500)),
-                _ => {
-                    let v: Value = serde_json::from_slice(&a.body).unwrap_or(Value::Null);
-                    let err = v
-                        .get("error")
-                        .or_else(|| v.get("status"))
-                        .and_then(Value::as_str)
-                        .unwrap_or("refused");
-                    let desc = v
-                        .get("error_description")
-                        .or_else(|| v.get("message"))
-                        .and_then(Value::as_str)
-                        .unwrap_or("");
-                    Verdict::Fail(CrmError::Invalid(format!(
-                        "the CRM refused the authorization code: {err} ({desc})"
-                    )))
-                }
-            },
-        )
-        .await?;
-    a.json()
+    token_request(http, token_url, &form, |e| {
+        CrmError::Invalid(format!("the CRM refused the authorization code: {e}"))
+    })
+    .await
 }
 
 #[cfg(test)]

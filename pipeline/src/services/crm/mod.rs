@@ -47,6 +47,8 @@ pub struct SyncReport {
     pub records: BTreeMap<&'static str, u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The log position of the last page taken: `?wait_for=` it to read the records back.
+    pub log_position: u64,
 }
 
 pub struct CrmService {

@@ -27,6 +27,7 @@ impl CrmService {
             finished_at: None,
             records: BTreeMap::new(),
             error: None,
+            log_position: 0,
         };
         self.reports.lock().unwrap().insert(id, report.clone());
         let result = self.pull_all(&i, &mut report).await;
@@ -95,10 +96,12 @@ impl CrmService {
                     at: now_ms(),
                     records: page.records,
                 };
-                self.control
+                let pos = self
+                    .control
                     .commit_crm_page(batch, object, page.cursor)
                     .await
                     .map_err(|e| CrmError::Unreachable(format!("the log: {e}")))?;
+                report.log_position = report.log_position.max(pos);
                 self.reports.lock().unwrap().insert(i.id, report.clone());
                 if page.done {
                     break;

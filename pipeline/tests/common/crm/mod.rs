@@ -187,3 +187,115 @@ where
         );
     serve(routes)
 }
+
+impl Store {
+    /// A Salesforce org: Account, Contact and Lead with the fields the default mapping reads.
+    pub fn salesforce() -> Store {
+        let mut s = Store::default();
+        s.schema.insert(
+            "Account".into(),
+            names(&[
+                ("Id", "id"),
+                ("SystemModstamp", "datetime"),
+                ("Name", "string"),
+                ("Website", "url"),
+                ("Industry", "picklist"),
+                ("NumberOfEmployees", "int"),
+                ("BillingCountry", "string"),
+            ]),
+        );
+        s.schema.insert(
+            "Contact".into(),
+            names(&[
+                ("Id", "id"),
+                ("SystemModstamp", "datetime"),
+                ("AccountId", "reference"),
+                ("Email", "email"),
+                ("FirstName", "string"),
+                ("LastName", "string"),
+                ("Title", "string"),
+            ]),
+        );
+        s.schema.insert(
+            "Lead".into(),
+            names(&[
+                ("Id", "id"),
+                ("SystemModstamp", "datetime"),
+                ("Email", "email"),
+                ("FirstName", "string"),
+                ("LastName", "string"),
+                ("Title", "string"),
+                ("Company", "string"),
+                ("Website", "url"),
+                ("Industry", "picklist"),
+                ("NumberOfEmployees", "int"),
+                ("Country", "string"),
+            ]),
+        );
+        s
+    }
+
+    /// A HubSpot account: companies and contacts with the properties the default mapping reads.
+    pub fn hubspot() -> Store {
+        let mut s = Store::default();
+        s.schema.insert(
+            "companies".into(),
+            names(&[
+                ("name", "string"),
+                ("domain", "string"),
+                ("industry", "enumeration"),
+                ("numberofemployees", "number"),
+                ("country", "string"),
+                ("annualrevenue", "number"),
+            ]),
+        );
+        s.schema.insert(
+            "contacts".into(),
+            names(&[
+                ("email", "string"),
+                ("firstname", "string"),
+                ("lastname", "string"),
+                ("company", "string"),
+                ("jobtitle", "string"),
+                ("associatedcompanyid", "number"),
+            ]),
+        );
+        s
+    }
+
+    /// An Airtable base: a `Companies` and a `People` table with the default mapping's fields.
+    pub fn airtable() -> Store {
+        let mut s = Store::default();
+        s.schema.insert(
+            "Companies".into(),
+            names(&[
+                ("Name", "singleLineText"),
+                ("Website", "url"),
+                ("Industry", "singleSelect"),
+                ("Segment", "singleSelect"),
+                ("Employees", "number"),
+                ("Region", "singleLineText"),
+                ("Last Modified", "lastModifiedTime"),
+            ]),
+        );
+        s.schema.insert(
+            "People".into(),
+            names(&[
+                ("Email", "email"),
+                ("First Name", "singleLineText"),
+                ("Last Name", "singleLineText"),
+                ("Company", "multipleRecordLinks"),
+                ("Title", "singleLineText"),
+                ("Last Modified", "lastModifiedTime"),
+            ]),
+        );
+        s
+    }
+}
+
+fn names(fields: &[(&str, &str)]) -> BTreeMap<String, String> {
+    fields
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect()
+}

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use trailspark_core::crm::{CrmObject, CrmRecord};
 
 use super::client::{Answer, CrmHttp, Verdict};
+use super::oauth::token_request;
 use super::{
     credential, field_problems, name_types, objects_of, standard, text_of, Connector,
     ConnectorConfig, CrmError, Described, FieldProblem, Page, Pull,
@@ -169,26 +170,10 @@ impl Hubspot {
             ("client_secret", client_secret.as_str()),
             ("refresh_token", refresh.as_str()),
         ];
-        let a = self
-            .http
-            .call(
-                None,
-                |_| self.http.send(self.http.client().post(&url).form(&form)),
-                |a| match a.status {
-                    200 => Verdict::Done,
-                    500..=599 => Verdict::Retry(Duration::from_millis(500)),
-                    _ => {
-                        let v: Value = serde_json::from_slice(&a.body).unwrap_or(Value::Null);
-                        Verdict::Fail(CrmError::Disconnected(format!(
-                            "the token refresh failed: {} ({})",
-                            v.get("status").and_then(Value::as_str).unwrap_or("refused"),
-                            v.get("message").and_then(Value::as_str).unwrap_or("")
-                        )))
-                    }
-                },
-            )
-            .await?;
-        let v = a.json()?;
+        let v = token_request(&self.http, &url, &form, |e| {
+            CrmError::Disconnected(format!("the token refresh failed: {e}"))
+        })
+        .await?;
         let token = v
             .get("access_token")
             .and_then(Value::as_str)

@@ -14,6 +14,7 @@ use serde_json::Value;
 use trailspark_core::crm::{CrmObject, CrmRecord};
 
 use super::client::{Answer, CrmHttp, Verdict};
+use super::oauth::token_request;
 use super::{
     credential, field_problems, name_types, objects_of, standard, text_of, Connector,
     ConnectorConfig, CrmError, Described, FieldProblem, Page, Pull,
@@ -129,29 +130,11 @@ impl Salesforce {
         if let Some(secret) = &self.client_secret {
             form.push(("client_secret", secret.clone()));
         }
-        let a = self
-            .http
-            .call(
-                None,
-                |_| self.http.send(self.http.client().post(&url).form(&form)),
-                |a| match a.status {
-                    200 => Verdict::Done,
-                    500..=599 => Verdict::Retry(Duration::from_millis(500)),
-                    _ => {
-                        let v: Value = serde_json::from_slice(&a.body).unwrap_or(Value::Null);
-                        let err = v.get("error").and_then(Value::as_str).unwrap_or("refused");
-                        let desc = v
-                            .get("error_description")
-                            .and_then(Value::as_str)
-                            .unwrap_or("");
-                        Verdict::Fail(CrmError::Disconnected(format!(
-                            "the token refresh failed: {err} ({desc})"
-                        )))
-                    }
-                },
-            )
-            .await?;
-        let v = a.json()?;
+        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let v = token_request(&self.http, &url, &form, |e| {
+            CrmError::Disconnected(format!("the token refresh failed: {e}"))
+        })
+        .await?;
         let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
         let session = Session {
             access_token: field("access_token")
