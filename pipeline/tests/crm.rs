@@ -170,6 +170,10 @@ fn hubspot_connects_syncs_incrementally_and_waits_out_rate_limits() {
     assert_eq!(acme["industry"], "COMPUTER_SOFTWARE", "{acme}");
     assert_eq!(acme["employeeCount"], 450, "{acme}");
 
+    // The lead knows its CRM contact.
+    let profile = ana.get(0);
+    assert_eq!(profile["crm_id"], "201", "{profile}");
+    assert_eq!(profile["crm"]["object"], "contact", "{profile}");
     // The evaluation context carries the CRM's contact and account.
     let ana_id = ana.id(0);
     let ctx = ok(
@@ -491,6 +495,25 @@ fn airtable_lists_by_offset_and_holds_the_base_after_a_429() {
     assert!(limited >= 1, "the fault was answered");
     let tested = check(&s, id);
     assert_eq!(tested["ok"], true, "{tested}");
+
+    // A mapping naming a field the table lacks: the listing's 422 ends the sync, named.
+    let mut body = json!({
+        "kind": "airtable", "name": "Airtable (bad field)",
+        "credentials": {"personal_access_token": PAT, "base_id": BASE, "tables": {"contacts": "People", "companies": "Companies"}},
+        "api_base_url": at.url, "mapping": {"custom": {"contacts": ["Lead Score"]}},
+    });
+    let bad = connect(&s, body.take());
+    let v = wait_sync(&s, bad["id"].as_u64().unwrap(), 0);
+    assert_eq!(v["sync"]["last"]["state"], "failed", "{v}");
+    assert!(
+        v["sync"]["last"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("UNKNOWN_FIELD_NAME"),
+        "{v}"
+    );
+    let tested = check(&s, bad["id"].as_u64().unwrap());
+    assert_eq!(tested["fields"][0]["field"], "Lead Score", "{tested}");
 
     // Incremental by LAST_MODIFIED_TIME(): one changed record.
     let served = at

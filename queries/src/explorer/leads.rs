@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 use trailspark_core::time::rfc3339;
 use trailspark_operators::product_orgs::ProductOrg;
-use trailspark_operators::Ident;
+use trailspark_operators::{IdKind, Ident};
 use trailspark_sinks::read_models::{lead_id, Models};
 
 pub fn ident_json(i: &Ident) -> Value {
@@ -60,9 +60,20 @@ pub fn lead_json(m: &Models, lead: &Ident) -> Value {
             )
         })
         .collect();
+    // The CRM person this lead is (contacts first), matched by e-mail.
+    let email = std::iter::once(lead)
+        .chain(o.members.get(lead).into_iter().flatten())
+        .find(|i| i.kind == IdKind::Email)
+        .map(|i| i.value.to_string());
+    let crm = crate::scoring::crm::crm_view(m, lead, email.as_deref(), None);
+    let crm_ref = crm.person.as_ref().map(|(integration, object, r)| {
+        json!({"integration_id": integration, "object": object, "id": r.id})
+    });
     json!({
         "id": lead_id(lead),
         "key": ident_json(lead),
+        "crm_id": crm_ref.as_ref().map(|c| c["id"].clone()),
+        "crm": crm_ref,
         "identifiers": identifiers,
         "signals": profile.signals,
         "first_activity": rfc3339(profile.first_activity),
