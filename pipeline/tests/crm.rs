@@ -732,3 +732,28 @@ fn salesforce_and_hubspot_connect_through_oauth() {
     secrets.extend(refresh.iter().map(String::as_str));
     assert_secret_free(&answers, &log, &secrets);
 }
+
+#[test]
+fn hubspot_search_past_ten_thousand_results_starts_again_after_the_last_record() {
+    const TOKEN: &str = "pat-na1-search-cap";
+    let mut store = Store::hubspot();
+    for i in 0..10_150i64 {
+        // Pairs of records share a modification time: the restart must not skip a twin.
+        store.put(
+            "contacts",
+            &(20_000 + i).to_string(),
+            1_700_000_000_000 + i / 2,
+            json!({"email": format!("n{i}@globex.com")}),
+        );
+    }
+    let hs = Hubspot::start(TOKEN, store);
+    let (_dir, _log, s) = serve();
+    let created = connect(
+        &s,
+        json!({"kind": "hubspot", "credentials": {"private_app_token": TOKEN}, "api_base_url": hs.url}),
+    );
+    let v = wait_sync(&s, created["id"].as_u64().unwrap(), 0);
+    assert_eq!(v["sync"]["last"]["state"], "done", "{v}");
+    assert_eq!(v["records"]["contact"], 10_150, "{v}");
+    assert_eq!(*hs.throttled.lock().unwrap(), 0);
+}

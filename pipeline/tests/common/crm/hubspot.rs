@@ -335,7 +335,7 @@ fn handle(
                 .as_str()
                 .and_then(|a| a.parse().ok())
                 .unwrap_or(0);
-            if after >= 10_000 {
+            if after + limit > 10_000 {
                 return hs_error(
                     400,
                     "VALIDATION_ERROR",

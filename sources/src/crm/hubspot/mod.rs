@@ -27,6 +27,8 @@ pub const SEARCH_PER_SEC: f64 = 3.6;
 pub const CALLS_PER_SEC: f64 = 10.0;
 /// Records per search page (the API's maximum is 200).
 pub const PAGE: usize = 100;
+/// How many results one search can page through.
+pub const SEARCH_CAP: usize = 10_000;
 
 pub struct Hubspot {
     config: ConnectorConfig,
@@ -322,6 +324,17 @@ impl Connector for Hubspot {
             })
             .collect();
         let next = v.pointer("/paging/next/after").and_then(text_of);
-        Ok(pull.finish(records, next, true))
+        // Search pages no further than 10,000 results: past that, the same search starts
+        // again after the last record taken (the results are in last-modified order).
+        let capped = next
+            .as_deref()
+            .and_then(|a| a.parse::<usize>().ok())
+            .is_some_and(|a| a + PAGE > SEARCH_CAP);
+        let page = pull.finish(records, next, true);
+        if capped {
+            pull.next = None;
+            pull.since = pull.high.clone();
+        }
+        Ok(page)
     }
 }
