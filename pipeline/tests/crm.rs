@@ -757,3 +757,42 @@ fn hubspot_search_past_ten_thousand_results_starts_again_after_the_last_record()
     assert_eq!(v["records"]["contact"], 10_150, "{v}");
     assert_eq!(*hs.throttled.lock().unwrap(), 0);
 }
+
+#[test]
+fn a_large_salesforce_page_fits_the_nats_log() {
+    // 2,000 contacts of about 1.5 KB each: one page, 3 MB, over JetStream's 1 MiB messages.
+    let nats = Nats::start();
+    let mut store = Store::salesforce();
+    store
+        .schema
+        .get_mut("Contact")
+        .unwrap()
+        .insert("Description".into(), "textarea".into());
+    let notes = "n".repeat(1500);
+    for i in 0..2000i64 {
+        store.put(
+            "Contact",
+            &format!("003N{i:05}"),
+            1_700_000_000_000 + i,
+            json!({"Email": format!("x{i}@acme.com"), "Description": notes}),
+        );
+    }
+    let sf = Salesforce::start("nats-refresh", store);
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(
+        &dir.path().join("data"),
+        Some(&nats.url()),
+        &[("TRAILSPARK_CRM_SYNC_INTERVAL", "3600")],
+    );
+    let created = connect(
+        &s,
+        json!({
+            "kind": "salesforce",
+            "credentials": {"client_id": salesforce::CLIENT_ID, "refresh_token": "nats-refresh"},
+            "api_base_url": sf.login_url, "mapping": {"custom": {"contact": ["Description"]}},
+        }),
+    );
+    let v = wait_sync(&s, created["id"].as_u64().unwrap(), 0);
+    assert_eq!(v["sync"]["last"]["state"], "done", "{v}");
+    assert_eq!(v["records"]["contact"], 2000, "{v}");
+}

@@ -94,7 +94,8 @@ impl Control {
         .await
     }
 
-    /// Appends a pulled page and then, when it has one, the cursor it reached. A crash
+    /// Appends a pulled page (as entries of at most [`ENTRY_BYTES`]) and then, when it has
+    /// one, the cursor it reached. A crash
     /// between the two leaves the page without its cursor: the next sync takes the page
     /// again, and records replace themselves, so nothing is lost or doubled.
     pub async fn commit_crm_page(
@@ -104,10 +105,10 @@ impl Control {
         cursor: Option<Cursor>,
     ) -> Result<u64, ConfigError> {
         let id = batch.integration_id;
-        let mut entries = Vec::with_capacity(2);
-        if !batch.records.is_empty() {
-            entries.push(LogEntry::Crm(Box::new(batch)));
-        }
+        let mut entries: Vec<LogEntry> = split(batch)
+            .into_iter()
+            .map(|b| LogEntry::Crm(Box::new(b)))
+            .collect();
         let event = cursor.map(|cursor| {
             ConfigEvent::Integration(IntegrationEvent::CursorCommitted {
                 id,
@@ -125,5 +126,78 @@ impl Control {
             self.registry.write().unwrap().apply(&e);
         }
         Ok(receipts.last().map_or(0, |r| r.position))
+    }
+}
+
+/// The most record bytes one log entry carries: a Salesforce page holds 2,000 records, and
+/// JetStream refuses messages over its `max_payload` (1 MiB by default).
+pub const ENTRY_BYTES: usize = 256 * 1024;
+
+/// Splits a page into batches of at most [`ENTRY_BYTES`] of records (a single larger record
+/// goes alone); an empty page gives none.
+fn split(mut batch: CrmBatch) -> Vec<CrmBatch> {
+    let records = std::mem::take(&mut batch.records);
+    let mut out: Vec<CrmBatch> = Vec::new();
+    let mut size = 0;
+    for r in records {
+        let n = serde_json::to_vec(&r).map_or(0, |v| v.len());
+        match out.last_mut() {
+            Some(b) if size + n <= ENTRY_BYTES => b.records.push(r),
+            _ => {
+                out.push(CrmBatch {
+                    records: vec![r],
+                    ..batch.clone_empty()
+                });
+                size = 0;
+            }
+        }
+        size += n;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use trailspark_core::crm::{CrmBatch, CrmObject, CrmRecord};
+    use trailspark_core::tenancy::OrgId;
+
+    #[test]
+    fn pages_split_by_size_in_order() {
+        let big = "x".repeat(100 * 1024);
+        let rec = |i: usize| CrmRecord {
+            id: format!("r{i}"),
+            modified_at: i as i64,
+            std: Default::default(),
+            account_id: None,
+            fields: serde_json::json!({"Notes": big})
+                .as_object()
+                .unwrap()
+                .clone(),
+        };
+        let batch = CrmBatch {
+            org_id: OrgId(3),
+            integration_id: 9,
+            object: CrmObject::Contact,
+            at: 5,
+            records: (0..7).map(rec).collect(),
+        };
+        let parts = super::split(batch);
+        assert_eq!(
+            parts.iter().map(|b| b.records.len()).collect::<Vec<_>>(),
+            [2, 2, 2, 1]
+        );
+        let ids: Vec<_> = parts
+            .iter()
+            .flat_map(|b| b.records.iter().map(|r| r.id.clone()))
+            .collect();
+        assert_eq!(ids, (0..7).map(|i| format!("r{i}")).collect::<Vec<_>>());
+        assert!(parts
+            .iter()
+            .all(|b| b.org_id == OrgId(3) && b.integration_id == 9 && b.at == 5));
+        let empty = CrmBatch {
+            records: vec![],
+            ..parts[0].clone()
+        };
+        assert!(super::split(empty).is_empty());
     }
 }

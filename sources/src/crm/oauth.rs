@@ -89,7 +89,7 @@ mod tests {
         // Appendix B of RFC 7636.
         assert_eq!(
             challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
-            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGSSw7cM"
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
         let v = random_token(32);
         assert_eq!(v.len(), 43);

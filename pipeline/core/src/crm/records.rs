@@ -36,6 +36,19 @@ pub struct CrmBatch {
     pub records: Vec<CrmRecord>,
 }
 
+impl CrmBatch {
+    /// The same batch without records (for splitting one into several).
+    pub fn clone_empty(&self) -> CrmBatch {
+        CrmBatch {
+            org_id: self.org_id,
+            integration_id: self.integration_id,
+            object: self.object,
+            at: self.at,
+            records: Vec::new(),
+        }
+    }
+}
+
 /// A website or e-mail domain as accounts are matched by: lowercase, without scheme, path,
 /// port or a leading `www.`.
 pub fn domain_of(text: &str) -> Option<String> {

@@ -127,7 +127,7 @@ impl CrmService {
     }
 
     /// Starts the syncs that are due: asked for, or (when scheduled) an interval after the
-    /// last one started in this process; every connected integration once at start.
+    /// last one started in this process, and every connected integration once at start.
     fn start_due(self: &Arc<Self>) {
         let now = Instant::now();
         let connected: Vec<u64> = {
@@ -142,7 +142,8 @@ impl CrmService {
         for id in connected {
             let due = requested.contains(&id)
                 || match self.started.lock().unwrap().get(&id) {
-                    None => true,
+                    // Once at start when scheduled; otherwise only when asked (connecting asks).
+                    None => self.config.scheduled,
                     Some(at) => self.config.scheduled && now >= *at + self.config.interval,
                 };
             if !due || !self.running.lock().unwrap().insert(id) {
