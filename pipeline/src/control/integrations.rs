@@ -55,6 +55,7 @@ impl Control {
         self.integration(org, id)?;
         self.commit(vec![ConfigEvent::Integration(IntegrationEvent::Deleted {
             id,
+            org_id: org,
             at: now_ms(),
         })])
         .await

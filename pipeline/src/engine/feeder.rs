@@ -74,9 +74,6 @@ pub(super) struct Inputs {
     /// The latest receipt time fed (see [`super::Engine::log_clock`]).
     pub clock: Arc<AtomicI64>,
     pub scoring: ScoringFeed,
-    /// Each CRM integration's org, so that a deletion (which names only the integration)
-    /// can forget its records.
-    pub integrations: std::collections::HashMap<u64, Org>,
 }
 
 /// Converts a rule config event into a rule-book change (public for tests that compute the
@@ -185,14 +182,11 @@ impl Inputs {
                     }
                 }
                 LogEntry::Config(e) => {
-                    if let ConfigEvent::Integration(IntegrationEvent::Deleted { id, .. }) = e {
-                        if let Some(org) = self.integrations.remove(id) {
-                            epoch.crm.push(CrmChange::Forget(org, *id));
-                        }
-                    }
-                    if let ConfigEvent::Integration(IntegrationEvent::Set { integration, .. }) = e {
-                        self.integrations
-                            .insert(integration.id, integration.org_id.0);
+                    if let ConfigEvent::Integration(IntegrationEvent::Deleted {
+                        id, org_id, ..
+                    }) = e
+                    {
+                        epoch.crm.push(CrmChange::Forget(org_id.0, *id));
                     }
                     if let Some(change) = rule_change(e) {
                         epoch.rules.extend(self.book.apply(*pos, change));

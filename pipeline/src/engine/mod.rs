@@ -196,7 +196,6 @@ impl Engine {
             sides: 0,
             clock: clock.clone(),
             scoring: Default::default(),
-            integrations: Default::default(),
         };
         let q = queue.clone();
         let epoch_entries = cfg.epoch_entries.max(1);

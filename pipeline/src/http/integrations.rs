@@ -100,13 +100,7 @@ impl From<IntegrationError> for Reply {
 /// The integration's view with the records its syncs brought in, per object.
 fn shown(api: &Api, crm: &CrmService, i: &trailspark_core::crm::Integration) -> serde_json::Value {
     let mut v = crm.view(i);
-    let mut counts = std::collections::BTreeMap::<&str, u64>::new();
-    for (k, _) in api.read.read().org(i.org_id.0).crm.records.iter() {
-        if k.0 == i.id {
-            *counts.entry(k.1.as_str()).or_default() += 1;
-        }
-    }
-    v["records"] = json!(counts);
+    v["records"] = json!(api.read.read().org(i.org_id.0).crm.counts(i.id));
     v
 }
 

@@ -6,23 +6,28 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 use trailspark_core::time::rfc3339;
 use trailspark_operators::product_orgs::ProductOrg;
-use trailspark_operators::{IdKind, Ident};
+use trailspark_operators::Ident;
 use trailspark_sinks::read_models::{lead_id, Models};
 
 pub fn ident_json(i: &Ident) -> Value {
     json!({"kind": i.kind.as_str(), "value": i.value})
 }
 
-pub fn lead_json(m: &Models, lead: &Ident) -> Value {
-    let o = m.org(lead.org);
-    let profile = o.leads.get(lead).cloned().unwrap_or_default();
-    let identifiers: Vec<Value> = o
+/// A lead's identifiers, as the API shows them.
+pub fn identifiers_json(m: &Models, lead: &Ident) -> Vec<Value> {
+    m.org(lead.org)
         .members
         .get(lead)
         .into_iter()
         .flatten()
         .map(ident_json)
-        .collect();
+        .collect()
+}
+
+pub fn lead_json(m: &Models, lead: &Ident) -> Value {
+    let o = m.org(lead.org);
+    let profile = o.leads.get(lead).cloned().unwrap_or_default();
+    let identifiers = identifiers_json(m, lead);
     let mut recent: Vec<Value> = o
         .lead_signals
         .get(lead)
@@ -61,10 +66,7 @@ pub fn lead_json(m: &Models, lead: &Ident) -> Value {
         })
         .collect();
     // The CRM person this lead is (contacts first), matched by e-mail.
-    let email = std::iter::once(lead)
-        .chain(o.members.get(lead).into_iter().flatten())
-        .find(|i| i.kind == IdKind::Email)
-        .map(|i| i.value.to_string());
+    let email = crate::scoring::accounts::email_of(m, lead);
     let crm = crate::scoring::crm::crm_view(m, lead, email.as_deref(), None);
     let crm_ref = crm.person.as_ref().map(|(integration, object, r)| {
         json!({"integration_id": integration, "object": object, "id": r.id})

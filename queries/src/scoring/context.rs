@@ -15,7 +15,7 @@ use trailspark_operators::Ident;
 use trailspark_sinks::read_models::{lead_id, Models};
 
 use super::accounts::{account_json, account_of, email_of, Account};
-use crate::explorer::leads::{ident_json, product_org_info};
+use crate::explorer::leads::{identifiers_json, product_org_info};
 
 /// A lead's context as of `now`, with a `lookback_days` window.
 pub struct LeadContext {
@@ -134,13 +134,7 @@ pub fn lead_context(
         now,
         lookback_days,
     };
-    let identifiers: Vec<Value> = o
-        .members
-        .get(lead)
-        .into_iter()
-        .flatten()
-        .map(ident_json)
-        .collect();
+    let identifiers = identifiers_json(m, lead);
     let icp = model.map(|m| {
         json!({
             "modelId": m.id,

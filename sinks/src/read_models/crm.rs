@@ -21,6 +21,8 @@ pub struct CrmModels {
     by_email: HashMap<String, BTreeSet<RecordKey>>,
     /// Website domain → accounts with it.
     by_domain: HashMap<String, BTreeSet<RecordKey>>,
+    /// Records held per (integration, object): what the API shows without scanning them.
+    counts: HashMap<(u64, CrmObject), u64>,
 }
 
 fn email_of(r: &CrmRecord) -> Option<String> {
@@ -65,6 +67,8 @@ impl CrmModels {
                     continue;
                 }
                 self.index(&key, &old, false);
+            } else {
+                *self.counts.entry((key.0, key.1)).or_default() += 1;
             }
             self.index(&key, r, true);
             self.records.insert(key, Arc::new(r.clone()));
@@ -84,6 +88,16 @@ impl CrmModels {
                 self.index(&k, &r, false);
             }
         }
+        self.counts.retain(|(i, _), _| *i != integration);
+    }
+
+    /// The records held of `integration`, per object.
+    pub fn counts(&self, integration: u64) -> std::collections::BTreeMap<&'static str, u64> {
+        self.counts
+            .iter()
+            .filter(|((i, _), _)| *i == integration)
+            .map(|((_, o), n)| (o.as_str(), *n))
+            .collect()
     }
 
     /// The person records with e-mail `email`: contacts before Salesforce leads, then the
@@ -177,6 +191,10 @@ mod tests {
         let people = m.people("ANA@acme.com");
         assert_eq!(people[0].0 .2, "c1", "a contact comes before a lead");
         assert_eq!(people.len(), 2);
+        assert_eq!(
+            m.counts(7).into_iter().collect::<Vec<_>>(),
+            [("account", 1), ("contact", 1), ("lead", 1)]
+        );
         // The account moves to another domain; an older version arriving late changes nothing.
         m.apply(&batch(
             CrmObject::Account,
@@ -188,7 +206,13 @@ mod tests {
         ));
         assert!(m.accounts("acme.com").is_empty());
         assert_eq!(m.accounts("acme.io").len(), 1);
+        assert_eq!(
+            m.counts(7)["account"],
+            1,
+            "a new version is not a new record"
+        );
         m.forget(7);
+        assert!(m.counts(7).is_empty());
         assert!(m.is_empty() && m.people("ana@acme.com").is_empty());
     }
 }

@@ -39,11 +39,7 @@ pub enum IntegrationEvent {
         at: i64,
     },
     /// The CRM rotated the refresh token: the new credentials, sealed.
-    CredentialsRotated {
-        id: u64,
-        sealed: String,
-        at: i64,
-    },
+    CredentialsRotated { id: u64, sealed: String, at: i64 },
     /// Records of `object` up to `cursor` are on the log.
     CursorCommitted {
         id: u64,
@@ -51,10 +47,8 @@ pub enum IntegrationEvent {
         cursor: Cursor,
         at: i64,
     },
-    Deleted {
-        id: u64,
-        at: i64,
-    },
+    /// Deleted, with its org (so that readers can forget its records without a lookup).
+    Deleted { id: u64, org_id: OrgId, at: i64 },
 }
 
 /// The fold of all integration events.

@@ -52,9 +52,8 @@ pub struct IntegrationChange {
     pub mapping: Option<Value>,
 }
 
-/// What each CRM's credentials hold: (field, secret), required unless marked optional.
+/// What each CRM's credentials hold, as (name, secret, required).
 fn credential_fields(kind: IntegrationKind) -> &'static [(&'static str, bool, bool)] {
-    // (name, secret, required)
     match kind {
         IntegrationKind::Salesforce => &[
             ("client_id", false, true),

@@ -55,6 +55,20 @@ fn text(v: &Option<String>) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+impl OAuthStart {
+    /// Salesforce's login host: the one given, the sandbox's, or the API base (production
+    /// by default), without a trailing slash.
+    fn login(&self) -> String {
+        let login = match (text(&self.login_url), self.sandbox) {
+            (Some(u), _) => u,
+            (None, true) => "https://test.salesforce.com".into(),
+            (None, false) => text(&self.api_base_url)
+                .unwrap_or_else(|| IntegrationKind::Salesforce.default_api_base().to_string()),
+        };
+        login.trim_end_matches('/').to_string()
+    }
+}
+
 impl CrmService {
     /// Starts an authorization; answers the URL to open and the `state` that will return.
     pub fn oauth_start(
@@ -90,15 +104,9 @@ impl CrmService {
         };
         let url = match kind {
             IntegrationKind::Salesforce => {
-                let login = match (text(&start.login_url), start.sandbox) {
-                    (Some(u), _) => u,
-                    (None, true) => "https://test.salesforce.com".into(),
-                    (None, false) => text(&start.api_base_url)
-                        .unwrap_or_else(|| kind.default_api_base().to_string()),
-                };
                 format!(
                     "{}/services/oauth2/authorize?{}",
-                    login.trim_end_matches('/'),
+                    start.login(),
                     q(&[
                         ("response_type", "code"),
                         ("client_id", start.client_id.trim()),
@@ -182,13 +190,7 @@ impl CrmService {
         let (token_url, login_url) = match p.kind {
             IntegrationKind::Salesforce => {
                 form.push(("code_verifier", &p.verifier));
-                let login = match (text(&p.start.login_url), p.start.sandbox) {
-                    (Some(u), _) => u,
-                    (None, true) => "https://test.salesforce.com".into(),
-                    (None, false) => text(&p.start.api_base_url)
-                        .unwrap_or_else(|| p.kind.default_api_base().to_string()),
-                };
-                let login = login.trim_end_matches('/').to_string();
+                let login = p.start.login();
                 (format!("{login}/services/oauth2/token"), Some(login))
             }
             _ => {

@@ -144,18 +144,15 @@ impl Hubspot {
     /// The bearer token: the private app's, or a live OAuth access token (refreshed when
     /// `fresh`, or when it is within a minute of its `expires_in`).
     async fn token(&self, fresh: bool) -> Result<String, CrmError> {
-        let Auth::OAuth {
-            client_id,
-            client_secret,
-            refresh_token,
-            access,
-            rotated,
-        } = &self.auth
-        else {
-            let Auth::Static(t) = &self.auth else {
-                unreachable!()
-            };
-            return Ok(t.clone());
+        let (client_id, client_secret, refresh_token, access, rotated) = match &self.auth {
+            Auth::Static(t) => return Ok(t.clone()),
+            Auth::OAuth {
+                client_id,
+                client_secret,
+                refresh_token,
+                access,
+                rotated,
+            } => (client_id, client_secret, refresh_token, access, rotated),
         };
         let mut access = access.lock().await;
         let now = tokio::time::Instant::now();
