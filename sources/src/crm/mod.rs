@@ -7,53 +7,17 @@
 //! never writes anywhere: the sync service appends what it answers to the log.
 
 pub mod airtable;
-pub mod client;
 pub mod hubspot;
-pub mod oauth;
 pub mod salesforce;
+
+pub(crate) use trailspark_crm::name_types;
+pub use trailspark_crm::{client, oauth, CrmError, FieldProblem};
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-use thiserror::Error;
 use trailspark_core::crm::{
     CrmObject, CrmRecord, Cursor, FieldMapping, FieldRef, IntegrationKind, StdField,
 };
-
-/// Why a CRM call failed.
-#[derive(Debug, Error)]
-pub enum CrmError {
-    /// The CRM refuses the credentials for good (`invalid_grant`, a revoked token): the
-    /// integration is disconnected with this reason.
-    #[error("{0}")]
-    Disconnected(String),
-    /// The CRM's limit is used up for longer than a sync should wait (Salesforce's daily
-    /// allocation): the sync stops where it is and the next one resumes.
-    #[error("rate limited: {0}")]
-    RateLimited(String),
-    /// The CRM answered an error that retrying will not fix.
-    #[error("{status}: {message}")]
-    Refused { status: u16, message: String },
-    /// The CRM could not be reached, or kept failing after retries.
-    #[error("unreachable: {0}")]
-    Unreachable(String),
-    /// The credentials or settings given are not usable (missing fields and the like).
-    #[error("{0}")]
-    Invalid(String),
-}
-
-/// A mapped field the CRM does not have, or has with another type.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct FieldProblem {
-    pub object: String,
-    pub field: String,
-    /// `missing` or `wrong_type`.
-    pub problem: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expected: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub found: Option<String>,
-}
 
 /// One page of changed records, in the CRM's last-modified order where it has one.
 #[derive(Debug, Default)]
@@ -227,20 +191,6 @@ pub(crate) fn field_problems(
     problems
 }
 
-/// `name → type` of a describe answer's list of `{name, type}` objects.
-pub(crate) fn name_types(list: Option<&serde_json::Value>) -> BTreeMap<String, String> {
-    list.and_then(serde_json::Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|f| {
-            Some((
-                f.get("name")?.as_str()?.to_string(),
-                f.get("type")?.as_str()?.to_string(),
-            ))
-        })
-        .collect()
-}
-
 /// Builds the connector for `config`'s CRM.
 pub fn connector(
     config: ConnectorConfig,
@@ -265,13 +215,7 @@ pub(crate) fn text_of(v: &serde_json::Value) -> Option<String> {
 
 /// A credential field the user must give, as text.
 pub(crate) fn credential(config: &ConnectorConfig, name: &str) -> Result<String, CrmError> {
-    config
-        .credentials
-        .get(name)
-        .and_then(|v| v.as_str())
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().to_string())
-        .ok_or_else(|| CrmError::Invalid(format!("credentials need `{name}`")))
+    trailspark_crm::credential(&config.credentials, name)
 }
 
 /// Fills a record's standard fields from its pulled fields.

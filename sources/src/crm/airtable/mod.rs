@@ -7,22 +7,19 @@
 //! sync stopped inside a listing takes it again from the last completed one (records are
 //! upserts, so taking one twice changes nothing).
 
-use std::time::Duration;
-
 use serde_json::Value;
 use trailspark_core::crm::{CrmObject, CrmRecord, FieldRef, StdField};
 
-use super::client::{Answer, CrmHttp, Verdict};
+use trailspark_crm::airtable::classify;
+
+use super::client::CrmHttp;
 use super::{
     credential, field_problems, name_types, objects_of, standard, Connector, ConnectorConfig,
     CrmError, Described, FieldProblem, Page, Pull,
 };
 
-/// Under the documented 5 requests a second per base, with room for timers' jitter: a
-/// 429 costs the whole base 30 s.
-pub const PER_BASE_PER_SEC: f64 = 4.5;
-/// How long a base is held after a 429.
-pub const PENALTY: Duration = Duration::from_secs(30);
+pub use trailspark_crm::airtable::{PENALTY, PER_BASE_PER_SEC};
+
 /// The field holding a record's last-modified time, unless `tables.modified_field` names
 /// another.
 pub const MODIFIED_FIELD: &str = "Last Modified";
@@ -34,36 +31,6 @@ pub struct Airtable {
     base: String,
     scope: String,
     modified_field: String,
-}
-
-/// `error` is an object `{type, message}` or a bare string.
-fn error_text(a: &Answer) -> String {
-    let v: Value = serde_json::from_slice(&a.body).unwrap_or(Value::Null);
-    match v.get("error") {
-        Some(Value::String(s)) => s.clone(),
-        Some(e) => format!(
-            "{}: {}",
-            e.get("type").and_then(Value::as_str).unwrap_or("error"),
-            e.get("message").and_then(Value::as_str).unwrap_or("")
-        ),
-        None => format!("HTTP {}", a.status),
-    }
-}
-
-fn classify(a: &Answer) -> Verdict {
-    match a.status {
-        200..=299 => Verdict::Done,
-        429 => Verdict::Retry(PENALTY),
-        401 => Verdict::Fail(CrmError::Disconnected(format!(
-            "Airtable refused the token: {}",
-            error_text(a)
-        ))),
-        500..=599 => Verdict::Retry(Duration::from_millis(300)),
-        s => Verdict::Fail(CrmError::Refused {
-            status: s,
-            message: error_text(a),
-        }),
-    }
 }
 
 fn time_of(v: &Value) -> Option<i64> {
@@ -97,7 +64,7 @@ impl Airtable {
             .cloned()
             .unwrap_or_else(|| MODIFIED_FIELD.to_string());
         Ok(Airtable {
-            scope: format!("airtable:{base}"),
+            scope: trailspark_crm::airtable::scope(&base),
             config,
             http,
             token,

@@ -7,69 +7,20 @@
 //! refreshes the token once per request; `403 REQUEST_LIMIT_EXCEEDED` (the org's daily
 //! allocation) stops the sync until the next one; `invalid_grant` disconnects.
 
-use std::sync::Mutex;
-use std::time::Duration;
-
 use serde_json::Value;
 use trailspark_core::crm::{CrmObject, CrmRecord};
+pub use trailspark_crm::salesforce::API_VERSION;
+use trailspark_crm::salesforce::{soql_text, SalesforceAuth};
 
-use super::client::{Answer, CrmHttp, Verdict};
-use super::oauth::token_request;
+use super::client::CrmHttp;
 use super::{
-    credential, field_problems, name_types, objects_of, standard, text_of, Connector,
-    ConnectorConfig, CrmError, Described, FieldProblem, Page, Pull,
+    field_problems, name_types, objects_of, standard, text_of, Connector, ConnectorConfig,
+    CrmError, Described, FieldProblem, Page, Pull,
 };
-
-/// The REST API version called.
-pub const API_VERSION: &str = "v62.0";
-
-#[derive(Clone)]
-struct Session {
-    access_token: String,
-    instance_url: String,
-}
 
 pub struct Salesforce {
     config: ConnectorConfig,
-    http: CrmHttp,
-    login: String,
-    client_id: String,
-    client_secret: Option<String>,
-    refresh_token: Mutex<String>,
-    session: tokio::sync::Mutex<Option<Session>>,
-    rotated: Mutex<Option<String>>,
-}
-
-/// The first error of a Salesforce error array, as `(errorCode, message)`.
-fn first_error(a: &Answer) -> (String, String) {
-    let v: Value = serde_json::from_slice(&a.body).unwrap_or(Value::Null);
-    let e = v.get(0).unwrap_or(&v);
-    let code = e.get("errorCode").and_then(Value::as_str).unwrap_or("");
-    let msg = e.get("message").and_then(Value::as_str).unwrap_or("");
-    (code.to_string(), msg.to_string())
-}
-
-fn classify(a: &Answer) -> Verdict {
-    match a.status {
-        200..=299 => Verdict::Done,
-        401 => Verdict::Refresh,
-        500 | 502 | 503 | 504 => Verdict::Retry(Duration::from_millis(500)),
-        _ => {
-            let (code, message) = first_error(a);
-            match code.as_str() {
-                "REQUEST_LIMIT_EXCEEDED" => Verdict::Fail(CrmError::RateLimited(message)),
-                "CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY"
-                    if message.contains("UNABLE_TO_LOCK_ROW") =>
-                {
-                    Verdict::Retry(Duration::from_millis(500))
-                }
-                _ => Verdict::Fail(CrmError::Refused {
-                    status: a.status,
-                    message: format!("{code}: {message}"),
-                }),
-            }
-        }
-    }
+    auth: SalesforceAuth,
 }
 
 /// `SystemModstamp` (`2024-01-15T14:30:00.000+0000`) as ms.
@@ -88,92 +39,20 @@ fn soql_time(ms: i64) -> String {
         .to_string()
 }
 
-fn soql_text(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('\'', "\\'")
-}
-
 impl Salesforce {
     pub fn new(config: ConnectorConfig, http: CrmHttp) -> Result<Salesforce, CrmError> {
-        let client_id = credential(&config, "client_id")?;
-        let refresh_token = credential(&config, "refresh_token")?;
-        let client_secret = credential(&config, "client_secret").ok();
         let login = config
             .login_url
             .clone()
             .unwrap_or_else(|| config.api_base_url.clone());
         Ok(Salesforce {
-            login: login.trim_end_matches('/').to_string(),
-            client_id,
-            client_secret,
-            refresh_token: Mutex::new(refresh_token),
-            session: tokio::sync::Mutex::new(None),
-            rotated: Mutex::new(None),
+            auth: SalesforceAuth::new(http, &login, &config.credentials)?,
             config,
-            http,
         })
     }
 
-    /// The current session, refreshed when `fresh` or when there is none.
-    async fn session(&self, fresh: bool) -> Result<Session, CrmError> {
-        let mut s = self.session.lock().await;
-        if let (false, Some(s)) = (fresh, s.as_ref()) {
-            return Ok(s.clone());
-        }
-        let refresh = self.refresh_token.lock().unwrap().clone();
-        let url = format!("{}/services/oauth2/token", self.login);
-        let mut form = vec![
-            ("grant_type", "refresh_token".to_string()),
-            ("refresh_token", refresh.clone()),
-            ("client_id", self.client_id.clone()),
-            ("format", "json".to_string()),
-        ];
-        if let Some(secret) = &self.client_secret {
-            form.push(("client_secret", secret.clone()));
-        }
-        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let v = token_request(&self.http, &url, &form, |e| {
-            CrmError::Disconnected(format!("the token refresh failed: {e}"))
-        })
-        .await?;
-        let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-        let session = Session {
-            access_token: field("access_token")
-                .ok_or_else(|| CrmError::Invalid("the token answer has no access_token".into()))?,
-            instance_url: field("instance_url")
-                .ok_or_else(|| CrmError::Invalid("the token answer has no instance_url".into()))?
-                .trim_end_matches('/')
-                .to_string(),
-        };
-        // Refresh-token rotation: the old token is now invalid, so the new one must be kept.
-        if let Some(new) = field("refresh_token").filter(|t| *t != refresh) {
-            *self.refresh_token.lock().unwrap() = new.clone();
-            let mut creds = self.config.credentials.clone();
-            creds["refresh_token"] = Value::String(new);
-            *self.rotated.lock().unwrap() = Some(creds.to_string());
-        }
-        *s = Some(session.clone());
-        Ok(session)
-    }
-
-    /// GETs `path` (below the instance) as JSON.
     async fn get(&self, path: &str) -> Result<Value, CrmError> {
-        let a = self
-            .http
-            .call(
-                None,
-                |fresh| async move {
-                    let s = self.session(fresh).await?;
-                    let req = self
-                        .http
-                        .client()
-                        .get(format!("{}{path}", s.instance_url))
-                        .bearer_auth(&s.access_token);
-                    self.http.send(req).await
-                },
-                classify,
-            )
-            .await?;
-        a.json()
+        self.auth.get(path).await
     }
 
     fn soql(&self, pull: &Pull) -> String {
@@ -222,7 +101,7 @@ impl Salesforce {
 #[async_trait::async_trait]
 impl Connector for Salesforce {
     async fn check(&self) -> Result<Vec<FieldProblem>, CrmError> {
-        self.session(true).await?;
+        self.auth.session(true).await?;
         let kind = self.config.kind;
         let refs = self.config.mapping.all_refs();
         let mut described = Described::new();
@@ -270,6 +149,6 @@ impl Connector for Salesforce {
     }
 
     fn rotated(&self) -> Option<String> {
-        self.rotated.lock().unwrap().take()
+        self.auth.rotated()
     }
 }

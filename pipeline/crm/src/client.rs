@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::CrmError;
+use crate::CrmError;
 
 /// Attempts per request, counting the first: rate-limit waits and transient failures both
 /// use them up, so nothing retries forever.

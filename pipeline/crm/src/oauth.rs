@@ -7,8 +7,8 @@ use base64::Engine;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::client::{CrmHttp, Verdict};
-use super::CrmError;
+use crate::client::{CrmHttp, Verdict};
+use crate::CrmError;
 
 /// A random URL-safe text of `bytes` random bytes (a PKCE verifier, a state).
 pub fn random_token(bytes: usize) -> String {
