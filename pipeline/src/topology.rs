@@ -38,6 +38,7 @@ use crate::log::nats::{connect, ConnectError};
 use crate::log::open::{open, OpenError, Opened};
 use crate::log::{Follower, Followers};
 use crate::services::crm::{CrmConfig, CrmService};
+use crate::services::destinations::{DestinationService, Ledger};
 use crate::services::evaluator::Evaluator;
 use crate::services::hot::{HotConfig, HotWindow};
 use crate::services::retention::RetentionService;
@@ -73,6 +74,8 @@ pub struct Server {
     pub first_start: bool,
     pub http: HttpLimits,
     hot: Option<Arc<HotWindow>>,
+    /// Whether the delivery service writes to destinations.
+    deliver: bool,
     evaluation_archive: Arc<EvaluationArchive>,
     /// Holds the data directory's lock for as long as the server runs.
     _opened: Opened,
@@ -163,10 +166,12 @@ pub async fn build(cfg: &ServeConfig) -> Result<Server, BuildError> {
 
     // 3. The log, replayed into the registry, the archiver and the engine, which then
     // follow its tail.
+    let ledger = Ledger::new();
     let followers = Followers::new(vec![
         Arc::new(ArchiveFollower(archiver.clone())) as Arc<dyn Follower>,
         Arc::new(EvaluationArchiveFollower(evaluation_archive.clone())),
         engine.clone(),
+        ledger.clone(),
     ]);
     let opened = open(&loc, &registry, followers, client.clone()).await?;
     let log = opened.log.clone();
@@ -256,6 +261,13 @@ pub async fn build(cfg: &ServeConfig) -> Result<Server, BuildError> {
         .crm
         .seal_key(&cfg.log.data_dir)
         .map_err(BuildError::SecretKey)?;
+    let destinations = Some(DestinationService::new(
+        control.clone(),
+        read.clone(),
+        ledger,
+        seal.clone(),
+        cfg.crm.destination_config(),
+    ));
     let crm = Some(CrmService::new(
         control.clone(),
         seal,
@@ -279,6 +291,7 @@ pub async fn build(cfg: &ServeConfig) -> Result<Server, BuildError> {
         nats,
         evaluator,
         crm,
+        destinations,
     });
     Ok(Server {
         api,
@@ -287,6 +300,7 @@ pub async fn build(cfg: &ServeConfig) -> Result<Server, BuildError> {
         first_start,
         http,
         hot,
+        deliver: cfg.crm.destination_delivery,
         evaluation_archive,
         _opened: opened,
     })
@@ -314,6 +328,9 @@ impl Server {
         }
         if let Some(crm) = &self.api.crm {
             tasks.push(tokio::spawn(crm.clone().run()));
+        }
+        if let (Some(d), true) = (&self.api.destinations, self.deliver) {
+            tasks.push(tokio::spawn(d.clone().run()));
         }
         crate::http::serve(self.api.clone(), listener, self.http, shutdown).await;
         for t in tasks {

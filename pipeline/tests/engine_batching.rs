@@ -133,7 +133,10 @@ fn expected(entries: &[(u64, LogEntry)]) -> State {
                     versions.extend(book.apply(*pos, change));
                 }
             }
-            LogEntry::ProductOrgUpdate(_) | LogEntry::Evaluation(_) | LogEntry::Crm(_) => {}
+            LogEntry::ProductOrgUpdate(_)
+            | LogEntry::Evaluation(_)
+            | LogEntry::Crm(_)
+            | LogEntry::Delivery(_) => {}
         }
     }
     differential_dataflow::consolidation::consolidate(&mut versions);

@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::crm::CrmBatch;
+use crate::crm::{CrmBatch, DeliveryEvent};
 use crate::scoring::Evaluation;
 use crate::signal::SignalRecord;
 use crate::tenancy::{ConfigEvent, OrgId};
@@ -66,6 +66,8 @@ pub enum LogEntry {
     Evaluation(Box<Evaluation>),
     /// A page of records pulled from a CRM.
     Crm(Box<CrmBatch>),
+    /// Delivery progress of a destination.
+    Delivery(Box<DeliveryEvent>),
 }
 
 const KIND_SIGNAL: u8 = b'S';
@@ -76,6 +78,7 @@ const KIND_PRODUCT_ORG: u8 = b'P';
 const KIND_CONFIG: u8 = b'C';
 const KIND_EVALUATION: u8 = b'V';
 const KIND_CRM: u8 = b'R';
+const KIND_DELIVERY: u8 = b'D';
 
 #[derive(Debug, Error)]
 pub enum DecodeError {
@@ -100,6 +103,7 @@ impl LogEntry {
             LogEntry::ProductOrgUpdate(p) => Some(p.org_id),
             LogEntry::Evaluation(e) => Some(e.org_id),
             LogEntry::Crm(b) => Some(b.org_id),
+            LogEntry::Delivery(d) => Some(d.org_id()),
             LogEntry::Config(_) => None,
         }
     }
@@ -137,6 +141,10 @@ impl LogEntry {
             LogEntry::Crm(b) => {
                 out.push(KIND_CRM);
                 serde_json::to_writer(&mut *out, b).expect("CRM records serialize");
+            }
+            LogEntry::Delivery(d) => {
+                out.push(KIND_DELIVERY);
+                serde_json::to_writer(&mut *out, d).expect("delivery events serialize");
             }
         }
     }
@@ -212,6 +220,7 @@ impl LogEntry {
                 rest,
             )?))),
             KIND_CRM => Ok(LogEntry::Crm(Box::new(serde_json::from_slice(rest)?))),
+            KIND_DELIVERY => Ok(LogEntry::Delivery(Box::new(serde_json::from_slice(rest)?))),
             other => Err(DecodeError::UnknownKind(other)),
         }
     }

@@ -59,6 +59,7 @@ pub fn subject_of(entry: &LogEntry) -> String {
         LogEntry::ProductOrgUpdate(p) => format!("trailspark.product_orgs.{}", p.org_id),
         LogEntry::Evaluation(e) => format!("trailspark.log.evaluations.{}", e.org_id),
         LogEntry::Crm(b) => format!("trailspark.log.crm.{}", b.org_id),
+        LogEntry::Delivery(d) => format!("trailspark.log.deliveries.{}", d.org_id()),
         LogEntry::Config(_) => CONFIG_SUBJECT.to_string(),
     }
 }

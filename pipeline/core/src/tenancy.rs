@@ -11,7 +11,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::crm::{IntegrationEvent, IntegrationState};
+use crate::crm::{DestinationEvent, DestinationState, IntegrationEvent, IntegrationState};
 pub use crate::plan::{Plan, PlanChange, DEFAULT_RETENTION_DAYS};
 use crate::rules::RuleDef;
 use crate::scoring::{ScoringEvent, ScoringState};
@@ -261,6 +261,8 @@ pub enum ConfigEvent {
     Scoring(ScoringEvent),
     /// A CRM integration changed, or one of its syncs moved on.
     Integration(IntegrationEvent),
+    /// A destination (evaluations written back to a CRM) created, edited or deleted.
+    Destination(DestinationEvent),
     /// Archived signals brought back into live state for a while (retrieval);
     /// they count against the raw-signal meter of `month` (`YYYYMM`).
     SignalsRehydrated {
@@ -320,6 +322,7 @@ pub struct Registry {
     rehydrated: HashMap<(OrgId, u32), u64>,
     scoring: ScoringState,
     integrations: IntegrationState,
+    destinations: DestinationState,
 }
 
 impl Registry {
@@ -399,7 +402,13 @@ impl Registry {
             }
             ConfigEvent::SignalsProcessed { .. } | ConfigEvent::EntryLost { .. } => {}
             ConfigEvent::Scoring(e) => self.scoring.apply(e),
-            ConfigEvent::Integration(e) => self.integrations.apply(e),
+            ConfigEvent::Integration(e) => {
+                if let IntegrationEvent::Deleted { id, .. } = e {
+                    self.destinations.forget_integration(*id);
+                }
+                self.integrations.apply(e)
+            }
+            ConfigEvent::Destination(e) => self.destinations.apply(e),
             ConfigEvent::SignalsRehydrated {
                 org_id,
                 month,
@@ -419,6 +428,11 @@ impl Registry {
     /// CRM integrations and their syncs' cursors.
     pub fn integrations(&self) -> &IntegrationState {
         &self.integrations
+    }
+
+    /// Destinations: where evaluations are written back.
+    pub fn destinations(&self) -> &DestinationState {
+        &self.destinations
     }
 
     /// An org's plan (no limits until one is set).

@@ -26,6 +26,7 @@ pub async fn dump(log: LogOpts) -> anyhow::Result<()> {
                 json!({"position": pos, "kind": "evaluation", "evaluation": e})
             }
             LogEntry::Crm(b) => json!({"position": pos, "kind": "crm_records", "records": b}),
+            LogEntry::Delivery(d) => json!({"position": pos, "kind": "delivery", "delivery": d}),
         };
         if let Err(e) = writeln!(out, "{line}") {
             write_err = Some(e);

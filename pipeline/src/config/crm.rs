@@ -33,9 +33,29 @@ pub struct CrmOpts {
     /// Default: `secret.key` in the data directory.
     #[arg(long, env = "TRAILSPARK_SECRET_KEY_FILE")]
     pub secret_key_file: Option<PathBuf>,
+    /// Write evaluations to active destinations (off: they stay queued on the log).
+    #[arg(long, env = "TRAILSPARK_DESTINATION_DELIVERY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub destination_delivery: bool,
+    /// A destination's first wait after a transient failure, in ms; later waits are 5x,
+    /// 30x, 120x and 720x it, and the fifth failure records the record as failed.
+    #[arg(long, env = "TRAILSPARK_DESTINATION_RETRY_MS", default_value_t = 60_000)]
+    pub destination_retry_ms: u64,
+    /// How long Salesforce's REQUEST_LIMIT_EXCEEDED pauses a destination (90s, 15m, 1h).
+    #[arg(long, env = "TRAILSPARK_DESTINATION_LIMIT_PAUSE", default_value = "15m")]
+    pub destination_limit_pause: Interval,
 }
 
 impl CrmOpts {
+    /// How the delivery service runs.
+    pub fn destination_config(&self) -> crate::services::destinations::DestinationConfig {
+        crate::services::destinations::DestinationConfig {
+            retry_base: std::time::Duration::from_millis(self.destination_retry_ms.max(1)),
+            max_attempts: 5,
+            limit_pause: self.destination_limit_pause.0,
+            timeout: std::time::Duration::from_secs(self.crm_timeout_secs.max(1)),
+        }
+    }
+
     /// The sealing key: given, read from its file, or made and written there.
     pub fn seal_key(&self, data_dir: &Path) -> Result<SealKey, String> {
         if let Some(k) = &self.secret_key {

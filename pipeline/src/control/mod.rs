@@ -17,6 +17,7 @@ use trailspark_core::{LogEntry, Plan};
 
 use crate::log::{Log, LogError};
 
+mod destinations;
 mod integrations;
 mod scoring;
 

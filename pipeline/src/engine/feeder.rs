@@ -207,6 +207,9 @@ impl Inputs {
                 LogEntry::Crm(b) => epoch
                     .crm
                     .push(CrmChange::Page(Arc::new(CrmBatch::clone(b)))),
+                // Delivery progress is the destinations' own state (their ledger follows
+                // the log); nothing in the dataflow depends on it.
+                LogEntry::Delivery(_) => {}
             }
         }
         epoch.counted = counted.into_iter().collect();

@@ -7,6 +7,7 @@
 
 mod admin;
 pub mod api;
+mod destinations;
 mod health;
 mod integrations;
 pub mod listener;
@@ -50,6 +51,7 @@ pub struct Api {
     pub evaluator: Option<Arc<crate::services::evaluator::Evaluator>>,
     /// CRM integrations and their syncs; `None` in tools that build the API without them.
     pub crm: Option<Arc<crate::services::crm::CrmService>>,
+    pub destinations: Option<Arc<crate::services::destinations::DestinationService>>,
 }
 
 fn to_response(reply: Reply) -> Response<Vec<u8>> {
@@ -112,6 +114,9 @@ async fn handle(api: Arc<Api>, req: Request) -> Reply {
             .await
             .unwrap_or_else(not_found),
         _ if integrations::handles(rest) => integrations::route(&api, rest, req)
+            .await
+            .unwrap_or_else(not_found),
+        _ if destinations::handles(rest) => destinations::route(&api, rest, req)
             .await
             .unwrap_or_else(not_found),
         _ => api::route(&api, rest, req).await.unwrap_or_else(not_found),

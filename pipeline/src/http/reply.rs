@@ -133,6 +133,14 @@ pub fn require(p: &Principal, role: Role) -> Result<(), Reply> {
 
 /// Reads a JSON body of at most 64 KiB. An unknown field is refused by name (`field`).
 pub async fn json_body<T: for<'de> Deserialize<'de>>(req: Request) -> Result<T, Reply> {
+    json_body_or(req, None).await
+}
+
+/// [`json_body`], answering `empty` when the body is empty (a body that may be left out).
+pub async fn json_body_or<T: for<'de> Deserialize<'de>>(
+    req: Request,
+    empty: Option<T>,
+) -> Result<T, Reply> {
     let len = req
         .headers
         .get("content-length")
@@ -141,6 +149,9 @@ pub async fn json_body<T: for<'de> Deserialize<'de>>(req: Request) -> Result<T, 
     let raw = body::read_limited(req.body, len, BODY_LIMIT)
         .await
         .map_err(Reply::from)?;
+    if let (true, Some(v)) = (raw.iter().all(u8::is_ascii_whitespace), empty) {
+        return Ok(v);
+    }
     serde_json::from_slice(&raw).map_err(|e| {
         let message = e.to_string();
         let mut r = bad_request(format!("body: {message}"));

@@ -134,7 +134,7 @@ fn fold(registry: &SharedRegistry, stats: &mut ReplayStats, entry: &LogEntry) {
             }
         }
         LogEntry::ProductOrgUpdate(_) => stats.product_org_updates += 1,
-        LogEntry::Evaluation(_) | LogEntry::Crm(_) => {}
+        LogEntry::Evaluation(_) | LogEntry::Crm(_) | LogEntry::Delivery(_) => {}
         LogEntry::Signal(_) => unreachable!("signals are folded above"),
     }
 }

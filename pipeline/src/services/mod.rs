@@ -1,8 +1,9 @@
 //! The server's background services, each given the narrow handles it works with: the hot
 //! window (anonymous signals out of the dataflow and back), retention, the evaluator,
-//! and the CRM sync service.
+//! the CRM sync service and the delivery service of destinations.
 
 pub mod crm;
+pub mod destinations;
 pub mod evaluator;
 pub mod hot;
 pub mod retention;

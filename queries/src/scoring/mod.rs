@@ -2,6 +2,7 @@
 //! evaluation rules, models and evaluations.
 
 pub mod accounts;
+pub mod contact;
 pub mod context;
 pub mod crm;
 pub mod views;

@@ -5,6 +5,7 @@
 //! Credentials never appear here in the clear: an integration carries them sealed
 //! ([`seal`]), and only the sync service opens them, in memory, to call the CRM.
 
+pub mod destination;
 pub mod mapping;
 pub mod records;
 pub mod seal;
@@ -12,6 +13,10 @@ pub mod state;
 
 use serde::{Deserialize, Serialize};
 
+pub use destination::{
+    Destination, DestinationEvent, DestinationFields, DestinationState, DeliveryEvent, DeliveryStatus,
+    RecordResult,
+};
 pub use mapping::{FieldMapping, FieldRef, StdField};
 pub use records::{CrmBatch, CrmRecord};
 pub use state::{Cursor, Integration, IntegrationEvent, IntegrationState};

@@ -1,0 +1,290 @@
+//! Configuring destinations: the API's body checked by name, the mapped fields checked
+//! against the CRM's describe answers, and the views the API answers (the destination, its
+//! status, its deliveries).
+
+use serde_json::{json, Value};
+use trailspark_core::crm::destination::DeliveryStatus;
+use trailspark_core::crm::{DeliveryEvent, Destination, DestinationFields, Status};
+use trailspark_core::scoring::Score;
+use trailspark_core::tenancy::OrgId;
+use trailspark_crm::{CrmError, FieldProblem};
+
+use super::DestinationService;
+use crate::control::{now_ms, ConfigError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DestinationError {
+    /// The body is wrong: the message names the field.
+    #[error("{0}")]
+    Invalid(String),
+    /// Mapped fields the CRM does not have.
+    #[error("the CRM does not have these mapped fields")]
+    UnknownFields(Vec<FieldProblem>),
+    /// The CRM could not answer the check.
+    #[error("{0}")]
+    Crm(#[from] CrmError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// `POST /api/destinations`'s body, and a `PATCH`'s (any of these).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationInput {
+    /// The integration's id, as a number or its text.
+    pub integration_id: Option<Value>,
+    pub send_evaluations: Option<bool>,
+    pub field_mapping: Option<Value>,
+    pub create_records: Option<bool>,
+    /// `hot`, `warm`, `cold`: the scores for which records are created (all by default).
+    pub create_for_scores: Option<Vec<String>>,
+    /// Create the mapped fields the CRM lacks, where its API allows (HubSpot).
+    pub create_properties: Option<bool>,
+}
+
+fn fields(v: &Value) -> Result<DestinationFields, DestinationError> {
+    let f: DestinationFields = serde_json::from_value(v.clone()).map_err(|e| {
+        DestinationError::Invalid(format!(
+            "`field_mapping` is {{\"score\", \"reasoning\", \"evaluated_at\", \"propensity\"?}}, \
+             each a CRM field name: {e}"
+        ))
+    })?;
+    let named = [("score", Some(&f.score)), ("reasoning", Some(&f.reasoning)),
+                 ("evaluated_at", Some(&f.evaluated_at)), ("propensity", f.propensity.as_ref())];
+    for (k, name) in named {
+        if let Some(n) = name {
+            if n.trim().is_empty() || n.len() > 255 {
+                return Err(DestinationError::Invalid(format!(
+                    "`field_mapping.{k}` is a CRM field name of 1 to 255 characters"
+                )));
+            }
+        }
+    }
+    Ok(f)
+}
+
+fn scores(v: &[String]) -> Result<Vec<Score>, DestinationError> {
+    let mut out: Vec<Score> = v
+        .iter()
+        .map(|s| {
+            Score::parse(&s.to_ascii_lowercase()).ok_or_else(|| {
+                DestinationError::Invalid(format!("`create_for_scores` holds hot, warm or cold, not `{s}`"))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn integration_id(v: &Value) -> Result<u64, DestinationError> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| DestinationError::Invalid("`integration_id` is an integration's id".into()))
+}
+
+impl DestinationService {
+    /// Checks the destination's fields against the CRM, creating them first when asked.
+    async fn check_fields(&self, d: &Destination, create: bool) -> Result<Vec<String>, DestinationError> {
+        let (_, i) = self
+            .lookup_integration(d)
+            .ok_or_else(|| DestinationError::Invalid("`integration_id` names no integration".into()))?;
+        let w = self.build_writer(d, &i)?;
+        let created = if create { w.create_fields().await? } else { Vec::new() };
+        let problems = w.check().await?;
+        if !problems.is_empty() {
+            return Err(DestinationError::UnknownFields(problems));
+        }
+        Ok(created)
+    }
+
+    fn lookup_integration(&self, d: &Destination) -> Option<((), trailspark_core::crm::Integration)> {
+        let reg = self.control.registry.read().unwrap();
+        reg.integrations()
+            .get(d.integration_id)
+            .filter(|i| i.org_id == d.org_id)
+            .map(|i| ((), i.clone()))
+    }
+
+    /// Creates a destination for one of the org's integrations (one per integration).
+    pub async fn create(&self, org: OrgId, input: DestinationInput) -> Result<(Destination, Vec<String>), DestinationError> {
+        let integration = integration_id(input.integration_id.as_ref().ok_or_else(|| {
+            DestinationError::Invalid("`integration_id` is required".into())
+        })?)?;
+        let i = self.control.integration(org, integration).map_err(|_| {
+            DestinationError::Invalid(format!("`integration_id` {integration} is not an integration of this org"))
+        })?;
+        if self.control.registry.read().unwrap().destinations().of_org(org).any(|d| d.integration_id == integration) {
+            return Err(ConfigError::Conflict(format!(
+                "integration {integration} already has a destination"
+            ))
+            .into());
+        }
+        let field_mapping = fields(input.field_mapping.as_ref().ok_or_else(|| {
+            DestinationError::Invalid("`field_mapping` is required".into())
+        })?)?;
+        let now = now_ms();
+        let mut d = Destination {
+            id: 0,
+            org_id: org,
+            integration_id: integration,
+            kind: i.kind,
+            send_evaluations: input.send_evaluations.unwrap_or(true),
+            field_mapping,
+            create_records: input.create_records.unwrap_or(false),
+            create_for_scores: match &input.create_for_scores {
+                Some(v) => scores(v)?,
+                None => vec![Score::Hot, Score::Warm, Score::Cold],
+            },
+            created_at: now,
+            updated_at: now,
+        };
+        let created = self.check_fields(&d, input.create_properties.unwrap_or(false)).await?;
+        let (made, _) = self
+            .control
+            .create_destination(|id| {
+                d.id = id;
+                d
+            })
+            .await?;
+        Ok((made, created))
+    }
+
+    /// Edits a destination; a new field mapping is checked against the CRM.
+    pub async fn update(&self, org: OrgId, id: u64, input: DestinationInput) -> Result<(Destination, Vec<String>), DestinationError> {
+        let mut d = self.control.destination(org, id)?;
+        if let Some(v) = &input.integration_id {
+            if integration_id(v)? != d.integration_id {
+                return Err(DestinationError::Invalid(
+                    "`integration_id` cannot change: create another destination".into(),
+                ));
+            }
+        }
+        if let Some(s) = input.send_evaluations {
+            d.send_evaluations = s;
+        }
+        if let Some(c) = input.create_records {
+            d.create_records = c;
+        }
+        if let Some(v) = &input.create_for_scores {
+            d.create_for_scores = scores(v)?;
+        }
+        let mut created = Vec::new();
+        if let Some(m) = &input.field_mapping {
+            d.field_mapping = fields(m)?;
+        }
+        if input.field_mapping.is_some() || input.create_properties == Some(true) {
+            created = self.check_fields(&d, input.create_properties.unwrap_or(false)).await?;
+        }
+        d.updated_at = now_ms();
+        let (d, _) = self.control.update_destination(d).await?;
+        self.ledger.wake.notify_one();
+        Ok((d, created))
+    }
+
+    pub async fn delete(&self, org: OrgId, id: u64) -> Result<u64, DestinationError> {
+        Ok(self.control.delete_destination(org, id).await?)
+    }
+
+    /// Queues the failed records again (of `leads`, or all), and lifts a pause.
+    pub async fn retry(&self, org: OrgId, id: u64, leads: Vec<String>) -> Result<Value, DestinationError> {
+        self.control.destination(org, id)?;
+        let failed = self.ledger.failed_leads(id);
+        let queued = if leads.is_empty() { failed.len() } else { leads.iter().filter(|l| failed.contains(l)).count() };
+        let pos = self
+            .control
+            .commit_delivery(DeliveryEvent::Retry { org_id: org, destination_id: id, at: now_ms(), lead_ids: leads })
+            .await?;
+        self.ledger.wait_applied(pos).await;
+        self.update_runtime(id);
+        self.ledger.wake.notify_one();
+        Ok(json!({"queued": queued, "log_position": pos}))
+    }
+
+    fn update_runtime(&self, id: u64) {
+        let mut rt = self.runtime.lock().unwrap();
+        if let Some(r) = rt.get_mut(&id) {
+            r.paused_until = None;
+            r.reason = None;
+            r.retry_at = None;
+            r.attempts.clear();
+        }
+    }
+
+    /// The destination as the API shows it.
+    pub fn view(&self, d: &Destination) -> Value {
+        json!({
+            "id": d.id,
+            "integration_id": d.integration_id,
+            "kind": d.kind,
+            "send_evaluations": d.send_evaluations,
+            "field_mapping": d.field_mapping,
+            "create_records": d.create_records,
+            "create_for_scores": d.create_for_scores,
+            "created_at": d.created_at,
+            "updated_at": d.updated_at,
+        })
+    }
+
+    /// `GET /api/destinations/{id}/status`.
+    pub fn status(&self, d: &Destination) -> Value {
+        let c = self.ledger.counts(d.id);
+        let rt = self.runtime(d.id);
+        let now = now_ms();
+        let integration = self.control.registry.read().unwrap().integrations().get(d.integration_id).cloned();
+        let disconnected = integration.as_ref().is_none_or(|i| i.status != Status::Connected);
+        let paused = rt.paused_until.filter(|t| *t > now);
+        let backing_off = rt.retry_at.filter(|t| *t > now);
+        let (state, reason) = if !d.send_evaluations {
+            ("disabled", Some("Send Evaluations is off".to_string()))
+        } else if disconnected {
+            ("paused", Some(format!(
+                "the integration is disconnected: {}",
+                integration.and_then(|i| i.reason).unwrap_or_else(|| "reconnect it".into())
+            )))
+        } else if paused.is_some() {
+            ("paused", rt.reason.clone())
+        } else if backing_off.is_some() {
+            ("retrying", rt.last_error.clone())
+        } else if rt.in_flight > 0 || c.queued > 0 {
+            ("delivering", None)
+        } else {
+            ("idle", None)
+        };
+        json!({
+            "id": d.id,
+            "integration_id": d.integration_id,
+            "kind": d.kind,
+            "send_evaluations": d.send_evaluations,
+            "state": state,
+            "paused": state == "paused",
+            "reason": reason,
+            "paused_until": paused.map(trailspark_core::time::rfc3339),
+            "next_attempt_at": backing_off.map(trailspark_core::time::rfc3339),
+            "queued": c.queued,
+            "in_flight": rt.in_flight,
+            "delivered": c.delivered,
+            "failed": c.failed,
+            "unchanged": c.unchanged,
+            "delivered_through": c.delivered_through,
+            "last_result_at": c.last_result_at.map(trailspark_core::time::rfc3339),
+            "last_attempt_at": rt.last_attempt_at.map(trailspark_core::time::rfc3339),
+            "last_error": rt.last_error,
+        })
+    }
+
+    /// `GET /api/destinations/{id}/deliveries`.
+    pub fn deliveries(&self, d: &Destination, status: Option<&str>, lead: Option<&str>, limit: usize) -> Result<Value, DestinationError> {
+        let status = match status {
+            None | Some("all") => None,
+            Some("failed") => Some(DeliveryStatus::Failed),
+            Some("delivered") => Some(DeliveryStatus::Delivered),
+            Some(s) => return Err(DestinationError::Invalid(format!("`status` is failed, delivered or all, not `{s}`"))),
+        };
+        let v = self.ledger.results(d.id, status, lead, limit);
+        Ok(json!({"deliveries": v, "count": v.len()}))
+    }
+}
