@@ -38,10 +38,18 @@ pub struct CrmOpts {
     pub destination_delivery: bool,
     /// A destination's first wait after a transient failure, in ms; later waits are 5x,
     /// 30x, 120x and 720x it, and the fifth failure records the record as failed.
-    #[arg(long, env = "TRAILSPARK_DESTINATION_RETRY_MS", default_value_t = 60_000)]
+    #[arg(
+        long,
+        env = "TRAILSPARK_DESTINATION_RETRY_MS",
+        default_value_t = 60_000
+    )]
     pub destination_retry_ms: u64,
     /// How long Salesforce's REQUEST_LIMIT_EXCEEDED pauses a destination (90s, 15m, 1h).
-    #[arg(long, env = "TRAILSPARK_DESTINATION_LIMIT_PAUSE", default_value = "15m")]
+    #[arg(
+        long,
+        env = "TRAILSPARK_DESTINATION_LIMIT_PAUSE",
+        default_value = "15m"
+    )]
     pub destination_limit_pause: Interval,
 }
 

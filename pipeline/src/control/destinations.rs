@@ -34,7 +34,10 @@ impl Control {
     }
 
     /// Replaces a destination.
-    pub async fn update_destination(&self, d: Destination) -> Result<(Destination, u64), ConfigError> {
+    pub async fn update_destination(
+        &self,
+        d: Destination,
+    ) -> Result<(Destination, u64), ConfigError> {
         let _g = self.config_lock.lock().await;
         self.destination(d.org_id, d.id)?;
         let pos = self
@@ -58,7 +61,10 @@ impl Control {
 
     /// Appends delivery progress; answers its log position.
     pub async fn commit_delivery(&self, event: DeliveryEvent) -> Result<u64, ConfigError> {
-        let receipts = self.log.append(vec![LogEntry::Delivery(Box::new(event))]).await?;
+        let receipts = self
+            .log
+            .append(vec![LogEntry::Delivery(Box::new(event))])
+            .await?;
         Ok(receipts.last().map_or(0, |r| r.position))
     }
 }

@@ -13,8 +13,8 @@ use trailspark_sources::{Reply, Request};
 use warp::http::{Method, StatusCode};
 
 use super::reply::{
-    authenticate, bad_request, error, json_body, json_body_or, method_not_allowed, not_found, query_param,
-    require,
+    authenticate, bad_request, error, json_body, json_body_or, method_not_allowed, not_found,
+    query_param, require,
 };
 use super::Api;
 use crate::services::destinations::{DestinationError, DestinationInput, DestinationService};
@@ -115,7 +115,10 @@ async fn dispatch(api: &Api, p: Principal, route: Route<'_>, req: Request) -> Re
         (Route::List, &Method::GET) => {
             let list: Vec<Value> = {
                 let reg = api.control.registry.read().unwrap();
-                reg.destinations().of_org(org).map(|d| svc.view(d)).collect()
+                reg.destinations()
+                    .of_org(org)
+                    .map(|d| svc.view(d))
+                    .collect()
             };
             Ok(Reply::json(StatusCode::OK, json!({"destinations": list})))
         }

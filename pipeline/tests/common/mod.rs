@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod crm;
+pub mod destinations;
 pub mod jetstream;
 pub mod llm;
 pub mod scoring;
@@ -171,8 +172,13 @@ impl Server {
 
     /// kill -9, then start again on the same log (the first-start secrets are kept).
     pub fn restart(&mut self) {
+        self.restart_with(&[]);
+    }
+
+    /// [`Server::restart`] with extra environment variables.
+    pub fn restart_with(&mut self, env: &[(&str, &str)]) {
         self.kill9();
-        let fresh = Server::start(&self.data_dir, self.nats_url.as_deref());
+        let fresh = Server::start_with(&self.data_dir, self.nats_url.as_deref(), env);
         let (key, token, server) = (
             self.first_key.take(),
             self.owner_token.take(),

@@ -64,8 +64,14 @@ pub fn propensity_value(kind: IntegrationKind, p: Propensity) -> String {
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum DestinationEvent {
     /// Created or edited: the whole destination as it now is.
-    Set { destination: Box<Destination> },
-    Deleted { id: u64, org_id: OrgId, at: i64 },
+    Set {
+        destination: Box<Destination>,
+    },
+    Deleted {
+        id: u64,
+        org_id: OrgId,
+        at: i64,
+    },
 }
 
 /// The fold of all destination events.
@@ -186,9 +192,7 @@ pub enum DeliveryEvent {
 impl DeliveryEvent {
     pub fn org_id(&self) -> OrgId {
         match self {
-            DeliveryEvent::Results { org_id, .. } | DeliveryEvent::Retry { org_id, .. } => {
-                *org_id
-            }
+            DeliveryEvent::Results { org_id, .. } | DeliveryEvent::Retry { org_id, .. } => *org_id,
         }
     }
 }

@@ -14,8 +14,8 @@ pub mod state;
 use serde::{Deserialize, Serialize};
 
 pub use destination::{
-    Destination, DestinationEvent, DestinationFields, DestinationState, DeliveryEvent, DeliveryStatus,
-    RecordResult,
+    DeliveryEvent, DeliveryStatus, Destination, DestinationEvent, DestinationFields,
+    DestinationState, RecordResult,
 };
 pub use mapping::{FieldMapping, FieldRef, StdField};
 pub use records::{CrmBatch, CrmRecord};

@@ -164,8 +164,7 @@ impl State {
                     return;
                 };
                 for r in results {
-                    if d
-                        .pending
+                    if d.pending
                         .get(&r.lead_id)
                         .is_some_and(|q| q.evaluation.id == r.evaluation_id)
                     {
@@ -232,12 +231,14 @@ impl Follower for Ledger {
                     destination,
                 })) => s.set(destination),
                 LogEntry::Config(ConfigEvent::Destination(DestinationEvent::Deleted {
-                    id, ..
+                    id,
+                    ..
                 })) => {
                     s.dests.remove(id);
                 }
                 LogEntry::Config(ConfigEvent::Integration(IntegrationEvent::Deleted {
-                    id, ..
+                    id,
+                    ..
                 })) => s.dests.retain(|_, d| d.integration_id != *id),
                 LogEntry::Evaluation(e) => s.evaluation(*pos, e),
                 LogEntry::Delivery(d) => s.delivery(d),
@@ -265,7 +266,12 @@ impl Ledger {
 
     /// Waits until the ledger has applied the log up to `position`.
     pub async fn wait_applied(&self, position: u64) {
-        let rx = self.applied.lock().unwrap().as_ref().map(|tx| tx.subscribe());
+        let rx = self
+            .applied
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|tx| tx.subscribe());
         if let Some(mut rx) = rx {
             let _ = rx.wait_for(|p| *p >= position).await;
         }

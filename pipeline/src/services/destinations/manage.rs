@@ -49,8 +49,12 @@ fn fields(v: &Value) -> Result<DestinationFields, DestinationError> {
              each a CRM field name: {e}"
         ))
     })?;
-    let named = [("score", Some(&f.score)), ("reasoning", Some(&f.reasoning)),
-                 ("evaluated_at", Some(&f.evaluated_at)), ("propensity", f.propensity.as_ref())];
+    let named = [
+        ("score", Some(&f.score)),
+        ("reasoning", Some(&f.reasoning)),
+        ("evaluated_at", Some(&f.evaluated_at)),
+        ("propensity", f.propensity.as_ref()),
+    ];
     for (k, name) in named {
         if let Some(n) = name {
             if n.trim().is_empty() || n.len() > 255 {
@@ -68,7 +72,9 @@ fn scores(v: &[String]) -> Result<Vec<Score>, DestinationError> {
         .iter()
         .map(|s| {
             Score::parse(&s.to_ascii_lowercase()).ok_or_else(|| {
-                DestinationError::Invalid(format!("`create_for_scores` holds hot, warm or cold, not `{s}`"))
+                DestinationError::Invalid(format!(
+                    "`create_for_scores` holds hot, warm or cold, not `{s}`"
+                ))
             })
         })
         .collect::<Result<_, _>>()?;
@@ -88,12 +94,20 @@ fn integration_id(v: &Value) -> Result<u64, DestinationError> {
 
 impl DestinationService {
     /// Checks the destination's fields against the CRM, creating them first when asked.
-    async fn check_fields(&self, d: &Destination, create: bool) -> Result<Vec<String>, DestinationError> {
-        let (_, i) = self
-            .lookup_integration(d)
-            .ok_or_else(|| DestinationError::Invalid("`integration_id` names no integration".into()))?;
+    async fn check_fields(
+        &self,
+        d: &Destination,
+        create: bool,
+    ) -> Result<Vec<String>, DestinationError> {
+        let (_, i) = self.lookup_integration(d).ok_or_else(|| {
+            DestinationError::Invalid("`integration_id` names no integration".into())
+        })?;
         let w = self.build_writer(d, &i)?;
-        let created = if create { w.create_fields().await? } else { Vec::new() };
+        let created = if create {
+            w.create_fields().await?
+        } else {
+            Vec::new()
+        };
         let problems = w.check().await?;
         if !problems.is_empty() {
             return Err(DestinationError::UnknownFields(problems));
@@ -101,7 +115,10 @@ impl DestinationService {
         Ok(created)
     }
 
-    fn lookup_integration(&self, d: &Destination) -> Option<((), trailspark_core::crm::Integration)> {
+    fn lookup_integration(
+        &self,
+        d: &Destination,
+    ) -> Option<((), trailspark_core::crm::Integration)> {
         let reg = self.control.registry.read().unwrap();
         reg.integrations()
             .get(d.integration_id)
@@ -110,22 +127,40 @@ impl DestinationService {
     }
 
     /// Creates a destination for one of the org's integrations (one per integration).
-    pub async fn create(&self, org: OrgId, input: DestinationInput) -> Result<(Destination, Vec<String>), DestinationError> {
-        let integration = integration_id(input.integration_id.as_ref().ok_or_else(|| {
-            DestinationError::Invalid("`integration_id` is required".into())
-        })?)?;
+    pub async fn create(
+        &self,
+        org: OrgId,
+        input: DestinationInput,
+    ) -> Result<(Destination, Vec<String>), DestinationError> {
+        let integration =
+            integration_id(input.integration_id.as_ref().ok_or_else(|| {
+                DestinationError::Invalid("`integration_id` is required".into())
+            })?)?;
         let i = self.control.integration(org, integration).map_err(|_| {
-            DestinationError::Invalid(format!("`integration_id` {integration} is not an integration of this org"))
+            DestinationError::Invalid(format!(
+                "`integration_id` {integration} is not an integration of this org"
+            ))
         })?;
-        if self.control.registry.read().unwrap().destinations().of_org(org).any(|d| d.integration_id == integration) {
+        if self
+            .control
+            .registry
+            .read()
+            .unwrap()
+            .destinations()
+            .of_org(org)
+            .any(|d| d.integration_id == integration)
+        {
             return Err(ConfigError::Conflict(format!(
                 "integration {integration} already has a destination"
             ))
             .into());
         }
-        let field_mapping = fields(input.field_mapping.as_ref().ok_or_else(|| {
-            DestinationError::Invalid("`field_mapping` is required".into())
-        })?)?;
+        let field_mapping = fields(
+            input
+                .field_mapping
+                .as_ref()
+                .ok_or_else(|| DestinationError::Invalid("`field_mapping` is required".into()))?,
+        )?;
         let now = now_ms();
         let mut d = Destination {
             id: 0,
@@ -142,7 +177,9 @@ impl DestinationService {
             created_at: now,
             updated_at: now,
         };
-        let created = self.check_fields(&d, input.create_properties.unwrap_or(false)).await?;
+        let created = self
+            .check_fields(&d, input.create_properties.unwrap_or(false))
+            .await?;
         let (made, _) = self
             .control
             .create_destination(|id| {
@@ -154,7 +191,12 @@ impl DestinationService {
     }
 
     /// Edits a destination; a new field mapping is checked against the CRM.
-    pub async fn update(&self, org: OrgId, id: u64, input: DestinationInput) -> Result<(Destination, Vec<String>), DestinationError> {
+    pub async fn update(
+        &self,
+        org: OrgId,
+        id: u64,
+        input: DestinationInput,
+    ) -> Result<(Destination, Vec<String>), DestinationError> {
         let mut d = self.control.destination(org, id)?;
         if let Some(v) = &input.integration_id {
             if integration_id(v)? != d.integration_id {
@@ -177,7 +219,9 @@ impl DestinationService {
             d.field_mapping = fields(m)?;
         }
         if input.field_mapping.is_some() || input.create_properties == Some(true) {
-            created = self.check_fields(&d, input.create_properties.unwrap_or(false)).await?;
+            created = self
+                .check_fields(&d, input.create_properties.unwrap_or(false))
+                .await?;
         }
         d.updated_at = now_ms();
         let (d, _) = self.control.update_destination(d).await?;
@@ -190,13 +234,27 @@ impl DestinationService {
     }
 
     /// Queues the failed records again (of `leads`, or all), and lifts a pause.
-    pub async fn retry(&self, org: OrgId, id: u64, leads: Vec<String>) -> Result<Value, DestinationError> {
+    pub async fn retry(
+        &self,
+        org: OrgId,
+        id: u64,
+        leads: Vec<String>,
+    ) -> Result<Value, DestinationError> {
         self.control.destination(org, id)?;
         let failed = self.ledger.failed_leads(id);
-        let queued = if leads.is_empty() { failed.len() } else { leads.iter().filter(|l| failed.contains(l)).count() };
+        let queued = if leads.is_empty() {
+            failed.len()
+        } else {
+            leads.iter().filter(|l| failed.contains(l)).count()
+        };
         let pos = self
             .control
-            .commit_delivery(DeliveryEvent::Retry { org_id: org, destination_id: id, at: now_ms(), lead_ids: leads })
+            .commit_delivery(DeliveryEvent::Retry {
+                org_id: org,
+                destination_id: id,
+                at: now_ms(),
+                lead_ids: leads,
+            })
             .await?;
         self.ledger.wait_applied(pos).await;
         self.update_runtime(id);
@@ -234,17 +292,31 @@ impl DestinationService {
         let c = self.ledger.counts(d.id);
         let rt = self.runtime(d.id);
         let now = now_ms();
-        let integration = self.control.registry.read().unwrap().integrations().get(d.integration_id).cloned();
-        let disconnected = integration.as_ref().is_none_or(|i| i.status != Status::Connected);
+        let integration = self
+            .control
+            .registry
+            .read()
+            .unwrap()
+            .integrations()
+            .get(d.integration_id)
+            .cloned();
+        let disconnected = integration
+            .as_ref()
+            .is_none_or(|i| i.status != Status::Connected);
         let paused = rt.paused_until.filter(|t| *t > now);
         let backing_off = rt.retry_at.filter(|t| *t > now);
         let (state, reason) = if !d.send_evaluations {
             ("disabled", Some("Send Evaluations is off".to_string()))
         } else if disconnected {
-            ("paused", Some(format!(
-                "the integration is disconnected: {}",
-                integration.and_then(|i| i.reason).unwrap_or_else(|| "reconnect it".into())
-            )))
+            (
+                "paused",
+                Some(format!(
+                    "the integration is disconnected: {}",
+                    integration
+                        .and_then(|i| i.reason)
+                        .unwrap_or_else(|| "reconnect it".into())
+                )),
+            )
         } else if paused.is_some() {
             ("paused", rt.reason.clone())
         } else if backing_off.is_some() {
@@ -277,12 +349,22 @@ impl DestinationService {
     }
 
     /// `GET /api/destinations/{id}/deliveries`.
-    pub fn deliveries(&self, d: &Destination, status: Option<&str>, lead: Option<&str>, limit: usize) -> Result<Value, DestinationError> {
+    pub fn deliveries(
+        &self,
+        d: &Destination,
+        status: Option<&str>,
+        lead: Option<&str>,
+        limit: usize,
+    ) -> Result<Value, DestinationError> {
         let status = match status {
             None | Some("all") => None,
             Some("failed") => Some(DeliveryStatus::Failed),
             Some("delivered") => Some(DeliveryStatus::Delivered),
-            Some(s) => return Err(DestinationError::Invalid(format!("`status` is failed, delivered or all, not `{s}`"))),
+            Some(s) => {
+                return Err(DestinationError::Invalid(format!(
+                    "`status` is failed, delivered or all, not `{s}`"
+                )))
+            }
         };
         let v = self.ledger.results(d.id, status, lead, limit);
         Ok(json!({"deliveries": v, "count": v.len()}))

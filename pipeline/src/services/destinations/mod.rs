@@ -119,7 +119,12 @@ impl DestinationService {
     }
 
     pub fn runtime(&self, id: u64) -> Runtime {
-        self.runtime.lock().unwrap().get(&id).cloned().unwrap_or_default()
+        self.runtime
+            .lock()
+            .unwrap()
+            .get(&id)
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn with_runtime(&self, id: u64, f: impl FnOnce(&mut Runtime)) {
@@ -185,8 +190,8 @@ impl DestinationService {
                     me.ledger.wake.notify_one();
                 });
             }
-            let _ = tokio::time::timeout(Duration::from_millis(250), self.ledger.wake.notified())
-                .await;
+            let _ =
+                tokio::time::timeout(Duration::from_millis(250), self.ledger.wake.notified()).await;
         }
     }
 
@@ -293,7 +298,14 @@ impl DestinationService {
                     .map(|k| Ident::new(e.org_id.0, k, e.lead.value.as_str()))
                     .and_then(|lead| contact_of(&models, &lead));
                 let Some(c) = contact else {
-                    results.push(result(q, 1, Err(Outcome::failed("no_email", "the lead has no email to find its CRM record by"))));
+                    results.push(result(
+                        q,
+                        1,
+                        Err(Outcome::failed(
+                            "no_email",
+                            "the lead has no email to find its CRM record by",
+                        )),
+                    ));
                     continue;
                 };
                 deliveries.push(Delivery {
@@ -321,7 +333,13 @@ impl DestinationService {
         }
         let id = d.id;
         let attempts_of = |lead: &str| {
-            self.runtime.lock().unwrap().get(&id).and_then(|r| r.attempts.get(lead).copied()).unwrap_or(0) + 1
+            self.runtime
+                .lock()
+                .unwrap()
+                .get(&id)
+                .and_then(|r| r.attempts.get(lead).copied())
+                .unwrap_or(0)
+                + 1
         };
         match w.write(&deliveries).await {
             Ok(outcomes) => {
@@ -334,9 +352,12 @@ impl DestinationService {
                                 r.attempts.insert(q.evaluation.lead_id.clone(), n);
                             });
                             let msg = format!("{}: {}", e.code, e.message);
-                            retried = Some(retried.map_or((n, msg.clone()), |(m, s)| (m.max(n), s)));
+                            retried =
+                                Some(retried.map_or((n, msg.clone()), |(m, s)| (m.max(n), s)));
                         }
-                        Outcome::Retry(e) => results.push(result(q, n, Err(Outcome::Failed(exhausted(e, n))))),
+                        Outcome::Retry(e) => {
+                            results.push(result(q, n, Err(Outcome::Failed(exhausted(e, n)))))
+                        }
                         o => results.push(result(q, n, Ok(o))),
                     }
                 }
@@ -371,7 +392,9 @@ impl DestinationService {
                 {
                     tracing::warn!(error = %e, "Could not record a disconnection.");
                 }
-                self.with_runtime(id, |r| r.reason = Some(format!("the integration is disconnected: {m}")));
+                self.with_runtime(id, |r| {
+                    r.reason = Some(format!("the integration is disconnected: {m}"))
+                });
             }
             Err(CrmError::Unreachable(m)) => {
                 let mut worst = 0;
@@ -379,7 +402,10 @@ impl DestinationService {
                     let n = attempts_of(&q.evaluation.lead_id);
                     worst = worst.max(n);
                     if n >= self.config.max_attempts {
-                        let e = DeliveryError { code: "unreachable".into(), message: m.clone() };
+                        let e = DeliveryError {
+                            code: "unreachable".into(),
+                            message: m.clone(),
+                        };
                         results.push(result(q, n, Err(Outcome::Failed(exhausted(e, n)))));
                     } else {
                         self.with_runtime(id, |r| {
@@ -441,9 +467,8 @@ fn result(q: &Queued, attempts: u32, o: Result<Outcome, Outcome>) -> RecordResul
             r.created = created;
             r.propensity_written = propensity_written;
         }
-        Ok(Outcome::Failed(err) | Outcome::Retry(err)) | Err(Outcome::Failed(err) | Outcome::Retry(err)) => {
-            r.error = Some(err)
-        }
+        Ok(Outcome::Failed(err) | Outcome::Retry(err))
+        | Err(Outcome::Failed(err) | Outcome::Retry(err)) => r.error = Some(err),
         Err(Outcome::Delivered { .. }) => {}
     }
     r

@@ -5,7 +5,13 @@
 //! `LAST_MODIFIED_TIME()`, and 5 requests a second per base: more answer 429 and the base
 //! stays refused for the penalty (30 s).
 //!
-//! Faults: `burst` (the next request counts as over the limit, starting the penalty).
+//! Writes: `PATCH /v0/{base}/{table}` with at most 10 records, by id or with
+//! `performUpsert.fieldsToMergeOn` (0 matches creates, 1 updates, more is a 422), answering
+//! `records`, `createdRecords` and `updatedRecords`; unknown fields are a 422. Lookups:
+//! `filterByFormula` of `OR(LOWER({Field})='value', …)`.
+//!
+//! Faults: `burst` (the next request counts as over the limit, starting the penalty);
+//! `Store::down_until` answers every call 503.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -91,6 +97,13 @@ fn handle(
         return at_error(403, "INVALID_PERMISSIONS_OR_MODEL_NOT_FOUND", "Invalid permissions, or the requested model was not found. Check that both your user and your token have the required permissions, and that the model names and/or ids are correct.");
     }
     let mut store = st.lock().unwrap();
+    if store.down() {
+        return at_error(
+            503,
+            "SERVICE_UNAVAILABLE",
+            "The service is temporarily unavailable.",
+        );
+    }
     {
         let mut l = limits.lock().unwrap();
         let now = Instant::now();
@@ -124,6 +137,9 @@ fn handle(
             &format!("Could not find table {table} in application {base}"),
         );
     };
+    if r.method == "PATCH" {
+        return write(&mut store, table, &schema, &r);
+    }
     let page_size: usize = r
         .params("pageSize")
         .pop()
@@ -146,8 +162,27 @@ fn handle(
             );
         }
     }
+    let mut equals: Option<(String, Vec<String>)> = None;
     let after = match r.params("filterByFormula").pop() {
         None => None,
+        Some(f) if f.starts_with("OR(LOWER({") => {
+            let re = Regex::new(r"LOWER\(\{([^}]+)\}\)='((?:[^'\\]|\\.)*)'").unwrap();
+            let mut field = String::new();
+            let mut values = Vec::new();
+            for c in re.captures_iter(&f) {
+                field = c[1].to_string();
+                values.push(c[2].replace("\\'", "'"));
+            }
+            if !schema.contains_key(&field) {
+                return at_error(
+                    422,
+                    "INVALID_FILTER_BY_FORMULA",
+                    "Unknown field names in the formula",
+                );
+            }
+            equals = Some((field, values));
+            None
+        }
         Some(f) => {
             let re = Regex::new(r"^IS_AFTER\(LAST_MODIFIED_TIME\(\), '([^']+)'\)$").unwrap();
             let Some(c) = re.captures(&f) else {
@@ -187,6 +222,14 @@ fn handle(
         .into_iter()
         .flatten()
         .filter(|rec| after.is_none_or(|a| rec.modified > a))
+        .filter(|rec| {
+            equals.as_ref().is_none_or(|(f, values)| {
+                rec.fields
+                    .get(f)
+                    .and_then(Value::as_str)
+                    .is_some_and(|v| values.contains(&v.to_lowercase()))
+            })
+        })
         .collect();
     let total = rows.len();
     let records: Vec<Value> = rows
@@ -213,4 +256,138 @@ fn handle(
         out["offset"] = json!(format!("itr{}/rec{}", offset + n, offset + n));
     }
     answer(200, &[], &out)
+}
+
+/// `PATCH /v0/{base}/{table}`: update by id, or upsert on `fieldsToMergeOn`.
+fn write(
+    store: &mut Store,
+    table: &str,
+    schema: &BTreeMap<String, String>,
+    r: &Req,
+) -> warp::reply::Response {
+    let Ok(body) = serde_json::from_slice::<Value>(&r.body) else {
+        return at_error(
+            422,
+            "INVALID_REQUEST_UNKNOWN",
+            "Invalid request: parameter validation failed. Check your request data.",
+        );
+    };
+    let records = body["records"].as_array().cloned().unwrap_or_default();
+    if records.is_empty() || records.len() > 10 {
+        return at_error(
+            422,
+            "INVALID_RECORDS",
+            "You must provide an array of up to 10 record objects.",
+        );
+    }
+    let merge: Option<Vec<String>> = body.pointer("/performUpsert/fieldsToMergeOn").map(|v| {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect()
+    });
+    if let Some(m) = &merge {
+        if m.is_empty() || m.len() > 3 || m.iter().any(|f| !schema.contains_key(f)) {
+            return at_error(
+                422,
+                "INVALID_MERGE_FIELD",
+                "fieldsToMergeOn names 1 to 3 fields of the table",
+            );
+        }
+    }
+    for rec in &records {
+        for k in rec["fields"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k)
+        {
+            if !schema.contains_key(k) {
+                return at_error(
+                    422,
+                    "UNKNOWN_FIELD_NAME",
+                    &format!("Unknown field name: \"{k}\""),
+                );
+            }
+        }
+    }
+    // Every record is resolved before anything is written: a request fails as a whole.
+    let mut targets: Vec<Option<String>> = Vec::new();
+    for rec in &records {
+        let fields = rec["fields"].as_object().cloned().unwrap_or_default();
+        let target = match (&merge, rec["id"].as_str()) {
+            (_, Some(id)) => {
+                if !store
+                    .objects
+                    .get(table)
+                    .is_some_and(|v| v.iter().any(|x| x.id == id))
+                {
+                    return at_error(
+                        404,
+                        "NOT_FOUND",
+                        &format!("Record {id} does not exist in this table"),
+                    );
+                }
+                Some(id.to_string())
+            }
+            (Some(m), None) => {
+                let matches: Vec<&super::Rec> = store
+                    .objects
+                    .get(table)
+                    .into_iter()
+                    .flatten()
+                    .filter(|x| m.iter().all(|f| x.fields.get(f) == fields.get(f)))
+                    .collect();
+                match matches.as_slice() {
+                    [] => None,
+                    [one] => Some(one.id.clone()),
+                    _ => {
+                        return at_error(
+                            422,
+                            "INVALID_VALUE_FOR_COLUMN",
+                            "More than one record matches the fields to merge on",
+                        )
+                    }
+                }
+            }
+            (None, None) => return at_error(422, "INVALID_RECORDS", "Each record needs an id"),
+        };
+        targets.push(target);
+    }
+    store.wrote(&r.path, records.len());
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut out = Vec::new();
+    let (mut created, mut updated) = (Vec::new(), Vec::new());
+    for (rec, target) in records.iter().zip(targets) {
+        let new_fields = rec["fields"].as_object().cloned().unwrap_or_default();
+        let id = match target {
+            Some(id) => {
+                updated.push(id.clone());
+                id
+            }
+            None => {
+                let n = store.objects.values().map(Vec::len).sum::<usize>() + 1;
+                let id = format!("recNEW{n:08}");
+                created.push(id.clone());
+                id
+            }
+        };
+        let mut fields = store
+            .objects
+            .get(table)
+            .and_then(|v| v.iter().find(|x| x.id == id))
+            .map(|x| x.fields.clone())
+            .unwrap_or_default();
+        fields.extend(new_fields);
+        store.put(table, &id, now, Value::Object(fields.clone()));
+        out.push(json!({"id": id, "createdTime": super::iso(now), "fields": fields}));
+    }
+    let mut body = json!({"records": out});
+    if merge.is_some() {
+        body["createdRecords"] = json!(created);
+        body["updatedRecords"] = json!(updated);
+    }
+    answer(200, &[], &body)
 }

@@ -3,8 +3,15 @@
 //! token (429 "You have reached your secondly limit."), properties per object type, and
 //! error bodies `{status, message, category, correlationId}`.
 //!
+//! Writes: `batch/update` (by id or a unique `idProperty`) and `batch/upsert` of contacts and
+//! companies, at most 100 inputs, answering `207` with `errors[]` when some inputs failed
+//! (`OBJECT_NOT_FOUND` naming their ids); property values checked by type (a `date` takes
+//! only UTC midnights); `POST /crm/v3/properties/{object}` (`409` when it exists). Calls other
+//! than search are limited to 100 per 10 s per token (429 `TEN_SECONDLY_ROLLING`).
+//!
 //! Faults: `ten_secondly` (one 429 with `policyName: TEN_SECONDLY_ROLLING` and the
-//! `X-HubSpot-RateLimit-*` headers), `daily` (one 429 `DAILY`).
+//! `X-HubSpot-RateLimit-*` headers), `daily` (one 429 `DAILY`); `Store::down_until` answers
+//! every call 503.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -241,6 +248,13 @@ fn handle(
     }
     let token = presented;
     let mut store = st.lock().unwrap();
+    if store.down() {
+        return hs_error(
+            503,
+            "SERVICE_UNAVAILABLE",
+            "The service is temporarily unavailable.",
+        );
+    }
     let limits = [
         ("X-HubSpot-RateLimit-Max", "100".to_string()),
         ("X-HubSpot-RateLimit-Remaining", "0".to_string()),
@@ -266,7 +280,27 @@ fn handle(
         );
     }
     let segs: Vec<&str> = r.path.trim_matches('/').split('/').collect();
+    let search = segs.last() == Some(&"search");
+    if !search
+        && !window
+            .lock()
+            .unwrap()
+            .admit(&format!("{token}:calls"), 100, Duration::from_secs(10))
+    {
+        *throttled.lock().unwrap() += 1;
+        return answer(
+            429,
+            &limits,
+            &json!({"status": "error", "message": "You have reached your ten_secondly_rolling limit.", "errorType": "RATE_LIMIT", "category": "RATE_LIMITS", "policyName": "TEN_SECONDLY_ROLLING"}),
+        );
+    }
     match (r.method.as_str(), segs.as_slice()) {
+        ("POST", ["crm", "v3", "objects", object, "batch", op])
+            if *op == "update" || *op == "upsert" =>
+        {
+            batch_write(&mut store, object, op, &r)
+        }
+        ("POST", ["crm", "v3", "properties", object]) => create_property(&mut store, object, &r),
         ("GET", ["crm", "v3", "properties", object]) => {
             let Some(props) = store.schema.get(*object) else {
                 return hs_error(
@@ -361,4 +395,188 @@ fn handle(
         }
         _ => hs_error(404, "OBJECT_NOT_FOUND", "resource not found"),
     }
+}
+
+/// Whether `v` is a value property type `ty` takes.
+fn valid_value(ty: &str, v: &Value) -> bool {
+    let Some(text) = v
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| v.as_i64().map(|n| n.to_string()))
+    else {
+        return v.is_null();
+    };
+    let ms = text.parse::<i64>().ok().or_else(|| {
+        chrono::DateTime::parse_from_rfc3339(&text)
+            .ok()
+            .map(|d| d.timestamp_millis())
+    });
+    match ty {
+        "datetime" => ms.is_some(),
+        "date" => {
+            ms.is_some_and(|m| m % 86_400_000 == 0)
+                || chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d").is_ok()
+        }
+        "number" => text.parse::<f64>().is_ok(),
+        _ => true,
+    }
+}
+
+/// `batch/update` and `batch/upsert`.
+fn batch_write(store: &mut Store, object: &str, op: &str, r: &Req) -> warp::reply::Response {
+    let Ok(body) = serde_json::from_slice::<Value>(&r.body) else {
+        return hs_error(400, "VALIDATION_ERROR", "Invalid input JSON on line 1");
+    };
+    let Some(schema) = store.schema.get(object).cloned() else {
+        return hs_error(
+            400,
+            "VALIDATION_ERROR",
+            &format!("Unable to infer object type from: {object}"),
+        );
+    };
+    let inputs = body["inputs"].as_array().cloned().unwrap_or_default();
+    if inputs.is_empty() || inputs.len() > 100 {
+        return hs_error(400, "VALIDATION_ERROR", "inputs must hold 1 to 100 objects");
+    }
+    // Property names and values are checked for the whole request first.
+    let mut invalid = Vec::new();
+    for input in &inputs {
+        for (k, v) in input["properties"].as_object().into_iter().flatten() {
+            match schema.get(k) {
+                None => invalid.push(json!({"message": format!("Property \"{k}\" does not exist"), "code": "PROPERTY_DOESNT_EXIST", "name": k})),
+                Some(ty) if !valid_value(ty, v) => invalid.push(json!({"message": format!("{v} is not a valid {ty} for \"{k}\""), "code": "INVALID_DATE", "name": k})),
+                _ => {}
+            }
+        }
+        if let Some(p) = input["idProperty"].as_str() {
+            let unique = (object == "contacts" && p == "email") || p == "hs_object_id";
+            let known = schema.contains_key(p) || p == "hs_object_id";
+            if !known
+                || (op == "upsert" && !unique)
+                || (op == "update" && !(unique || p == "domain"))
+            {
+                return hs_error(
+                    400,
+                    "VALIDATION_ERROR",
+                    &format!("{p} is not a unique property of {object}"),
+                );
+            }
+        }
+    }
+    if !invalid.is_empty() {
+        return answer(
+            400,
+            &[],
+            &json!({"status": "error", "message": "Property values were not valid", "category": "VALIDATION_ERROR", "errors": invalid}),
+        );
+    }
+    store.wrote(&r.path, inputs.len());
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut results = Vec::new();
+    let mut missing = Vec::new();
+    for input in &inputs {
+        let key = input["id"].as_str().unwrap_or("").to_string();
+        let found = match input["idProperty"].as_str() {
+            Some(p) if p != "hs_object_id" => store.find(object, p, &key).map(|r| r.id.clone()),
+            _ => store
+                .objects
+                .get(object)
+                .and_then(|v| v.iter().find(|r| r.id == key))
+                .map(|r| r.id.clone()),
+        };
+        let mut props = input["properties"].as_object().cloned().unwrap_or_default();
+        let (id, new) = match found {
+            Some(id) => (id, false),
+            None if op == "upsert" => {
+                let n = store.objects.values().map(Vec::len).sum::<usize>() + 9001;
+                if let Some(p) = input["idProperty"].as_str() {
+                    props.entry(p.to_string()).or_insert(json!(key));
+                }
+                (n.to_string(), true)
+            }
+            None => {
+                missing.push(key);
+                continue;
+            }
+        };
+        let mut fields = store
+            .objects
+            .get(object)
+            .and_then(|v| v.iter().find(|r| r.id == id))
+            .map(|r| r.fields.clone())
+            .unwrap_or_default();
+        fields.extend(props.clone());
+        store.put(object, &id, now, Value::Object(fields));
+        props.insert("hs_object_id".into(), json!(id));
+        props.insert(modified(object).into(), json!(super::iso(now)));
+        let mut out = json!({"id": id, "properties": props, "createdAt": super::iso(now),
+                             "updatedAt": super::iso(now), "archived": false});
+        if op == "upsert" {
+            out["new"] = json!(new);
+        }
+        if let Some(t) = input.get("objectWriteTraceId") {
+            out["objectWriteTraceId"] = t.clone();
+        }
+        results.push(out);
+    }
+    let mut body = json!({"status": "COMPLETE", "results": results,
+                          "startedAt": super::iso(now), "completedAt": super::iso(now)});
+    if missing.is_empty() {
+        return answer(200, &[], &body);
+    }
+    let kind = if object == "companies" {
+        "COMPANY"
+    } else {
+        "CONTACT"
+    };
+    body["numErrors"] = json!(1);
+    body["errors"] = json!([{"status": "error", "category": "OBJECT_NOT_FOUND",
+        "message": format!("Could not get some {kind} objects, they may be deleted or not exist. Check that ids are valid."),
+        "context": {"ids": missing}, "errors": []}]);
+    answer(207, &[], &body)
+}
+
+/// `POST /crm/v3/properties/{object}`.
+fn create_property(store: &mut Store, object: &str, r: &Req) -> warp::reply::Response {
+    let Ok(body) = serde_json::from_slice::<Value>(&r.body) else {
+        return hs_error(400, "VALIDATION_ERROR", "Invalid input JSON on line 1");
+    };
+    let text = |k: &str| body[k].as_str().unwrap_or("").to_string();
+    for k in ["name", "label", "type", "fieldType", "groupName"] {
+        if text(k).is_empty() {
+            return hs_error(400, "VALIDATION_ERROR", &format!("{k} is required"));
+        }
+    }
+    if ![
+        "string",
+        "number",
+        "date",
+        "datetime",
+        "enumeration",
+        "bool",
+    ]
+    .contains(&text("type").as_str())
+    {
+        return hs_error(400, "VALIDATION_ERROR", "type is invalid");
+    }
+    let Some(schema) = store.schema.get_mut(object) else {
+        return hs_error(
+            400,
+            "VALIDATION_ERROR",
+            &format!("Unable to infer object type from: {object}"),
+        );
+    };
+    if schema.contains_key(&text("name")) {
+        return answer(
+            409,
+            &[],
+            &json!({"status": "error", "message": format!("Property named '{}' already exists.", text("name")), "category": "OBJECT_ALREADY_EXISTS"}),
+        );
+    }
+    schema.insert(text("name"), text("type"));
+    answer(
+        201,
+        &[],
+        &json!({"name": text("name"), "label": text("label"), "type": text("type"), "fieldType": text("fieldType"), "groupName": text("groupName")}),
+    )
 }

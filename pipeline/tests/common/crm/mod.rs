@@ -34,6 +34,18 @@ pub struct Store {
     pub faults: VecDeque<String>,
     /// Delay before every answer (a slow CRM).
     pub latency: Duration,
+    /// Every call fails (a 503 in the CRM's own shape) until then: an outage.
+    pub down_until: Option<Instant>,
+    /// Write requests, in order: when, which path, how many records.
+    pub writes: Vec<Write>,
+}
+
+/// One write request a contract server took.
+#[derive(Clone, Debug)]
+pub struct Write {
+    pub at: Instant,
+    pub path: String,
+    pub records: usize,
 }
 
 impl Store {
@@ -47,6 +59,30 @@ impl Store {
             fields,
         });
         list.sort_by(|a, b| (a.modified, &a.id).cmp(&(b.modified, &b.id)));
+    }
+
+    /// Whether the CRM is in an outage.
+    pub fn down(&self) -> bool {
+        self.down_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Records a write request.
+    pub fn wrote(&mut self, path: &str, records: usize) {
+        self.writes.push(Write {
+            at: Instant::now(),
+            path: path.to_string(),
+            records,
+        });
+    }
+
+    /// A record of `object` whose `field` equals `value` (case-insensitively).
+    pub fn find(&self, object: &str, field: &str, value: &str) -> Option<&Rec> {
+        self.objects.get(object)?.iter().find(|r| {
+            r.fields
+                .get(field)
+                .and_then(Value::as_str)
+                .is_some_and(|v| v.eq_ignore_ascii_case(value))
+        })
     }
 
     /// The next injected fault, if its name is one of `names`.

@@ -4,8 +4,14 @@
 //! `{message, errorCode, fields}`, `401 INVALID_SESSION_ID` for an expired session and
 //! `403 REQUEST_LIMIT_EXCEEDED`.
 //!
+//! Writes: sObject Collections (`PATCH`/`POST composite/sobjects`, at most 200 records,
+//! one `SaveResult` per record in order, per-record `INVALID_FIELD`,
+//! `INVALID_CROSS_REFERENCE_KEY`, `REQUIRED_FIELD_MISSING`), and SOQL lookups `WHERE Email
+//! IN (…)`.
+//!
 //! Faults: `expire` (every session ends before the next call), `limit` (one 403),
-//! `unavailable` (one 503).
+//! `unavailable` (one 503), `lock` (the next collection's first record answers
+//! `UNABLE_TO_LOCK_ROW`); `Store::down_until` answers every call 503.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -192,6 +198,9 @@ fn token(sf: &Arc<Mutex<SfState>>, r: Req) -> warp::reply::Response {
 fn instance(st: &Shared, sf: &Arc<Mutex<SfState>>, r: Req) -> warp::reply::Response {
     let mut store = st.lock().unwrap();
     let mut s = sf.lock().unwrap();
+    if store.down() {
+        return sf_error(503, "SERVER_UNAVAILABLE", "Server Unavailable");
+    }
     if store.fault(&["expire"]).is_some() {
         s.sessions.clear();
     }
@@ -229,8 +238,14 @@ fn instance(st: &Shared, sf: &Arc<Mutex<SfState>>, r: Req) -> warp::reply::Respo
             .collect();
         return answer(200, &[], &json!({"name": obj, "fields": fields}));
     }
+    if rest == "/composite/sobjects" && (r.method == "PATCH" || r.method == "POST") {
+        return collection(&mut store, &mut s, &r);
+    }
     if rest == "/query" {
         let q = r.params("q").pop().unwrap_or_default();
+        if let Some(a) = lookup(&store, &q) {
+            return a;
+        }
         let re = Regex::new(
             r"^SELECT (.+) FROM (\w+)(?: WHERE (.+))? ORDER BY SystemModstamp ASC, Id ASC$",
         )
@@ -325,4 +340,175 @@ fn page(s: &mut SfState, mut rows: Vec<Value>) -> warp::reply::Response {
         s.cursors.insert(id, rest);
     }
     answer(200, &[], &body)
+}
+
+/// A SOQL lookup by email: `SELECT f, … FROM Object WHERE Email IN ('a', …)`.
+fn lookup(store: &Store, q: &str) -> Option<warp::reply::Response> {
+    let re = Regex::new(r"^SELECT (.+) FROM (\w+) WHERE Email IN \((.*)\)$").unwrap();
+    let c = re.captures(q)?;
+    let obj = c[2].to_string();
+    let schema = store.schema.get(&obj).cloned().unwrap_or_default();
+    let fields: Vec<&str> = c[1].split(", ").collect();
+    for f in &fields {
+        if !schema.contains_key(*f) {
+            return Some(answer(
+                400,
+                &[],
+                &json!([{"message": format!("No such column '{f}' on entity '{obj}'"), "errorCode": "INVALID_FIELD", "fields": [f]}]),
+            ));
+        }
+    }
+    let lit = Regex::new(r"'((?:[^'\\]|\\.)*)'").unwrap();
+    let emails: Vec<String> = lit
+        .captures_iter(&c[3])
+        .map(|m| m[1].replace("\\'", "'").to_ascii_lowercase())
+        .collect();
+    let rows: Vec<Value> = store
+        .objects
+        .get(&obj)
+        .into_iter()
+        .flatten()
+        .filter(|rec| {
+            rec.fields
+                .get("Email")
+                .and_then(Value::as_str)
+                .is_some_and(|e| emails.contains(&e.to_ascii_lowercase()))
+        })
+        .map(|rec| {
+            let mut m = serde_json::Map::new();
+            m.insert("attributes".into(), json!({"type": obj}));
+            for f in &fields {
+                let v = match *f {
+                    "Id" => json!(rec.id),
+                    _ => rec.fields.get(*f).cloned().unwrap_or(Value::Null),
+                };
+                m.insert(f.to_string(), v);
+            }
+            Value::Object(m)
+        })
+        .collect();
+    Some(answer(
+        200,
+        &[],
+        &json!({"totalSize": rows.len(), "done": true, "records": rows}),
+    ))
+}
+
+fn save_error(code: &str, message: &str) -> Value {
+    json!({"success": false, "errors": [{"statusCode": code, "message": message, "fields": []}]})
+}
+
+/// sObject Collections: update (`PATCH`, each record with its id) or create (`POST`).
+fn collection(store: &mut Store, s: &mut SfState, r: &Req) -> warp::reply::Response {
+    let Ok(body) = serde_json::from_slice::<Value>(&r.body) else {
+        return sf_error(400, "JSON_PARSER_ERROR", "Unexpected character");
+    };
+    let Some(records) = body["records"].as_array() else {
+        return sf_error(400, "INVALID_FIELD", "records is required");
+    };
+    if records.len() > 200 {
+        return sf_error(
+            400,
+            "EXCEEDED_ID_LIMIT",
+            "record limit reached. cannot submit more than 200 records into this call",
+        );
+    }
+    store.wrote(&format!("{} {}", r.method, r.path), records.len());
+    let lock = store.fault(&["lock"]).is_some();
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut results = Vec::new();
+    for (n, rec) in records.iter().enumerate() {
+        let Some(obj) = rec.pointer("/attributes/type").and_then(Value::as_str) else {
+            results.push(save_error(
+                "INVALID_TYPE",
+                "Must send a concrete entity type.",
+            ));
+            continue;
+        };
+        let Some(schema) = store.schema.get(obj).cloned() else {
+            results.push(save_error(
+                "INVALID_TYPE",
+                &format!("sObject type '{obj}' is not supported."),
+            ));
+            continue;
+        };
+        if lock && n == 0 {
+            results.push(save_error(
+                "UNABLE_TO_LOCK_ROW",
+                "unable to obtain exclusive access to this record or 1 records",
+            ));
+            continue;
+        }
+        let fields: serde_json::Map<String, Value> = rec
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| *k != "attributes" && *k != "id")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if let Some(bad) = fields.keys().find(|k| !schema.contains_key(*k)) {
+            results.push(save_error(
+                "INVALID_FIELD",
+                &format!("No such column '{bad}' on sobject of type {obj}"),
+            ));
+            continue;
+        }
+        if r.method == "POST" {
+            if rec.get("id").is_some() {
+                results.push(save_error(
+                    "INVALID_FIELD",
+                    "cannot specify Id in an insert call",
+                ));
+                continue;
+            }
+            let missing: Vec<&str> = match obj {
+                "Lead" => vec!["LastName", "Company"],
+                "Contact" => vec!["LastName"],
+                _ => vec!["Name"],
+            }
+            .into_iter()
+            .filter(|f| {
+                fields
+                    .get(*f)
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+            })
+            .collect();
+            if !missing.is_empty() {
+                results.push(save_error(
+                    "REQUIRED_FIELD_MISSING",
+                    &format!("Required fields are missing: [{}]", missing.join(", ")),
+                ));
+                continue;
+            }
+            s.issued += 1;
+            let prefix = match obj {
+                "Lead" => "00Q",
+                "Contact" => "003",
+                _ => "001",
+            };
+            let id = format!("{prefix}xx{:012}", s.issued);
+            store.put(obj, &id, now, Value::Object(fields));
+            results.push(json!({"id": id, "success": true, "errors": []}));
+            continue;
+        }
+        let id = rec["id"].as_str().unwrap_or("");
+        let Some(existing) = store
+            .objects
+            .get(obj)
+            .and_then(|v| v.iter().find(|x| x.id == id))
+            .cloned()
+        else {
+            results.push(save_error(
+                "INVALID_CROSS_REFERENCE_KEY",
+                "invalid cross reference id",
+            ));
+            continue;
+        };
+        let mut merged = existing.fields.clone();
+        merged.extend(fields);
+        store.put(obj, id, now, Value::Object(merged));
+        results.push(json!({"id": id, "success": true, "errors": []}));
+    }
+    answer(200, &[], &Value::Array(results))
 }

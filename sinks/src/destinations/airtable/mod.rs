@@ -81,7 +81,12 @@ impl AirtableWriter {
         format!("{}{path}", self.config.api_base_url.trim_end_matches('/'))
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Answer, CrmError> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Answer, CrmError> {
         let url = self.url(path);
         self.http
             .call(
@@ -149,7 +154,13 @@ impl AirtableWriter {
                 .json()?;
             let mut found = self.found.lock().unwrap();
             for r in v["records"].as_array().into_iter().flatten() {
-                if let Some(e) = r.pointer(&format!("/fields/{}", field.replace('~', "~0").replace('/', "~1"))).and_then(Value::as_str) {
+                if let Some(e) = r
+                    .pointer(&format!(
+                        "/fields/{}",
+                        field.replace('~', "~0").replace('/', "~1")
+                    ))
+                    .and_then(Value::as_str)
+                {
                     found.insert(e.to_ascii_lowercase(), e.to_string());
                 }
             }
@@ -170,7 +181,11 @@ impl Writer for AirtableWriter {
 
     async fn check(&self) -> Result<Vec<FieldProblem>, CrmError> {
         let v = self
-            .call(Method::GET, &format!("/v0/meta/bases/{}/tables", self.base), None)
+            .call(
+                Method::GET,
+                &format!("/v0/meta/bases/{}/tables", self.base),
+                None,
+            )
             .await?
             .json()?;
         let tables = v["tables"].as_array().cloned().unwrap_or_default();
@@ -244,7 +259,11 @@ impl Writer for AirtableWriter {
                 "records": sent.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(),
             });
             let v = self
-                .call(Method::PATCH, &self.table_path(CrmObject::Contact), Some(&body))
+                .call(
+                    Method::PATCH,
+                    &self.table_path(CrmObject::Contact),
+                    Some(&body),
+                )
                 .await?
                 .json()?;
             let created: Vec<&str> = v["createdRecords"]
@@ -254,7 +273,10 @@ impl Writer for AirtableWriter {
                 .filter_map(Value::as_str)
                 .collect();
             let records = v["records"].as_array().cloned().unwrap_or_default();
-            for ((i, _), r) in sent.iter().zip(records.iter().map(Some).chain(std::iter::repeat(None))) {
+            for ((i, _), r) in sent
+                .iter()
+                .zip(records.iter().map(Some).chain(std::iter::repeat(None)))
+            {
                 outcomes[*i] = Some(match r.and_then(|r| r["id"].as_str()) {
                     Some(id) => {
                         self.found.lock().unwrap().insert(
@@ -282,7 +304,9 @@ impl Writer for AirtableWriter {
                 if !matches!(outcomes[i], Some(Outcome::Delivered { .. })) {
                     continue;
                 }
-                if let (Some(rec), Some(p)) = (&d.account_record, propensity_text(self.config.kind, d)) {
+                if let (Some(rec), Some(p)) =
+                    (&d.account_record, propensity_text(self.config.kind, d))
+                {
                     match by_record.iter_mut().find(|(r, _, _)| r == rec) {
                         Some(e) => {
                             e.1 = p;
@@ -297,13 +321,18 @@ impl Writer for AirtableWriter {
                     .map(|(rec, p, _)| json!({"id": rec, "fields": {field: p}}))
                     .collect::<Vec<_>>()});
                 match self
-                    .call(Method::PATCH, &self.table_path(CrmObject::Account), Some(&body))
+                    .call(
+                        Method::PATCH,
+                        &self.table_path(CrmObject::Account),
+                        Some(&body),
+                    )
                     .await
                 {
                     Ok(_) => {
                         for i in chunk.iter().flat_map(|(_, _, m)| m) {
-                            if let Some(Outcome::Delivered { propensity_written, .. }) =
-                                &mut outcomes[*i]
+                            if let Some(Outcome::Delivered {
+                                propensity_written, ..
+                            }) = &mut outcomes[*i]
                             {
                                 *propensity_written = true;
                             }

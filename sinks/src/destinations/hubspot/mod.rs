@@ -42,7 +42,12 @@ impl HubspotWriter {
         })
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, CrmError> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, CrmError> {
         let oauth = self.auth.oauth();
         self.auth
             .request(method, path, body, None, |a| classify(a, oauth))
@@ -59,9 +64,7 @@ impl HubspotWriter {
 
     async fn types(&self) -> &BTreeMap<String, String> {
         self.types
-            .get_or_init(|| async {
-                self.properties("contacts").await.unwrap_or_default()
-            })
+            .get_or_init(|| async { self.properties("contacts").await.unwrap_or_default() })
             .await
     }
 
@@ -163,8 +166,20 @@ impl Writer for HubspotWriter {
         let f = &self.config.fields;
         let mut wanted = vec![
             ("contacts", &f.score, "TrailSpark Score", "string", "text"),
-            ("contacts", &f.reasoning, "TrailSpark Reasoning", "string", "textarea"),
-            ("contacts", &f.evaluated_at, "TrailSpark Evaluation Date", "datetime", "date"),
+            (
+                "contacts",
+                &f.reasoning,
+                "TrailSpark Reasoning",
+                "string",
+                "textarea",
+            ),
+            (
+                "contacts",
+                &f.evaluated_at,
+                "TrailSpark Evaluation Date",
+                "datetime",
+                "date",
+            ),
         ];
         if let Some(p) = &f.propensity {
             wanted.push(("companies", p, "TrailSpark Propensity", "string", "text"));
@@ -252,8 +267,11 @@ impl Writer for HubspotWriter {
                 .iter()
                 .enumerate()
                 .map(|(n, (domain, (p, _)))| {
-                    (n, json!({"id": domain, "idProperty": "domain",
-                               "objectWriteTraceId": n.to_string(), "properties": {field: p}}))
+                    (
+                        n,
+                        json!({"id": domain, "idProperty": "domain",
+                               "objectWriteTraceId": n.to_string(), "properties": {field: p}}),
+                    )
                 })
                 .collect();
             let companies = self

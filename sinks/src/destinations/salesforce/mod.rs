@@ -36,7 +36,11 @@ pub struct SalesforceWriter {
 }
 
 /// Codes that mean the cached record is gone: look it up again.
-const GONE: [&str; 3] = ["ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY", "NOT_FOUND"];
+const GONE: [&str; 3] = [
+    "ENTITY_IS_DELETED",
+    "INVALID_CROSS_REFERENCE_KEY",
+    "NOT_FOUND",
+];
 
 impl SalesforceWriter {
     pub fn new(config: WriterConfig, http: CrmHttp) -> Result<SalesforceWriter, CrmError> {
@@ -90,7 +94,9 @@ impl SalesforceWriter {
             .join(", ");
         let mut hits: HashMap<String, Found> = HashMap::new();
         for r in self
-            .query(&format!("SELECT Id, Email FROM Lead WHERE Email IN ({list})"))
+            .query(&format!(
+                "SELECT Id, Email FROM Lead WHERE Email IN ({list})"
+            ))
             .await?
         {
             if let (Some(id), Some(email)) = (r["Id"].as_str(), r["Email"].as_str()) {
@@ -136,7 +142,11 @@ impl SalesforceWriter {
     }
 
     /// Sends records to `composite/sobjects` with `method`; the per-record save results.
-    async fn collection(&self, method: Method, records: Vec<Value>) -> Result<Vec<Value>, CrmError> {
+    async fn collection(
+        &self,
+        method: Method,
+        records: Vec<Value>,
+    ) -> Result<Vec<Value>, CrmError> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
@@ -166,7 +176,10 @@ impl SalesforceWriter {
     }
 
     fn forget(&self, email: &str) {
-        self.found.lock().unwrap().remove(&email.to_ascii_lowercase());
+        self.found
+            .lock()
+            .unwrap()
+            .remove(&email.to_ascii_lowercase());
     }
 }
 
@@ -177,7 +190,10 @@ fn records_len(body: &Value) -> usize {
 /// A save result as an outcome.
 fn outcome_of(r: &Value, object: &str) -> Result<(String, String), Outcome> {
     if r["success"] == true {
-        return Ok((object.to_string(), r["id"].as_str().unwrap_or("").to_string()));
+        return Ok((
+            object.to_string(),
+            r["id"].as_str().unwrap_or("").to_string(),
+        ));
     }
     let e = &r["errors"][0];
     let code = e["statusCode"].as_str().unwrap_or("UNKNOWN").to_string();
@@ -210,8 +226,7 @@ impl Writer for SalesforceWriter {
         let mut v = Vec::new();
         for o in ["Lead", "Contact"] {
             let fields = describe(o).await?;
-            for p in missing_fields(&self.config.fields, o, &fields, "Account", account.as_ref())
-            {
+            for p in missing_fields(&self.config.fields, o, &fields, "Account", account.as_ref()) {
                 if !v.contains(&p) {
                     v.push(p);
                 }

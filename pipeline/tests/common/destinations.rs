@@ -1,0 +1,130 @@
+//! Helpers of the destination tests: a server whose evaluations run when asked and whose
+//! deliveries retry quickly, leads evaluated in bulk, and waiting for a destination to
+//! settle.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use super::scoring::{call, lead, mapping_rules, model, ok, run_batch};
+use super::Server;
+
+/// The environment the destination tests run with: batches only when asked, no scheduled
+/// CRM syncs, and a 100 ms first retry.
+pub const ENV: [(&str, &str); 4] = [
+    ("TRAILSPARK_EVALUATION_INTERVAL", "3600"),
+    ("TRAILSPARK_CRM_SYNC_INTERVAL", "3600"),
+    ("TRAILSPARK_DESTINATION_RETRY_MS", "100"),
+    ("TRAILSPARK_LOG", "warn"),
+];
+
+pub fn start(dir: &std::path::Path) -> Server {
+    Server::start_with(dir, None, &ENV)
+}
+
+/// Mapping rules, a model, and settings that evaluate a lead after one signal, with no
+/// cooldown (so a lead can be evaluated again at once).
+pub fn prepare(s: &Server) {
+    mapping_rules(s);
+    model(s);
+    ok(
+        s,
+        Method::PATCH,
+        "/api/settings/lead-scoring",
+        Some(json!({"min_signals": 1, "min_signal_types": 1, "cooling_off_enabled": false})),
+    );
+}
+
+/// Sends each email a named identify and a pricing view; answers the last log position.
+pub fn leads(s: &Server, emails: &[String]) -> u64 {
+    let mut pos = 0;
+    for (i, e) in emails.iter().enumerate() {
+        let l = lead(s, e);
+        l.identify(
+            json!({"first_name": "Pat", "last_name": format!("Lead{i}"), "title": "VP Marketing"}),
+        );
+        pos = l.event("Pricing Viewed");
+    }
+    lead(s, &emails[0]).get(pos);
+    pos
+}
+
+/// Runs a batch evaluation; answers how many leads it evaluated.
+pub fn evaluate_all(s: &Server) -> u64 {
+    run_batch(s)
+}
+
+/// The lead's latest evaluation.
+pub fn latest(s: &Server, email: &str) -> Value {
+    lead(s, email).get(0)["evaluation"].clone()
+}
+
+/// Creates a destination: 201 and its view.
+pub fn create(s: &Server, body: Value) -> Value {
+    let (st, v) = call(s, Method::POST, "/api/destinations", Some(body));
+    assert_eq!(st, 201, "{v}");
+    v
+}
+
+pub fn status(s: &Server, id: u64) -> Value {
+    ok(
+        s,
+        Method::GET,
+        &format!("/api/destinations/{id}/status"),
+        None,
+    )
+}
+
+/// Waits until destination `id` has nothing queued or in flight and `done` holds of its
+/// status; answers the status.
+pub fn settle(s: &Server, id: u64, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let v = status(s, id);
+        if v["queued"] == 0 && v["in_flight"] == 0 && done(&v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "destination {id} did not settle: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The failed deliveries of destination `id`.
+pub fn failed(s: &Server, id: u64) -> Vec<Value> {
+    ok(
+        s,
+        Method::GET,
+        &format!("/api/destinations/{id}/deliveries?status=failed"),
+        None,
+    )["deliveries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Evaluation time of an evaluation JSON, in ms.
+pub fn evaluated_ms(e: &Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(e["evaluated_at"].as_str().unwrap())
+        .unwrap()
+        .timestamp_millis()
+}
+
+/// Waits until destination `id`'s state is `state`; answers the status.
+pub fn settle_state(s: &Server, id: u64, state: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = status(s, id);
+        if v["state"] == state {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "destination {id} never {state}: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
