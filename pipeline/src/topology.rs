@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use trailspark_core::admission::Quota;
 use trailspark_core::tenancy::{OrgId, SharedRegistry};
+use trailspark_crm::client::CrmHttp;
 use trailspark_operators::usage::Meter;
 use trailspark_queries::lookup::LookupLimits;
 use trailspark_queries::{Live, SqlEngine, SqlError};
@@ -261,12 +262,15 @@ pub async fn build(cfg: &ServeConfig) -> Result<Server, BuildError> {
         .crm
         .seal_key(&cfg.log.data_dir)
         .map_err(BuildError::SecretKey)?;
+    // One client for reading and writing CRMs: its pacing is per CRM scope.
+    let crm_http = CrmHttp::new(Duration::from_secs(cfg.crm.crm_timeout_secs.max(1)));
     let destinations = Some(DestinationService::new(
         control.clone(),
         read.clone(),
         ledger,
         seal.clone(),
         cfg.crm.destination_config(),
+        crm_http.clone(),
     ));
     let crm = Some(CrmService::new(
         control.clone(),
@@ -274,9 +278,9 @@ pub async fn build(cfg: &ServeConfig) -> Result<Server, BuildError> {
         CrmConfig {
             scheduled: cfg.crm.crm_sync,
             interval: cfg.crm.crm_sync_interval.0,
-            timeout: Duration::from_secs(cfg.crm.crm_timeout_secs.max(1)),
             public_url: cfg.crm.public_url.clone(),
         },
+        crm_http,
     ));
     let lookup = sql.lookup(LookupLimits::default());
     let api = Arc::new(Api {

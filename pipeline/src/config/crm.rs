@@ -60,7 +60,6 @@ impl CrmOpts {
             retry_base: std::time::Duration::from_millis(self.destination_retry_ms.max(1)),
             max_attempts: 5,
             limit_pause: self.destination_limit_pause.0,
-            timeout: std::time::Duration::from_secs(self.crm_timeout_secs.max(1)),
         }
     }
 

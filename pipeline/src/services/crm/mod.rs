@@ -30,7 +30,6 @@ pub struct CrmConfig {
     /// Scheduled syncs (on top of the first one and those asked for).
     pub scheduled: bool,
     pub interval: Duration,
-    pub timeout: Duration,
     /// The server's public URL, for OAuth callbacks (else the request's `Host`).
     pub public_url: Option<String>,
 }
@@ -66,9 +65,16 @@ pub struct CrmService {
 }
 
 impl CrmService {
-    pub fn new(control: Arc<Control>, seal: SealKey, config: CrmConfig) -> Arc<CrmService> {
+    /// `http` is shared with the destinations, so that reading and writing one CRM scope
+    /// (an Airtable base, a HubSpot token) stay under its limit together.
+    pub fn new(
+        control: Arc<Control>,
+        seal: SealKey,
+        config: CrmConfig,
+        http: CrmHttp,
+    ) -> Arc<CrmService> {
         Arc::new(CrmService {
-            http: CrmHttp::new(config.timeout),
+            http,
             control,
             seal,
             config,

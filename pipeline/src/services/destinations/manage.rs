@@ -99,9 +99,7 @@ impl DestinationService {
         d: &Destination,
         create: bool,
     ) -> Result<Vec<String>, DestinationError> {
-        let (_, i) = self.lookup_integration(d).ok_or_else(|| {
-            DestinationError::Invalid("`integration_id` names no integration".into())
-        })?;
+        let i = self.control.integration(d.org_id, d.integration_id)?;
         let w = self.build_writer(d, &i)?;
         let created = if create {
             w.create_fields().await?
@@ -113,17 +111,6 @@ impl DestinationService {
             return Err(DestinationError::UnknownFields(problems));
         }
         Ok(created)
-    }
-
-    fn lookup_integration(
-        &self,
-        d: &Destination,
-    ) -> Option<((), trailspark_core::crm::Integration)> {
-        let reg = self.control.registry.read().unwrap();
-        reg.integrations()
-            .get(d.integration_id)
-            .filter(|i| i.org_id == d.org_id)
-            .map(|i| ((), i.clone()))
     }
 
     /// Creates a destination for one of the org's integrations (one per integration).

@@ -45,7 +45,6 @@ pub struct DestinationConfig {
     /// How long a Salesforce `REQUEST_LIMIT_EXCEEDED` pauses a destination (the org's
     /// allocation is a rolling 24 hours, with no reset time to wait for).
     pub limit_pause: Duration,
-    pub timeout: Duration,
 }
 
 impl Default for DestinationConfig {
@@ -54,12 +53,17 @@ impl Default for DestinationConfig {
             retry_base: Duration::from_secs(60),
             max_attempts: 5,
             limit_pause: Duration::from_secs(15 * 60),
-            timeout: Duration::from_secs(60),
         }
     }
 }
 
 const BACKOFF: [u32; 5] = [1, 5, 30, 120, 720];
+
+/// What a writer is built from: the destination's and the integration's versions, and the
+/// sealed credentials (a rotation changes them without an edit).
+type WriterKey = (i64, i64, String);
+/// A writer with what it was built from.
+type Built = (WriterKey, Arc<dyn Writer>);
 
 /// A destination's state in this process: pauses and backoff (not on the log: a restart
 /// simply tries again).
@@ -86,7 +90,7 @@ pub struct DestinationService {
     http: CrmHttp,
     config: DestinationConfig,
     /// Per destination: the writer and what it was built from.
-    writers: Mutex<HashMap<u64, ((i64, i64, String), Arc<dyn Writer>)>>,
+    writers: Mutex<HashMap<u64, Built>>,
     runtime: Mutex<HashMap<u64, Runtime>>,
     running: Mutex<HashSet<u64>>,
 }
@@ -104,9 +108,10 @@ impl DestinationService {
         ledger: Arc<Ledger>,
         seal: SealKey,
         config: DestinationConfig,
+        http: CrmHttp,
     ) -> Arc<DestinationService> {
         Arc::new(DestinationService {
-            http: CrmHttp::new(config.timeout),
+            http,
             control,
             read,
             ledger,

@@ -205,10 +205,12 @@ impl Writer for AirtableWriter {
                 found: None,
             }]);
         };
-        let companies = match &self.config.fields.propensity {
-            Some(_) => Some(fields_of(CrmObject::Account).unwrap_or_default()),
-            None => None,
-        };
+        let companies = self
+            .config
+            .fields
+            .propensity
+            .as_ref()
+            .map(|_| fields_of(CrmObject::Account).unwrap_or_default());
         Ok(missing_fields(
             &self.config.fields,
             self.table(CrmObject::Contact),
