@@ -257,15 +257,46 @@ fn setup(s: &Server) -> BTreeMap<&'static str, String> {
         "/api/evaluation-rules",
         Some(json!({"name": "Any", "conditions": [{"field": "lead.email", "op": "is_not_empty"}]})),
     );
-    // An integration the examples test, sync and read; nothing answers at its address.
-    let integration = call(
-        s,
-        Method::POST,
-        "/api/integrations",
-        Some(json!({"kind": "airtable", "name": "README",
+    // Integrations the examples test, sync and write to, on a local Airtable with the
+    // destination's columns (kept for the test's life); one already has a destination.
+    let mut store = common::crm::Store::airtable();
+    for f in [
+        "TrailSpark Score",
+        "TrailSpark Reasoning",
+        "TrailSpark Evaluation Date",
+    ] {
+        let people = store.schema.get_mut("People").unwrap();
+        people.insert(f.into(), "singleLineText".into());
+    }
+    let companies = store.schema.get_mut("Companies").unwrap();
+    companies.insert("TrailSpark Propensity".into(), "singleSelect".into());
+    let at: &'static common::crm::airtable::Airtable =
+        Box::leak(Box::new(common::crm::airtable::Airtable::start(
+            "patREADME.0",
+            "appREADME",
+            store,
+            std::time::Duration::from_secs(30),
+        )));
+    let connect = |name: &str| {
+        call(
+            s,
+            Method::POST,
+            "/api/integrations",
+            Some(json!({"kind": "airtable", "name": name,
                     "credentials": {"personal_access_token": "patREADME.0", "base_id": "appREADME",
                                     "tables": {"contacts": "People", "companies": "Companies"}},
-                    "api_base_url": "http://127.0.0.1:9"})),
+                    "api_base_url": at.url})),
+        )
+    };
+    let integration = connect("README");
+    let other = connect("README, with a destination");
+    let destination = call(
+        s,
+        Method::POST,
+        "/api/destinations",
+        Some(json!({"integration_id": other["id"],
+                    "field_mapping": {"score": "TrailSpark Score", "reasoning": "TrailSpark Reasoning",
+                                      "evaluated_at": "TrailSpark Evaluation Date"}})),
     );
     let text = |v: &Value| match v {
         Value::String(s) => s.clone(),
@@ -287,6 +318,7 @@ fn setup(s: &Server) -> BTreeMap<&'static str, String> {
         ("MODEL", text(&model["id"])),
         ("EVAL_RULE", text(&eval_rule["id"])),
         ("INTEGRATION", text(&integration["id"])),
+        ("DESTINATION", text(&destination["id"])),
     ])
 }
 
