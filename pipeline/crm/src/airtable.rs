@@ -7,13 +7,32 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::client::{Answer, Verdict};
-use crate::CrmError;
+use crate::{credential, CrmError, IntegrationConfig};
 
 /// Under the documented 5 requests a second per base, with room for timers' jitter: a
 /// 429 costs the whole base 30 s.
 pub const PER_BASE_PER_SEC: f64 = 4.5;
 /// How long a base is held after a 429.
 pub const PENALTY: Duration = Duration::from_secs(30);
+
+/// The token and base of an Airtable integration, which must name its contacts and
+/// companies tables.
+pub fn token_and_base(config: &IntegrationConfig) -> Result<(String, String), CrmError> {
+    let token = credential(&config.credentials, "personal_access_token")?;
+    let base = config
+        .settings
+        .get("base_id")
+        .cloned()
+        .ok_or_else(|| CrmError::Invalid("credentials need `base_id`".into()))?;
+    for role in ["contacts", "companies"] {
+        if !config.settings.contains_key(&format!("tables.{role}")) {
+            return Err(CrmError::Invalid(format!(
+                "credentials need `tables.{role}`, the table holding {role}"
+            )));
+        }
+    }
+    Ok((token, base))
+}
 
 /// The pacing scope of a base's requests.
 pub fn scope(base: &str) -> String {

@@ -13,8 +13,31 @@ pub mod hubspot;
 pub mod oauth;
 pub mod salesforce;
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use thiserror::Error;
+use trailspark_core::crm::{FieldMapping, IntegrationKind};
+
+/// What a CRM reader or writer is built from: the integration's settings and its opened
+/// credentials (in memory only).
+#[derive(Clone, Debug)]
+pub struct IntegrationConfig {
+    pub kind: IntegrationKind,
+    pub api_base_url: String,
+    pub login_url: Option<String>,
+    pub settings: BTreeMap<String, String>,
+    /// The credentials as the user gave them (JSON object).
+    pub credentials: serde_json::Value,
+    pub mapping: FieldMapping,
+}
+
+impl IntegrationConfig {
+    /// Salesforce's token host: the login URL, else the API base.
+    pub fn login_host(&self) -> &str {
+        self.login_url.as_deref().unwrap_or(&self.api_base_url)
+    }
+}
 
 /// Why a CRM call failed.
 #[derive(Debug, Error)]

@@ -17,7 +17,7 @@ use super::reply::{
     query_param, require,
 };
 use super::Api;
-use crate::services::destinations::{DestinationError, DestinationInput, DestinationService};
+use crate::services::destinations::{DestinationInput, DestinationService};
 
 enum Route<'a> {
     List,
@@ -50,36 +50,6 @@ pub async fn route(api: &Api, segs: &[&str], req: Request) -> Option<Reply> {
         Ok(p) => dispatch(api, p, route, req).await.unwrap_or_else(|r| r),
         Err(r) => r,
     })
-}
-
-impl From<DestinationError> for Reply {
-    fn from(e: DestinationError) -> Reply {
-        match e {
-            DestinationError::Invalid(m) => bad_request(m),
-            DestinationError::UnknownFields(fields) => {
-                let names: Vec<String> = fields
-                    .iter()
-                    .map(|f| format!("{}.{}", f.object, f.field))
-                    .collect();
-                let mut r = error(
-                    StatusCode::BAD_REQUEST,
-                    "unknown_crm_fields",
-                    format!(
-                        "the CRM does not have these mapped fields: {}",
-                        names.join(", ")
-                    ),
-                );
-                r.body["fields"] = json!(fields);
-                r
-            }
-            DestinationError::Crm(e) => error(
-                StatusCode::BAD_GATEWAY,
-                "crm_unavailable",
-                format!("the CRM could not check the destination's fields: {e}"),
-            ),
-            DestinationError::Config(e) => e.into(),
-        }
-    }
 }
 
 fn service(api: &Api) -> Result<&DestinationService, Reply> {

@@ -14,10 +14,10 @@ pub mod salesforce;
 use std::collections::BTreeMap;
 
 use trailspark_core::crm::destination::{propensity_value, DeliveryError};
-use trailspark_core::crm::{DestinationFields, FieldMapping, IntegrationKind};
+use trailspark_core::crm::{DestinationFields, IntegrationKind};
 use trailspark_core::scoring::{Propensity, Score};
 use trailspark_crm::client::CrmHttp;
-pub use trailspark_crm::{CrmError, FieldProblem};
+pub use trailspark_crm::{CrmError, FieldProblem, IntegrationConfig};
 
 /// One evaluation on its way to one destination.
 #[derive(Clone, Debug, PartialEq)]
@@ -71,17 +71,11 @@ impl Outcome {
     }
 }
 
-/// What a writer is built from: its integration's settings, opened credentials and field
-/// mapping, and the destination's field mapping.
+/// What a writer is built from: its integration (settings, opened credentials, and the
+/// mapping that says where emails and domains are), and the destination's field mapping.
 #[derive(Clone, Debug)]
 pub struct WriterConfig {
-    pub kind: IntegrationKind,
-    pub api_base_url: String,
-    pub login_url: Option<String>,
-    pub settings: BTreeMap<String, String>,
-    pub credentials: serde_json::Value,
-    /// The integration's mapping (where emails and domains are).
-    pub mapping: FieldMapping,
+    pub integration: IntegrationConfig,
     pub fields: DestinationFields,
 }
 
@@ -109,7 +103,7 @@ pub trait Writer: Send + Sync {
 
 /// Builds the writer for `config`'s CRM.
 pub fn writer(config: WriterConfig, http: CrmHttp) -> Result<Box<dyn Writer>, CrmError> {
-    Ok(match config.kind {
+    Ok(match config.integration.kind {
         IntegrationKind::Salesforce => Box::new(salesforce::SalesforceWriter::new(config, http)?),
         IntegrationKind::Hubspot => Box::new(hubspot::HubspotWriter::new(config, http)?),
         IntegrationKind::Airtable => Box::new(airtable::AirtableWriter::new(config, http)?),

@@ -122,16 +122,7 @@ pub trait Connector: Send + Sync {
 }
 
 /// What a connector is built from: the integration's settings and its opened credentials.
-#[derive(Clone, Debug)]
-pub struct ConnectorConfig {
-    pub kind: IntegrationKind,
-    pub api_base_url: String,
-    pub login_url: Option<String>,
-    pub settings: BTreeMap<String, String>,
-    /// The credentials as the user gave them (JSON object).
-    pub credentials: serde_json::Value,
-    pub mapping: FieldMapping,
-}
+pub type ConnectorConfig = trailspark_crm::IntegrationConfig;
 
 /// Fields per object as the CRM's describe endpoint answers them (name → type); `None`
 /// when the object itself is missing (an Airtable table).
@@ -211,11 +202,6 @@ pub(crate) fn text_of(v: &serde_json::Value) -> Option<String> {
         serde_json::Value::Bool(b) => Some(b.to_string()),
         _ => None,
     }
-}
-
-/// A credential field the user must give, as text.
-pub(crate) fn credential(config: &ConnectorConfig, name: &str) -> Result<String, CrmError> {
-    trailspark_crm::credential(&config.credentials, name)
 }
 
 /// Fills a record's standard fields from its pulled fields.

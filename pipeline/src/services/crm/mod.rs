@@ -16,13 +16,31 @@ use serde::Serialize;
 use tokio::time::Instant;
 use trailspark_core::crm::seal::SealKey;
 use trailspark_core::crm::{Integration, Status};
+use trailspark_crm::IntegrationConfig;
 use trailspark_sources::crm::client::CrmHttp;
-use trailspark_sources::crm::{connector, Connector, ConnectorConfig, CrmError};
+use trailspark_sources::crm::{connector, Connector, CrmError};
 
 use crate::control::Control;
 
 pub use connect::{IntegrationChange, IntegrationError, NewIntegration};
 pub use oauth::{OAuthStart, HUBSPOT_SCOPES, PENDING_FOR, SALESFORCE_SCOPES};
+
+/// What a reader or writer of `i` is built from, with its credentials opened (in memory
+/// only).
+pub fn integration_config(seal: &SealKey, i: &Integration) -> Result<IntegrationConfig, CrmError> {
+    let credentials = seal
+        .open(&i.sealed)
+        .map_err(|e| CrmError::Invalid(format!("the stored credentials: {e}")))?;
+    Ok(IntegrationConfig {
+        kind: i.kind,
+        api_base_url: i.api_base_url.clone(),
+        login_url: i.login_url.clone(),
+        settings: i.settings.clone(),
+        credentials: serde_json::from_str(&credentials)
+            .map_err(|_| CrmError::Invalid("the stored credentials are not JSON".into()))?,
+        mapping: i.mapping.clone(),
+    })
+}
 
 /// How the service runs.
 #[derive(Clone, Debug)]
@@ -89,22 +107,7 @@ impl CrmService {
 
     /// The connector for `i`, with its credentials opened.
     fn connector(&self, i: &Integration) -> Result<Box<dyn Connector>, CrmError> {
-        let credentials = self
-            .seal
-            .open(&i.sealed)
-            .map_err(|e| CrmError::Invalid(format!("the stored credentials: {e}")))?;
-        connector(
-            ConnectorConfig {
-                kind: i.kind,
-                api_base_url: i.api_base_url.clone(),
-                login_url: i.login_url.clone(),
-                settings: i.settings.clone(),
-                credentials: serde_json::from_str(&credentials)
-                    .map_err(|_| CrmError::Invalid("the stored credentials are not JSON".into()))?,
-                mapping: i.mapping.clone(),
-            },
-            self.http.clone(),
-        )
+        connector(integration_config(&self.seal, i)?, self.http.clone())
     }
 
     /// Asks for a sync of `id` now.

@@ -1,31 +1,16 @@
 //! Configuring destinations: the API's body checked by name, the mapped fields checked
 //! against the CRM's describe answers, and the views the API answers (the destination, its
-//! status, its deliveries).
+//! status, its deliveries). Errors are the integrations' ([`IntegrationError`]): the same
+//! kinds of refusal, answered the same way.
 
+use super::DestinationService;
+use crate::control::{now_ms, ConfigError};
+pub use crate::services::crm::IntegrationError;
 use serde_json::{json, Value};
 use trailspark_core::crm::destination::DeliveryStatus;
 use trailspark_core::crm::{DeliveryEvent, Destination, DestinationFields, Status};
 use trailspark_core::scoring::Score;
 use trailspark_core::tenancy::OrgId;
-use trailspark_crm::{CrmError, FieldProblem};
-
-use super::DestinationService;
-use crate::control::{now_ms, ConfigError};
-
-#[derive(Debug, thiserror::Error)]
-pub enum DestinationError {
-    /// The body is wrong: the message names the field.
-    #[error("{0}")]
-    Invalid(String),
-    /// Mapped fields the CRM does not have.
-    #[error("the CRM does not have these mapped fields")]
-    UnknownFields(Vec<FieldProblem>),
-    /// The CRM could not answer the check.
-    #[error("{0}")]
-    Crm(#[from] CrmError),
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-}
 
 /// `POST /api/destinations`'s body, and a `PATCH`'s (any of these).
 #[derive(Debug, Default, serde::Deserialize)]
@@ -42,9 +27,9 @@ pub struct DestinationInput {
     pub create_properties: Option<bool>,
 }
 
-fn fields(v: &Value) -> Result<DestinationFields, DestinationError> {
+fn fields(v: &Value) -> Result<DestinationFields, IntegrationError> {
     let f: DestinationFields = serde_json::from_value(v.clone()).map_err(|e| {
-        DestinationError::Invalid(format!(
+        IntegrationError::Invalid(format!(
             "`field_mapping` is {{\"score\", \"reasoning\", \"evaluated_at\", \"propensity\"?}}, \
              each a CRM field name: {e}"
         ))
@@ -58,7 +43,7 @@ fn fields(v: &Value) -> Result<DestinationFields, DestinationError> {
     for (k, name) in named {
         if let Some(n) = name {
             if n.trim().is_empty() || n.len() > 255 {
-                return Err(DestinationError::Invalid(format!(
+                return Err(IntegrationError::Invalid(format!(
                     "`field_mapping.{k}` is a CRM field name of 1 to 255 characters"
                 )));
             }
@@ -67,12 +52,12 @@ fn fields(v: &Value) -> Result<DestinationFields, DestinationError> {
     Ok(f)
 }
 
-fn scores(v: &[String]) -> Result<Vec<Score>, DestinationError> {
+fn scores(v: &[String]) -> Result<Vec<Score>, IntegrationError> {
     let mut out: Vec<Score> = v
         .iter()
         .map(|s| {
             Score::parse(&s.to_ascii_lowercase()).ok_or_else(|| {
-                DestinationError::Invalid(format!(
+                IntegrationError::Invalid(format!(
                     "`create_for_scores` holds hot, warm or cold, not `{s}`"
                 ))
             })
@@ -83,13 +68,13 @@ fn scores(v: &[String]) -> Result<Vec<Score>, DestinationError> {
     Ok(out)
 }
 
-fn integration_id(v: &Value) -> Result<u64, DestinationError> {
+fn integration_id(v: &Value) -> Result<u64, IntegrationError> {
     match v {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
-    .ok_or_else(|| DestinationError::Invalid("`integration_id` is an integration's id".into()))
+    .ok_or_else(|| IntegrationError::Invalid("`integration_id` is an integration's id".into()))
 }
 
 impl DestinationService {
@@ -98,7 +83,7 @@ impl DestinationService {
         &self,
         d: &Destination,
         create: bool,
-    ) -> Result<Vec<String>, DestinationError> {
+    ) -> Result<Vec<String>, IntegrationError> {
         let i = self.control.integration(d.org_id, d.integration_id)?;
         let w = self.build_writer(d, &i)?;
         let created = if create {
@@ -108,7 +93,7 @@ impl DestinationService {
         };
         let problems = w.check().await?;
         if !problems.is_empty() {
-            return Err(DestinationError::UnknownFields(problems));
+            return Err(IntegrationError::UnknownFields(problems));
         }
         Ok(created)
     }
@@ -118,13 +103,13 @@ impl DestinationService {
         &self,
         org: OrgId,
         input: DestinationInput,
-    ) -> Result<(Destination, Vec<String>), DestinationError> {
+    ) -> Result<(Destination, Vec<String>), IntegrationError> {
         let integration =
             integration_id(input.integration_id.as_ref().ok_or_else(|| {
-                DestinationError::Invalid("`integration_id` is required".into())
+                IntegrationError::Invalid("`integration_id` is required".into())
             })?)?;
         let i = self.control.integration(org, integration).map_err(|_| {
-            DestinationError::Invalid(format!(
+            IntegrationError::Invalid(format!(
                 "`integration_id` {integration} is not an integration of this org"
             ))
         })?;
@@ -146,7 +131,7 @@ impl DestinationService {
             input
                 .field_mapping
                 .as_ref()
-                .ok_or_else(|| DestinationError::Invalid("`field_mapping` is required".into()))?,
+                .ok_or_else(|| IntegrationError::Invalid("`field_mapping` is required".into()))?,
         )?;
         let now = now_ms();
         let mut d = Destination {
@@ -183,11 +168,11 @@ impl DestinationService {
         org: OrgId,
         id: u64,
         input: DestinationInput,
-    ) -> Result<(Destination, Vec<String>), DestinationError> {
+    ) -> Result<(Destination, Vec<String>), IntegrationError> {
         let mut d = self.control.destination(org, id)?;
         if let Some(v) = &input.integration_id {
             if integration_id(v)? != d.integration_id {
-                return Err(DestinationError::Invalid(
+                return Err(IntegrationError::Invalid(
                     "`integration_id` cannot change: create another destination".into(),
                 ));
             }
@@ -216,7 +201,7 @@ impl DestinationService {
         Ok((d, created))
     }
 
-    pub async fn delete(&self, org: OrgId, id: u64) -> Result<u64, DestinationError> {
+    pub async fn delete(&self, org: OrgId, id: u64) -> Result<u64, IntegrationError> {
         Ok(self.control.delete_destination(org, id).await?)
     }
 
@@ -226,7 +211,7 @@ impl DestinationService {
         org: OrgId,
         id: u64,
         leads: Vec<String>,
-    ) -> Result<Value, DestinationError> {
+    ) -> Result<Value, IntegrationError> {
         self.control.destination(org, id)?;
         let failed = self.ledger.failed_leads(id);
         let queued = if leads.is_empty() {
@@ -342,13 +327,13 @@ impl DestinationService {
         status: Option<&str>,
         lead: Option<&str>,
         limit: usize,
-    ) -> Result<Value, DestinationError> {
+    ) -> Result<Value, IntegrationError> {
         let status = match status {
             None | Some("all") => None,
             Some("failed") => Some(DeliveryStatus::Failed),
             Some("delivered") => Some(DeliveryStatus::Delivered),
             Some(s) => {
-                return Err(DestinationError::Invalid(format!(
+                return Err(IntegrationError::Invalid(format!(
                     "`status` is failed, delivered or all, not `{s}`"
                 )))
             }

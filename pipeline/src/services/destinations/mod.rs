@@ -32,8 +32,9 @@ use trailspark_sinks::destinations::{writer, Delivery, Outcome, Writer, WriterCo
 use trailspark_sinks::read_models::ReadModels;
 
 use crate::control::{now_ms, Control};
+use crate::services::crm::integration_config;
 pub use ledger::{Counts, Ledger, Queued};
-pub use manage::{DestinationError, DestinationInput};
+pub use manage::DestinationInput;
 
 /// How deliveries run.
 #[derive(Clone, Debug)]
@@ -158,23 +159,11 @@ impl DestinationService {
     }
 
     fn build_writer(&self, d: &Destination, i: &Integration) -> Result<Box<dyn Writer>, CrmError> {
-        let credentials = self
-            .seal
-            .open(&i.sealed)
-            .map_err(|e| CrmError::Invalid(format!("the stored credentials: {e}")))?;
-        writer(
-            WriterConfig {
-                kind: i.kind,
-                api_base_url: i.api_base_url.clone(),
-                login_url: i.login_url.clone(),
-                settings: i.settings.clone(),
-                credentials: serde_json::from_str(&credentials)
-                    .map_err(|_| CrmError::Invalid("the stored credentials are not JSON".into()))?,
-                mapping: i.mapping.clone(),
-                fields: d.field_mapping.clone(),
-            },
-            self.http.clone(),
-        )
+        let config = WriterConfig {
+            integration: integration_config(&self.seal, i)?,
+            fields: d.field_mapping.clone(),
+        };
+        writer(config, self.http.clone())
     }
 
     /// Runs deliveries until the server stops.

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use trailspark_core::crm::{CrmObject, StdField};
 use trailspark_crm::airtable::{classify, scope, PER_BASE_PER_SEC};
 use trailspark_crm::client::{Answer, CrmHttp};
-use trailspark_crm::{credential, name_types, CrmError, FieldProblem};
+use trailspark_crm::{name_types, CrmError, FieldProblem};
 
 use super::{iso_time, missing_fields, propensity_text, Delivery, Outcome, Writer, WriterConfig};
 
@@ -39,19 +39,7 @@ fn formula_text(s: &str) -> String {
 
 impl AirtableWriter {
     pub fn new(config: WriterConfig, http: CrmHttp) -> Result<AirtableWriter, CrmError> {
-        let token = credential(&config.credentials, "personal_access_token")?;
-        let base = config
-            .settings
-            .get("base_id")
-            .cloned()
-            .ok_or_else(|| CrmError::Invalid("the integration has no `base_id`".into()))?;
-        for role in ["contacts", "companies"] {
-            if !config.settings.contains_key(&format!("tables.{role}")) {
-                return Err(CrmError::Invalid(format!(
-                    "the integration has no `tables.{role}`"
-                )));
-            }
-        }
+        let (token, base) = trailspark_crm::airtable::token_and_base(&config.integration)?;
         Ok(AirtableWriter {
             scope: scope(&base),
             config,
@@ -63,13 +51,14 @@ impl AirtableWriter {
     }
 
     fn table(&self, object: CrmObject) -> &str {
-        let role = object.native(self.config.kind);
-        self.config.settings[&format!("tables.{role}")].as_str()
+        let role = object.native(self.config.integration.kind);
+        self.config.integration.settings[&format!("tables.{role}")].as_str()
     }
 
     /// The contacts' email field, as the integration maps it.
     fn email_field(&self) -> String {
         self.config
+            .integration
             .mapping
             .std_fields_of(CrmObject::Contact)
             .into_iter()
@@ -78,7 +67,10 @@ impl AirtableWriter {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.config.api_base_url.trim_end_matches('/'))
+        format!(
+            "{}{path}",
+            self.config.integration.api_base_url.trim_end_matches('/')
+        )
     }
 
     async fn call(
@@ -306,9 +298,10 @@ impl Writer for AirtableWriter {
                 if !matches!(outcomes[i], Some(Outcome::Delivered { .. })) {
                     continue;
                 }
-                if let (Some(rec), Some(p)) =
-                    (&d.account_record, propensity_text(self.config.kind, d))
-                {
+                if let (Some(rec), Some(p)) = (
+                    &d.account_record,
+                    propensity_text(self.config.integration.kind, d),
+                ) {
                     match by_record.iter_mut().find(|(r, _, _)| r == rec) {
                         Some(e) => {
                             e.1 = p;

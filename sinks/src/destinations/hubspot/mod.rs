@@ -36,7 +36,11 @@ pub fn midnight(ms: i64) -> i64 {
 impl HubspotWriter {
     pub fn new(config: WriterConfig, http: CrmHttp) -> Result<HubspotWriter, CrmError> {
         Ok(HubspotWriter {
-            auth: HubspotAuth::new(http, &config.api_base_url, &config.credentials)?,
+            auth: HubspotAuth::new(
+                http,
+                &config.integration.api_base_url,
+                &config.integration.credentials,
+            )?,
             config,
             types: OnceCell::new(),
         })
@@ -257,7 +261,9 @@ impl Writer for HubspotWriter {
                 if !matches!(results.get(&i), Some(Ok(_))) {
                     continue;
                 }
-                if let (Some(domain), Some(p)) = (&d.domain, propensity_text(self.config.kind, d)) {
+                if let (Some(domain), Some(p)) =
+                    (&d.domain, propensity_text(self.config.integration.kind, d))
+                {
                     let e = by_domain.entry(domain.to_ascii_lowercase()).or_default();
                     e.0 = p;
                     e.1.push(i);

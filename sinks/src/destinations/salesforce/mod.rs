@@ -44,12 +44,12 @@ const GONE: [&str; 3] = [
 
 impl SalesforceWriter {
     pub fn new(config: WriterConfig, http: CrmHttp) -> Result<SalesforceWriter, CrmError> {
-        let login = config
-            .login_url
-            .clone()
-            .unwrap_or_else(|| config.api_base_url.clone());
         Ok(SalesforceWriter {
-            auth: SalesforceAuth::new(http, &login, &config.credentials)?,
+            auth: SalesforceAuth::new(
+                http,
+                config.integration.login_host(),
+                &config.integration.credentials,
+            )?,
             config,
             found: Mutex::new(HashMap::new()),
         })
@@ -323,8 +323,10 @@ impl Writer for SalesforceWriter {
         if let Some(field) = &self.config.fields.propensity {
             for &i in delivered.keys() {
                 let account = found[i].as_ref().and_then(|f| f.account_id.clone());
-                if let (Some(a), Some(p)) = (account, propensity_text(self.config.kind, &batch[i]))
-                {
+                if let (Some(a), Some(p)) = (
+                    account,
+                    propensity_text(self.config.integration.kind, &batch[i]),
+                ) {
                     let e = accounts.entry(a).or_default();
                     e.0 = p;
                     e.1.push(i);

@@ -14,8 +14,8 @@ use trailspark_crm::airtable::classify;
 
 use super::client::CrmHttp;
 use super::{
-    credential, field_problems, name_types, objects_of, standard, Connector, ConnectorConfig,
-    CrmError, Described, FieldProblem, Page, Pull,
+    field_problems, name_types, objects_of, standard, Connector, ConnectorConfig, CrmError,
+    Described, FieldProblem, Page, Pull,
 };
 
 pub use trailspark_crm::airtable::{PENALTY, PER_BASE_PER_SEC};
@@ -45,19 +45,7 @@ fn enc(s: &str) -> String {
 
 impl Airtable {
     pub fn new(config: ConnectorConfig, http: CrmHttp) -> Result<Airtable, CrmError> {
-        let token = credential(&config, "personal_access_token")?;
-        let base = config
-            .settings
-            .get("base_id")
-            .cloned()
-            .ok_or_else(|| CrmError::Invalid("credentials need `base_id`".into()))?;
-        for role in ["contacts", "companies"] {
-            if !config.settings.contains_key(&format!("tables.{role}")) {
-                return Err(CrmError::Invalid(format!(
-                    "credentials need `tables.{role}`, the table holding {role}"
-                )));
-            }
-        }
+        let (token, base) = trailspark_crm::airtable::token_and_base(&config)?;
         let modified_field = config
             .settings
             .get("tables.modified_field")

@@ -41,12 +41,8 @@ fn soql_time(ms: i64) -> String {
 
 impl Salesforce {
     pub fn new(config: ConnectorConfig, http: CrmHttp) -> Result<Salesforce, CrmError> {
-        let login = config
-            .login_url
-            .clone()
-            .unwrap_or_else(|| config.api_base_url.clone());
         Ok(Salesforce {
-            auth: SalesforceAuth::new(http, &login, &config.credentials)?,
+            auth: SalesforceAuth::new(http, config.login_host(), &config.credentials)?,
             config,
         })
     }
