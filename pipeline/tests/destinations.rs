@@ -13,70 +13,8 @@ use common::crm::{
 };
 use common::destinations::*;
 use common::scoring::{call, lead, ok};
-use common::*;
 use reqwest::Method;
-use serde_json::{json, Value};
-
-fn connect(s: &Server, body: Value) -> u64 {
-    let (st, v) = call(s, Method::POST, "/api/integrations", Some(body));
-    assert_eq!(st, 201, "{v}");
-    v["id"].as_u64().unwrap()
-}
-
-/// A field of the record of `object` with `email`.
-fn field(store: &Store, object: &str, email_field: &str, email: &str, name: &str) -> Value {
-    store
-        .find(object, email_field, email)
-        .and_then(|r| r.fields.get(name).cloned())
-        .unwrap_or(Value::Null)
-}
-
-const SF_REFRESH: &str = "5Aep861TSESvWeug_xvFHRBTTbf_YrTWgEyjBJvT8mLQ-refresh";
-
-fn salesforce_store(contacts: usize) -> Store {
-    let mut store = Store::salesforce();
-    for o in ["Lead", "Contact"] {
-        let schema = store.schema.get_mut(o).unwrap();
-        schema.insert("TrailSpark_Score__c".into(), "string".into());
-        schema.insert("TrailSpark_Evaluation_Date__c".into(), "datetime".into());
-        schema.insert("TrailSpark_Reasoning__c".into(), "textarea".into());
-    }
-    store
-        .schema
-        .get_mut("Account")
-        .unwrap()
-        .insert("TrailSpark_Propensity__c".into(), "string".into());
-    let t0 = 1_700_000_000_000;
-    store.put(
-        "Account",
-        "001A",
-        t0,
-        json!({"Name": "Acme", "Website": "https://acme.com"}),
-    );
-    for i in 0..contacts {
-        store.put("Contact", &format!("003C{i:04}"), t0, json!({"AccountId": "001A", "Email": format!("c{i}@acme.com"), "LastName": format!("C{i}")}));
-    }
-    // One person who is both a Contact and a Lead: the Contact is written.
-    store.put(
-        "Contact",
-        "003BOTH",
-        t0,
-        json!({"AccountId": "001A", "Email": "both@acme.com", "LastName": "Both"}),
-    );
-    store.put(
-        "Lead",
-        "00QBOTH",
-        t0,
-        json!({"Email": "both@acme.com", "LastName": "Both", "Company": "Acme"}),
-    );
-    store.put(
-        "Lead",
-        "00QL1",
-        t0,
-        json!({"Email": "lee@initech.com", "LastName": "Lee", "Company": "Initech"}),
-    );
-    store
-}
+use serde_json::json;
 
 const SF_FIELDS: [&str; 3] = [
     "TrailSpark_Score__c",

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use super::crm::Store;
 use super::scoring::{call, lead, mapping_rules, model, ok, run_batch};
 use super::Server;
 
@@ -127,4 +128,68 @@ pub fn settle_state(s: &Server, id: u64, state: &str) -> Value {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Connects an integration; answers its id.
+pub fn connect(s: &Server, body: Value) -> u64 {
+    let (st, v) = call(s, Method::POST, "/api/integrations", Some(body));
+    assert_eq!(st, 201, "{v}");
+    v["id"].as_u64().unwrap()
+}
+
+/// A field of the record of `object` with `email`.
+pub fn field(store: &Store, object: &str, email_field: &str, email: &str, name: &str) -> Value {
+    store
+        .find(object, email_field, email)
+        .and_then(|r| r.fields.get(name).cloned())
+        .unwrap_or(Value::Null)
+}
+
+pub const SF_REFRESH: &str = "5Aep861TSESvWeug_xvFHRBTTbf_YrTWgEyjBJvT8mLQ-refresh";
+
+/// A Salesforce org with the suggested destination fields, one Account, `contacts`
+/// Contacts of it, a person who is both a Contact and a Lead, and a Lead.
+pub fn salesforce_store(contacts: usize) -> Store {
+    let mut store = Store::salesforce();
+    for o in ["Lead", "Contact"] {
+        let schema = store.schema.get_mut(o).unwrap();
+        schema.insert("TrailSpark_Score__c".into(), "string".into());
+        schema.insert("TrailSpark_Evaluation_Date__c".into(), "datetime".into());
+        schema.insert("TrailSpark_Reasoning__c".into(), "textarea".into());
+    }
+    store
+        .schema
+        .get_mut("Account")
+        .unwrap()
+        .insert("TrailSpark_Propensity__c".into(), "string".into());
+    let t0 = 1_700_000_000_000;
+    store.put(
+        "Account",
+        "001A",
+        t0,
+        json!({"Name": "Acme", "Website": "https://acme.com"}),
+    );
+    for i in 0..contacts {
+        store.put("Contact", &format!("003C{i:04}"), t0, json!({"AccountId": "001A", "Email": format!("c{i}@acme.com"), "LastName": format!("C{i}")}));
+    }
+    // One person who is both a Contact and a Lead: the Contact is written.
+    store.put(
+        "Contact",
+        "003BOTH",
+        t0,
+        json!({"AccountId": "001A", "Email": "both@acme.com", "LastName": "Both"}),
+    );
+    store.put(
+        "Lead",
+        "00QBOTH",
+        t0,
+        json!({"Email": "both@acme.com", "LastName": "Both", "Company": "Acme"}),
+    );
+    store.put(
+        "Lead",
+        "00QL1",
+        t0,
+        json!({"Email": "lee@initech.com", "LastName": "Lee", "Company": "Initech"}),
+    );
+    store
 }
