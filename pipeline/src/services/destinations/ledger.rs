@@ -7,7 +7,7 @@
 //! with exactly the evaluations no result settled: at most the batches in flight at a crash
 //! are sent again, and sending the same values twice leaves the CRM as it was.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use trailspark_core::crm::destination::fingerprint;
@@ -277,16 +277,19 @@ impl Ledger {
         }
     }
 
-    /// The oldest `n` queued evaluations of destination `id`, in log order.
-    pub fn take(&self, id: u64, n: usize) -> Vec<Queued> {
+    /// The oldest `n` queued evaluations of destination `id`, in log order, but those in
+    /// `skip` (evaluation ids).
+    pub fn take(&self, id: u64, n: usize, skip: &HashSet<String>) -> Vec<Queued> {
         let s = self.state.lock().unwrap();
         let Some(d) = s.dests.get(&id) else {
             return Vec::new();
         };
         d.order
             .iter()
+            .filter_map(|(_, lead)| d.pending.get(lead))
+            .filter(|q| !skip.contains(&q.evaluation.id))
             .take(n)
-            .filter_map(|(_, lead)| d.pending.get(lead).cloned())
+            .cloned()
             .collect()
     }
 
@@ -443,7 +446,7 @@ mod tests {
     fn shown(l: &Ledger) -> (String, Vec<(String, String)>) {
         let c = l.counts(7);
         let q = l
-            .take(7, usize::MAX)
+            .take(7, usize::MAX, &HashSet::new())
             .into_iter()
             .map(|q| (q.evaluation.lead_id.clone(), q.evaluation.id.clone()))
             .collect();
@@ -467,7 +470,7 @@ mod tests {
         let mut delivered = 0;
         for pos in 2..400u64 {
             let entry = if next(3) == 0 {
-                let queued = live.take(7, 5);
+                let queued = live.take(7, 5, &HashSet::new());
                 let picked: Vec<RecordResult> = queued
                     .iter()
                     .filter(|_| next(2) == 0)
@@ -518,7 +521,7 @@ mod tests {
         ]));
         assert_eq!(l.counts(7).queued, 0, "off: nothing is queued");
         l.follow(&Arc::new(vec![(5, destination(true))]));
-        let q = l.take(7, 10);
+        let q = l.take(7, 10, &HashSet::new());
         assert_eq!(
             q.iter()
                 .map(|q| q.evaluation.id.as_str())
@@ -543,7 +546,7 @@ mod tests {
                 lead_ids: vec![],
             })),
         )]));
-        assert_eq!(l.take(7, 10)[0].evaluation.id, "ev_4");
+        assert_eq!(l.take(7, 10, &HashSet::new())[0].evaluation.id, "ev_4");
         assert_eq!(l.counts(7).failed, 0);
         // The same hot result again is not queued; a new one is.
         l.follow(&Arc::new(vec![

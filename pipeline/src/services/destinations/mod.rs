@@ -5,7 +5,8 @@
 //! limit), looks the leads up in the read models, hands the batch to the destination's
 //! [`Writer`], and appends each record's final result to the log before taking more. So a
 //! failing or paused destination holds up nobody but itself, and a restart resumes from
-//! the log with at most the batch in flight sent again.
+//! the log with at most the batches in flight sent again (two: one being written, and one
+//! whose results are being appended while it is).
 //!
 //! Transient failures back off per destination (spec §6.6: 1 min, 5 min, 30 min, 2 h, 12
 //! h, scaled by [`DestinationConfig::retry_base`]); after the fifth a record is recorded as
@@ -63,6 +64,8 @@ const BACKOFF: [u32; 5] = [1, 5, 30, 120, 720];
 /// What a writer is built from: the destination's and the integration's versions, and the
 /// sealed credentials (a rotation changes them without an edit).
 type WriterKey = (i64, i64, String);
+/// A batch's results on their way to the log.
+type Recording = tokio::task::JoinHandle<Result<(), String>>;
 /// A writer with what it was built from.
 type Built = (WriterKey, Arc<dyn Writer>);
 
@@ -190,77 +193,120 @@ impl DestinationService {
     }
 
     /// Delivers destination `id`'s queue, a batch at a time, until it is empty or must wait.
+    /// A batch's results are recorded while the next batch is written (so the log's
+    /// append does not idle the CRM's rate), with at most one batch awaiting its record.
     async fn deliver(&self, id: u64) {
+        let mut recording: Option<(HashSet<String>, Recording)> = None;
         loop {
-            let Some((d, i)) = self.lookup(id) else {
-                return;
+            let next = {
+                let none = HashSet::new();
+                let skip = recording.as_ref().map_or(&none, |(ids, _)| ids);
+                self.deliver_one(id, skip).await
             };
-            if !d.active() {
-                return;
-            }
-            if i.status != Status::Connected {
-                self.with_runtime(id, |r| {
-                    r.reason = Some(format!(
-                        "the integration is disconnected: {}",
-                        i.reason.as_deref().unwrap_or("reconnect it")
-                    ))
-                });
-                return;
-            }
-            let now = now_ms();
-            let rt = self.runtime(id);
-            if rt.paused_until.is_some_and(|t| t > now) || rt.retry_at.is_some_and(|t| t > now) {
-                return;
-            }
-            let w = match self.writer(&d, &i) {
-                Ok(w) => w,
-                Err(e) => {
-                    self.with_runtime(id, |r| r.last_error = Some(e.to_string()));
+            if let Some((_, h)) = recording.take() {
+                if !self.recorded(id, h).await {
                     return;
                 }
+            }
+            let Some((ids, event)) = next else {
+                return;
             };
-            let batch = self.ledger.take(id, w.batch_size());
-            if batch.is_empty() {
-                return;
-            }
-            self.with_runtime(id, |r| {
-                r.in_flight = batch.len();
-                r.last_attempt_at = Some(now);
-                r.paused_until = None;
-                r.reason = None;
-            });
-            let results = self.attempt(&d, &i, &*w, &batch).await;
-            if let Some(new) = w.rotated() {
-                if let Err(e) = self
-                    .control
-                    .rotate_integration_credentials(i.id, self.seal.seal(&new))
+            let (control, ledger) = (self.control.clone(), self.ledger.clone());
+            let h = tokio::spawn(async move {
+                let pos = control
+                    .commit_delivery(event)
                     .await
-                {
-                    tracing::warn!(error = %e, "Could not keep rotated CRM credentials.");
-                }
+                    .map_err(|e| e.to_string())?;
+                ledger.wait_applied(pos).await;
+                Ok(())
+            });
+            recording = Some((ids, h));
+        }
+    }
+
+    /// Waits for a batch's results to be on the log (and applied); `false` when they could
+    /// not be appended (the batch stays queued, after a backoff).
+    async fn recorded(&self, id: u64, h: Recording) -> bool {
+        match h.await.map_err(|e| e.to_string()).and_then(|r| r) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, destination = id, "Could not record deliveries.");
+                self.backoff(id, 1, e);
+                false
             }
-            self.with_runtime(id, |r| r.in_flight = 0);
-            if results.is_empty() {
-                // Nothing settled: the runtime says when to try again.
-                return;
+        }
+    }
+
+    /// Writes one batch (skipping evaluations in `skip`, whose results are being recorded);
+    /// answers its evaluations and the results to record, or `None` when there is nothing
+    /// to do now.
+    async fn deliver_one(
+        &self,
+        id: u64,
+        skip: &HashSet<String>,
+    ) -> Option<(HashSet<String>, DeliveryEvent)> {
+        let (d, i) = self.lookup(id)?;
+        if !d.active() {
+            return None;
+        }
+        if i.status != Status::Connected {
+            self.with_runtime(id, |r| {
+                r.reason = Some(format!(
+                    "the integration is disconnected: {}",
+                    i.reason.as_deref().unwrap_or("reconnect it")
+                ))
+            });
+            return None;
+        }
+        let now = now_ms();
+        let rt = self.runtime(id);
+        if rt.paused_until.is_some_and(|t| t > now) || rt.retry_at.is_some_and(|t| t > now) {
+            return None;
+        }
+        let w = match self.writer(&d, &i) {
+            Ok(w) => w,
+            Err(e) => {
+                self.with_runtime(id, |r| r.last_error = Some(e.to_string()));
+                return None;
             }
-            let through = batch.iter().map(|q| q.position).max().unwrap_or(0);
-            let event = DeliveryEvent::Results {
+        };
+        let batch = self.ledger.take(id, w.batch_size(), skip);
+        if batch.is_empty() {
+            return None;
+        }
+        self.with_runtime(id, |r| {
+            r.in_flight = batch.len();
+            r.last_attempt_at = Some(now);
+            r.paused_until = None;
+            r.reason = None;
+        });
+        let results = self.attempt(&d, &i, &*w, &batch).await;
+        if let Some(new) = w.rotated() {
+            if let Err(e) = self
+                .control
+                .rotate_integration_credentials(i.id, self.seal.seal(&new))
+                .await
+            {
+                tracing::warn!(error = %e, "Could not keep rotated CRM credentials.");
+            }
+        }
+        self.with_runtime(id, |r| r.in_flight = 0);
+        if results.is_empty() {
+            // Nothing settled: the runtime says when to try again.
+            return None;
+        }
+        let ids = results.iter().map(|r| r.evaluation_id.clone()).collect();
+        let through = batch.iter().map(|q| q.position).max().unwrap_or(0);
+        Some((
+            ids,
+            DeliveryEvent::Results {
                 org_id: d.org_id,
                 destination_id: id,
                 at: now_ms(),
                 through,
                 results,
-            };
-            match self.control.commit_delivery(event).await {
-                Ok(pos) => self.ledger.wait_applied(pos).await,
-                Err(e) => {
-                    tracing::warn!(error = %e, destination = id, "Could not record deliveries.");
-                    self.backoff(id, 1, e.to_string());
-                    return;
-                }
-            }
-        }
+            },
+        ))
     }
 
     fn backoff(&self, id: u64, attempt: u32, error: String) {
