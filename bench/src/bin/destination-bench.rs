@@ -135,10 +135,21 @@ impl Ts {
         Ok(())
     }
 
-    /// Connects an integration; answers its id.
+    /// Connects an integration and waits for its first sync to end (it shares the CRM's
+    /// request rate with the destination); answers its id.
     fn destination(&self, body: Value) -> anyhow::Result<(u64, ())> {
         let i = self.call(Method::POST, "/api/integrations", Some(body))?;
-        Ok((i["id"].as_u64().context("no integration id")?, ()))
+        let id = i["id"].as_u64().context("no integration id")?;
+        let t0 = Instant::now();
+        loop {
+            let v = self.call(Method::GET, &format!("/api/integrations/{id}"), None)?;
+            match v["sync"]["last"]["state"].as_str() {
+                Some("running") | None if t0.elapsed() < Duration::from_secs(300) => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                _ => return Ok((id, ())),
+            }
+        }
     }
 
     fn status(&self, id: u64) -> anyhow::Result<Value> {
