@@ -405,6 +405,11 @@ fn hubspot_gets_batches_of_100_maps_207s_and_pauses_on_its_daily_limit() {
         ),
         after["reasoning"]
     );
+    drop(store);
+
+    // Another org sees none of it, and cannot use this org's integration.
+    isolated(&s, id, body);
+    assert_eq!(status(&s, id)["send_evaluations"], true);
 }
 
 const AT_TOKEN: &str = "patAbC123.0123456789abcdef";

@@ -193,3 +193,54 @@ pub fn salesforce_store(contacts: usize) -> Store {
     );
     store
 }
+
+/// Another org's Owner sees none of destination `id`, cannot change it, and cannot create a
+/// destination with `create` (a body naming this org's integration).
+pub fn isolated(s: &Server, id: u64, create: Value) {
+    let r = s.admin(
+        Method::POST,
+        "/api/admin/orgs",
+        super::ADMIN_TOKEN,
+        Some(json!({"name": "Other"})),
+    );
+    let other = r.json::<serde_json::Value>().unwrap()["owner_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let as_other = |m: Method, path: &str, body: Option<serde_json::Value>| {
+        let r = s.admin(m, path, &other, body);
+        (
+            r.status().as_u16(),
+            r.json::<serde_json::Value>().unwrap_or_default(),
+        )
+    };
+    let (st, v) = as_other(Method::GET, "/api/destinations", None);
+    assert_eq!(
+        (st, v["destinations"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{v}"
+    );
+    for path in ["", "/status", "/deliveries?status=failed"] {
+        let (st, _) = as_other(Method::GET, &format!("/api/destinations/{id}{path}"), None);
+        assert_eq!(st, 404, "{path}");
+    }
+    assert_eq!(
+        as_other(Method::POST, &format!("/api/destinations/{id}/retry"), None).0,
+        404
+    );
+    assert_eq!(
+        as_other(
+            Method::PATCH,
+            &format!("/api/destinations/{id}"),
+            Some(json!({"send_evaluations": false}))
+        )
+        .0,
+        404
+    );
+    assert_eq!(
+        as_other(Method::DELETE, &format!("/api/destinations/{id}"), None).0,
+        404
+    );
+    let (st, v) = as_other(Method::POST, "/api/destinations", Some(create));
+    assert_eq!(st, 400, "{v}");
+}
