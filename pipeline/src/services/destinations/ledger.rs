@@ -94,7 +94,6 @@ struct State {
     dests: BTreeMap<u64, DestState>,
     /// Per org, each lead's latest evaluation: what a new destination starts from.
     latest: HashMap<OrgId, HashMap<String, Queued>>,
-    applied: u64,
 }
 
 impl State {
@@ -214,16 +213,19 @@ impl State {
 }
 
 /// The ledger: follows the log, and answers the delivery service and the API.
-#[derive(Default)]
 pub struct Ledger {
     state: Mutex<State>,
     /// Woken when something may have been queued.
     pub wake: tokio::sync::Notify,
-    applied: Mutex<Option<tokio::sync::watch::Sender<u64>>>,
+    /// The log position applied.
+    applied: tokio::sync::watch::Sender<u64>,
 }
 
 impl Follower for Ledger {
     fn follow(&self, entries: &Committed) {
+        let Some(last) = entries.last().map(|(p, _)| *p) else {
+            return;
+        };
         let mut s = self.state.lock().unwrap();
         for (pos, e) in entries.iter() {
             match e {
@@ -244,37 +246,25 @@ impl Follower for Ledger {
                 LogEntry::Delivery(d) => s.delivery(d),
                 _ => {}
             }
-            s.applied = *pos;
         }
-        let applied = s.applied;
         drop(s);
-        if let Some(tx) = self.applied.lock().unwrap().as_ref() {
-            tx.send_replace(applied);
-        }
+        self.applied.send_replace(last);
         self.wake.notify_one();
     }
 }
 
 impl Ledger {
     pub fn new() -> Arc<Ledger> {
-        let (tx, _) = tokio::sync::watch::channel(0);
         Arc::new(Ledger {
-            applied: Mutex::new(Some(tx)),
-            ..Default::default()
+            state: Mutex::default(),
+            wake: tokio::sync::Notify::new(),
+            applied: tokio::sync::watch::channel(0).0,
         })
     }
 
     /// Waits until the ledger has applied the log up to `position`.
     pub async fn wait_applied(&self, position: u64) {
-        let rx = self
-            .applied
-            .lock()
-            .unwrap()
-            .as_ref()
-            .map(|tx| tx.subscribe());
-        if let Some(mut rx) = rx {
-            let _ = rx.wait_for(|p| *p >= position).await;
-        }
+        let _ = self.applied.subscribe().wait_for(|p| *p >= position).await;
     }
 
     /// The oldest `n` queued evaluations of destination `id`, in log order, but those in

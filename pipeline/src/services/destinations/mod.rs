@@ -3,10 +3,10 @@
 //! What is queued comes from the [`Ledger`], which derives it from the log. One worker per
 //! destination with something queued takes the oldest evaluations (up to its CRM's batch
 //! limit), looks the leads up in the read models, hands the batch to the destination's
-//! [`Writer`], and appends each record's final result to the log before taking more. So a
-//! failing or paused destination holds up nobody but itself, and a restart resumes from
-//! the log with at most the batches in flight sent again (two: one being written, and one
-//! whose results are being appended while it is).
+//! [`Writer`], and appends each record's final result to the log while it writes the next
+//! batch (at most one batch awaits its record). So a failing or paused destination holds
+//! up nobody but itself, and a restart resumes from the log with at most the batches in
+//! flight sent again (two: one being written, and one whose results are being appended).
 //!
 //! Transient failures back off per destination (spec §6.6: 1 min, 5 min, 30 min, 2 h, 12
 //! h, scaled by [`DestinationConfig::retry_base`]); after the fifth a record is recorded as
@@ -341,10 +341,10 @@ impl DestinationService {
                     results.push(result(
                         q,
                         1,
-                        Err(Outcome::failed(
+                        Outcome::failed(
                             "no_email",
                             "the lead has no email to find its CRM record by",
-                        )),
+                        ),
                     ));
                     continue;
                 };
@@ -396,9 +396,9 @@ impl DestinationService {
                                 Some(retried.map_or((n, msg.clone()), |(m, s)| (m.max(n), s)));
                         }
                         Outcome::Retry(e) => {
-                            results.push(result(q, n, Err(Outcome::Failed(exhausted(e, n)))))
+                            results.push(result(q, n, Outcome::Failed(exhausted(e, n))))
                         }
-                        o => results.push(result(q, n, Ok(o))),
+                        o => results.push(result(q, n, o)),
                     }
                 }
                 for r in &results {
@@ -446,7 +446,7 @@ impl DestinationService {
                             code: "unreachable".into(),
                             message: m.clone(),
                         };
-                        results.push(result(q, n, Err(Outcome::Failed(exhausted(e, n)))));
+                        results.push(result(q, n, Outcome::Failed(exhausted(e, n))));
                     } else {
                         self.with_runtime(id, |r| {
                             r.attempts.insert(q.evaluation.lead_id.clone(), n);
@@ -462,7 +462,7 @@ impl DestinationService {
                 };
                 for q in &queued {
                     let n = attempts_of(&q.evaluation.lead_id);
-                    results.push(result(q, n, Err(Outcome::failed(&code, e.to_string()))));
+                    results.push(result(q, n, Outcome::failed(&code, e.to_string())));
                 }
                 self.with_runtime(id, |r| r.last_error = Some(e.to_string()));
             }
@@ -478,8 +478,8 @@ fn exhausted(e: DeliveryError, n: u32) -> DeliveryError {
     }
 }
 
-/// A settled record's result: `Ok(delivered)`, or `Err(failed)`.
-fn result(q: &Queued, attempts: u32, o: Result<Outcome, Outcome>) -> RecordResult {
+/// A settled record's result (a `Retry` outcome is recorded as failed).
+fn result(q: &Queued, attempts: u32, o: Outcome) -> RecordResult {
     let e = &q.evaluation;
     let mut r = RecordResult {
         lead_id: e.lead_id.clone(),
@@ -495,21 +495,19 @@ fn result(q: &Queued, attempts: u32, o: Result<Outcome, Outcome>) -> RecordResul
         fingerprint: q.fingerprint(),
     };
     match o {
-        Ok(Outcome::Delivered {
+        Outcome::Delivered {
             object,
             record_id,
             created,
             propensity_written,
-        }) => {
+        } => {
             r.status = DeliveryStatus::Delivered;
             r.object = Some(object);
             r.record_id = Some(record_id);
             r.created = created;
             r.propensity_written = propensity_written;
         }
-        Ok(Outcome::Failed(err) | Outcome::Retry(err))
-        | Err(Outcome::Failed(err) | Outcome::Retry(err)) => r.error = Some(err),
-        Err(Outcome::Delivered { .. }) => {}
+        Outcome::Failed(err) | Outcome::Retry(err) => r.error = Some(err),
     }
     r
 }

@@ -146,13 +146,7 @@ impl AirtableWriter {
                 .json()?;
             let mut found = self.found.lock().unwrap();
             for r in v["records"].as_array().into_iter().flatten() {
-                if let Some(e) = r
-                    .pointer(&format!(
-                        "/fields/{}",
-                        field.replace('~', "~0").replace('/', "~1")
-                    ))
-                    .and_then(Value::as_str)
-                {
+                if let Some(e) = r["fields"].get(&field).and_then(Value::as_str) {
                     found.insert(e.to_ascii_lowercase(), e.to_string());
                 }
             }
@@ -275,7 +269,7 @@ impl Writer for AirtableWriter {
                     Some(id) => {
                         self.found.lock().unwrap().insert(
                             batch[*i].email.to_ascii_lowercase(),
-                            r.and_then(|r| r.pointer(&format!("/fields/{email_field}")))
+                            r.and_then(|r| r["fields"].get(&email_field))
                                 .and_then(Value::as_str)
                                 .unwrap_or(&batch[*i].email)
                                 .to_string(),

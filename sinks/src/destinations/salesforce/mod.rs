@@ -285,25 +285,28 @@ impl Writer for SalesforceWriter {
         updates.sort_by_key(|(_, r)| r["attributes"]["type"] != "Contact");
         let (order, records): (Vec<usize>, Vec<Value>) = updates.into_iter().unzip();
         let results = self.collection(Method::PATCH, records).await?;
-        let mut delivered: BTreeMap<usize, (String, String, bool)> = BTreeMap::new();
+        let delivered = |object: String, record_id: String, created: bool| Outcome::Delivered {
+            object,
+            record_id,
+            created,
+            propensity_written: false,
+        };
         for (i, r) in order.into_iter().zip(&results) {
             let object = found[i].as_ref().map_or("Lead", |f| f.object);
-            match outcome_of(r, object) {
-                Ok((o, id)) => {
-                    delivered.insert(i, (o, id, false));
-                }
+            outcomes[i] = Some(match outcome_of(r, object) {
+                Ok((o, id)) => delivered(o, id, false),
                 Err(out) => {
                     if matches!(&out, Outcome::Retry(e) if GONE.contains(&e.code.as_str())) {
                         self.forget(&batch[i].email);
                     }
-                    outcomes[i] = Some(out);
+                    out
                 }
-            }
+            });
         }
         let (order, records): (Vec<usize>, Vec<Value>) = creates.into_iter().unzip();
         let results = self.collection(Method::POST, records).await?;
         for (i, r) in order.into_iter().zip(&results) {
-            match outcome_of(r, "Lead") {
+            outcomes[i] = Some(match outcome_of(r, "Lead") {
                 Ok((o, id)) => {
                     self.found.lock().unwrap().insert(
                         batch[i].email.to_ascii_lowercase(),
@@ -313,15 +316,18 @@ impl Writer for SalesforceWriter {
                             account_id: None,
                         },
                     );
-                    delivered.insert(i, (o, id, true));
+                    delivered(o, id, true)
                 }
-                Err(out) => outcomes[i] = Some(out),
-            }
+                Err(out) => out,
+            });
         }
         // Propensity on the Contacts' Accounts: the batch's latest value per account.
-        let mut accounts: BTreeMap<String, (String, Vec<usize>)> = BTreeMap::new();
         if let Some(field) = &self.config.fields.propensity {
-            for &i in delivered.keys() {
+            let mut accounts: BTreeMap<String, (String, Vec<usize>)> = BTreeMap::new();
+            for (i, o) in outcomes.iter().enumerate() {
+                if !matches!(o, Some(Outcome::Delivered { .. })) {
+                    continue;
+                }
                 let account = found[i].as_ref().and_then(|f| f.account_id.clone());
                 if let (Some(a), Some(p)) = (
                     account,
@@ -343,26 +349,13 @@ impl Writer for SalesforceWriter {
                     continue;
                 }
                 for i in members {
-                    outcomes[*i] = None;
-                    if let Some((o, id, created)) = delivered.get(i) {
-                        outcomes[*i] = Some(Outcome::Delivered {
-                            object: o.clone(),
-                            record_id: id.clone(),
-                            created: *created,
-                            propensity_written: true,
-                        });
+                    if let Some(Outcome::Delivered {
+                        propensity_written, ..
+                    }) = &mut outcomes[*i]
+                    {
+                        *propensity_written = true;
                     }
                 }
-            }
-        }
-        for (i, (o, id, created)) in delivered {
-            if outcomes[i].is_none() {
-                outcomes[i] = Some(Outcome::Delivered {
-                    object: o,
-                    record_id: id,
-                    created,
-                    propensity_written: false,
-                });
             }
         }
         Ok(outcomes
