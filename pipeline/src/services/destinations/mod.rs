@@ -318,6 +318,56 @@ impl DestinationService {
         });
     }
 
+    /// The batch's deliveries (what the CRM needs of each lead), the evaluations they are
+    /// for, and the results of those that cannot be delivered (a lead without an email).
+    fn prepare<'q>(
+        &self,
+        d: &Destination,
+        i: &Integration,
+        batch: &'q [Queued],
+    ) -> (Vec<Delivery>, Vec<&'q Queued>, Vec<RecordResult>) {
+        let mut results = Vec::new();
+        let mut deliveries = Vec::new();
+        let mut queued = Vec::new();
+        let models = self.read.read();
+        for q in batch {
+            let e = &q.evaluation;
+            let contact = IdKind::parse(&e.lead.kind)
+                .map(|k| Ident::new(e.org_id.0, k, e.lead.value.as_str()))
+                .and_then(|lead| contact_of(&models, &lead));
+            let Some(c) = contact else {
+                results.push(result(
+                    q,
+                    1,
+                    Outcome::failed(
+                        "no_email",
+                        "the lead has no email to find its CRM record by",
+                    ),
+                ));
+                continue;
+            };
+            deliveries.push(Delivery {
+                lead_id: e.lead_id.clone(),
+                email: c.email,
+                first_name: c.first_name,
+                last_name: c.last_name,
+                company: c.company,
+                domain: c.domain,
+                account_record: c
+                    .crm_account
+                    .filter(|(integration, _)| *integration == i.id)
+                    .map(|(_, id)| id),
+                score: e.score,
+                reasoning: e.reasoning.clone(),
+                evaluated_at: e.evaluated_at,
+                propensity: e.propensity,
+                create: d.create_records && d.create_for_scores.contains(&e.score),
+            });
+            queued.push(q);
+        }
+        (deliveries, queued, results)
+    }
+
     /// Builds the batch's deliveries, writes them, and answers the results that settled;
     /// what did not stays queued with the runtime saying when to try again.
     async fn attempt(
@@ -327,46 +377,14 @@ impl DestinationService {
         w: &dyn Writer,
         batch: &[Queued],
     ) -> Vec<RecordResult> {
-        let mut results = Vec::new();
-        let mut deliveries = Vec::new();
-        let mut queued = Vec::new();
-        {
-            let models = self.read.read();
-            for q in batch {
-                let e = &q.evaluation;
-                let contact = IdKind::parse(&e.lead.kind)
-                    .map(|k| Ident::new(e.org_id.0, k, e.lead.value.as_str()))
-                    .and_then(|lead| contact_of(&models, &lead));
-                let Some(c) = contact else {
-                    results.push(result(
-                        q,
-                        1,
-                        Outcome::failed(
-                            "no_email",
-                            "the lead has no email to find its CRM record by",
-                        ),
-                    ));
-                    continue;
-                };
-                deliveries.push(Delivery {
-                    lead_id: e.lead_id.clone(),
-                    email: c.email,
-                    first_name: c.first_name,
-                    last_name: c.last_name,
-                    company: c.company,
-                    domain: c.domain,
-                    account_record: c
-                        .crm_account
-                        .filter(|(integration, _)| *integration == i.id)
-                        .map(|(_, id)| id),
-                    score: e.score,
-                    reasoning: e.reasoning.clone(),
-                    evaluated_at: e.evaluated_at,
-                    propensity: e.propensity,
-                    create: d.create_records && d.create_for_scores.contains(&e.score),
-                });
-                queued.push(q);
-            }
+        let (mut deliveries, mut queued, mut results) = self.prepare(d, i, batch);
+        // A lead the read models do not know yet is not a lead without an email: after a
+        // restart the ledger may hold evaluations the models have not replayed to. Wait
+        // for them to reach those evaluations, then look again.
+        let unknown = results.iter().map(|r| r.position).max().unwrap_or(0);
+        if unknown > self.read.applied() {
+            self.read.wait_for(unknown, Duration::from_secs(30)).await;
+            (deliveries, queued, results) = self.prepare(d, i, batch);
         }
         if deliveries.is_empty() {
             return results;
