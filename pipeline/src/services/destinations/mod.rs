@@ -37,7 +37,7 @@ use crate::services::crm::integration_config;
 pub use ledger::{Counts, Ledger, Queued};
 pub use manage::DestinationInput;
 
-/// How deliveries run.
+/// How deliveries run (the defaults are the server's options: `config/crm.rs`).
 #[derive(Clone, Debug)]
 pub struct DestinationConfig {
     /// The first retry's wait; later ones are 5×, 30×, 120× and 720× it.
@@ -47,16 +47,6 @@ pub struct DestinationConfig {
     /// How long a Salesforce `REQUEST_LIMIT_EXCEEDED` pauses a destination (the org's
     /// allocation is a rolling 24 hours, with no reset time to wait for).
     pub limit_pause: Duration,
-}
-
-impl Default for DestinationConfig {
-    fn default() -> Self {
-        DestinationConfig {
-            retry_base: Duration::from_secs(60),
-            max_attempts: 5,
-            limit_pause: Duration::from_secs(15 * 60),
-        }
-    }
 }
 
 const BACKOFF: [u32; 5] = [1, 5, 30, 120, 720];

@@ -66,9 +66,11 @@ impl HubspotWriter {
         Ok(name_types(v.get("results")))
     }
 
-    async fn types(&self) -> &BTreeMap<String, String> {
+    /// Contact property types, read once: a failed read is not kept (it would send dates
+    /// as datetimes for good), the write fails with it and the next one reads again.
+    async fn types(&self) -> Result<&BTreeMap<String, String>, CrmError> {
         self.types
-            .get_or_init(|| async { self.properties("contacts").await.unwrap_or_default() })
+            .get_or_try_init(|| self.properties("contacts"))
             .await
     }
 
@@ -216,7 +218,7 @@ impl Writer for HubspotWriter {
 
     async fn write(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, CrmError> {
         let f = &self.config.fields;
-        let date_ty = self.types().await.get(&f.evaluated_at).cloned();
+        let date_ty = self.types().await?.get(&f.evaluated_at).cloned();
         let mut update = Vec::new();
         let mut upsert = Vec::new();
         for (i, d) in batch.iter().enumerate() {
