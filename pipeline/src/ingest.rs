@@ -21,6 +21,8 @@ pub struct IngestHandle {
     pub quota: Arc<Quota>,
     log: Log,
     read: Arc<ReadModels>,
+    /// `--public-url`, for analytics.js's settings.
+    pub public_url: Option<String>,
 }
 
 impl IngestHandle {
@@ -29,12 +31,14 @@ impl IngestHandle {
         quota: Arc<Quota>,
         log: Log,
         read: Arc<ReadModels>,
+        public_url: Option<String>,
     ) -> Arc<IngestHandle> {
         Arc::new(IngestHandle {
             registry,
             quota,
             log,
             read,
+            public_url,
         })
     }
 }
@@ -116,6 +120,10 @@ impl Ingest for IngestHandle {
         };
         known(IdKind::AnonymousId, &record.ids.anonymous_id)
             || known(IdKind::DeviceId, &record.ids.device_id)
+    }
+
+    fn public_url(&self) -> Option<&str> {
+        self.public_url.as_deref()
     }
 
     fn wait_applied(&self, pos: u64, timeout: Duration) -> WaitFuture {

@@ -190,7 +190,13 @@ pub async fn build(cfg: &ServeConfig) -> Result<Server, BuildError> {
     // 4. The handles.
     let control = Control::new(registry.clone(), log.clone(), cfg.admin_token.as_deref());
     let quota = Arc::new(Quota::from_counts(replayed.raw_signals.clone()));
-    let ingest = IngestHandle::new(registry.clone(), quota, log.clone(), read.clone());
+    let ingest = IngestHandle::new(
+        registry.clone(),
+        quota,
+        log.clone(),
+        read.clone(),
+        cfg.http.public_url.clone(),
+    );
     let live = Live {
         models: read.clone(),
         registry: registry.clone(),
@@ -278,7 +284,7 @@ pub async fn build(cfg: &ServeConfig) -> Result<Server, BuildError> {
         CrmConfig {
             scheduled: cfg.crm.crm_sync,
             interval: cfg.crm.crm_sync_interval.0,
-            public_url: cfg.crm.public_url.clone(),
+            public_url: cfg.http.public_url.clone(),
         },
         crm_http,
     ));
@@ -296,6 +302,7 @@ pub async fn build(cfg: &ServeConfig) -> Result<Server, BuildError> {
         evaluator,
         crm,
         destinations,
+        cors_origins: cfg.http.cors_origin.clone(),
     });
     Ok(Server {
         api,

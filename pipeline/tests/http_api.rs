@@ -231,7 +231,7 @@ fn methods_and_paths() {
 }
 
 fn status_and_json_err(code: &str) -> Value {
-    let msg = "method not allowed; use POST";
+    let msg = "method not allowed; use POST, PUT, PATCH";
     json!({"error": code, "code": code, "message": msg})
 }
 

@@ -2,10 +2,13 @@
 //!
 //! The key is in the URL path (webhooks) or the Basic-auth username / `writeKey` (Segment
 //! tracking API). A key with a secret additionally needs either the secret itself in
-//! `X-Api-Secret` or `X-Signature: sha256=<hex HMAC-SHA256(secret, raw body)>`; both are
-//! compared in constant time. A key without a secret ignores both headers.
+//! `X-Api-Secret` or an `X-Signature` HMAC of the raw body under the secret:
+//! `sha256=<hex HMAC-SHA256>`, or `<hex HMAC-SHA1>` bare or as `sha1=<hex>`, which is what
+//! Segment's Webhooks (Actions) destination sends. Both are compared in constant time. A key
+//! without a secret ignores both headers.
 
 use hmac::{Hmac, Mac};
+use sha1::Sha1;
 use sha2::Sha256;
 use trailspark_core::secret;
 use trailspark_core::tenancy::{ApiKey, EndpointType, KeyRejection};
@@ -54,16 +57,39 @@ pub fn check_secret(
 }
 
 fn verify_signature(secret: &str, header: &str, body: &[u8]) -> Result<(), IngestError> {
-    let hex_sig = header
-        .trim()
-        .strip_prefix("sha256=")
-        .ok_or(IngestError::InvalidSecret)?;
-    let sig = hex::decode(hex_sig).map_err(|_| IngestError::InvalidSecret)?;
+    let header = header.trim();
+    let key = secret.as_bytes();
+    let verified = if let Some(hex_sig) = header.strip_prefix("sha256=") {
+        let sig = hex::decode(hex_sig).map_err(|_| IngestError::InvalidSecret)?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+        mac.update(body);
+        mac.verify_slice(&sig).is_ok()
+    } else {
+        // Segment signs with bare hex; `sha1=` is GitHub's spelling of the same thing. A
+        // bare value must be SHA-1's 40 digits, so a SHA-256 digest without its prefix is
+        // refused rather than guessed at.
+        let hex_sig = header.strip_prefix("sha1=").unwrap_or(header);
+        if hex_sig.len() != 40 {
+            return Err(IngestError::InvalidSecret);
+        }
+        let sig = hex::decode(hex_sig).map_err(|_| IngestError::InvalidSecret)?;
+        let mut mac = Hmac::<Sha1>::new_from_slice(key).expect("HMAC takes any key length");
+        mac.update(body);
+        mac.verify_slice(&sig).is_ok()
+    };
+    if verified {
+        Ok(())
+    } else {
+        Err(IngestError::InvalidSecret)
+    }
+}
+
+/// The `X-Signature` Segment's Webhooks destination sends: bare hex HMAC-SHA1.
+pub fn sign_sha1(secret: &str, body: &[u8]) -> String {
     let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+        Hmac::<Sha1>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(body);
-    mac.verify_slice(&sig)
-        .map_err(|_| IngestError::InvalidSecret)
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// The `X-Signature` value for `body` under `secret` (used by clients and tests).
@@ -92,6 +118,7 @@ mod tests {
             created_at: 0,
             revoked_at: None,
             template: None,
+            allowed_origins: None,
         }
     }
 
@@ -114,6 +141,18 @@ mod tests {
         assert!(
             check_secret(&k, None, Some(&sig[7..]), b"{\"a\":1}").is_err(),
             "prefix required"
+        );
+        let sha1 = sign_sha1("s3cret", b"{\"a\":1}");
+        assert_eq!(sha1.len(), 40);
+        assert!(check_secret(&k, None, Some(&sha1), b"{\"a\":1}").is_ok());
+        let prefixed = format!("sha1={sha1}");
+        assert!(check_secret(&k, None, Some(&prefixed), b"{\"a\":1}").is_ok());
+        assert!(check_secret(&k, None, Some(&sha1), b"{\"a\":2}").is_err());
+        assert!(check_secret(&k, None, Some(&sign_sha1("other", b"{}")), b"{}").is_err());
+        // A known vector: HMAC-SHA1("key", "The quick brown fox jumps over the lazy dog").
+        assert_eq!(
+            sign_sha1("key", b"The quick brown fox jumps over the lazy dog"),
+            "de7c9b85b8b78aa6bc8a7a36f70a90701c9db4d9"
         );
         // A key without a secret ignores the headers.
         assert!(check_secret(&key(None), Some("anything"), None, b"{}").is_ok());

@@ -35,14 +35,17 @@ pub enum IngestError {
         "the API key belongs to another organization than {subject_org}, the one the subject names"
     )]
     WrongOrg { subject_org: u64 },
+    #[error("this API key does not allow browser requests from origin `{0}`; add it to the key's allowed_origins")]
+    OriginNotAllowed(String),
     #[error("{0}")]
     Unprocessable(String),
     #[error("the organization's raw signal limit of {} for {} is reached; enable overages or upgrade the plan", .0.limit, .0.period())]
     LimitReached(LimitReached),
     #[error("{0}")]
     RequestTimeout(String),
-    #[error("method not allowed; use POST")]
-    MethodNotAllowed,
+    /// With the methods the endpoint takes, as the `Allow` header lists them.
+    #[error("method not allowed; use {0}")]
+    MethodNotAllowed(&'static str),
     #[error("no such endpoint")]
     NotFound,
     #[error("Content-Encoding {0} is not supported (use gzip or none)")]
@@ -68,11 +71,11 @@ impl IngestError {
             InvalidApiKey | KeyInactive | KeyExpired | MissingSecret | InvalidSecret => {
                 StatusCode::UNAUTHORIZED
             }
-            WrongEndpointType(_) | WrongOrg { .. } => StatusCode::FORBIDDEN,
+            WrongEndpointType(_) | WrongOrg { .. } | OriginNotAllowed(_) => StatusCode::FORBIDDEN,
             Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             LimitReached(_) => StatusCode::TOO_MANY_REQUESTS,
             RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             NotFound => StatusCode::NOT_FOUND,
             Overloaded | Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -95,10 +98,11 @@ impl IngestError {
             InvalidSecret => "invalid_secret",
             WrongEndpointType(_) => "wrong_endpoint_type",
             WrongOrg { .. } => "wrong_org",
+            OriginNotAllowed(_) => "origin_not_allowed",
             Unprocessable(_) => "unprocessable",
             LimitReached(_) => "limit_reached",
             RequestTimeout(_) => "request_timeout",
-            MethodNotAllowed => "method_not_allowed",
+            MethodNotAllowed(_) => "method_not_allowed",
             NotFound => "not_found",
             UnsupportedEncoding(_) => "unsupported_encoding",
             Overloaded => "overloaded",

@@ -40,6 +40,8 @@ pub struct Reply {
     pub retry_after: Option<u32>,
     /// When set, sent instead of `body`: (content type, bytes).
     pub raw: Option<(&'static str, Vec<u8>)>,
+    /// Further response headers (CORS, caching), as (name, value).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
@@ -49,7 +51,14 @@ impl Reply {
             body,
             retry_after: None,
             raw: None,
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds a response header.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
     }
 
     pub fn bytes(status: StatusCode, content_type: &'static str, bytes: Vec<u8>) -> Reply {
@@ -67,6 +76,7 @@ impl From<IngestError> for Reply {
             body: e.body(),
             retry_after: e.retry_after(),
             raw: None,
+            headers: Vec::new(),
         }
     }
 }
@@ -83,16 +93,25 @@ pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Checks the key and its endpoint type.
+/// Checks the key, its endpoint type, and, for a request from a browser page (one with an
+/// `Origin`), that the key allows that origin. A browser's simple requests (`sendBeacon`,
+/// a `text/plain` fetch) skip the preflight, so the origin is checked here as well, before
+/// anything is stored.
 pub(crate) fn authenticate(
     ingest: &dyn Ingest,
     presented: &str,
     wanted: EndpointType,
+    headers: &HeaderMap,
 ) -> Result<ApiKey, IngestError> {
     let key = ingest
         .check_key(presented, now_ms())
         .map_err(auth::rejection)?;
     auth::check_type(&key, wanted)?;
+    if let Some(origin) = header(headers, "origin") {
+        if !key.origin_allowed(origin) {
+            return Err(IngestError::OriginNotAllowed(origin.to_string()));
+        }
+    }
     Ok(key)
 }
 
@@ -117,5 +136,6 @@ pub(crate) fn items_reply(results: &ItemResults, ok: StatusCode, body: Value) ->
         body,
         retry_after: results.retry_after(),
         raw: None,
+        headers: Vec::new(),
     }
 }

@@ -32,6 +32,12 @@ pub trait Ingest: Send + Sync + 'static {
         false
     }
 
+    /// The URL browsers reach the server at, when configured (analytics.js's settings point
+    /// at it); `None` lets each request's host tell.
+    fn public_url(&self) -> Option<&str> {
+        None
+    }
+
     fn wait_applied(&self, pos: u64, timeout: std::time::Duration) -> WaitFuture {
         let _ = (pos, timeout);
         Box::pin(std::future::ready(true))

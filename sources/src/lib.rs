@@ -1,5 +1,5 @@
 //! The ingestion edges of trailspark: webhook endpoints E1–E5, the Segment HTTP
-//! tracking API, payload parsing with size and depth bounds, API-key authentication, and
+//! tracking API (with what analytics.js and the first-party snippet need in a browser, and CORS), payload parsing with size and depth bounds, API-key authentication, and
 //! the CRM connectors that read Salesforce, HubSpot and Airtable ([`crm`]).
 //!
 //! The crate knows nothing of how signals become durable: it hands normalized log entries to
@@ -9,6 +9,8 @@
 pub mod auth;
 pub mod backfill;
 pub mod body;
+pub mod browser;
+pub mod cors;
 pub mod crm;
 pub mod error;
 pub mod http;

@@ -13,7 +13,6 @@ use trailspark_core::tenancy::{ApiKey, EndpointType};
 use trailspark_core::{product_org, LogEntry};
 use warp::http::{HeaderMap, Method, StatusCode};
 
-use crate::body;
 use crate::error::IngestError;
 use crate::http::{authenticate, check_secret, content_length, header, items_reply, now_ms};
 pub use crate::http::{
@@ -24,6 +23,7 @@ pub use crate::items::{batch_items, item_record};
 use crate::items::{payload_text, product_org_entry};
 use crate::parse::{self, Framing, Splitter};
 use crate::segment;
+use crate::{body, browser, cors};
 
 enum Endpoint<'a> {
     Single {
@@ -42,6 +42,51 @@ enum Endpoint<'a> {
     Segment {
         kind: &'a str,
     },
+    /// analytics.js's settings for a write key.
+    Settings {
+        key: &'a str,
+    },
+    /// analytics.js's own telemetry: accepted and dropped.
+    Metrics,
+    /// The first-party snippet.
+    Script,
+}
+
+impl Endpoint<'_> {
+    /// The methods the endpoint takes, as `Allow` and CORS list them. E1–E3 take PUT and
+    /// PATCH as POST because Segment's Webhooks destination offers them.
+    fn methods(&self) -> &'static str {
+        match self {
+            Endpoint::Single { .. } | Endpoint::Batch { .. } => "POST, PUT, PATCH",
+            Endpoint::Settings { .. } | Endpoint::Script => "GET, HEAD",
+            _ => "POST",
+        }
+    }
+
+    fn allows(&self, method: &Method) -> bool {
+        match self {
+            Endpoint::Single { .. } | Endpoint::Batch { .. } => {
+                matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+            }
+            Endpoint::Settings { .. } | Endpoint::Script => {
+                matches!(*method, Method::GET | Method::HEAD)
+            }
+            _ => *method == Method::POST,
+        }
+    }
+
+    /// The key named in the path, which decides a preflight's origin; the Segment paths
+    /// carry theirs in a header or the body, which a preflight does not send.
+    fn path_key(&self) -> Option<(&str, EndpointType)> {
+        match self {
+            Endpoint::Single { key, .. } | Endpoint::Batch { key } | Endpoint::Bulk { key } => {
+                Some((key, EndpointType::SignalStaging))
+            }
+            Endpoint::ProductOrg { key } => Some((key, EndpointType::ProductOrg)),
+            Endpoint::Settings { key } => Some((key, EndpointType::SignalStaging)),
+            Endpoint::Segment { .. } | Endpoint::Metrics | Endpoint::Script => None,
+        }
+    }
 }
 
 /// Matches an ingestion path. `None`: not an ingestion path at all; `Some(Err)`: under an
@@ -57,8 +102,14 @@ fn match_path(path: &str) -> Option<Result<Endpoint<'_>, IngestError>> {
         },
         ["api", "signal-staging", "bulk", key] => Endpoint::Bulk { key },
         ["api", "product-orgs", "webhook", key] => Endpoint::ProductOrg { key },
-        ["v1", kind] if segment::KINDS.contains(kind) => Endpoint::Segment { kind },
-        ["api", "signal-staging", ..] | ["api", "product-orgs", ..] | ["v1", ..] => {
+        ["v1", "projects", key, "settings"] => Endpoint::Settings { key },
+        ["v1", "m"] => Endpoint::Metrics,
+        ["v1", kind] => match segment::canonical_kind(kind) {
+            Some(kind) => Endpoint::Segment { kind },
+            None => return Some(Err(IngestError::NotFound)),
+        },
+        ["js", "trailspark.js"] => Endpoint::Script,
+        ["api", "signal-staging", ..] | ["api", "product-orgs", ..] | ["v1", ..] | ["js", ..] => {
             return Some(Err(IngestError::NotFound))
         }
         _ => return None,
@@ -67,23 +118,79 @@ fn match_path(path: &str) -> Option<Result<Endpoint<'_>, IngestError>> {
 }
 
 /// Handles a request if its path is an ingestion path; `None` lets the server try others.
+///
+/// A request from a browser page (with an `Origin`) is answered with CORS headers unless
+/// the key refuses its origin, and an `OPTIONS` preflight is answered here: for a key in
+/// the path, by that key's allowed origins; for the Segment paths, whose key comes with the
+/// request itself, by letting it through to be checked then.
 pub async fn route(ingest: Arc<dyn Ingest>, mut req: Request) -> Option<Reply> {
     let path = std::mem::take(&mut req.path);
     let endpoint = match match_path(&path)? {
         Ok(ep) => ep,
         Err(e) => return Some(e.into()),
     };
-    if req.method != Method::POST {
-        return Some(IngestError::MethodNotAllowed.into());
+    let origin = cors::origin(&req.headers).map(str::to_string);
+    if req.method == Method::OPTIONS {
+        return Some(preflight(
+            &*ingest,
+            &endpoint,
+            origin.as_deref(),
+            &req.headers,
+        ));
     }
+    if !endpoint.allows(&req.method) {
+        return Some(
+            Reply::from(IngestError::MethodNotAllowed(endpoint.methods()))
+                .with_header("allow", endpoint.methods()),
+        );
+    }
+    let head = req.method == Method::HEAD;
     let result = match endpoint {
         Endpoint::Single { key, source } => single(&*ingest, key, source, req).await,
         Endpoint::Batch { key } => batch(&*ingest, key, req).await,
         Endpoint::Bulk { key } => bulk(&*ingest, key, req).await,
         Endpoint::ProductOrg { key } => product_org(&*ingest, key, req).await,
         Endpoint::Segment { kind } => segment::handle(&*ingest, kind, req).await,
+        Endpoint::Settings { key } => browser::settings(&*ingest, key, &req.headers),
+        Endpoint::Metrics => browser::metrics(req).await,
+        Endpoint::Script => Ok(browser::script(&req.headers)),
     };
-    Some(result.unwrap_or_else(Reply::from))
+    let mut reply = result.unwrap_or_else(Reply::from);
+    if head {
+        reply.raw = Some((reply.raw.map_or("application/json", |(t, _)| t), Vec::new()));
+    }
+    match origin {
+        Some(o) if reply.body["code"] != "origin_not_allowed" => cors::allow(&mut reply, &o),
+        _ => cors::vary(&mut reply),
+    }
+    Some(reply)
+}
+
+/// The answer to an `OPTIONS` request on `endpoint`.
+fn preflight(
+    ingest: &dyn Ingest,
+    endpoint: &Endpoint<'_>,
+    origin: Option<&str>,
+    headers: &HeaderMap,
+) -> Reply {
+    let methods = match endpoint {
+        Endpoint::Settings { .. } | Endpoint::Script => "GET, HEAD, OPTIONS",
+        Endpoint::Single { .. } | Endpoint::Batch { .. } => cors::INGEST_METHODS,
+        _ => "POST, OPTIONS",
+    };
+    let Some(origin) = origin.filter(|_| cors::is_preflight(headers)) else {
+        // Not a browser's preflight: say what the endpoint takes.
+        return Reply::json(StatusCode::NO_CONTENT, serde_json::Value::Null)
+            .with_header("allow", methods);
+    };
+    if let Some((key, wanted)) = endpoint.path_key() {
+        if let Err(e) = authenticate(ingest, key, wanted, headers) {
+            let mut reply = Reply::from(e);
+            cors::vary(&mut reply);
+            return reply;
+        }
+    }
+    cors::preflight(origin, methods, headers)
 }
 
 /// A source label from the URL must be a plain token: it becomes part of NATS subjects.
@@ -116,7 +223,7 @@ async fn read_body(req: Request, limit: usize) -> Result<(HeaderMap, Bytes, Byte
     Ok((req.headers, raw, decoded))
 }
 
-/// E1 and E2: one signal.
+/// E1 and E2: one signal, or an array of them handled as E3 handles it.
 async fn single(
     ingest: &dyn Ingest,
     key: &str,
@@ -130,10 +237,25 @@ async fn single(
             )));
         }
     }
-    let key = authenticate(ingest, key, EndpointType::SignalStaging)?;
-    let (headers, raw, body) = read_body(req, EVENT_LIMIT).await?;
+    let key = authenticate(ingest, key, EndpointType::SignalStaging, &req.headers)?;
+    // Read to the batch limit: an array here is a batch (Segment's Webhooks destination
+    // posts its batches to the one URL it is given). One object stays within EVENT_LIMIT.
+    let (headers, raw, body) = read_body(req, BATCH_LIMIT).await?;
     check_secret(&key, &headers, &raw)?;
-    let value = parse::parse_object(&body, "; send arrays to the /batch endpoint")?;
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        let ctx = context(&key, source, &headers);
+        let outcomes = batch_items(&ctx, &body, |n| {
+            format!("a batch holds at most {BATCH_MAX_ITEMS} items, got {n}; use the bulk endpoint")
+        })?;
+        let mut results = ItemResults::new();
+        submit_items(ingest, outcomes, &mut results).await?;
+        let body = results.to_json();
+        return Ok(items_reply(&results, StatusCode::ACCEPTED, body));
+    }
+    if body.len() > EVENT_LIMIT {
+        return Err(IngestError::TooLarge(EVENT_LIMIT));
+    }
+    let value = parse::parse_object(&body, "")?;
     let record = normalize::normalize(
         &context(&key, source, &headers),
         &value,
@@ -154,7 +276,7 @@ async fn single(
 
 /// E3: an array of signals, each through the E1 logic, with per-item results.
 async fn batch(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Reply, IngestError> {
-    let key = authenticate(ingest, key, EndpointType::SignalStaging)?;
+    let key = authenticate(ingest, key, EndpointType::SignalStaging, &req.headers)?;
     let (headers, raw, body) = read_body(req, BATCH_LIMIT).await?;
     check_secret(&key, &headers, &raw)?;
     let outcomes = batch_items(&context(&key, None, &headers), &body, |n| {
@@ -174,7 +296,7 @@ async fn batch(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Reply, In
 /// item of the body). Items that are bad on their own (not JSON, too large, …) are refused
 /// one by one in the per-item results, as in E3.
 async fn bulk(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Reply, IngestError> {
-    let key = authenticate(ingest, key, EndpointType::SignalStaging)?;
+    let key = authenticate(ingest, key, EndpointType::SignalStaging, &req.headers)?;
     let ctype = header(&req.headers, "content-type")
         .unwrap_or("")
         .to_ascii_lowercase();
@@ -268,7 +390,7 @@ pub fn bulk_items(framing: Framing, body: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, 
 /// reported in `field_errors` and left out, the rest applies; an unusual value that is kept
 /// is reported in `warnings`.
 async fn product_org(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Reply, IngestError> {
-    let key = authenticate(ingest, key, EndpointType::ProductOrg)?;
+    let key = authenticate(ingest, key, EndpointType::ProductOrg, &req.headers)?;
     let (headers, raw, body) = read_body(req, EVENT_LIMIT).await?;
     check_secret(&key, &headers, &raw)?;
     let value = parse::parse_object(&body, "")?;
@@ -337,6 +459,55 @@ mod tests {
             match_path("/v1/nope"),
             Some(Err(IngestError::NotFound))
         ));
+    }
+
+    #[test]
+    fn browser_paths() {
+        for (path, kind) in [
+            ("/v1/t", "track"),
+            ("/v1/p", "page"),
+            ("/v1/i", "identify"),
+            ("/v1/g", "group"),
+            ("/v1/a", "alias"),
+            ("/v1/s", "screen"),
+            ("/v1/b", "batch"),
+            ("/v1/import", "import"),
+        ] {
+            match match_path(path) {
+                Some(Ok(Endpoint::Segment { kind: k })) => assert_eq!(k, kind, "{path}"),
+                _ => panic!("{path} is a Segment path"),
+            }
+        }
+        assert!(matches!(match_path("/v1/m"), Some(Ok(Endpoint::Metrics))));
+        assert!(matches!(
+            match_path("/v1/projects/sk_1/settings"),
+            Some(Ok(Endpoint::Settings { key: "sk_1" }))
+        ));
+        assert!(matches!(
+            match_path("/js/trailspark.js"),
+            Some(Ok(Endpoint::Script))
+        ));
+        assert!(matches!(
+            match_path("/js/other.js"),
+            Some(Err(IngestError::NotFound))
+        ));
+        assert!(matches!(
+            match_path("/v1/x"),
+            Some(Err(IngestError::NotFound))
+        ));
+        let single = Endpoint::Single {
+            key: "k",
+            source: None,
+        };
+        for m in [Method::POST, Method::PUT, Method::PATCH] {
+            assert!(single.allows(&m));
+        }
+        assert!(!single.allows(&Method::GET));
+        assert!(
+            !Endpoint::Bulk { key: "k" }.allows(&Method::PUT),
+            "E4 stays POST only"
+        );
+        assert!(!Endpoint::ProductOrg { key: "k" }.allows(&Method::PATCH));
     }
 
     #[test]

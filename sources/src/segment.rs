@@ -5,6 +5,9 @@
 //! key) or `writeKey` in the body. Bodies may be gzip-encoded (RudderStack's SDK does so by
 //! default). Batch-level `context` is merged into each message (the message's own keys win).
 //! Success is `200 {"success": true, …}`, the status the SDKs treat as delivered.
+//!
+//! Bodies are read as JSON whatever their `Content-Type`: analytics.js and `sendBeacon`
+//! send `text/plain` (a CORS-safelisted type, so no preflight), with `writeKey` inside.
 
 use base64::Engine;
 use serde_json::{json, Map, Value};
@@ -23,6 +26,22 @@ use crate::parse;
 pub const KINDS: &[&str] = &[
     "batch", "import", "track", "identify", "page", "screen", "group", "alias",
 ];
+
+/// The kind a `/v1/` path segment names: one of [`KINDS`], or the one-letter short form
+/// analytics.js posts to (`/v1/t` is track, `/v1/b` a batch, …).
+pub fn canonical_kind(segment: &str) -> Option<&'static str> {
+    let short = match segment {
+        "t" => "track",
+        "p" => "page",
+        "i" => "identify",
+        "g" => "group",
+        "a" => "alias",
+        "s" => "screen",
+        "b" => "batch",
+        other => other,
+    };
+    KINDS.iter().copied().find(|k| *k == short)
+}
 
 /// The write key from `Authorization: Basic base64(key:)`.
 fn basic_user(headers: &HeaderMap) -> Option<String> {
@@ -103,7 +122,7 @@ pub(crate) async fn handle(
                 .map(str::to_string)
         })
         .ok_or(IngestError::InvalidApiKey)?;
-    let key = authenticate(ingest, &presented, EndpointType::SignalStaging)?;
+    let key = authenticate(ingest, &presented, EndpointType::SignalStaging, &headers)?;
     check_secret(&key, &headers, &raw)?;
 
     let ctx = normalize::Context {

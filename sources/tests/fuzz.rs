@@ -123,6 +123,7 @@ fn key() -> ApiKey {
         created_at: 0,
         revoked_at: None,
         template: None,
+        allowed_origins: None,
     }
 }
 

@@ -83,6 +83,7 @@ async fn fresh(dir: &Path) -> anyhow::Result<String> {
                 secret: false,
                 expires_at: None,
                 template: None,
+                allowed_origins: None,
             },
         )
         .await?;

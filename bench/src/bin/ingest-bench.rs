@@ -6,7 +6,9 @@
 //! 2. `trailspark E1`: `trailspark serve` on its embedded defaults (journal, group-committed
 //!    fsync), single-event webhooks;
 //! 3. `trailspark E3 x100`: batches of 100 signals;
-//! 4. `trailspark E1 (JetStream)`: with `--nats` against a nats-server of its own, when one is
+//! 4. `trailspark /v1/b x100`: the same 100 events as Segment track calls in one `/v1/b`
+//!    batch, `text/plain` with `writeKey` inside, as analytics.js and the snippet send;
+//! 5. `trailspark E1 (JetStream)`: with `--nats` against a nats-server of its own, when one is
 //!    installed.
 //!
 //! Each request carries a unique payload, so dedup never short-cuts the work. Prints a
@@ -36,6 +38,10 @@ struct Args {
     /// The trailspark binary (default: next to this one).
     #[arg(long)]
     trailspark: Option<std::path::PathBuf>,
+    /// Run only these scenarios (comma-separated: baseline, e1, e3, v1b, nats); default all.
+    /// The ratio column is against the first one run.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Internal: serve the baseline on this address.
     #[arg(long, hide = true)]
     serve_baseline: Option<SocketAddr>,
@@ -52,36 +58,50 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let mut rows = Vec::new();
+    let run = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
 
-    let port = free_port();
-    let mut baseline = Command::new(&exe)
-        .args(["--serve-baseline", &format!("127.0.0.1:{port}")])
-        .spawn()?;
-    wait_port(port)?;
-    let base_url = format!("http://127.0.0.1:{port}/api/signal-staging/webhook/sk_x");
-    rows.push((
-        "baseline: plain warp answering 202",
-        rt.block_on(load(&base_url, 1, &args))?,
-    ));
-    baseline.kill()?;
-    baseline.wait()?;
+    if run("baseline") {
+        let port = free_port();
+        let mut baseline = Command::new(&exe)
+            .args(["--serve-baseline", &format!("127.0.0.1:{port}")])
+            .spawn()?;
+        wait_port(port)?;
+        let base_url = format!("http://127.0.0.1:{port}/api/signal-staging/webhook/sk_x");
+        rows.push((
+            "baseline: plain warp answering 202",
+            rt.block_on(load(&base_url, 1, Shape::Generic, &args))?,
+        ));
+        baseline.kill()?;
+        baseline.wait()?;
+    }
 
     let dir = tempfile::tempdir()?;
     let (mut child, base, key) = start_trailspark(&ts, dir.path(), None, &[])?;
-    let e1 = format!("{base}/api/signal-staging/webhook/{key}");
-    rows.push((
-        "trailspark E1 single event (journal)",
-        rt.block_on(load(&e1, 1, &args))?,
-    ));
-    let e3 = format!("{base}/api/signal-staging/webhook/{key}/batch");
-    rows.push((
-        "trailspark E3 batch of 100 (journal)",
-        rt.block_on(load(&e3, 100, &args))?,
-    ));
+    if run("e1") {
+        let e1 = format!("{base}/api/signal-staging/webhook/{key}");
+        rows.push((
+            "trailspark E1 single event (journal)",
+            rt.block_on(load(&e1, 1, Shape::Generic, &args))?,
+        ));
+    }
+    if run("e3") {
+        let e3 = format!("{base}/api/signal-staging/webhook/{key}/batch");
+        rows.push((
+            "trailspark E3 batch of 100 (journal)",
+            rt.block_on(load(&e3, 100, Shape::Generic, &args))?,
+        ));
+    }
+    if run("v1b") {
+        let v1b = format!("{base}/v1/b");
+        rows.push((
+            "trailspark /v1/b batch of 100, text/plain (journal)",
+            rt.block_on(load(&v1b, 100, Shape::Segment(key.clone()), &args))?,
+        ));
+    }
     child.kill()?;
     child.wait()?;
 
-    if nats_server_bin().is_some() {
+    if run("nats") && nats_server_bin().is_some() {
         let store = tempfile::tempdir()?;
         let (mut ns, nats_url) = start_nats(store.path())?;
         let dir = tempfile::tempdir()?;
@@ -89,7 +109,7 @@ fn main() -> anyhow::Result<()> {
         let e1 = format!("{base}/api/signal-staging/webhook/{key}");
         rows.push((
             "trailspark E1 single event (JetStream)",
-            rt.block_on(load(&e1, 1, &args))?,
+            rt.block_on(load(&e1, 1, Shape::Generic, &args))?,
         ));
         child.kill()?;
         child.wait()?;
@@ -97,7 +117,7 @@ fn main() -> anyhow::Result<()> {
         ns.wait()?;
     }
 
-    let base_rps = rows[0].1.rps;
+    let base_rps = rows.first().map_or(1.0, |r| r.1.rps);
     println!(
         "| scenario | requests/s | signals/s | p50 ms | p99 ms | non-2xx | vs baseline (req/s) |"
     );
@@ -130,12 +150,34 @@ struct LoadResult {
     per_request: usize,
 }
 
-fn body(n: u64, per_request: usize) -> String {
+/// What a request carries: generic webhook events, or Segment track calls in a `/v1/b` batch
+/// with the write key inside (the snippet's and analytics.js's shape).
+#[derive(Clone)]
+enum Shape {
+    Generic,
+    Segment(String),
+}
+
+fn body(n: u64, per_request: usize, shape: &Shape) -> String {
     let one = |i: u64| {
         format!(
             r#"{{"email":"user{i}@example.com","event":"form_submission","properties":{{"form_name":"Request Demo","page_url":"https://yoursite.com/demo","n":{i}}}}}"#
         )
     };
+    if let Shape::Segment(key) = shape {
+        let items: Vec<String> = (0..per_request as u64)
+            .map(|k| {
+                let i = n * per_request as u64 + k;
+                format!(
+                    r#"{{"type":"track","event":"form_submission","messageId":"m-{i}","anonymousId":"a-{i}","context":{{"traits":{{"email":"user{i}@example.com"}}}},"properties":{{"form_name":"Request Demo","page_url":"https://yoursite.com/demo","n":{i}}}}}"#
+                )
+            })
+            .collect();
+        return format!(
+            r#"{{"writeKey":"{key}","batch":[{}],"sentAt":"2026-12-07T00:00:00Z"}}"#,
+            items.join(",")
+        );
+    }
     if per_request == 1 {
         one(n)
     } else {
@@ -148,7 +190,12 @@ fn body(n: u64, per_request: usize) -> String {
 
 /// Closed-loop load: `concurrency` tasks, each sending its next request when the last one
 /// answered, for the configured time (after a one-second warm-up).
-async fn load(url: &str, per_request: usize, args: &Args) -> anyhow::Result<LoadResult> {
+async fn load(
+    url: &str,
+    per_request: usize,
+    shape: Shape,
+    args: &Args,
+) -> anyhow::Result<LoadResult> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
@@ -158,12 +205,17 @@ async fn load(url: &str, per_request: usize, args: &Args) -> anyhow::Result<Load
     let end = warm_until + Duration::from_secs(args.seconds);
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
-        let (client, url, counter, errors) = (
+        let (client, url, counter, errors, shape) = (
             client.clone(),
             url.to_string(),
             counter.clone(),
             errors.clone(),
+            shape.clone(),
         );
+        let ctype = match shape {
+            Shape::Generic => "application/json",
+            Shape::Segment(_) => "text/plain",
+        };
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             loop {
@@ -174,8 +226,8 @@ async fn load(url: &str, per_request: usize, args: &Args) -> anyhow::Result<Load
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let r = client
                     .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body(n, per_request))
+                    .header("content-type", ctype)
+                    .body(body(n, per_request, &shape))
                     .send()
                     .await;
                 let ok = match r {

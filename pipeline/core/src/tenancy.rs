@@ -167,6 +167,73 @@ pub struct ApiKey {
     pub revoked_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<ProductOrgTemplate>,
+    /// The web origins whose pages may send with this key from a browser (CORS). `None` is
+    /// the endpoint type's default ([`ApiKey::origin_allowed`]); `"*"` allows any origin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_origins: Option<Vec<String>>,
+}
+
+impl ApiKey {
+    /// Whether a browser page on `origin` may send with this key. Without a list of its own,
+    /// a signal-staging key takes any origin (a website snippet's key is public anyway) and
+    /// a product-org key none (its updates come from servers). An entry is an exact origin
+    /// (`https://example.com`, compared without case), `*`, or a wildcard subdomain
+    /// (`https://*.example.com`, which does not take `https://example.com` itself).
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        match &self.allowed_origins {
+            None => self.endpoint_type == EndpointType::SignalStaging,
+            Some(list) => origin_listed(list, origin),
+        }
+    }
+}
+
+/// Whether `origin` matches an entry of `list` (entries as [`ApiKey::origin_allowed`] reads
+/// them).
+pub fn origin_listed(list: &[String], origin: &str) -> bool {
+    list.iter().any(|entry| origin_matches(entry, origin))
+}
+
+fn origin_matches(entry: &str, origin: &str) -> bool {
+    let entry = entry.trim_end_matches('/');
+    if entry == "*" || entry.eq_ignore_ascii_case(origin) {
+        return true;
+    }
+    let Some((scheme, host)) = entry.split_once("://*.") else {
+        return false;
+    };
+    let origin = origin.to_ascii_lowercase();
+    let Some(rest) = origin.strip_prefix(&format!("{}://", scheme.to_ascii_lowercase())) else {
+        return false;
+    };
+    let suffix = format!(".{}", host.to_ascii_lowercase());
+    rest.len() > suffix.len() && rest.ends_with(&suffix)
+}
+
+/// Checks a list of allowed origins as a user sends it: each entry `*`, or
+/// `scheme://host[:port]` with an optional leading `*.` on the host, and no path.
+pub fn validate_origins(list: &[String]) -> Result<(), String> {
+    for o in list {
+        if o == "*" {
+            continue;
+        }
+        let Some((scheme, host)) = o.trim_end_matches('/').split_once("://") else {
+            return Err(format!(
+                "allowed_origins: `{o}` is not an origin like https://example.com"
+            ));
+        };
+        let host_ok = !host.is_empty()
+            && !host.contains('/')
+            && host
+                .trim_start_matches("*.")
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+        if !matches!(scheme, "http" | "https") || !host_ok {
+            return Err(format!(
+                "allowed_origins: `{o}` is not an origin (scheme://host[:port], no path)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// An admin (management API) token: bound to an org and a role.
@@ -216,6 +283,11 @@ pub enum ConfigEvent {
     KeyTemplateSet {
         id: u64,
         template: ProductOrgTemplate,
+    },
+    /// A key's allowed browser origins set (`None`: back to its type's default).
+    KeyOriginsSet {
+        id: u64,
+        origins: Option<Vec<String>>,
     },
     /// A mapping rule created; with `reprocess` it also applies to signals already on the log.
     RuleCreated {
@@ -357,6 +429,11 @@ impl Registry {
             ConfigEvent::KeyTemplateSet { id, template } => {
                 if let Some(k) = self.keys.get_mut(id) {
                     k.template = Some(template.clone());
+                }
+            }
+            ConfigEvent::KeyOriginsSet { id, origins } => {
+                if let Some(k) = self.keys.get_mut(id) {
+                    k.allowed_origins = origins.clone();
                 }
             }
             ConfigEvent::RuleCreated {
@@ -559,6 +636,7 @@ mod tests {
             created_at: 0,
             revoked_at: None,
             template: None,
+            allowed_origins: None,
         }
     }
 
@@ -574,6 +652,55 @@ mod tests {
         r.apply(&ConfigEvent::KeyRevoked { id: 1, at: 5 });
         assert_eq!(r.check_key("sk_a", 1_000), Err(KeyRejection::Revoked));
         assert_eq!(r.next_key_id(), 3);
+    }
+
+    #[test]
+    fn allowed_origins() {
+        let mut k = key(1, "sk_a", None);
+        assert!(
+            k.origin_allowed("https://anything.example"),
+            "signal keys default to any"
+        );
+        k.endpoint_type = EndpointType::ProductOrg;
+        assert!(
+            !k.origin_allowed("https://anything.example"),
+            "org keys default to none"
+        );
+        k.allowed_origins = Some(vec![
+            "https://Shop.example.com".into(),
+            "https://*.acme.io".into(),
+        ]);
+        assert!(k.origin_allowed("https://shop.example.com"));
+        assert!(
+            !k.origin_allowed("http://shop.example.com"),
+            "scheme counts"
+        );
+        assert!(
+            !k.origin_allowed("https://shop.example.com:8443"),
+            "port counts"
+        );
+        assert!(k.origin_allowed("https://www.acme.io"));
+        assert!(k.origin_allowed("https://a.b.acme.io"));
+        assert!(!k.origin_allowed("https://acme.io"));
+        assert!(!k.origin_allowed("https://evilacme.io"));
+        k.allowed_origins = Some(vec![]);
+        assert!(!k.origin_allowed("https://shop.example.com"));
+        k.allowed_origins = Some(vec!["*".into()]);
+        assert!(k.origin_allowed("null"));
+        assert!(validate_origins(&[
+            "https://a.b:8080".into(),
+            "*".into(),
+            "http://*.x.io".into()
+        ])
+        .is_ok());
+        for bad in [
+            "example.com",
+            "https://a.com/path",
+            "ftp://a.com",
+            "https://",
+        ] {
+            assert!(validate_origins(&[bad.into()]).is_err(), "{bad}");
+        }
     }
 
     #[test]

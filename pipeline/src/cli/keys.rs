@@ -19,6 +19,7 @@ pub async fn run(cmd: KeysCmd) -> anyhow::Result<()> {
             secret,
             expires_at,
             template,
+            allowed_origins,
         } => {
             let endpoint_type = match endpoint_type.as_str() {
                 "signal_staging" => EndpointType::SignalStaging,
@@ -45,6 +46,7 @@ pub async fn run(cmd: KeysCmd) -> anyhow::Result<()> {
                         secret,
                         expires_at,
                         template,
+                        allowed_origins,
                     },
                 )
                 .await?;

@@ -184,6 +184,10 @@ pub enum KeysCmd {
         /// Product-org payload template, JSON (required for product_org keys).
         #[arg(long)]
         template: Option<String>,
+        /// Browser origins allowed to send with the key (CORS), comma-separated, or `*`.
+        /// Default: any for signal_staging keys, none for product_org keys.
+        #[arg(long, value_delimiter = ',')]
+        allowed_origins: Option<Vec<String>>,
     },
     /// List an org's keys (never the keys themselves).
     List {

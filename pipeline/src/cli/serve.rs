@@ -33,6 +33,7 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
                     secret: false,
                     expires_at: None,
                     template: None,
+                    allowed_origins: None,
                 },
             )
             .await?;

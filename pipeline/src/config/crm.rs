@@ -21,10 +21,6 @@ pub struct CrmOpts {
     /// Seconds a CRM call may take before it counts as failed.
     #[arg(long, env = "TRAILSPARK_CRM_TIMEOUT_SECS", default_value_t = 60)]
     pub crm_timeout_secs: u64,
-    /// The server's public URL (e.g. https://trailspark.example.com): CRMs send browsers back
-    /// to `<url>/api/oauth/callback/<crm>` after consent. Default: the request's host.
-    #[arg(long, env = "TRAILSPARK_PUBLIC_URL")]
-    pub public_url: Option<String>,
     /// The key that seals CRM credentials: 32 bytes as 64 hex digits or base64 (best given
     /// in the environment). Without it, the key file is used.
     #[arg(long, env = "TRAILSPARK_SECRET_KEY", hide_env_values = true)]

@@ -294,6 +294,18 @@ pub struct HttpOpts {
     /// Longest pause, in seconds, within a request body (408 after it).
     #[arg(long, env = "TRAILSPARK_BODY_IDLE_TIMEOUT_SECS", default_value_t = 30)]
     pub body_idle_timeout_secs: u64,
+    /// Browser origins allowed to call the admin and org APIs (CORS), comma-separated, or
+    /// `*`. None by default: those APIs take bearer tokens, which belong on servers and in
+    /// the operator's own tools. The ingestion endpoints follow each key's allowed origins
+    /// instead.
+    #[arg(long, env = "TRAILSPARK_CORS_ORIGIN", value_delimiter = ',')]
+    #[serde(default)]
+    pub cors_origin: Vec<String>,
+    /// The URL browsers reach this server at (e.g. `https://t.example.com`): CRMs send
+    /// browsers back to `<url>/api/oauth/callback/<crm>` after consent, and analytics.js is
+    /// told to send to `<url>/v1`. Without it, the request's host tells.
+    #[arg(long, env = "TRAILSPARK_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 impl HttpOpts {

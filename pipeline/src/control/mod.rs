@@ -50,6 +50,8 @@ pub struct NewKey {
     pub secret: bool,
     pub expires_at: Option<i64>,
     pub template: Option<ProductOrgTemplate>,
+    /// Browser origins allowed to send with the key; `None` is its type's default.
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 /// A created key: the record and the one-time plaintexts.
@@ -447,6 +449,9 @@ impl Control {
             (_, Some(t)) => t.validate().map_err(ConfigError::Invalid)?,
             _ => {}
         }
+        if let Some(list) = &new.allowed_origins {
+            trailspark_core::tenancy::validate_origins(list).map_err(ConfigError::Invalid)?;
+        }
         let _g = self.config_lock.lock().await;
         if self.registry.read().unwrap().org(org).is_none() {
             return Err(ConfigError::NotFound(format!("org {org}")));
@@ -465,6 +470,7 @@ impl Control {
             created_at: now_ms(),
             revoked_at: None,
             template: new.template,
+            allowed_origins: new.allowed_origins,
         };
         self.commit(vec![ConfigEvent::KeyCreated(key.clone())])
             .await?;
@@ -516,6 +522,32 @@ impl Control {
             Some(_) => {}
         }
         self.commit(vec![ConfigEvent::KeyTemplateSet { id, template }])
+            .await?;
+        Ok(self.registry.read().unwrap().key(id).cloned().unwrap())
+    }
+
+    /// Sets the browser origins allowed to send with key `id` of `org` (`None`: its type's
+    /// default).
+    pub async fn set_origins(
+        &self,
+        org: OrgId,
+        id: u64,
+        origins: Option<Vec<String>>,
+    ) -> Result<ApiKey, ConfigError> {
+        if let Some(list) = &origins {
+            trailspark_core::tenancy::validate_origins(list).map_err(ConfigError::Invalid)?;
+        }
+        let _g = self.config_lock.lock().await;
+        let exists = self
+            .registry
+            .read()
+            .unwrap()
+            .key(id)
+            .is_some_and(|k| k.org_id == org);
+        if !exists {
+            return Err(ConfigError::NotFound(format!("key {id}")));
+        }
+        self.commit(vec![ConfigEvent::KeyOriginsSet { id, origins }])
             .await?;
         Ok(self.registry.read().unwrap().key(id).cloned().unwrap())
     }

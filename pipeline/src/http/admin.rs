@@ -34,6 +34,12 @@ pub fn key_json(k: &ApiKey, now: i64) -> Value {
         "revoked_at": opt_rfc3339(k.revoked_at),
         "active": k.revoked_at.is_none() && k.expires_at.is_none_or(|e| e > now),
         "template": k.template,
+        "allowed_origins": k.allowed_origins,
+        "browser_origins": match &k.allowed_origins {
+            Some(_) => "listed",
+            None if k.endpoint_type == EndpointType::SignalStaging => "any",
+            None => "none",
+        },
     })
 }
 
@@ -82,6 +88,24 @@ struct CreateKey {
     expires_at: Option<String>,
     #[serde(default)]
     template: Option<ProductOrgTemplate>,
+    #[serde(default)]
+    allowed_origins: Option<Vec<String>>,
+}
+
+/// `PATCH /api/admin/keys/{id}`: what may change on a key after creation.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchKey {
+    /// `null` returns the key to its type's default; absent leaves it as it is.
+    #[serde(default, deserialize_with = "present")]
+    allowed_origins: Option<Option<Vec<String>>>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from one left out (`None`).
+fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<Vec<String>>>, D::Error> {
+    Option::<Vec<String>>::deserialize(d).map(Some)
 }
 
 fn default_endpoint() -> EndpointType {
@@ -172,6 +196,7 @@ pub async fn dispatch(
                 secret: body.secret,
                 expires_at: parse_expiry(&body.expires_at)?,
                 template: body.template,
+                allowed_origins: body.allowed_origins,
             };
             let created = control.create_key(p.org_id, new).await?;
             let mut v = key_json(&created.key, now);
@@ -190,6 +215,25 @@ pub async fn dispatch(
         (["keys", k], &Method::DELETE) => {
             require(&p, Role::Editor)?;
             let key = control.revoke_key(p.org_id, id(k)?).await?;
+            Ok(Reply::json(StatusCode::OK, key_json(&key, now)))
+        }
+        (["keys", k], &Method::PATCH) => {
+            require(&p, Role::Editor)?;
+            let kid = id(k)?;
+            let body: PatchKey = json_body(req).await?;
+            let key = match body.allowed_origins {
+                Some(origins) => control.set_origins(p.org_id, kid, origins).await?,
+                None => control
+                    .registry
+                    .read()
+                    .unwrap()
+                    .key(kid)
+                    .filter(|k| k.org_id == p.org_id)
+                    .cloned()
+                    .ok_or_else(|| {
+                        error(StatusCode::NOT_FOUND, "not_found", format!("no key {kid}"))
+                    })?,
+            };
             Ok(Reply::json(StatusCode::OK, key_json(&key, now)))
         }
         (["keys", k, "template"], &Method::PUT) => {

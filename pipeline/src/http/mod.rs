@@ -20,6 +20,7 @@ use std::time::Duration;
 use bytes::Buf;
 use futures_util::StreamExt;
 use serde_json::json;
+use trailspark_core::tenancy::origin_listed;
 use trailspark_queries::{ArchiveLookup, SqlEngine};
 use trailspark_sinks::archive::Archiver;
 use trailspark_sinks::read_models::ReadModels;
@@ -52,6 +53,9 @@ pub struct Api {
     /// CRM integrations and their syncs; `None` in tools that build the API without them.
     pub crm: Option<Arc<crate::services::crm::CrmService>>,
     pub destinations: Option<Arc<crate::services::destinations::DestinationService>>,
+    /// Browser origins allowed on the admin and org APIs (`--cors-origin`); the ingestion
+    /// endpoints follow each key's own list instead.
+    pub cors_origins: Vec<String>,
 }
 
 fn to_response(reply: Reply) -> Response<Vec<u8>> {
@@ -68,7 +72,15 @@ fn to_response(reply: Reply) -> Response<Vec<u8>> {
     if let Some(s) = reply.retry_after {
         b = b.header("retry-after", s.to_string());
     }
-    b.body(body).expect("static headers are valid")
+    for (name, value) in reply.headers {
+        b = b.header(name, value);
+    }
+    b.body(body).unwrap_or_else(|_| {
+        // A header value built from the request (an echoed origin) that HTTP cannot carry.
+        let mut r = Response::new(b"{\"error\":\"internal_error\",\"code\":\"internal_error\",\"message\":\"unencodable response header\"}".to_vec());
+        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        r
+    })
 }
 
 fn not_found() -> Reply {
@@ -78,12 +90,40 @@ fn not_found() -> Reply {
     )
 }
 
+/// Answers a request, with CORS for the admin and org APIs when `--cors-origin` lists the
+/// page's origin (the ingestion paths do their own, per key).
 async fn handle(api: Arc<Api>, req: Request) -> Reply {
     let path = req.path.as_str();
-    if path.starts_with("/api/signal-staging/")
+    let ingestion = is_ingestion(path);
+    let origin = match trailspark_sources::cors::origin(&req.headers) {
+        Some(o) if !ingestion && origin_listed(&api.cors_origins, o) => Some(o.to_string()),
+        _ => None,
+    };
+    if let Some(o) = &origin {
+        if req.method == Method::OPTIONS && trailspark_sources::cors::is_preflight(&req.headers) {
+            return trailspark_sources::cors::preflight(o, API_METHODS, &req.headers);
+        }
+    }
+    let mut reply = dispatch(api, req).await;
+    if let Some(o) = &origin {
+        trailspark_sources::cors::allow(&mut reply, o);
+    }
+    reply
+}
+
+/// The methods the admin and org APIs take from a browser.
+const API_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
+
+fn is_ingestion(path: &str) -> bool {
+    path.starts_with("/api/signal-staging/")
         || path.starts_with("/api/product-orgs/webhook/")
         || path.starts_with("/v1/")
-    {
+        || path.starts_with("/js/")
+}
+
+async fn dispatch(api: Arc<Api>, req: Request) -> Reply {
+    let path = req.path.as_str();
+    if is_ingestion(path) {
         let ingest: Arc<dyn Ingest> = api.ingest.clone();
         return trailspark_sources::route(ingest, req)
             .await

@@ -169,6 +169,7 @@ mod tests {
                 created_at: 0,
                 revoked_at: None,
                 template: None,
+                allowed_origins: None,
             })
         }
 
