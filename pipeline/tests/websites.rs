@@ -120,7 +120,8 @@ fn analytics_js_unmodified_delivers_page_identify_track_and_group() {
         .find(|r| path_of(r).starts_with("/v1/projects/"))
         .expect("analytics.js fetched its settings from the server");
     assert_eq!(settings["status"], 200, "{settings}");
-    for p in ["/v1/p", "/v1/i", "/v1/t", "/v1/g"] {
+    // One call per short path, and the batching mode's batch.
+    for p in ["/v1/p", "/v1/i", "/v1/t", "/v1/g", "/v1/b"] {
         let post = requests
             .iter()
             .find(|r| path_of(r) == p && r["method"] == "POST")
@@ -135,7 +136,7 @@ fn analytics_js_unmodified_delivers_page_identify_track_and_group() {
         .all(|r| r["status"] == 204));
 
     let anon = out["result"]["anonymousId"].as_str().unwrap();
-    let lead = lead_by_email(&s, "visitor-ajs1@example.com", 4);
+    let lead = lead_by_email(&s, "visitor-ajs1@example.com", 6);
     assert!(
         has_identifier(&lead, "anonymous_id", anon),
         "the anonymous page view's id joined the lead: {lead}"
@@ -143,7 +144,7 @@ fn analytics_js_unmodified_delivers_page_identify_track_and_group() {
     assert!(has_identifier(&lead, "user_id", "user-ajs1"), "{lead}");
     assert_eq!(
         event_types(&lead),
-        ["group", "identify", "page", "track"],
+        ["group", "identify", "page", "track", "track", "track"],
         "the page view sent before the identify belongs to the lead"
     );
     assert_eq!(lead["traits"]["title"], "CTO");

@@ -15,6 +15,8 @@ import { fileURLToPath } from 'node:url';
 import puppeteer from 'puppeteer-core';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
+/** What reached the server through the recording proxy, in order of answer. */
+const arrivals = [];
 const cfg = JSON.parse(process.argv[2]);
 const chromium = process.env.CHROMIUM || '/usr/bin/chromium';
 
@@ -54,7 +56,7 @@ function pageServer() {
  * headers included: a beacon is told from a fetch by its `Sec-Fetch-Mode` (`no-cors`
  * against `cors`), which the browser sets, not the page. Beacons sent while a page is
  * left do not reach DevTools' network events, so they are observed here. */
-function recordingProxy(arrivals) {
+function recordingProxy() {
   const target = new URL(cfg.server);
   const server = http.createServer((req, res) => {
     const chunks = [];
@@ -89,6 +91,11 @@ function recordingProxy(arrivals) {
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Waits up to 15 s for `done()`; the test then says what is missing. */
+async function until(done) {
+  for (let i = 0; i < 150 && !done(); i++) await sleep(100);
+}
 
 /** Records every request the page makes to the trailspark server, through the DevTools
  * protocol's Network domain directly: it also reports the beacons a page sends as it is
@@ -129,12 +136,13 @@ async function snippet(page, origin) {
   const anonymousId = await page.evaluate(() => window.trailspark.anonymousId());
   // A single-page-app route change, then time for the batch to go out by fetch.
   await page.click('#pricing-link');
-  await sleep(2500);
+  await until(() => arrivals.some((a) => a.path === '/v1/b' && a.body.includes('/shop/pricing')));
   await page.type('#email', `buyer-${cfg.run}@example.com`);
   await page.type('#company', 'Globex Corporation');
   // The submission navigates to /thanks.html: its events leave by beacon as the page goes.
   await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.click('#submit')]);
-  await sleep(1500);
+  // Until the beacon has been answered (a busy machine may take a while).
+  await until(() => arrivals.some((a) => a.mode === 'no-cors' && a.method === 'POST'));
   const cookie = (await page.cookies(origin)).find((c) => c.name === 'ts_aid');
   return { anonymousId, cookie: cookie ? cookie.value : null };
 }
@@ -172,8 +180,7 @@ async function cors(page, origin) {
 const scenarios = { analytics, snippet, cors };
 
 async function main() {
-  const arrivals = [];
-  const proxy = await recordingProxy(arrivals);
+  const proxy = await recordingProxy();
   // The snippet's page loads it, and sends, through the recording proxy.
   if (cfg.scenario === 'snippet') cfg.pageServer = `http://127.0.0.1:${proxy.address().port}`;
   const pages = await pageServer();
