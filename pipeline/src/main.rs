@@ -22,17 +22,28 @@ pub static JEMALLOC_CONF: Option<&'static u8> =
 
 mod cli;
 
-fn init_tracing() {
+/// Logs go to stderr, filtered by `TRAILSPARK_LOG` (default `info`): as text, coloured only
+/// when stderr is a terminal (a file or a pipe gets no escape codes), or as one JSON object
+/// per line with the request's span fields (`request_id`, `org`) on each.
+pub fn init_tracing(format: cli::LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRAILSPARK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        cli::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        cli::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_tracing();
     cli::run().await
 }

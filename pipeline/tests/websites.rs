@@ -237,6 +237,40 @@ fn first_party_snippet_tracks_route_changes_form_fills_and_leaves_by_beacon() {
 }
 
 #[test]
+fn the_snippet_sends_nothing_without_consent_and_remembers_a_withdrawal() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), None);
+    let key = s.first_key.clone().unwrap();
+    let out = drive("consent", &s, &key, "consent1", json!({}));
+    assert_eq!(out["result"]["sentBeforeConsent"], 0, "{out}");
+    let sent: Vec<(String, String)> = out["arrivals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["path"] == "/v1/b")
+        .flat_map(|a| {
+            let b: Value = serde_json::from_str(a["body"].as_str().unwrap()).unwrap();
+            b["batch"].as_array().unwrap().clone()
+        })
+        .map(|m| {
+            let name = m["event"].as_str().unwrap_or("").to_string();
+            (m["type"].as_str().unwrap().to_string(), name)
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [("track".to_string(), "After Consent".to_string())],
+        "only what was tracked between consent and its withdrawal left the browser"
+    );
+    let dump = s.dump();
+    let names: Vec<&str> = signals(&dump)
+        .into_iter()
+        .filter_map(|sig| sig["event_name"].as_str())
+        .collect();
+    assert_eq!(names, ["After Consent"]);
+}
+
+#[test]
 fn cors_follows_each_keys_allowed_origins() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), None);

@@ -106,6 +106,8 @@ pub(crate) fn authenticate(
     let key = ingest
         .check_key(presented, now_ms())
         .map_err(auth::rejection)?;
+    // The request's span (the server's access log) names the org from here on.
+    tracing::Span::current().record("org", key.org_id.0);
     auth::check_type(&key, wanted)?;
     if let Some(origin) = header(headers, "origin") {
         if !key.origin_allowed(origin) {

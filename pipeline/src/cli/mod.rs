@@ -22,8 +22,19 @@ use trailspark_core::tenancy::DEFAULT_ORG;
     about = "Self-hostable signal pipeline for B2B lead scoring"
 )]
 pub struct Cli {
+    /// How logs are written to stderr: `text` (coloured on a terminal only) or `json` (one
+    /// object per line).
+    #[arg(long, global = true, env = "TRAILSPARK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The log format of `--log-format`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -238,6 +249,7 @@ async fn open_control(
 pub async fn run() -> anyhow::Result<()> {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches)?;
+    crate::init_tracing(cli.log_format);
     match cli.command {
         Command::Serve(cfg) => {
             let serve_matches = matches

@@ -5,6 +5,7 @@
 //! part exists: ingestion the ingest handle only, the rest the control plane, the read models,
 //! SQL and the services.
 
+pub mod access;
 mod admin;
 pub mod api;
 mod destinations;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use bytes::Buf;
 use futures_util::StreamExt;
 use serde_json::json;
+use tracing::Instrument;
 use trailspark_core::tenancy::origin_listed;
 use trailspark_queries::{ArchiveLookup, SqlEngine};
 use trailspark_sinks::archive::Archiver;
@@ -209,15 +211,37 @@ pub fn routes(
                   body| {
                 let api = api.clone();
                 let body: BodyStream = Box::pin(body_bytes(body, body_idle));
+                let started = std::time::Instant::now();
+                let id =
+                    access::request_id(headers.get("x-request-id").and_then(|v| v.to_str().ok()));
+                let span = access::span(method.as_str(), &id);
+                let route = access::route_template(path.as_str());
+                let req = Request {
+                    method,
+                    path: path.as_str().to_string(),
+                    query,
+                    headers,
+                    body,
+                };
                 async move {
-                    let req = Request {
-                        method,
-                        path: path.as_str().to_string(),
-                        query,
-                        headers,
-                        body,
-                    };
-                    to_response(handle(api, req).await)
+                    let reply = handle(api, req).instrument(span.clone()).await;
+                    let code = (reply.status.as_u16() >= 400)
+                        .then(|| reply.body["code"].as_str().map(str::to_string))
+                        .flatten();
+                    let mut response = to_response(reply);
+                    let bytes = response.body().len();
+                    access::log(
+                        &span,
+                        &route,
+                        response.status().as_u16(),
+                        bytes,
+                        code.as_deref(),
+                        started,
+                    );
+                    if let Ok(v) = warp::http::HeaderValue::from_str(&id) {
+                        response.headers_mut().insert("x-request-id", v);
+                    }
+                    response
                 }
             },
         )

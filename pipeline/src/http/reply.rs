@@ -106,6 +106,7 @@ pub fn bearer(req: &Request) -> Option<&str> {
 pub fn authenticate(control: &Control, req: &Request) -> Result<Principal, Reply> {
     bearer(req)
         .and_then(|t| control.principal(t))
+        .inspect(|p| super::access::record_org(p.org_id.0))
         .ok_or_else(|| {
             error(
                 StatusCode::UNAUTHORIZED,

@@ -3,7 +3,7 @@
 // (`http://localhost:<port>`, the server being `http://127.0.0.1:<port>`), so every call
 // is a cross-origin one, as from a real website.
 //
-//   node run.mjs '{"scenario": "analytics"|"snippet"|"cors", "server": "http://127.0.0.1:P",
+//   node run.mjs '{"scenario": "analytics"|"snippet"|"consent"|"cors", "server": "http://127.0.0.1:P",
 //                  "key": "sk_…", "run": "r1", "artifacts": "/dir",
 //                  "pagePort": 0, "deniedKey": "sk_…" (cors only)}'
 //
@@ -32,6 +32,8 @@ function pageServer() {
     }
     if (url.pathname.startsWith('/ajs/')) {
       file = path.join(ajs, path.basename(url.pathname));
+    } else if (url.pathname === '/consent') {
+      file = path.join(here, 'pages/consent.html');
     } else if (url.pathname === '/shop' || url.pathname.startsWith('/shop/')) {
       file = path.join(here, 'pages/shop.html');
     } else {
@@ -147,6 +149,31 @@ async function snippet(page, origin) {
   return { anonymousId, cookie: cookie ? cookie.value : null };
 }
 
+/** A page that requires consent: nothing leaves before `consent(true)`, the views and
+ * calls after it do, and nothing after `consent(false)`. */
+async function consent(page, origin) {
+  const sent = () => arrivals.filter((a) => a.path === '/v1/b').length;
+  await page.goto(`${origin}/consent`, { waitUntil: 'load' });
+  await page.waitForFunction(() => window.trailspark && window.trailspark.loaded === true, { timeout: 10000 });
+  await page.evaluate(() => trailspark.track('Before Consent'));
+  await sleep(2500);
+  const before = sent();
+  await page.evaluate(() => {
+    trailspark.consent(true);
+    trailspark.track('After Consent');
+  });
+  await until(() => sent() > before);
+  await page.evaluate(() => {
+    trailspark.consent(false);
+    trailspark.track('After Withdrawal');
+  });
+  await sleep(2500);
+  // A later page of the site remembers the withdrawal.
+  await page.goto(`${origin}/consent`, { waitUntil: 'load' });
+  await sleep(2500);
+  return { sentBeforeConsent: before };
+}
+
 /** From one page, with a key that allows the page's origin (`cfg.key`) and one that does
  * not (`cfg.deniedKey`): a JSON post (preflighted) and a text/plain one (a simple request,
  * no preflight) with each. Results are per key and content type. */
@@ -177,12 +204,12 @@ async function cors(page, origin) {
   }, cfg.server, { allowed: cfg.key, denied: cfg.deniedKey }, cfg.run);
 }
 
-const scenarios = { analytics, snippet, cors };
+const scenarios = { analytics, snippet, cors, consent };
 
 async function main() {
   const proxy = await recordingProxy();
   // The snippet's page loads it, and sends, through the recording proxy.
-  if (cfg.scenario === 'snippet') cfg.pageServer = `http://127.0.0.1:${proxy.address().port}`;
+  if (cfg.scenario === 'snippet' || cfg.scenario === 'consent') cfg.pageServer = `http://127.0.0.1:${proxy.address().port}`;
   const pages = await pageServer();
   const origin = `http://localhost:${pages.address().port}`;
   const browser = await puppeteer.launch({
