@@ -505,21 +505,10 @@ impl Control {
     ) -> Result<ApiKey, ConfigError> {
         template.validate().map_err(ConfigError::Invalid)?;
         let _g = self.config_lock.lock().await;
-        let key = self
-            .registry
-            .read()
-            .unwrap()
-            .key(id)
-            .filter(|k| k.org_id == org)
-            .cloned();
-        match key {
-            None => return Err(ConfigError::NotFound(format!("key {id}"))),
-            Some(k) if k.endpoint_type != EndpointType::ProductOrg => {
-                return Err(ConfigError::Invalid(
-                    "only product_org keys take a template".into(),
-                ))
-            }
-            Some(_) => {}
+        if self.org_key(org, id)?.endpoint_type != EndpointType::ProductOrg {
+            return Err(ConfigError::Invalid(
+                "only product_org keys take a template".into(),
+            ));
         }
         self.commit(vec![ConfigEvent::KeyTemplateSet { id, template }])
             .await?;
@@ -538,17 +527,21 @@ impl Control {
             trailspark_core::tenancy::validate_origins(list).map_err(ConfigError::Invalid)?;
         }
         let _g = self.config_lock.lock().await;
-        let exists = self
-            .registry
-            .read()
-            .unwrap()
-            .key(id)
-            .is_some_and(|k| k.org_id == org);
-        if !exists {
-            return Err(ConfigError::NotFound(format!("key {id}")));
-        }
+        self.org_key(org, id)?;
         self.commit(vec![ConfigEvent::KeyOriginsSet { id, origins }])
             .await?;
         Ok(self.registry.read().unwrap().key(id).cloned().unwrap())
+    }
+
+    /// Key `id` as the registry holds it now, if it belongs to `org` (another org's key is
+    /// not found, as an unknown one).
+    pub fn org_key(&self, org: OrgId, id: u64) -> Result<ApiKey, ConfigError> {
+        self.registry
+            .read()
+            .unwrap()
+            .key(id)
+            .filter(|k| k.org_id == org)
+            .cloned()
+            .ok_or_else(|| ConfigError::NotFound(format!("key {id}")))
     }
 }

@@ -223,16 +223,7 @@ pub async fn dispatch(
             let body: PatchKey = json_body(req).await?;
             let key = match body.allowed_origins {
                 Some(origins) => control.set_origins(p.org_id, kid, origins).await?,
-                None => control
-                    .registry
-                    .read()
-                    .unwrap()
-                    .key(kid)
-                    .filter(|k| k.org_id == p.org_id)
-                    .cloned()
-                    .ok_or_else(|| {
-                        error(StatusCode::NOT_FOUND, "not_found", format!("no key {kid}"))
-                    })?,
+                None => control.org_key(p.org_id, kid)?,
             };
             Ok(Reply::json(StatusCode::OK, key_json(&key, now)))
         }

@@ -33,7 +33,8 @@ function pageServer() {
     if (url.pathname.startsWith('/ajs/')) {
       file = path.join(ajs, path.basename(url.pathname));
     } else if (url.pathname === '/consent') {
-      file = path.join(here, 'pages/consent.html');
+      // The shop page with consent required: nothing is sent before trailspark.consent(true).
+      file = path.join(here, 'pages/shop.html');
     } else if (url.pathname === '/shop' || url.pathname.startsWith('/shop/')) {
       file = path.join(here, 'pages/shop.html');
     } else {
@@ -46,7 +47,12 @@ function pageServer() {
       }
       const type = file.endsWith('.js') ? 'application/javascript' : 'text/html; charset=utf-8';
       if (type.startsWith('text/html')) {
-        data = data.toString().replaceAll('{{SERVER}}', cfg.pageServer || cfg.server).replaceAll('{{KEY}}', cfg.key);
+        const attrs = url.pathname === '/consent' ? ' data-consent="required"' : '';
+        data = data
+          .toString()
+          .replaceAll('{{SERVER}}', cfg.pageServer || cfg.server)
+          .replaceAll('{{KEY}}', cfg.key)
+          .replaceAll('{{ATTRS}}', attrs);
       }
       res.writeHead(200, { 'content-type': type }).end(data);
     });
