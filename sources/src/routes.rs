@@ -64,15 +64,7 @@ impl Endpoint<'_> {
     }
 
     fn allows(&self, method: &Method) -> bool {
-        match self {
-            Endpoint::Single { .. } | Endpoint::Batch { .. } => {
-                matches!(*method, Method::POST | Method::PUT | Method::PATCH)
-            }
-            Endpoint::Settings { .. } | Endpoint::Script => {
-                matches!(*method, Method::GET | Method::HEAD)
-            }
-            _ => *method == Method::POST,
-        }
+        self.methods().split(", ").any(|m| m == method.as_str())
     }
 
     /// The key named in the path, which decides a preflight's origin; the Segment paths
@@ -173,11 +165,7 @@ fn preflight(
     origin: Option<&str>,
     headers: &HeaderMap,
 ) -> Reply {
-    let methods = match endpoint {
-        Endpoint::Settings { .. } | Endpoint::Script => "GET, HEAD, OPTIONS",
-        Endpoint::Single { .. } | Endpoint::Batch { .. } => cors::INGEST_METHODS,
-        _ => "POST, OPTIONS",
-    };
+    let methods = format!("{}, OPTIONS", endpoint.methods());
     let Some(origin) = origin.filter(|_| cors::is_preflight(headers)) else {
         // Not a browser's preflight: say what the endpoint takes.
         return Reply::json(StatusCode::NO_CONTENT, serde_json::Value::Null)
@@ -190,7 +178,7 @@ fn preflight(
             return reply;
         }
     }
-    cors::preflight(origin, methods, headers)
+    cors::preflight(origin, &methods, headers)
 }
 
 /// A source label from the URL must be a plain token: it becomes part of NATS subjects.
@@ -243,14 +231,7 @@ async fn single(
     let (headers, raw, body) = read_body(req, BATCH_LIMIT).await?;
     check_secret(&key, &headers, &raw)?;
     if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-        let ctx = context(&key, source, &headers);
-        let outcomes = batch_items(&ctx, &body, |n| {
-            format!("a batch holds at most {BATCH_MAX_ITEMS} items, got {n}; use the bulk endpoint")
-        })?;
-        let mut results = ItemResults::new();
-        submit_items(ingest, outcomes, &mut results).await?;
-        let body = results.to_json();
-        return Ok(items_reply(&results, StatusCode::ACCEPTED, body));
+        return submit_batch(ingest, &context(&key, source, &headers), &body).await;
     }
     if body.len() > EVENT_LIMIT {
         return Err(IngestError::TooLarge(EVENT_LIMIT));
@@ -279,7 +260,16 @@ async fn batch(ingest: &dyn Ingest, key: &str, req: Request) -> Result<Reply, In
     let key = authenticate(ingest, key, EndpointType::SignalStaging, &req.headers)?;
     let (headers, raw, body) = read_body(req, BATCH_LIMIT).await?;
     check_secret(&key, &headers, &raw)?;
-    let outcomes = batch_items(&context(&key, None, &headers), &body, |n| {
+    submit_batch(ingest, &context(&key, None, &headers), &body).await
+}
+
+/// Submits a batch body's items (E3, or an array on E1/E2) and answers per item.
+async fn submit_batch(
+    ingest: &dyn Ingest,
+    ctx: &Context<'_>,
+    body: &[u8],
+) -> Result<Reply, IngestError> {
+    let outcomes = batch_items(ctx, body, |n| {
         format!("a batch holds at most {BATCH_MAX_ITEMS} items, got {n}; use the bulk endpoint")
     })?;
     let mut results = ItemResults::new();
