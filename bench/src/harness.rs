@@ -152,14 +152,23 @@ pub fn start_server(
     let mut lines = out.lines();
     while base.is_none() {
         let line = lines.next().context("trailspark exited early")??;
-        if let Some(k) = line.split("API key, shown once: ").nth(1) {
-            key = Some(k.trim().to_string());
+        // Stdout is a pipe, so the first start's secrets are in a 0600 file it names.
+        let mut found = vec![line];
+        if let Some(path) = found[0].split(" are in ").nth(1) {
+            let path = path.split(" (mode 0600)").next().unwrap_or_default();
+            let text = std::fs::read_to_string(path).context("reading the credentials file")?;
+            found.extend(text.lines().map(str::to_string));
         }
-        if let Some(k) = line.split("Owner token").nth(1) {
-            owner = k.split("shown once: ").nth(1).map(|t| t.trim().to_string());
-        }
-        if let Some(a) = line.split("listening on ").nth(1) {
-            base = Some(a.trim().to_string());
+        for line in found {
+            if let Some(k) = line.split("API key, shown once: ").nth(1) {
+                key = Some(k.trim().to_string());
+            }
+            if let Some(k) = line.split("Owner token").nth(1) {
+                owner = k.split("shown once: ").nth(1).map(|t| t.trim().to_string());
+            }
+            if let Some(a) = line.split("listening on ").nth(1) {
+                base = Some(a.trim().to_string());
+            }
         }
     }
     std::thread::spawn(move || for _ in lines {});

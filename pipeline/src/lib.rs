@@ -10,5 +10,6 @@ pub mod engine;
 pub mod http;
 pub mod ingest;
 pub mod log;
+pub mod metrics;
 pub mod services;
 pub mod topology;

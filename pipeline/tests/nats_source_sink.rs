@@ -336,6 +336,26 @@ fn nats_source_dead_letters_requests_and_change_events() {
     assert_eq!(h["nats"]["connected"], true, "{h}");
     assert_eq!(h["nats"]["source_consumer"]["pending"], 0, "{h}");
     assert_eq!(h["nats"]["source_dead_lettered"], 4, "{h}");
+    // The same figures as Prometheus reads them.
+    let metrics = client()
+        .get(s.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+    };
+    assert_eq!(value("trailspark_nats_connected"), 1.0);
+    assert_eq!(value("trailspark_nats_source_dead_letters_total"), 4.0);
+    assert_eq!(value("trailspark_nats_consumer_pending_messages"), 0.0);
+    assert_eq!(
+        value("trailspark_nats_source_accepted_total"),
+        h["nats"]["source_accepted"].as_f64().unwrap()
+    );
 }
 
 #[test]

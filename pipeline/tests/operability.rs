@@ -1,6 +1,8 @@
 //! What an operator sees: request ids on every answer and log line, one access-log line per
-//! request (refusals with their code, never a key), and logs as JSON or as plain text
-//! without terminal escape codes when written to a file.
+//! request (refusals with their code, never a key), logs as JSON or as plain text without
+//! terminal escape codes when written to a file, `/metrics` as Prometheus reads it (checked
+//! by `promtool`), and the example alert rules in `deploy/prometheus` (checked and unit-tested
+//! by `promtool`).
 
 mod common;
 
@@ -132,4 +134,208 @@ fn text_logs_to_a_file_have_no_escape_codes() {
         !text.contains('\u{1b}'),
         "no escape codes when stderr is a file"
     );
+}
+
+/// Debian's `promtool` (package `prometheus`; `scripts/test` installs it).
+fn promtool() -> String {
+    let p = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let ok = std::process::Command::new(&p)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "promtool not found: apt-get install prometheus (scripts/test does), or set PROMTOOL"
+    );
+    p
+}
+
+/// Runs `promtool` with `args`, `stdin` on its standard input; returns its output.
+fn run_promtool(args: &[&str], stdin: Option<&str>, dir: &Path) -> (bool, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(promtool())
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The value of the sample `series` (name and labels exactly as exposed) in `text`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn metrics_count_what_happened_and_pass_promtool() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"), None);
+    let key = s.first_key.clone().unwrap();
+    let token = s.owner_token.clone().unwrap();
+    let mut last = 0;
+    for i in 0..5 {
+        let r = s.post_signal(
+            &key,
+            &format!(r#"{{"email":"m{i}@example.com","event":"visit"}}"#),
+        );
+        assert_eq!(r.status(), 202);
+        last = r.json::<Value>().unwrap()["log_position"].as_u64().unwrap();
+    }
+    let r = s.post_signal("sk_not_a_key_0000000000000000", "{}");
+    assert_eq!(r.status(), 401);
+    // Invented paths share one label, whatever their words.
+    for p in ["/some/invented/path", "/another/one", "/api/nothing-here"] {
+        assert_eq!(client().get(s.url(p)).send().unwrap().status(), 404);
+    }
+    assert_eq!(
+        s.get_at("/api/leads?email=m0@example.com", last).status(),
+        200
+    );
+    sql_ok(&s, &token, "SELECT count(*) AS n FROM signals");
+    let r = sql_as(&s, &token, "SELECT * FROM no_such_table", None);
+    assert_eq!(r.status(), 400);
+
+    let r = client().get(s.url("/metrics")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let ctype = r.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+    let text = r.text().unwrap();
+
+    let (ok, lint) = run_promtool(&["check", "metrics"], Some(&text), dir.path());
+    assert!(
+        ok,
+        "promtool check metrics:\n{lint}\n--- scrape ---\n{text}"
+    );
+
+    let webhook = "route=\"/api/signal-staging/webhook/{key}\"";
+    let n =
+        |series: &str| sample(&text, series).unwrap_or_else(|| panic!("{series} missing:\n{text}"));
+    assert_eq!(
+        n(&format!(
+            "trailspark_http_requests_total{{{webhook},status=\"202\"}}"
+        )),
+        5.0
+    );
+    assert_eq!(
+        n(&format!(
+            "trailspark_http_requests_total{{{webhook},status=\"401\"}}"
+        )),
+        1.0
+    );
+    assert_eq!(
+        n("trailspark_http_requests_total{route=\"unmatched\",status=\"404\"}"),
+        3.0
+    );
+    assert_eq!(
+        n(&format!(
+            "trailspark_http_request_duration_seconds_count{{{webhook}}}"
+        )),
+        6.0
+    );
+    assert!(
+        !text.contains("invented"),
+        "an unknown path never becomes a label"
+    );
+    assert!(
+        !text.contains(&key) && !text.contains("sk_not_a_key"),
+        "no key in a label"
+    );
+    assert!(!text.contains("example.com"), "no email in a label");
+    assert!(n("trailspark_log_appended_entries_total") >= 5.0);
+    assert!(n("trailspark_log_fsync_duration_seconds_count") >= 1.0);
+    assert!(n("trailspark_log_head_position") >= last as f64);
+    assert!(n("trailspark_read_models_applied_position") >= last as f64);
+    assert_eq!(
+        n("trailspark_dataflow_lag_entries"),
+        0.0,
+        "caught up after wait_for"
+    );
+    assert!(n("trailspark_epoch_entries_count") >= 1.0);
+    assert!(n("trailspark_epoch_duration_seconds_count") >= 1.0);
+    assert_eq!(n("trailspark_read_model_entries{model=\"leads\"}"), 5.0);
+    assert_eq!(
+        n("trailspark_read_model_entries{model=\"processed_signals\"}"),
+        5.0
+    );
+    assert_eq!(n("trailspark_sql_queries_total{outcome=\"ok\"}"), 1.0);
+    assert_eq!(n("trailspark_sql_query_duration_seconds_count"), 2.0);
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("trailspark_sql_queries_total{outcome=") && !l.contains("\"ok\"")
+        ),
+        "the failed query counted by its code:\n{text}"
+    );
+    for family in [
+        "trailspark_archive_files",
+        "trailspark_archive_bytes",
+        "trailspark_archive_buffered_rows",
+        "trailspark_archive_lag_entries",
+        "trailspark_hot_window_evictions_total",
+        "trailspark_hot_window_rehydrations_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+    ] {
+        assert!(sample(&text, family).is_some(), "{family} missing:\n{text}");
+    }
+    assert!(
+        !text.contains("trailspark_nats_"),
+        "no NATS series on a server without NATS (a 0 would read as an outage)"
+    );
+    assert!(n("process_resident_memory_bytes") > 1e6);
+    assert!(n("process_open_fds") > 3.0);
+    // The dataflow's arrangements report what they hold, per worker, about once a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = client()
+            .get(s.url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let held: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("trailspark_arrangement_records{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if held > 0.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "arrangement sizes missing:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(
+        client().post(s.url("/metrics")).send().unwrap().status(),
+        405
+    );
+}
+
+#[test]
+fn the_example_alert_rules_and_scrape_config_pass_promtool() {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus");
+    for args in [
+        &["check", "rules", "alerts.yml"][..],
+        &["check", "config", "prometheus.yml"][..],
+        // Each alert fires on a series that should raise it and not on a healthy one.
+        &["test", "rules", "alerts.test.yml"][..],
+    ] {
+        let (ok, out) = run_promtool(args, None, &deploy);
+        assert!(ok, "promtool {}:\n{out}", args.join(" "));
+    }
 }

@@ -156,6 +156,9 @@ impl Inputs {
         let Some(upto) = entries.last().map(|(p, _)| *p) else {
             return;
         };
+        crate::metrics::METRICS
+            .epoch_entries
+            .observe(entries.len() as f64);
         let mut epoch = Epoch {
             upto,
             sides: self.sides,

@@ -1,14 +1,17 @@
 //! Arrangement sizes, for finding where the dataflow's memory goes.
 //!
-//! With `TRAILSPARK_ARRANGEMENT_STATS=1` each worker counts the updates held by every
-//! arrangement (from differential's batch, merge and drop events, which balance) and logs the
-//! largest, by operator name, at most every ten seconds while they change, so the last report
-//! after a burst (a replay) shows its final state. Off by default: timely's own log, which
-//! names the operators, reports every operator activation.
+//! Each worker counts the updates held by every arrangement (from differential's batch, merge
+//! and drop events, which balance) and publishes them, summed by operator name, as the
+//! `trailspark_arrangement_records` metric about once a second. These events come once per
+//! batch and merge, not per record, so counting them is cheap; the operators' names come
+//! from timely's own log, of which only the `Operates` events (one per operator, at build)
+//! are kept.
 //!
-//! The same switch also sums the time each operator runs (timely's schedule events), without
-//! the time of operators nested in it (an iterative scope's own share is its bookkeeping), and
-//! logs the operators that took the most: where a replay's time goes, by operator.
+//! With `TRAILSPARK_ARRANGEMENT_STATS=1` the worker also logs the largest arrangements at
+//! most every ten seconds while they change, so the last report after a burst (a replay)
+//! shows its final state, and sums the time each operator runs (timely's schedule events),
+//! without the time of operators nested in it (an iterative scope's own share is its
+//! bookkeeping): where a replay's time goes, by operator.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -26,6 +29,12 @@ pub struct ArrangementStats {
     last: Option<Instant>,
     /// Whether anything changed since the last report.
     changed: bool,
+    /// Logging reports and operator times (`TRAILSPARK_ARRANGEMENT_STATS=1`).
+    detailed: bool,
+    /// When the metric was last published.
+    published: Option<Instant>,
+    /// Names whose gauge this worker set, so that a name that empties is set to zero.
+    shown: HashMap<String, i64>,
     /// Time spent in each operator, its nested operators' time excluded.
     busy: HashMap<usize, Duration>,
     /// Operators running now, outermost first: (id, started, time of nested operators).
@@ -33,17 +42,17 @@ pub struct ArrangementStats {
 }
 
 impl ArrangementStats {
-    /// Registers the loggers on `worker` if the environment asks for them. Must run before
-    /// the dataflow is built: operators take their loggers when they are constructed.
+    /// Registers the loggers on `worker`. Must run before the dataflow is built: operators
+    /// take their loggers when they are constructed.
     pub fn enable(worker: &mut timely::worker::Worker) -> Option<Rc<RefCell<ArrangementStats>>> {
-        if std::env::var("TRAILSPARK_ARRANGEMENT_STATS")
+        let detailed = std::env::var("TRAILSPARK_ARRANGEMENT_STATS")
             .ok()
             .as_deref()
-            != Some("1")
-        {
-            return None;
-        }
-        let stats = Rc::new(RefCell::new(ArrangementStats::default()));
+            == Some("1");
+        let stats = Rc::new(RefCell::new(ArrangementStats {
+            detailed,
+            ..ArrangementStats::default()
+        }));
         let mut registry = worker.log_register()?;
         let s = stats.clone();
         registry.insert::<TimelyEventBuilder, _>("timely", move |_t, data| {
@@ -54,7 +63,9 @@ impl ArrangementStats {
                         TimelyEvent::Operates(o) => {
                             s.names.insert(o.id, o.name.clone());
                         }
-                        TimelyEvent::Schedule(e) => s.schedule(e.id, *t, e.start_stop),
+                        TimelyEvent::Schedule(e) if s.detailed => {
+                            s.schedule(e.id, *t, e.start_stop)
+                        }
                         _ => {}
                     }
                 }
@@ -99,8 +110,19 @@ impl ArrangementStats {
         }
     }
 
-    /// Logs the largest arrangements, at most every ten seconds.
+    /// Publishes the arrangement sizes (about once a second) and, when detailed, logs the
+    /// largest arrangements (at most every ten seconds).
     pub fn report(&mut self, worker: usize, upto: u64) {
+        if self
+            .published
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            self.published = Some(Instant::now());
+            self.publish(worker);
+        }
+        if !self.detailed {
+            return;
+        }
         if self
             .last
             .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
@@ -144,5 +166,24 @@ impl ArrangementStats {
             .map(|(d, name)| format!("{name}={:.2}", d.as_secs_f64()))
             .collect();
         tracing::info!(worker, upto, busy_s = total.as_secs_f64(), operators = %top.join(" "), "Operator time (s, nested operators excluded).");
+    }
+
+    /// Sets `trailspark_arrangement_records` for this worker, summed by operator name.
+    fn publish(&mut self, worker: usize) {
+        let mut by_name: HashMap<String, i64> = self.shown.keys().map(|k| (k.clone(), 0)).collect();
+        for (op, n) in &self.held {
+            let name = self.names.get(op).map_or("unnamed", String::as_str);
+            *by_name.entry(name.to_string()).or_default() += *n;
+        }
+        let worker = worker.to_string();
+        let gauge = &crate::metrics::METRICS.arrangement_records;
+        for (name, n) in &by_name {
+            if self.shown.get(name) != Some(n) {
+                gauge
+                    .with_label_values(&[name.as_str(), worker.as_str()])
+                    .set(*n);
+            }
+        }
+        self.shown = by_name;
     }
 }

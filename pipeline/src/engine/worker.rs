@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use differential_dataflow::input::Input;
 use timely::dataflow::ProbeHandle;
@@ -66,8 +66,8 @@ pub(super) fn run(
             }
             (signals_in, counted_in, rules_in, orgs_in, marks_in, env_in)
         });
-    // (time the epoch closes at, log position and side epochs it covers)
-    let mut closing: VecDeque<(u64, u64, u64)> = VecDeque::new();
+    // (time the epoch closes at, log position and side epochs it covers, when it was fed)
+    let mut closing: VecDeque<(u64, u64, u64, Instant)> = VecDeque::new();
     let mut completed = 0u64;
     loop {
         // Wait for input only when nothing is left to do: no epoch closing and no operator
@@ -137,19 +137,22 @@ pub(super) fn run(
                 orgs_in.flush();
                 marks_in.flush();
                 env_in.flush();
-                closing.push_back((next - 1, upto, sides));
+                closing.push_back((next - 1, upto, sides, Instant::now()));
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
         worker.step();
-        while let Some(&(time, pos, sides)) = closing.front() {
+        while let Some(&(time, pos, sides, fed)) = closing.front() {
             if probe.less_than(&(time + 1)) {
                 break;
             }
             closing.pop_front();
             completed = pos;
             if index == 0 {
+                crate::metrics::METRICS
+                    .epoch_duration
+                    .observe(fed.elapsed().as_secs_f64());
                 let _ = tx.send(Update::Applied { time, pos, sides });
             }
         }

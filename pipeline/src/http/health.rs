@@ -1,10 +1,10 @@
 //! `/healthz` (the process works: 503 only when the log refuses writes or NATS is away) and
 //! `/readyz` (it should take traffic: also 503 until the read models have caught up with the
-//! log as it was when the server started).
+//! log as it was when the server started, and while the archive cannot take a write).
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use trailspark_sinks::nats_events::EventsStatus;
@@ -89,5 +89,37 @@ pub async fn health(api: &Api, readiness: bool) -> Reply {
         body["reason"] = json!("the read models have not caught up with the log yet");
         status = StatusCode::SERVICE_UNAVAILABLE;
     }
+    if readiness && status == StatusCode::OK {
+        if let Err(e) = archive_writable(api).await {
+            body["status"] = json!("archive_unwritable");
+            body["reason"] = json!(format!("the archive cannot take a write: {e}"));
+            status = StatusCode::SERVICE_UNAVAILABLE;
+        }
+    }
     Reply::json(status, body)
+}
+
+/// How long a probe's outcome answers readiness checks: probes write to the object store,
+/// and load balancers ask every few seconds.
+const PROBE_TTL: Duration = Duration::from_secs(5);
+
+/// The last archive probe: when, and its outcome.
+static PROBE: Mutex<Option<(Instant, Result<(), String>)>> = Mutex::new(None);
+
+/// Whether the archive took a small write lately (within [`PROBE_TTL`]); probes it if not,
+/// waiting at most two seconds.
+async fn archive_writable(api: &Api) -> Result<(), String> {
+    if let Some((at, r)) = PROBE.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if at.elapsed() < PROBE_TTL {
+            return r.clone();
+        }
+    }
+    let probe = api.archiver.location().probe_writable();
+    let r = match tokio::time::timeout(Duration::from_secs(2), probe).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 2 s".to_string()),
+    };
+    *PROBE.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), r.clone()));
+    r
 }

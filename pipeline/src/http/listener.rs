@@ -114,7 +114,8 @@ fn is_resource_error(e: &std::io::Error) -> bool {
 }
 
 /// Serves `service` on `listener` until `shutdown` resolves, then lets open connections
-/// finish their requests.
+/// finish their requests (within [`DRAIN_TIMEOUT`]), answering a last request on each
+/// connection that was waiting to be accepted.
 pub async fn serve<S>(
     listener: TcpListener,
     limits: HttpLimits,
@@ -171,6 +172,39 @@ pub async fn serve<S>(
             let _ = conn.await;
         });
     }
+    // Connections the kernel completed before we stopped accepting would be reset when the
+    // listener closes, their requests unanswered: take them, and answer one request on each.
+    let mut late = tokio::task::JoinSet::new();
+    while let Ok(Ok((stream, _))) = tokio::time::timeout(Duration::ZERO, listener.accept()).await {
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .keep_alive(false);
+        let conn = http.serve_connection(
+            TokioIo::new(stream),
+            hyper_util::service::TowerToHyperService::new(service.clone()),
+        );
+        late.spawn(conn);
+    }
     drop(listener);
-    graceful.shutdown().await;
+    // A connection accepted an instant ago may not have read its request yet, and graceful
+    // shutdown closes a connection that has not begun one; give them time to begin.
+    tokio::time::sleep(SETTLE).await;
+    let drained = async {
+        graceful.shutdown().await;
+        while late.join_next().await.is_some() {}
+    };
+    if tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
+        tracing::warn!(
+            seconds = DRAIN_TIMEOUT.as_secs(),
+            "Closed the connections still open at shutdown after waiting for them."
+        );
+    }
 }
+
+/// How long connections accepted just before a shutdown get to start reading their request.
+const SETTLE: Duration = Duration::from_millis(250);
+
+/// How long a shutdown waits for requests in flight (a slow upload, a long SQL query) before
+/// closing their connections; systemd's default stop timeout is 90 s.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

@@ -12,6 +12,7 @@ mod destinations;
 mod health;
 mod integrations;
 pub mod listener;
+mod metrics;
 pub mod reply;
 mod scoring;
 
@@ -140,6 +141,16 @@ async fn dispatch(api: Arc<Api>, req: Request) -> Reply {
         }
         return health::health(&api, path == "/readyz").await;
     }
+    if path == "/metrics" {
+        if req.method != Method::GET && req.method != Method::HEAD {
+            return Reply::json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": "method_not_allowed", "code": "method_not_allowed", "message": "use GET"}),
+            )
+            .with_header("allow", "GET, HEAD");
+        }
+        return metrics::metrics(&api).await;
+    }
     let trimmed = path.trim_matches('/').to_string();
     let segs: Vec<&str> = trimmed.split('/').collect();
     let Some(("api", rest)) = segs.split_first().map(|(a, r)| (*a, r)) else {
@@ -230,6 +241,12 @@ pub fn routes(
                         .flatten();
                     let mut response = to_response(reply);
                     let bytes = response.body().len();
+                    crate::metrics::METRICS.request(
+                        &route,
+                        response.status().as_u16(),
+                        bytes,
+                        started.elapsed().as_secs_f64(),
+                    );
                     access::log(
                         &span,
                         &route,

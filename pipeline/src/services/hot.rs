@@ -116,6 +116,9 @@ pub fn queue_eviction(
     }
     let ticket = engine.feed_side(Side::Evict(signals));
     m.cold.queued(ticket, keys.iter().copied());
+    crate::metrics::METRICS
+        .hot_evictions
+        .inc_by(keys.len() as u64);
     keys.len()
 }
 
@@ -126,6 +129,9 @@ pub fn queue_rehydration(engine: &Engine, m: &mut Models, signals: Vec<Signal>) 
     if !signals.is_empty() {
         let ticket = engine.feed_side(Side::Rehydrate(signals));
         m.cold.queued(ticket, keys.iter().copied());
+        crate::metrics::METRICS
+            .hot_rehydrations
+            .inc_by(keys.len() as u64);
     }
     m.cold.finish(keys.iter().copied());
     keys.len()

@@ -114,20 +114,29 @@ impl Server {
             let line = rx
                 .recv_timeout(left)
                 .expect("trailspark did not report its address in time");
-            if let Some(k) = line.split("API key, shown once: ").nth(1) {
-                key = Some(k.trim().to_string());
+            // Stdout is a pipe here, so the first start's secrets are in a 0600 file.
+            let mut lines = vec![line];
+            if let Some(path) = lines[0].split(" are in ").nth(1) {
+                let path = path.split(" (mode 0600)").next().unwrap().to_string();
+                let text = std::fs::read_to_string(&path).expect("reading the credentials file");
+                lines.extend(text.lines().map(str::to_string));
             }
-            if let Some(t) = line.split("Owner token, shown once: ").nth(1) {
-                token = Some(t.trim().to_string());
-            }
-            if line.contains("Server administrator token") {
-                server_token = line
-                    .split("shown once: ")
-                    .nth(1)
-                    .map(|t| t.trim().to_string());
-            }
-            if let Some(a) = line.split("listening on ").nth(1) {
-                base = Some(a.trim().to_string());
+            for line in lines {
+                if let Some(k) = line.split("API key, shown once: ").nth(1) {
+                    key = Some(k.trim().to_string());
+                }
+                if let Some(t) = line.split("Owner token, shown once: ").nth(1) {
+                    token = Some(t.trim().to_string());
+                }
+                if line.contains("Server administrator token") {
+                    server_token = line
+                        .split("shown once: ")
+                        .nth(1)
+                        .map(|t| t.trim().to_string());
+                }
+                if let Some(a) = line.split("listening on ").nth(1) {
+                    base = Some(a.trim().to_string());
+                }
             }
         }
         // Keep draining stdout so the child never blocks on a full pipe.

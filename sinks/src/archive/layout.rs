@@ -197,6 +197,17 @@ impl Location {
         Ok(())
     }
 
+    /// Writes and deletes a small object under `_state/`, for readiness: an archive that
+    /// cannot take a write (a read-only disk, revoked credentials) fails here rather than at
+    /// the next flush.
+    pub async fn probe_writable(&self) -> Result<(), object_store::Error> {
+        let path = self.root.clone().join("_state").join("ready-probe");
+        self.store
+            .put(&path, Bytes::from_static(b"ok").into())
+            .await?;
+        self.store.delete(&path).await
+    }
+
     /// The directory of a partition.
     pub fn partition_dir(&self, p: &Partition) -> Path {
         let mut path = self.root.clone();

@@ -49,6 +49,15 @@ pub struct ColdIndex {
 }
 
 impl ColdIndex {
+    /// Signals out of the dataflow now (the hot window's cold set).
+    pub fn len(&self) -> usize {
+        self.cold.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cold.is_empty()
+    }
+
     /// Whether `key` is out of the dataflow or on its way in or out.
     pub fn busy(&self, key: &SignalKey) -> bool {
         self.cold.contains_key(key)

@@ -177,6 +177,38 @@ impl Models {
         self.orgs.entry(org).or_default()
     }
 
+    /// Entries of each model, all orgs together (the `trailspark_read_model_entries`
+    /// metric): a count per model, not bytes, read by walking the orgs.
+    pub fn entry_counts(&self) -> Vec<(&'static str, u64)> {
+        let mut c = [0usize; 8];
+        for o in self.orgs.values() {
+            c[0] += o.leads.len();
+            c[1] += o.lead_of.len();
+            c[2] += o.groups.len();
+            c[3] += o.product_orgs.len();
+            c[4] += o.scoring.by_time.len();
+            c[5] += o.crm.len();
+            c[6] += o.usage.len();
+            c[7] += o.conflicts.len();
+        }
+        let names = [
+            "leads",
+            "identifiers",
+            "signal_groups",
+            "product_orgs",
+            "evaluations",
+            "crm_records",
+            "usage_counters",
+            "identity_conflicts",
+        ];
+        let mut out: Vec<(&'static str, u64)> =
+            names.into_iter().zip(c.map(|n| n as u64)).collect();
+        out.push(("processed_signals", self.processed.len() as u64));
+        out.push(("cold_signals", self.cold.len() as u64));
+        out.push(("orgs", self.orgs.len() as u64));
+        out
+    }
+
     /// The orgs that have models, in no order.
     pub fn orgs(&self) -> impl Iterator<Item = Org> + '_ {
         self.orgs.keys().copied()

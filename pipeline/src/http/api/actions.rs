@@ -214,7 +214,13 @@ pub async fn sql(api: &Api, org: u64, req: Request) -> Result<Reply, Reply> {
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let body: SqlBody = json_body(req).await?;
-    let out = api.sql.query(org, &body.sql).await.map_err(sql_error)?;
+    let started = std::time::Instant::now();
+    let out = api.sql.query(org, &body.sql).await;
+    let m = &crate::metrics::METRICS;
+    m.sql_duration.observe(started.elapsed().as_secs_f64());
+    let outcome = out.as_ref().map_or_else(|e| e.code(), |_| "ok");
+    m.sql_queries.with_label_values(&[outcome]).inc();
+    let out = out.map_err(sql_error)?;
     let format = Format::from_accept(accept.as_deref());
     let bytes = encode(&out, format).map_err(|e| {
         error(

@@ -464,6 +464,9 @@ impl Writer {
             Ok(()) => {
                 self.set_health(|h| h.write_error = None);
                 self.head.store(self.next - 1, Ordering::Release);
+                crate::metrics::METRICS
+                    .log_appended
+                    .inc_by(self.next - start_next);
                 // Before the answers, so that an answered append has its roll behind it.
                 if self.seg_len >= self.cfg.segment_bytes {
                     self.roll_due = true;
@@ -506,8 +509,12 @@ impl Writer {
         if buf.is_empty() {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         self.file.write_all_at(buf, self.seg_len)?;
         self.file.sync_data()?;
+        crate::metrics::METRICS
+            .log_fsync
+            .observe(started.elapsed().as_secs_f64());
         self.syncs.fetch_add(1, Ordering::Relaxed);
         self.seg_len += buf.len() as u64;
         Ok(())

@@ -1,0 +1,352 @@
+//! The server's Prometheus metrics: one process-wide registry, exposed at `GET /metrics` in
+//! the Prometheus text format.
+//!
+//! Two kinds live here. Event counts and latencies (requests, journal appends and fsyncs,
+//! epochs, SQL queries, hot-window moves) are counted where they happen, through the
+//! [`METRICS`] handles. Levels that some part already tracks (log head and applied position,
+//! archive files, read-model sizes, NATS consumer lag) are read when a scrape asks for them
+//! (`http::metrics`), so nothing on a hot path pays for them.
+//!
+//! Names follow Prometheus' conventions: a `trailspark_` prefix, `_total` on counters, base
+//! units (`_seconds`, `_bytes`). Labels are bounded: a route template (see
+//! [`bounded_route`]), a status code, a model or arrangement name from the code, a worker
+//! index; never a key, an email or an org's own text. The process collector adds the
+//! standard `process_*` series (resident memory, open file descriptors, CPU), under the
+//! names dashboards expect.
+
+use std::collections::HashSet;
+use std::sync::{LazyLock, Mutex};
+
+use prometheus::{
+    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// Every metric of the server, registered once in [`Metrics::registry`].
+pub struct Metrics {
+    pub registry: Registry,
+    /// `trailspark_http_requests_total{route, status}`.
+    pub http_requests: IntCounterVec,
+    /// `trailspark_http_request_duration_seconds{route}`: handler time, body read included.
+    pub http_duration: HistogramVec,
+    /// `trailspark_http_response_bytes_total{route}`.
+    pub http_response_bytes: IntCounterVec,
+    /// Entries made durable in the journal (duplicates not counted).
+    pub log_appended: IntCounter,
+    /// Write groups the journal committed, one `fdatasync` each.
+    pub log_fsync: Histogram,
+    pub log_head: IntGauge,
+    pub applied: IntGauge,
+    /// Log head minus the position the read models reflect: the dataflow's lag.
+    pub dataflow_lag: IntGauge,
+    /// Log entries per epoch fed to the dataflow.
+    pub epoch_entries: Histogram,
+    /// From an epoch's feeding to the read models having it, on worker 0.
+    pub epoch_duration: Histogram,
+    /// Updates held by each arrangement, per worker.
+    pub arrangement_records: IntGaugeVec,
+    /// Entries of each read model, all orgs together.
+    pub read_model_entries: IntGaugeVec,
+    pub archive_files: IntGauge,
+    pub archive_bytes: IntGauge,
+    pub archive_buffered_rows: IntGauge,
+    /// Log positions not yet in an archive file.
+    pub archive_lag: IntGauge,
+    /// `trailspark_sql_queries_total{outcome}`: `ok` or the error's code.
+    pub sql_queries: IntCounterVec,
+    pub sql_duration: Histogram,
+    pub nats_connected: IntGauge,
+    pub nats_consumer_pending: IntGauge,
+    pub nats_consumer_ack_pending: IntGauge,
+    pub nats_accepted: IntCounter,
+    pub nats_dead_letters: IntCounter,
+    pub nats_events_backlog: IntGauge,
+    pub hot_evictions: IntCounter,
+    pub hot_rehydrations: IntCounter,
+    /// Route labels seen so far (see [`bounded_route`]).
+    routes: Mutex<HashSet<String>>,
+    /// Whether the NATS metrics are registered (see [`Metrics::with_nats`]).
+    nats_shown: std::sync::Once,
+}
+
+/// At most this many distinct route labels; later new ones count as `other`.
+const MAX_ROUTES: usize = 256;
+
+/// The server's metrics, created and registered on first use.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(format!("trailspark_{name}"), help)
+}
+
+fn hopts(name: &str, help: &str, buckets: Vec<f64>) -> HistogramOpts {
+    HistogramOpts::new(format!("trailspark_{name}"), help).buckets(buckets)
+}
+
+/// 100 µs to about 26 s, doubling.
+fn seconds() -> Vec<f64> {
+    exponential_buckets(0.0001, 2.0, 19).expect("valid buckets")
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let r = Registry::new();
+        macro_rules! reg {
+            ($m:expr) => {{
+                let m = $m.expect("valid metric");
+                r.register(Box::new(m.clone())).expect("unique metric");
+                m
+            }};
+        }
+        // Registered only by a server that uses NATS (see `Metrics::with_nats`): a
+        // `nats_connected 0` from a server without NATS would read as an outage.
+        macro_rules! nats {
+            ($m:expr) => {
+                $m.expect("valid metric")
+            };
+        }
+        let m = Metrics {
+            http_requests: reg!(IntCounterVec::new(
+                opts(
+                    "http_requests_total",
+                    "HTTP requests answered, by route template and status."
+                ),
+                &["route", "status"]
+            )),
+            http_duration: reg!(HistogramVec::new(
+                hopts(
+                    "http_request_duration_seconds",
+                    "Time to answer an HTTP request, by route template.",
+                    seconds()
+                ),
+                &["route"]
+            )),
+            http_response_bytes: reg!(IntCounterVec::new(
+                opts(
+                    "http_response_bytes_total",
+                    "Bytes of HTTP response bodies, by route template."
+                ),
+                &["route"]
+            )),
+            log_appended: reg!(IntCounter::with_opts(opts(
+                "log_appended_entries_total",
+                "Entries made durable in the journal (duplicates excluded)."
+            ))),
+            log_fsync: reg!(Histogram::with_opts(hopts(
+                "log_fsync_duration_seconds",
+                "Time of each journal group write and its fdatasync.",
+                seconds()
+            ))),
+            log_head: reg!(IntGauge::with_opts(opts(
+                "log_head_position",
+                "The log's last position."
+            ))),
+            applied: reg!(IntGauge::with_opts(opts(
+                "read_models_applied_position",
+                "The last log position the read models reflect."
+            ))),
+            dataflow_lag: reg!(IntGauge::with_opts(opts(
+                "dataflow_lag_entries",
+                "Log positions appended but not yet reflected in the read models."
+            ))),
+            epoch_entries: reg!(Histogram::with_opts(hopts(
+                "epoch_entries",
+                "Log entries per epoch fed to the dataflow.",
+                exponential_buckets(1.0, 4.0, 10).expect("valid buckets")
+            ))),
+            epoch_duration: reg!(Histogram::with_opts(hopts(
+                "epoch_duration_seconds",
+                "Time from feeding an epoch to the dataflow to its outputs being complete.",
+                seconds()
+            ))),
+            arrangement_records: reg!(IntGaugeVec::new(
+                opts(
+                    "arrangement_records",
+                    "Updates held by each dataflow arrangement, per worker."
+                ),
+                &["arrangement", "worker"]
+            )),
+            read_model_entries: reg!(IntGaugeVec::new(
+                opts(
+                    "read_model_entries",
+                    "Entries in each read model, all orgs together."
+                ),
+                &["model"]
+            )),
+            archive_files: reg!(IntGauge::with_opts(opts(
+                "archive_files",
+                "Parquet files in the archive."
+            ))),
+            archive_bytes: reg!(IntGauge::with_opts(opts(
+                "archive_bytes",
+                "Bytes of the archive's Parquet files."
+            ))),
+            archive_buffered_rows: reg!(IntGauge::with_opts(opts(
+                "archive_buffered_rows",
+                "Rows the archiver holds that are not in a file yet."
+            ))),
+            archive_lag: reg!(IntGauge::with_opts(opts(
+                "archive_lag_entries",
+                "Log positions appended but not yet covered by the archive's checkpoint."
+            ))),
+            sql_queries: reg!(IntCounterVec::new(
+                opts(
+                    "sql_queries_total",
+                    "SQL queries run, by outcome (ok or the error code)."
+                ),
+                &["outcome"]
+            )),
+            sql_duration: reg!(Histogram::with_opts(hopts(
+                "sql_query_duration_seconds",
+                "Time to run a SQL query.",
+                seconds()
+            ))),
+            nats_connected: nats!(IntGauge::with_opts(opts(
+                "nats_connected",
+                "1 while the NATS connection is up (absent on a server without NATS)."
+            ))),
+            nats_consumer_pending: nats!(IntGauge::with_opts(opts(
+                "nats_consumer_pending_messages",
+                "Messages the NATS source's consumer has not been delivered yet."
+            ))),
+            nats_consumer_ack_pending: nats!(IntGauge::with_opts(opts(
+                "nats_consumer_ack_pending_messages",
+                "Messages delivered to the NATS source and not yet acknowledged."
+            ))),
+            nats_accepted: nats!(IntCounter::with_opts(opts(
+                "nats_source_accepted_total",
+                "Messages the NATS source accepted."
+            ))),
+            nats_dead_letters: nats!(IntCounter::with_opts(opts(
+                "nats_source_dead_letters_total",
+                "Messages the NATS source refused to its dead-letter subject."
+            ))),
+            nats_events_backlog: nats!(IntGauge::with_opts(opts(
+                "nats_events_backlog",
+                "Change events waiting to be published to NATS."
+            ))),
+            hot_evictions: reg!(IntCounter::with_opts(opts(
+                "hot_window_evictions_total",
+                "Anonymous signals taken out of the dataflow by the hot window."
+            ))),
+            hot_rehydrations: reg!(IntCounter::with_opts(opts(
+                "hot_window_rehydrations_total",
+                "Signals brought back into the dataflow from the archive."
+            ))),
+            routes: Mutex::new(HashSet::new()),
+            nats_shown: std::sync::Once::new(),
+            registry: r,
+        };
+        let process = prometheus::process_collector::ProcessCollector::for_self();
+        m.registry
+            .register(Box::new(process))
+            .expect("unique process metrics");
+        m
+    }
+
+    /// Counts one answered request.
+    pub fn request(&self, route: &str, status: u16, bytes: usize, seconds: f64) {
+        let route = bounded_route(&self.routes, route, status);
+        let status = status.to_string();
+        self.http_requests
+            .with_label_values(&[route.as_str(), status.as_str()])
+            .inc();
+        self.http_duration
+            .with_label_values(&[route.as_str()])
+            .observe(seconds);
+        self.http_response_bytes
+            .with_label_values(&[route.as_str()])
+            .inc_by(bytes as u64);
+    }
+
+    /// Exposes the NATS metrics from now on: called by a server that has NATS.
+    pub fn with_nats(&self) {
+        self.nats_shown.call_once(|| {
+            let gauges = [
+                &self.nats_connected,
+                &self.nats_consumer_pending,
+                &self.nats_consumer_ack_pending,
+                &self.nats_events_backlog,
+            ];
+            for g in gauges {
+                let _ = self.registry.register(Box::new(g.clone()));
+            }
+            for c in [&self.nats_accepted, &self.nats_dead_letters] {
+                let _ = self.registry.register(Box::new(c.clone()));
+            }
+        });
+    }
+
+    /// The registry in the Prometheus text format.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let families = self.registry.gather();
+        // Encoding into a Vec only fails on invalid metric data, which `register` refused.
+        let _ = prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &families, &mut out);
+        out
+    }
+}
+
+/// Raises a counter that mirrors a count kept elsewhere to that count (never lowers it).
+pub fn raise_to(counter: &IntCounter, value: u64) {
+    let now = counter.get();
+    if value > now {
+        counter.inc_by(value - now);
+    }
+}
+
+/// A route label that keeps the set of series bounded: a 404 or 405 is `unmatched` (whatever
+/// path a client invents), and past [`MAX_ROUTES`] distinct templates a new one is `other`.
+fn bounded_route(seen: &Mutex<HashSet<String>>, route: &str, status: u16) -> String {
+    if status == 404 || status == 405 {
+        return "unmatched".to_string();
+    }
+    let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+    if seen.contains(route) {
+        return route.to_string();
+    }
+    if seen.len() >= MAX_ROUTES {
+        return "other".to_string();
+    }
+    seen.insert(route.to_string());
+    route.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_labels_stay_bounded() {
+        let seen = Mutex::new(HashSet::new());
+        assert_eq!(bounded_route(&seen, "/a/x", 404), "unmatched");
+        assert_eq!(bounded_route(&seen, "/api/leads", 200), "/api/leads");
+        for i in 0..MAX_ROUTES * 2 {
+            bounded_route(&seen, &format!("/r{i}"), 200);
+        }
+        assert_eq!(seen.lock().unwrap().len(), MAX_ROUTES);
+        assert_eq!(bounded_route(&seen, "/api/leads", 200), "/api/leads");
+        assert_eq!(bounded_route(&seen, "/new", 400), "other");
+    }
+
+    #[test]
+    fn the_exposition_names_every_family() {
+        METRICS.request("/healthz", 200, 10, 0.001);
+        METRICS.log_appended.inc();
+        METRICS.with_nats();
+        raise_to(&METRICS.nats_accepted, 5);
+        raise_to(&METRICS.nats_accepted, 3);
+        assert_eq!(METRICS.nats_accepted.get(), 5);
+        let text = String::from_utf8(METRICS.encode()).unwrap();
+        for name in [
+            "trailspark_http_requests_total{route=\"/healthz\",status=\"200\"} 1",
+            "# TYPE trailspark_http_request_duration_seconds histogram",
+            "trailspark_log_appended_entries_total 1",
+            "trailspark_nats_source_accepted_total 5",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+        ] {
+            assert!(text.contains(name), "{name} missing from\n{text}");
+        }
+    }
+}
