@@ -136,7 +136,23 @@ pub fn start_server(
     env: &[(&str, &str)],
     args: &[&str],
 ) -> anyhow::Result<Server> {
+    start_server_logged(bin, dir, nats, env, args, None)
+}
+
+/// [`start_server`] with the server's log (its stderr) written to `log` instead of this
+/// process's stderr.
+pub fn start_server_logged(
+    bin: &Path,
+    dir: &Path,
+    nats: Option<&str>,
+    env: &[(&str, &str)],
+    args: &[&str],
+    log: Option<&Path>,
+) -> anyhow::Result<Server> {
     let mut cmd = Command::new(bin);
+    if let Some(log) = log {
+        cmd.stderr(std::fs::File::create(log)?);
+    }
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .args(args)

@@ -303,6 +303,7 @@ pub async fn build(cfg: &ServeConfig) -> Result<Server, BuildError> {
         crm,
         destinations,
         cors_origins: cfg.http.cors_origin.clone(),
+        metrics: cfg.http.metrics,
     });
     Ok(Server {
         api,

@@ -9,7 +9,11 @@
 //! 4. `trailspark /v1/b x100`: the same 100 events as Segment track calls in one `/v1/b`
 //!    batch, `text/plain` with `writeKey` inside, as analytics.js and the snippet send;
 //! 5. `trailspark E1 (JetStream)`: with `--nats` against a nats-server of its own, when one is
-//!    installed.
+//!    installed;
+//! 6. `e1-obs-off` / `e1-obs-on` (only when named in `--only`): E1 on a server without
+//!    metrics and access log (`TRAILSPARK_METRICS=false`, `TRAILSPARK_LOG=warn`), then on one
+//!    with both (`/metrics` scraped every second, JSON access lines written to a file): what
+//!    observability costs. Each runs `--repeat` times, alternating, on fresh servers.
 //!
 //! Each request carries a unique payload, so dedup never short-cuts the work. Prints a
 //! markdown table with requests/s, signals/s, latency percentiles, and the ratio to baseline.
@@ -23,8 +27,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use anyhow::Context;
 use trailspark_bench::harness::{
-    free_port, nats_server_bin, start_nats, start_trailspark, trailspark_bin, wait_port,
+    free_port, nats_server_bin, start_nats, start_server_logged, start_trailspark,
+    trailspark_bin, wait_port,
 };
 
 #[derive(Parser)]
@@ -38,10 +44,14 @@ struct Args {
     /// The trailspark binary (default: next to this one).
     #[arg(long)]
     trailspark: Option<std::path::PathBuf>,
-    /// Run only these scenarios (comma-separated: baseline, e1, e3, v1b, nats); default all.
+    /// Run only these scenarios (comma-separated: baseline, e1, e3, v1b, nats, e1-obs-off,
+    /// e1-obs-on); default all but the e1-obs pair.
     /// The ratio column is against the first one run.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Runs of each e1-obs scenario, alternating off and on.
+    #[arg(long, default_value_t = 2)]
+    repeat: usize,
     /// Internal: serve the baseline on this address.
     #[arg(long, hide = true)]
     serve_baseline: Option<SocketAddr>,
@@ -117,6 +127,43 @@ fn main() -> anyhow::Result<()> {
         ns.wait()?;
     }
 
+    let named = |name: &str| args.only.iter().any(|o| o == name);
+    for _ in 0..args.repeat {
+        for (name, on) in [("e1-obs-off", false), ("e1-obs-on", true)] {
+            if !named(name) {
+                continue;
+            }
+            let dir = tempfile::tempdir()?;
+            let log = dir.path().join("server.log");
+            let env: &[(&str, &str)] = if on {
+                &[
+                    ("TRAILSPARK_METRICS", "true"),
+                    ("TRAILSPARK_LOG", "info"),
+                    ("TRAILSPARK_LOG_FORMAT", "json"),
+                ]
+            } else {
+                &[("TRAILSPARK_METRICS", "false"), ("TRAILSPARK_LOG", "warn")]
+            };
+            let s = start_server_logged(&ts, dir.path(), None, env, &[], Some(&log))?;
+            let key = s.key.clone().context("no first-start key")?;
+            let e1 = format!("{}/api/signal-staging/webhook/{key}", s.base);
+            let scraping = on.then(|| scrape_every_second(format!("{}/metrics", s.base)));
+            let label = if on {
+                "trailspark E1, metrics + JSON access log on (scraped every 1 s)"
+            } else {
+                "trailspark E1, metrics and access log off"
+            };
+            rows.push((label, rt.block_on(load(&e1, 1, Shape::Generic, &args))?));
+            if let Some((stop, t)) = scraping {
+                stop.store(true, Ordering::Relaxed);
+                let scrapes = t.join().map_err(|_| anyhow::anyhow!("scraper panicked"))??;
+                let lines = std::fs::read_to_string(&log)?.lines().count();
+                eprintln!("{label}: {scrapes} scrapes, {lines} log lines");
+            }
+            drop(s);
+        }
+    }
+
     let base_rps = rows.first().map_or(1.0, |r| r.1.rps);
     println!(
         "| scenario | requests/s | signals/s | p50 ms | p99 ms | non-2xx | vs baseline (req/s) |"
@@ -140,6 +187,31 @@ fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     Ok(())
+}
+
+/// Scrapes `url` every second on a thread of its own until told to stop; answers how many
+/// scrapes succeeded.
+fn scrape_every_second(
+    url: String,
+) -> (
+    Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<anyhow::Result<u64>>,
+) {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let t = std::thread::spawn(move || {
+        let client = reqwest::blocking::Client::new();
+        let mut n = 0;
+        while !flag.load(Ordering::Relaxed) {
+            let r = client.get(&url).send()?;
+            anyhow::ensure!(r.status().is_success(), "scrape answered {}", r.status());
+            r.bytes()?;
+            n += 1;
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        Ok(n)
+    });
+    (stop, t)
 }
 
 struct LoadResult {

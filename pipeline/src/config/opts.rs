@@ -306,6 +306,9 @@ pub struct HttpOpts {
     /// told to send to `<url>/v1`. Without it, the request's host tells.
     #[arg(long, env = "TRAILSPARK_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Serve `GET /metrics` and count each request for it; `false` turns both off.
+    #[arg(long, env = "TRAILSPARK_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub metrics: bool,
 }
 
 impl HttpOpts {

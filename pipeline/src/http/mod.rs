@@ -59,6 +59,8 @@ pub struct Api {
     /// Browser origins allowed on the admin and org APIs (`--cors-origin`); the ingestion
     /// endpoints follow each key's own list instead.
     pub cors_origins: Vec<String>,
+    /// Whether `/metrics` is served and requests are counted (`--metrics`).
+    pub metrics: bool,
 }
 
 fn to_response(reply: Reply) -> Response<Vec<u8>> {
@@ -141,7 +143,7 @@ async fn dispatch(api: Arc<Api>, req: Request) -> Reply {
         }
         return health::health(&api, path == "/readyz").await;
     }
-    if path == "/metrics" {
+    if path == "/metrics" && api.metrics {
         if req.method != Method::GET && req.method != Method::HEAD {
             return Reply::json(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -221,6 +223,7 @@ pub fn routes(
                   headers: HeaderMap,
                   body| {
                 let api = api.clone();
+                let counted = api.metrics;
                 let body: BodyStream = Box::pin(body_bytes(body, body_idle));
                 let started = std::time::Instant::now();
                 let id =
@@ -241,12 +244,14 @@ pub fn routes(
                         .flatten();
                     let mut response = to_response(reply);
                     let bytes = response.body().len();
-                    crate::metrics::METRICS.request(
-                        &route,
-                        response.status().as_u16(),
-                        bytes,
-                        started.elapsed().as_secs_f64(),
-                    );
+                    if counted {
+                        crate::metrics::METRICS.request(
+                            &route,
+                            response.status().as_u16(),
+                            bytes,
+                            started.elapsed().as_secs_f64(),
+                        );
+                    }
                     access::log(
                         &span,
                         &route,
