@@ -26,11 +26,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use anyhow::Context;
+use clap::Parser;
 use trailspark_bench::harness::{
-    free_port, nats_server_bin, start_nats, start_server_logged, start_trailspark,
-    trailspark_bin, wait_port,
+    free_port, nats_server_bin, start_nats, start_server_logged, start_trailspark, trailspark_bin,
+    wait_port,
 };
 
 #[derive(Parser)]
@@ -156,7 +156,9 @@ fn main() -> anyhow::Result<()> {
             rows.push((label, rt.block_on(load(&e1, 1, Shape::Generic, &args))?));
             if let Some((stop, t)) = scraping {
                 stop.store(true, Ordering::Relaxed);
-                let scrapes = t.join().map_err(|_| anyhow::anyhow!("scraper panicked"))??;
+                let scrapes = t
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("scraper panicked"))??;
                 let lines = std::fs::read_to_string(&log)?.lines().count();
                 eprintln!("{label}: {scrapes} scrapes, {lines} log lines");
             }

@@ -33,7 +33,7 @@ pub const DEFAULT_RETENTION_DAYS: u32 = 30;
 
 /// A change of some of a plan's fields: the ones given replace theirs, the others keep
 /// their values (`PUT` and `PATCH /api/admin/plan`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanChange {
     #[serde(default)]

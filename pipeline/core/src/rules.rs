@@ -7,7 +7,19 @@ use serde::{Deserialize, Serialize};
 use crate::path;
 
 /// The six signal types.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub enum SignalType {
     #[serde(rename = "Page View")]
     PageView,
@@ -24,7 +36,19 @@ pub enum SignalType {
 }
 
 /// Condition operators.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Op {
     Equals,
@@ -41,7 +65,9 @@ pub enum Op {
 }
 
 /// One condition: `field` is `source`, `event_type`, `event_name`, or a payload dot path.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct Condition {
     pub field: String,
@@ -52,7 +78,9 @@ pub struct Condition {
 }
 
 /// A condition's operand, kept as text so that rules are ordered, hashable data.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(untagged)]
 pub enum Operand {
     One(String),
@@ -60,7 +88,18 @@ pub enum Operand {
 }
 
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Combinator {
@@ -95,9 +134,13 @@ impl<'de> Deserialize<'de> for LeadField {
 }
 
 /// One mapping of a rule: fill `field` from the payload at `path`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct FieldMapping {
+    /// `email`, `map_id`, `cdp_id`, `crm_id`, `product_user_id`, `title`, or a trait's name.
+    #[schema(value_type = String)]
     pub field: LeadField,
     pub path: String,
 }
@@ -135,7 +178,9 @@ impl LeadField {
 
 /// What a rule is, as its author wrote it. Unknown fields are refused: a misspelt
 /// `conditions` would otherwise make a rule that matches every signal.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct RuleDef {
     pub name: String,

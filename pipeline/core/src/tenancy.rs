@@ -40,7 +40,19 @@ pub const DEFAULT_ORG: OrgId = OrgId(1);
 pub const SERVER_ORG: OrgId = OrgId(0);
 
 /// Roles in ascending order of power; each has every permission of those below it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,
@@ -71,7 +83,7 @@ impl Role {
 }
 
 /// What an API key may be used for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EndpointType {
     SignalStaging,
@@ -89,7 +101,7 @@ impl EndpointType {
 
 /// Field-mapping template of a Product Org Updates key: dot paths into the payload.
 /// Only `product_org_id` is required.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductOrgTemplate {
     pub product_org_id: String,

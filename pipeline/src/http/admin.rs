@@ -70,15 +70,15 @@ fn parse_expiry(v: &Option<String>) -> Result<Option<i64>, Reply> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateOrg {
+pub(crate) struct CreateOrg {
     name: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateKey {
+pub(crate) struct CreateKey {
     name: String,
     #[serde(default = "default_endpoint")]
     endpoint_type: EndpointType,
@@ -93,11 +93,12 @@ struct CreateKey {
 }
 
 /// `PATCH /api/admin/keys/{id}`: what may change on a key after creation.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PatchKey {
+pub(crate) struct PatchKey {
     /// `null` returns the key to its type's default; absent leaves it as it is.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<String>>)]
     allowed_origins: Option<Option<Vec<String>>>,
 }
 
@@ -112,9 +113,9 @@ fn default_endpoint() -> EndpointType {
     EndpointType::SignalStaging
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateToken {
+pub(crate) struct CreateToken {
     role: Role,
     #[serde(default)]
     name: String,

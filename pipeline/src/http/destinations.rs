@@ -67,9 +67,9 @@ fn id(s: &str) -> Result<u64, Reply> {
 }
 
 /// `{"lead_ids": [...]}` or no body.
-#[derive(serde::Deserialize, Default)]
+#[derive(serde::Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RetryBody {
+pub(crate) struct RetryBody {
     #[serde(default)]
     lead_ids: Vec<String>,
 }

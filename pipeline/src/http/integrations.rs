@@ -57,6 +57,9 @@ pub fn handles(segs: &[&str]) -> bool {
 pub async fn route(api: &Api, segs: &[&str], req: Request) -> Option<Reply> {
     let route = Route::parse(segs)?;
     if let Route::Callback(kind) = route {
+        if req.method != Method::GET {
+            return Some(method_not_allowed(&req.method));
+        }
         // The browser returning from the CRM carries no token: the single-use `state` is
         // what ties it to the Admin who started the connection.
         return Some(callback(api, kind, &req.query).await.unwrap_or_else(|r| r));

@@ -13,6 +13,7 @@ mod health;
 mod integrations;
 pub mod listener;
 mod metrics;
+pub mod openapi;
 pub mod reply;
 mod scoring;
 
@@ -109,7 +110,19 @@ async fn handle(api: Arc<Api>, req: Request) -> Reply {
             return trailspark_sources::cors::preflight(o, API_METHODS, &req.headers);
         }
     }
+    let path = req.path.clone();
     let mut reply = dispatch(api, req).await;
+    // A 405 names what the path takes, from the same table as the OpenAPI document.
+    if reply.status == StatusCode::METHOD_NOT_ALLOWED
+        && !reply
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("allow"))
+    {
+        if let Some(allow) = openapi::allowed(&path) {
+            reply = reply.with_header("allow", allow);
+        }
+    }
     if let Some(o) = &origin {
         trailspark_sources::cors::allow(&mut reply, o);
     }
@@ -142,6 +155,16 @@ async fn dispatch(api: Arc<Api>, req: Request) -> Reply {
             );
         }
         return health::health(&api, path == "/readyz").await;
+    }
+    if path == "/openapi.json" {
+        if req.method != Method::GET && req.method != Method::HEAD {
+            return Reply::json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": "method_not_allowed", "code": "method_not_allowed", "message": "use GET"}),
+            )
+            .with_header("allow", "GET, HEAD");
+        }
+        return openapi::serve();
     }
     if path == "/metrics" && api.metrics {
         if req.method != Method::GET && req.method != Method::HEAD {

@@ -16,7 +16,7 @@ use crate::lookup::{ArchiveLookup, LookupFilter};
 pub const MAX_REHYDRATE: usize = 100_000;
 
 /// `POST /api/signals/rehydrate`: which archived signals to bring back, and for how long.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RehydrateBody {
     /// First and last receipt date, `YYYY-MM-DD` (UTC), inclusive.

@@ -11,7 +11,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The operators of an evaluation-rule condition.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleOp {
     Equals,
@@ -75,13 +87,17 @@ impl From<Literal> for Value {
 pub const FIELD_SCOPES: [&str; 5] = ["lead.", "traits.", "product_org.", "account.", "crm."];
 
 /// One condition.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct RuleCondition {
     /// `lead.<field>`, `traits.<name>`, `product_org.<path>` or `account.<field>`.
     pub field: String,
     pub op: RuleOp,
+    /// A string, number or boolean.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub value: Option<Literal>,
     /// A lead whose field has no value passes instead of failing.
     #[serde(default)]
@@ -89,7 +105,9 @@ pub struct RuleCondition {
 }
 
 /// An evaluation rule as its author writes it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct EvalRuleDef {
     pub name: String,

@@ -12,7 +12,19 @@ use crate::rules::SignalType;
 use crate::tenancy::OrgId;
 
 /// An employee-count range, both ends inclusive; an open end is `None`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct EmployeeRange {
     #[serde(default)]
@@ -28,7 +40,9 @@ impl EmployeeRange {
 }
 
 /// A behaviour the model weighs: signals of a rule name and/or a signal type.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct SignalCriterion {
     /// A mapping rule's name (the signal's name), compared ignoring case.
@@ -47,7 +61,19 @@ fn default_weight() -> u32 {
 
 /// What the deterministic scorer checks. Lists of words match ignoring case, as whole words
 /// or phrases inside the lead's or account's value.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct Criteria {
     #[serde(default)]
@@ -78,7 +104,7 @@ pub struct Criteria {
 }
 
 /// `POST /api/icp-models`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewModel {
     pub name: String,

@@ -41,7 +41,7 @@ impl Default for ScoringSettings {
 }
 
 /// `PUT /api/settings/lead-scoring`: any subset of the fields; the others keep their values.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsChange {
     #[serde(default)]

@@ -199,9 +199,9 @@ pub async fn delete_rule(api: &Api, p: &Principal, id: &str) -> Result<Reply, Re
     Ok(rule_reply(StatusCode::OK, &rule, pos))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SqlBody {
+pub(crate) struct SqlBody {
     sql: String,
 }
 

@@ -13,6 +13,8 @@
 
 mod actions;
 
+pub(crate) use actions::SqlBody;
+
 use std::time::Duration;
 
 use serde_json::json;

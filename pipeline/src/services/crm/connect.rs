@@ -28,7 +28,7 @@ pub enum IntegrationError {
 }
 
 /// `POST /api/integrations`'s body.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewIntegration {
     pub kind: String,
@@ -42,7 +42,7 @@ pub struct NewIntegration {
 }
 
 /// A PATCH of an integration: any of these.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IntegrationChange {
     pub name: Option<String>,

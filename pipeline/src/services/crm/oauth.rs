@@ -24,7 +24,7 @@ pub const HUBSPOT_SCOPES: &str = "crm.objects.contacts.read crm.objects.contacts
 pub const SALESFORCE_SCOPES: &str = "api refresh_token";
 
 /// `POST /api/integrations/oauth/{kind}`'s body.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OAuthStart {
     pub client_id: String,

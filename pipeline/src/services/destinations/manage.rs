@@ -13,7 +13,7 @@ use trailspark_core::scoring::Score;
 use trailspark_core::tenancy::OrgId;
 
 /// `POST /api/destinations`'s body, and a `PATCH`'s (any of these).
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationInput {
     /// The integration's id, as a number or its text.
