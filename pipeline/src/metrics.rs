@@ -33,7 +33,8 @@ pub struct Metrics {
     pub http_response_bytes: IntCounterVec,
     /// Entries made durable in the journal (duplicates not counted).
     pub log_appended: IntCounter,
-    /// Write groups the journal committed, one `fdatasync` each.
+    /// Each journal group write with its `fdatasync` (with JetStream: each append's wait for
+    /// the stream's acknowledgements).
     pub log_fsync: Histogram,
     pub log_head: IntGauge,
     pub applied: IntGauge,
@@ -134,7 +135,7 @@ impl Metrics {
             ))),
             log_fsync: reg!(Histogram::with_opts(hopts(
                 "log_fsync_duration_seconds",
-                "Time of each journal group write and its fdatasync.",
+                "Time of each journal group write and its fdatasync (JetStream: of each append's acknowledgements).",
                 seconds()
             ))),
             log_head: reg!(IntGauge::with_opts(opts(

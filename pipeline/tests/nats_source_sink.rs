@@ -350,6 +350,9 @@ fn nats_source_dead_letters_requests_and_change_events() {
             .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
     };
     assert_eq!(value("trailspark_nats_connected"), 1.0);
+    // The log is JetStream here: appends and their acknowledgement times are counted too.
+    assert!(value("trailspark_log_appended_entries_total") > 0.0);
+    assert!(value("trailspark_log_fsync_duration_seconds_count") > 0.0);
     assert_eq!(value("trailspark_nats_source_dead_letters_total"), 4.0);
     assert_eq!(value("trailspark_nats_consumer_pending_messages"), 0.0);
     assert_eq!(

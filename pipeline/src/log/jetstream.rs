@@ -160,14 +160,23 @@ impl JetStreamLog {
             );
         }
         let mut published = Vec::with_capacity(acks.len());
+        let started = std::time::Instant::now();
         for ack in acks {
             let ack = ack.await.map_err(nats_err)?;
+            if !ack.duplicate {
+                crate::metrics::METRICS.log_appended.inc();
+            }
             self.head.fetch_max(ack.sequence, Ordering::AcqRel);
             published.push(Receipt {
                 position: ack.sequence,
                 duplicate: ack.duplicate,
             });
         }
+        // JetStream's acknowledgement is its durability: the counterpart of the journal's
+        // fsync, timed per append.
+        crate::metrics::METRICS
+            .log_fsync
+            .observe(started.elapsed().as_secs_f64());
         let mut published = published.into_iter();
         let mut index = self.index.lock().unwrap();
         let receipts = entries
