@@ -158,15 +158,7 @@ pub async fn serve<S>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .half_close(true);
-        let conn = http.serve_connection(
-            TokioIo::new(stream),
-            hyper_util::service::TowerToHyperService::new(service.clone()),
-        );
-        let conn = graceful.watch(conn);
+        let conn = graceful.watch(connection(stream, &limits, &service, true));
         tokio::spawn(async move {
             let _permit = permit;
             let _ = conn.await;
@@ -176,15 +168,7 @@ pub async fn serve<S>(
     // listener closes, their requests unanswered: take them, and answer one request on each.
     let mut late = tokio::task::JoinSet::new();
     while let Ok(Ok((stream, _))) = tokio::time::timeout(Duration::ZERO, listener.accept()).await {
-        let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .keep_alive(false);
-        let conn = http.serve_connection(
-            TokioIo::new(stream),
-            hyper_util::service::TowerToHyperService::new(service.clone()),
-        );
-        late.spawn(conn);
+        late.spawn(connection(stream, &limits, &service, false));
     }
     drop(listener);
     // A connection accepted an instant ago may not have read its request yet, and graceful
@@ -200,6 +184,38 @@ pub async fn serve<S>(
             "Closed the connections still open at shutdown after waiting for them."
         );
     }
+}
+
+/// One HTTP/1 connection serving `service` within `limits`; `serving` is false for one
+/// accepted while stopping, which answers a single request (no keep-alive).
+fn connection<S>(
+    stream: TcpStream,
+    limits: &HttpLimits,
+    service: &S,
+    serving: bool,
+) -> hyper::server::conn::http1::Connection<
+    TokioIo<TcpStream>,
+    hyper_util::service::TowerToHyperService<S>,
+>
+where
+    S: tower_service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = warp::reply::Response,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .half_close(serving)
+        .keep_alive(serving);
+    http.serve_connection(
+        TokioIo::new(stream),
+        hyper_util::service::TowerToHyperService::new(service.clone()),
+    )
 }
 
 /// How long connections accepted just before a shutdown get to start reading their request.
