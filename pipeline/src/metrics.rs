@@ -64,6 +64,14 @@ pub struct Metrics {
     pub nats_events_backlog: IntGauge,
     pub hot_evictions: IntCounter,
     pub hot_rehydrations: IntCounter,
+    /// Scorer calls (deterministic and LLM) by the evaluator.
+    pub evaluator_calls: IntCounter,
+    /// Evaluations waiting for delivery, all destinations.
+    pub destination_queued: IntGauge,
+    pub destination_delivered: IntCounter,
+    pub destination_unchanged: IntCounter,
+    /// Records whose latest delivery failed.
+    pub destination_failed: IntGauge,
     /// Route labels seen so far (see [`bounded_route`]).
     routes: Mutex<HashSet<String>>,
     /// Whether the NATS metrics are registered (see [`Metrics::with_nats`]).
@@ -233,6 +241,26 @@ impl Metrics {
             hot_rehydrations: reg!(IntCounter::with_opts(opts(
                 "hot_window_rehydrations_total",
                 "Signals brought back into the dataflow from the archive."
+            ))),
+            evaluator_calls: reg!(IntCounter::with_opts(opts(
+                "evaluator_scorer_calls_total",
+                "Scorer calls (deterministic or LLM) made by the evaluator."
+            ))),
+            destination_queued: reg!(IntGauge::with_opts(opts(
+                "destination_queued_evaluations",
+                "Evaluations waiting to be delivered to a CRM, all destinations."
+            ))),
+            destination_delivered: reg!(IntCounter::with_opts(opts(
+                "destination_delivered_total",
+                "Evaluations written to a CRM record, all destinations."
+            ))),
+            destination_unchanged: reg!(IntCounter::with_opts(opts(
+                "destination_unchanged_total",
+                "Evaluations not sent because the CRM record already held their values."
+            ))),
+            destination_failed: reg!(IntGauge::with_opts(opts(
+                "destination_failed_records",
+                "CRM records whose latest delivery failed, all destinations."
             ))),
             routes: Mutex::new(HashSet::new()),
             nats_shown: std::sync::Once::new(),

@@ -114,6 +114,12 @@ fn salesforce_gets_every_evaluation_in_batches_of_200_with_per_record_results() 
     let v = settle(&s, id, Duration::from_secs(60), |v| v["delivered"] == 232);
     assert_eq!(v["failed"], 1, "{v}");
     assert_eq!(v["state"], "idle", "{v}");
+    // The same counts as Prometheus reads them, with the evaluator's scorer calls.
+    let value = common::scrape(&s);
+    assert_eq!(value("trailspark_destination_delivered_total"), 232.0);
+    assert_eq!(value("trailspark_destination_failed_records"), 1.0);
+    assert_eq!(value("trailspark_destination_queued_evaluations"), 0.0);
+    assert!(value("trailspark_evaluator_scorer_calls_total") >= 233.0);
     assert!(
         sf.sf.lock().unwrap().issued > issued,
         "the session was refreshed"

@@ -337,18 +337,7 @@ fn nats_source_dead_letters_requests_and_change_events() {
     assert_eq!(h["nats"]["source_consumer"]["pending"], 0, "{h}");
     assert_eq!(h["nats"]["source_dead_lettered"], 4, "{h}");
     // The same figures as Prometheus reads them.
-    let metrics = client()
-        .get(s.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let value = |name: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
-    };
+    let value = scrape(&s);
     assert_eq!(value("trailspark_nats_connected"), 1.0);
     // The log is JetStream here: appends and their acknowledgement times are counted too.
     assert!(value("trailspark_log_appended_entries_total") > 0.0);

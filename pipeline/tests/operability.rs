@@ -173,13 +173,6 @@ fn run_promtool(args: &[&str], stdin: Option<&str>, dir: &Path) -> (bool, String
     (out.status.success(), text)
 }
 
-/// The value of the sample `series` (name and labels exactly as exposed) in `text`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 #[test]
 fn metrics_count_what_happened_and_pass_promtool() {
     let dir = tempfile::tempdir().unwrap();

@@ -49,6 +49,16 @@ pub async fn metrics(api: &Api) -> Reply {
                 .set(n as i64);
         }
 
+        if let Some(e) = &api.evaluator {
+            raise_to(&m.evaluator_calls, e.calls.load(Ordering::Relaxed));
+        }
+        if let Some(d) = &api.destinations {
+            let t = d.ledger.totals();
+            m.destination_queued.set(t.queued as i64);
+            m.destination_failed.set(t.failed as i64);
+            raise_to(&m.destination_delivered, t.delivered);
+            raise_to(&m.destination_unchanged, t.unchanged);
+        }
         if let (Some(n), Some(report)) = (&api.nats, &nats) {
             m.with_nats();
             m.nats_connected.set(i64::from(report["connected"] == true));

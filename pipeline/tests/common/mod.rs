@@ -500,6 +500,25 @@ pub fn kill9_under_load(s: &mut Server, run_for: Duration) -> (usize, usize) {
     (acked.len(), lost.len())
 }
 
+/// The value of the sample `series` (name and labels exactly as exposed) in a `/metrics`
+/// scrape `text`.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Scrapes `s`'s `/metrics` and answers a function reading one series (which must be there).
+pub fn scrape(s: &Server) -> impl Fn(&str) -> f64 {
+    let text = client()
+        .get(s.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    move |series: &str| sample(&text, series).unwrap_or_else(|| panic!("{series} missing:\n{text}"))
+}
+
 /// `POST /api/sql` as `token`, with an `Accept` header if given.
 pub fn sql_as(
     s: &Server,

@@ -308,6 +308,20 @@ impl Ledger {
         }
     }
 
+    /// Every destination's counts added up (the metrics: per destination they would be as
+    /// many series as orgs create destinations).
+    pub fn totals(&self) -> Counts {
+        let s = self.state.lock().unwrap();
+        let mut t = Counts::default();
+        for d in s.dests.values() {
+            t.queued += d.pending.len();
+            t.delivered += d.delivered;
+            t.failed += d.failed.len();
+            t.unchanged += d.unchanged;
+        }
+        t
+    }
+
     /// Latest results of destination `id` with `status` (all when `None`), newest first, at
     /// most `limit`, optionally of one lead.
     pub fn results(
