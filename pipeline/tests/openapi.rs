@@ -194,6 +194,18 @@ fn the_document_describes_auth_errors_and_request_bodies() {
     let post_key = &doc["paths"]["/api/admin/keys"]["post"];
     assert_eq!(post_key["security"][0]["bearer"], serde_json::json!([]));
     assert!(post_key["responses"]["201"].is_object());
+    // Typed answers are the answers: a listed key has exactly the schema's fields.
+    let view = &doc["components"]["schemas"]["KeyView"];
+    let listed = &doc["paths"]["/api/admin/keys"]["get"]["responses"]["200"]["content"]
+        ["application/json"]["schema"]["properties"]["keys"]["items"]["$ref"];
+    assert_eq!(listed, "#/components/schemas/KeyView");
+    let keys: Value = s
+        .admin(reqwest::Method::GET, "/api/admin/keys", ADMIN_TOKEN, None)
+        .json()
+        .unwrap();
+    let fields: BTreeSet<&String> = keys["keys"][0].as_object().unwrap().keys().collect();
+    let documented: BTreeSet<&String> = view["properties"].as_object().unwrap().keys().collect();
+    assert_eq!(fields, documented, "a key's fields and KeyView's");
     let e1 = &doc["paths"]["/api/signal-staging/webhook/{key}"]["post"];
     assert_eq!(e1["parameters"][0]["in"], "path");
     assert!(e1["responses"]["202"].is_object());

@@ -21,37 +21,78 @@ use super::reply::{error, json_body, method_not_allowed, require};
 use super::Api;
 use crate::control::NewKey;
 
+/// An API key as the admin API and the CLI show it: never its plaintext or its secret. The
+/// answer's schema in `/openapi.json` is this type's.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct KeyView {
+    pub id: u64,
+    pub org_id: u64,
+    pub name: String,
+    pub endpoint_type: EndpointType,
+    /// The key's first characters, to tell keys apart.
+    pub prefix: String,
+    pub has_secret: bool,
+    /// RFC 3339.
+    #[schema(value_type = String)]
+    pub created_at: Value,
+    #[schema(value_type = Option<String>)]
+    pub expires_at: Value,
+    #[schema(value_type = Option<String>)]
+    pub revoked_at: Value,
+    /// Neither revoked nor expired.
+    pub active: bool,
+    pub template: Option<ProductOrgTemplate>,
+    pub allowed_origins: Option<Vec<String>>,
+    /// Which browser origins the key takes: `any`, `none` or `listed`.
+    pub browser_origins: &'static str,
+}
+
 pub fn key_json(k: &ApiKey, now: i64) -> Value {
-    json!({
-        "id": k.id,
-        "org_id": k.org_id,
-        "name": k.name,
-        "endpoint_type": k.endpoint_type.as_str(),
-        "prefix": k.prefix,
-        "has_secret": k.secret.is_some(),
-        "created_at": rfc3339(k.created_at),
-        "expires_at": opt_rfc3339(k.expires_at),
-        "revoked_at": opt_rfc3339(k.revoked_at),
-        "active": k.revoked_at.is_none() && k.expires_at.is_none_or(|e| e > now),
-        "template": k.template,
-        "allowed_origins": k.allowed_origins,
-        "browser_origins": match &k.allowed_origins {
+    let view = KeyView {
+        id: k.id,
+        org_id: k.org_id.0,
+        name: k.name.clone(),
+        endpoint_type: k.endpoint_type,
+        prefix: k.prefix.clone(),
+        has_secret: k.secret.is_some(),
+        created_at: rfc3339(k.created_at),
+        expires_at: opt_rfc3339(k.expires_at),
+        revoked_at: opt_rfc3339(k.revoked_at),
+        active: k.revoked_at.is_none() && k.expires_at.is_none_or(|e| e > now),
+        template: k.template.clone(),
+        allowed_origins: k.allowed_origins.clone(),
+        browser_origins: match &k.allowed_origins {
             Some(_) => "listed",
             None if k.endpoint_type == EndpointType::SignalStaging => "any",
             None => "none",
         },
-    })
+    };
+    serde_json::to_value(view).expect("keys serialize")
+}
+
+/// A bearer token as the admin API shows it (never the token itself).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct TokenView {
+    pub id: u64,
+    pub org_id: u64,
+    pub role: Role,
+    pub name: String,
+    #[schema(value_type = String)]
+    pub created_at: Value,
+    #[schema(value_type = Option<String>)]
+    pub revoked_at: Value,
 }
 
 fn token_json(t: &AdminToken) -> Value {
-    json!({
-        "id": t.id,
-        "org_id": t.org_id,
-        "role": t.role.as_str(),
-        "name": t.name,
-        "created_at": rfc3339(t.created_at),
-        "revoked_at": opt_rfc3339(t.revoked_at),
-    })
+    let view = TokenView {
+        id: t.id,
+        org_id: t.org_id.0,
+        role: t.role,
+        name: t.name.clone(),
+        created_at: rfc3339(t.created_at),
+        revoked_at: opt_rfc3339(t.revoked_at),
+    };
+    serde_json::to_value(view).expect("tokens serialize")
 }
 
 /// Parses `expires_at`: RFC 3339 or null.

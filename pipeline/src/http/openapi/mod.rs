@@ -36,6 +36,31 @@ pub struct Op {
     pub query: &'static [Query],
     /// A request body to show, and for schemathesis' examples phase to send (JSON text).
     pub example: Option<&'static str>,
+    pub answer: Answer,
+}
+
+/// What a successful answer holds, where it is typed.
+#[derive(Clone, Copy)]
+pub enum Answer {
+    /// A JSON object (described by the summary and the README).
+    Object,
+    /// The schema of a type.
+    One(Schemer),
+    /// `{"<name>": [<type>, …]}`.
+    List(&'static str, Schemer),
+}
+
+/// Adds a type's schema to the components and answers a reference to it.
+type Schemer = fn(&mut Components) -> RefOr<Schema>;
+
+/// An answer typed by `T`.
+pub const fn one<T: utoipa::ToSchema>() -> Answer {
+    Answer::One(schema_of::<T>)
+}
+
+/// An answer listing `T`s under `name`.
+pub const fn list<T: utoipa::ToSchema>(name: &'static str) -> Answer {
+    Answer::List(name, schema_of::<T>)
 }
 
 /// A query parameter: name, JSON type, description.
@@ -72,7 +97,7 @@ pub enum Body {
     /// A mapping rule's definition and `reprocess`.
     Rule,
     /// The schema of a type, and the components it refers to.
-    Typed(fn(&mut Components) -> RefOr<Schema>),
+    Typed(Schemer),
 }
 
 /// A request body typed by `T`: its schema, with the schemas it refers to collected.
@@ -218,7 +243,20 @@ fn request_body(op: &Op, components: &mut Components) -> Option<Value> {
     Some(json!({"required": required, "content": content}))
 }
 
-fn ok_response(op: &Op) -> Value {
+fn ok_response(op: &Op, components: &mut Components) -> Value {
+    let typed = |schema: RefOr<Schema>| serde_json::to_value(schema).expect("schemas serialize");
+    match op.answer {
+        Answer::Object => {}
+        Answer::One(f) => {
+            let schema = typed(f(components));
+            return json!({"description": op.summary, "content": {"application/json": {"schema": schema}}});
+        }
+        Answer::List(name, f) => {
+            let items = typed(f(components));
+            let schema = json!({"type": "object", "required": [name], "properties": {name: {"type": "array", "items": items}}});
+            return json!({"description": op.summary, "content": {"application/json": {"schema": schema}}});
+        }
+    }
     let content = match (op.method, op.path) {
         ("head", _) => return json!({"description": "the headers of the GET"}),
         (_, "/metrics") => json!({"text/plain": {"schema": {"type": "string"}}}),
@@ -271,7 +309,7 @@ fn operation(op: &Op, components: &mut Components) -> Value {
         params.push(json!({"name": name, "in": "query", "required": false, "schema": {"type": ty}, "description": description}));
     }
     let mut responses = Map::new();
-    responses.insert(op.ok.to_string(), ok_response(op));
+    responses.insert(op.ok.to_string(), ok_response(op, components));
     if matches!(op.path, "/healthz" | "/readyz") && op.method == "get" {
         responses.insert("503".into(), json!({"description": "not live or not ready, with the reason", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}}));
     }

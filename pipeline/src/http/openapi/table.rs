@@ -6,7 +6,8 @@
 //! and it sends every operation listed here to a running server, which must serve it (and
 //! answer 405 to the methods not listed).
 
-use super::{Auth, Body, Op, Query};
+use super::{list, one, Answer, Auth, Body, Op, Query};
+use crate::http::admin::{KeyView, TokenView};
 
 const WAIT_FOR: Query = ("wait_for", "integer", "answer only once the read models reflect this log position (from a 202's `log_position`); 400 past the log's head, 504 after 10 s");
 const LIMIT: Query = ("limit", "integer", "page size");
@@ -34,6 +35,7 @@ const fn op(
         ok: 200,
         query: &[],
         example: None,
+        answer: Answer::Object,
     }
 }
 
@@ -60,6 +62,10 @@ impl Op {
     }
     const fn query(mut self, query: &'static [Query]) -> Op {
         self.query = query;
+        self
+    }
+    const fn answer(mut self, answer: Answer) -> Op {
+        self.answer = answer;
         self
     }
     const fn example(mut self, json: &'static str) -> Op {
@@ -154,21 +160,21 @@ pub const OPS: &[Op] = &[
     post("/api/admin/orgs", "admin", "Create an org (server administrator)").body(CreateOrg).ok(201)
         .example(r#"{"name":"Acme"}"#),
     op("get", "/api/admin/orgs", "admin", "List orgs (server administrator)"),
-    post("/api/admin/keys", "admin", "Create an API key (Editor+)").body(CreateKey).ok(201)
+    post("/api/admin/keys", "admin", "Create an API key (Editor+); the answer adds `key` (and `secret`), shown only here").body(CreateKey).ok(201).answer(one::<KeyView>())
         .example(r#"{"name":"website","endpoint_type":"signal_staging","allowed_origins":["https://www.example.com"]}"#),
-    op("get", "/api/admin/keys", "admin", "List API keys (Editor+)"),
-    op("delete", "/api/admin/keys/{id}", "admin", "Revoke an API key (Editor+)"),
-    op("patch", "/api/admin/keys/{id}", "admin", "Change a key's allowed origins (Editor+)").body(PatchKey)
+    op("get", "/api/admin/keys", "admin", "List API keys (Editor+)").answer(list::<KeyView>("keys")),
+    op("delete", "/api/admin/keys/{id}", "admin", "Revoke an API key (Editor+)").answer(one::<KeyView>()),
+    op("patch", "/api/admin/keys/{id}", "admin", "Change a key's allowed origins (Editor+)").body(PatchKey).answer(one::<KeyView>())
         .example(r#"{"allowed_origins":["https://*.example.com"]}"#),
-    op("put", "/api/admin/keys/{id}/template", "admin", "Set a product-org key's field template (Editor+)").body(ProductOrgTemplate),
+    op("put", "/api/admin/keys/{id}/template", "admin", "Set a product-org key's field template (Editor+)").body(ProductOrgTemplate).answer(one::<KeyView>()),
     op("get", "/api/admin/plan", "admin", "The org's plan"),
     op("put", "/api/admin/plan", "admin", "Change the plan (Admin+)").body(PlanChange),
     op("patch", "/api/admin/plan", "admin", "Change the plan (Admin+)").body(PlanChange)
         .example(r#"{"raw_signal_limit":1000000,"overage":true}"#),
-    post("/api/admin/tokens", "admin", "Create a token (Admin+)").body(CreateToken).ok(201)
+    post("/api/admin/tokens", "admin", "Create a token (Admin+); the answer adds `token`, shown only here").body(CreateToken).ok(201).answer(one::<TokenView>())
         .example(r#"{"role":"viewer","name":"dashboards"}"#),
-    op("get", "/api/admin/tokens", "admin", "List tokens (Admin+)"),
-    op("delete", "/api/admin/tokens/{id}", "admin", "Revoke a token (Admin+)"),
+    op("get", "/api/admin/tokens", "admin", "List tokens (Admin+)").answer(list::<TokenView>("tokens")),
+    op("delete", "/api/admin/tokens/{id}", "admin", "Revoke a token (Admin+)").answer(one::<TokenView>()),
     post("/api/admin/tokens/{id}/transfer-ownership", "admin", "Make a token the Owner (Owner)"),
     post("/api/admin/archive/compact", "admin", "Merge small archive files (server administrator)"),
     op("get", "/api/admin/archive", "admin", "The archive's state (server administrator)"),
