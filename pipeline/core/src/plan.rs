@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 /// An org's plan limits. A limit of 0 means unlimited.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
     pub raw_signal_limit: u64,

@@ -167,7 +167,7 @@ pub const OPS: &[Op] = &[
     op("patch", "/api/admin/keys/{id}", "admin", "Change a key's allowed origins (Editor+)").body(PatchKey).answer(one::<KeyView>())
         .example(r#"{"allowed_origins":["https://*.example.com"]}"#),
     op("put", "/api/admin/keys/{id}/template", "admin", "Set a product-org key's field template (Editor+)").body(ProductOrgTemplate).answer(one::<KeyView>()),
-    op("get", "/api/admin/plan", "admin", "The org's plan"),
+    op("get", "/api/admin/plan", "admin", "The org's plan").answer(one::<trailspark_core::plan::Plan>()),
     op("put", "/api/admin/plan", "admin", "Change the plan (Admin+)").body(PlanChange),
     op("patch", "/api/admin/plan", "admin", "Change the plan (Admin+)").body(PlanChange)
         .example(r#"{"raw_signal_limit":1000000,"overage":true}"#),
