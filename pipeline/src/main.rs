@@ -25,13 +25,26 @@ mod cli;
 /// Logs go to stderr, filtered by `TRAILSPARK_LOG` (default `info`): as text, coloured only
 /// when stderr is a terminal (a file or a pipe gets no escape codes), or as one JSON object
 /// per line with the request's span fields (`request_id`, `org`) on each.
-pub fn init_tracing(format: cli::LogFormat) {
+///
+/// Lines are formatted where they are logged and written by a thread of their own, in bursts
+/// through a buffer, so a request never waits on stderr's `write` (bench/RESULTS.md,
+/// "Observability"). Nothing is dropped: past 128,000 lines waiting, loggers wait. The
+/// returned guard writes what is left when it is dropped.
+pub fn init_tracing(format: cli::LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRAILSPARK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        // The writer thread takes every line waiting, then flushes: through a buffer, that is
+        // one `write` for a burst of lines instead of one per line.
+        .finish(std::io::BufWriter::with_capacity(
+            64 << 10,
+            std::io::stderr(),
+        ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         cli::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         cli::LogFormat::Json => builder
@@ -41,6 +54,7 @@ pub fn init_tracing(format: cli::LogFormat) {
             .with_span_list(false)
             .init(),
     }
+    guard
 }
 
 #[tokio::main]

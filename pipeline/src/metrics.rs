@@ -14,8 +14,8 @@
 //! standard `process_*` series (resident memory, open file descriptors, CPU), under the
 //! names dashboards expect.
 
-use std::collections::HashSet;
-use std::sync::{LazyLock, Mutex};
+use std::collections::HashMap;
+use std::sync::{LazyLock, RwLock};
 
 use prometheus::{
     exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
@@ -72,14 +72,22 @@ pub struct Metrics {
     pub destination_unchanged: IntCounter,
     /// Records whose latest delivery failed.
     pub destination_failed: IntGauge,
-    /// Route labels seen so far (see [`bounded_route`]).
-    routes: Mutex<HashSet<String>>,
+    /// Each (route, status) pair's series, so a request costs one read lock and no label
+    /// hashing by the registry (see [`Metrics::request`]).
+    routes: RwLock<HashMap<(String, u16), Series>>,
     /// Whether the NATS metrics are registered (see [`Metrics::with_nats`]).
     nats_shown: std::sync::Once,
 }
 
-/// At most this many distinct route labels; later new ones count as `other`.
-const MAX_ROUTES: usize = 256;
+/// At most this many (route, status) pairs; later new routes count as `other`.
+const MAX_SERIES: usize = 1024;
+
+/// The series one (route, status) pair counts into.
+struct Series {
+    requests: IntCounter,
+    duration: Histogram,
+    bytes: IntCounter,
+}
 
 /// The server's metrics, created and registered on first use.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -262,7 +270,7 @@ impl Metrics {
                 "destination_failed_records",
                 "CRM records whose latest delivery failed, all destinations."
             ))),
-            routes: Mutex::new(HashSet::new()),
+            routes: RwLock::new(HashMap::new()),
             nats_shown: std::sync::Once::new(),
             registry: r,
         };
@@ -274,18 +282,46 @@ impl Metrics {
     }
 
     /// Counts one answered request.
+    ///
+    /// The route label stays bounded: a 404 or 405 is `unmatched` (whatever path a client
+    /// invents), and past [`MAX_SERIES`] pairs a new route is `other`.
     pub fn request(&self, route: &str, status: u16, bytes: usize, seconds: f64) {
-        let route = bounded_route(&self.routes, route, status);
-        let status = status.to_string();
-        self.http_requests
-            .with_label_values(&[route.as_str(), status.as_str()])
-            .inc();
-        self.http_duration
-            .with_label_values(&[route.as_str()])
-            .observe(seconds);
-        self.http_response_bytes
-            .with_label_values(&[route.as_str()])
-            .inc_by(bytes as u64);
+        let route = if status == 404 || status == 405 {
+            "unmatched"
+        } else {
+            route
+        };
+        let count = |s: &Series| {
+            s.requests.inc();
+            s.duration.observe(seconds);
+            s.bytes.inc_by(bytes as u64);
+        };
+        let key = (route.to_string(), status);
+        if let Some(s) = self
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return count(s);
+        }
+        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        let key = if routes.len() >= MAX_SERIES && !routes.contains_key(&key) {
+            ("other".to_string(), status)
+        } else {
+            key
+        };
+        let code = status.to_string();
+        let s = routes.entry(key).or_insert_with_key(|(route, _)| Series {
+            requests: self
+                .http_requests
+                .with_label_values(&[route.as_str(), &code]),
+            duration: self.http_duration.with_label_values(&[route.as_str()]),
+            bytes: self
+                .http_response_bytes
+                .with_label_values(&[route.as_str()]),
+        });
+        count(s);
     }
 
     /// Exposes the NATS metrics from now on: called by a server that has NATS.
@@ -324,38 +360,34 @@ pub fn raise_to(counter: &IntCounter, value: u64) {
     }
 }
 
-/// A route label that keeps the set of series bounded: a 404 or 405 is `unmatched` (whatever
-/// path a client invents), and past [`MAX_ROUTES`] distinct templates a new one is `other`.
-fn bounded_route(seen: &Mutex<HashSet<String>>, route: &str, status: u16) -> String {
-    if status == 404 || status == 405 {
-        return "unmatched".to_string();
-    }
-    let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-    if seen.contains(route) {
-        return route.to_string();
-    }
-    if seen.len() >= MAX_ROUTES {
-        return "other".to_string();
-    }
-    seen.insert(route.to_string());
-    route.to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn route_labels_stay_bounded() {
-        let seen = Mutex::new(HashSet::new());
-        assert_eq!(bounded_route(&seen, "/a/x", 404), "unmatched");
-        assert_eq!(bounded_route(&seen, "/api/leads", 200), "/api/leads");
-        for i in 0..MAX_ROUTES * 2 {
-            bounded_route(&seen, &format!("/r{i}"), 200);
+        let m = Metrics::new();
+        m.request("/a/x", 404, 0, 0.1);
+        m.request("/api/leads", 200, 0, 0.1);
+        for i in 0..MAX_SERIES * 2 {
+            m.request(&format!("/r{i}"), 200, 0, 0.1);
         }
-        assert_eq!(seen.lock().unwrap().len(), MAX_ROUTES);
-        assert_eq!(bounded_route(&seen, "/api/leads", 200), "/api/leads");
-        assert_eq!(bounded_route(&seen, "/new", 400), "other");
+        m.request("/api/leads", 200, 0, 0.1);
+        m.request("/new", 400, 0, 0.1);
+        let text = String::from_utf8(m.encode()).unwrap();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("trailspark_http_requests_total{"))
+            .count();
+        assert!(series <= MAX_SERIES + 2, "{series} series");
+        for line in [
+            "trailspark_http_requests_total{route=\"unmatched\",status=\"404\"} 1",
+            "trailspark_http_requests_total{route=\"/api/leads\",status=\"200\"} 2",
+            "trailspark_http_requests_total{route=\"other\",status=\"400\"} 1",
+        ] {
+            assert!(text.contains(line), "{line}");
+        }
+        assert!(!text.contains("/a/x"));
     }
 
     #[test]

@@ -10,10 +10,11 @@
 //!    batch, `text/plain` with `writeKey` inside, as analytics.js and the snippet send;
 //! 5. `trailspark E1 (JetStream)`: with `--nats` against a nats-server of its own, when one is
 //!    installed;
-//! 6. `e1-obs-off` / `e1-obs-on` (only when named in `--only`): E1 on a server without
-//!    metrics and access log (`TRAILSPARK_METRICS=false`, `TRAILSPARK_LOG=warn`), then on one
-//!    with both (`/metrics` scraped every second, JSON access lines written to a file): what
-//!    observability costs. Each runs `--repeat` times, alternating, on fresh servers.
+//! 6. `e1-obs-off`, `e1-obs-metrics`, `e1-obs-log`, `e1-obs-on` (only when named in
+//!    `--only`): E1 on a server without metrics and access log (`TRAILSPARK_METRICS=false`,
+//!    `TRAILSPARK_LOG=warn`), with metrics only (scraped every second), with the JSON access
+//!    log only (written to a file), and with both: what observability costs. Each runs
+//!    `--repeat` times, in turn, on fresh servers.
 //!
 //! Each request carries a unique payload, so dedup never short-cuts the work. Prints a
 //! markdown table with requests/s, signals/s, latency percentiles, and the ratio to baseline.
@@ -45,17 +46,25 @@ struct Args {
     #[arg(long)]
     trailspark: Option<std::path::PathBuf>,
     /// Run only these scenarios (comma-separated: baseline, e1, e3, v1b, nats, e1-obs-off,
-    /// e1-obs-on); default all but the e1-obs pair.
+    /// e1-obs-metrics, e1-obs-log, e1-obs-on); default all but the e1-obs ones.
     /// The ratio column is against the first one run.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Runs of each e1-obs scenario, alternating off and on.
+    /// Runs of each e1-obs scenario, taken in turn.
     #[arg(long, default_value_t = 2)]
     repeat: usize,
     /// Internal: serve the baseline on this address.
     #[arg(long, hide = true)]
     serve_baseline: Option<SocketAddr>,
 }
+
+/// The observability scenarios: (name, metrics on, access log on), run in this order.
+const OBSERVABILITY: [(&str, bool, bool); 4] = [
+    ("e1-obs-off", false, false),
+    ("e1-obs-metrics", true, false),
+    ("e1-obs-log", false, true),
+    ("e1-obs-on", true, true),
+];
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -129,39 +138,38 @@ fn main() -> anyhow::Result<()> {
 
     let named = |name: &str| args.only.iter().any(|o| o == name);
     for _ in 0..args.repeat {
-        for (name, on) in [("e1-obs-off", false), ("e1-obs-on", true)] {
+        for (name, metrics, log) in OBSERVABILITY {
             if !named(name) {
                 continue;
             }
             let dir = tempfile::tempdir()?;
-            let log = dir.path().join("server.log");
-            let env: &[(&str, &str)] = if on {
-                &[
-                    ("TRAILSPARK_METRICS", "true"),
-                    ("TRAILSPARK_LOG", "info"),
-                    ("TRAILSPARK_LOG_FORMAT", "json"),
-                ]
-            } else {
-                &[("TRAILSPARK_METRICS", "false"), ("TRAILSPARK_LOG", "warn")]
-            };
-            let s = start_server_logged(&ts, dir.path(), None, env, &[], Some(&log))?;
+            let log_file = dir.path().join("server.log");
+            let env: &[(&str, &str)] = &[
+                ("TRAILSPARK_METRICS", if metrics { "true" } else { "false" }),
+                ("TRAILSPARK_LOG", if log { "info" } else { "warn" }),
+                ("TRAILSPARK_LOG_FORMAT", "json"),
+            ];
+            let s = start_server_logged(&ts, dir.path(), None, env, &[], Some(&log_file))?;
             let key = s.key.clone().context("no first-start key")?;
             let e1 = format!("{}/api/signal-staging/webhook/{key}", s.base);
-            let scraping = on.then(|| scrape_every_second(format!("{}/metrics", s.base)));
-            let label = if on {
-                "trailspark E1, metrics + JSON access log on (scraped every 1 s)"
-            } else {
-                "trailspark E1, metrics and access log off"
+            let scraping = metrics.then(|| scrape_every_second(format!("{}/metrics", s.base)));
+            let label = match (metrics, log) {
+                (false, false) => "trailspark E1, metrics and access log off",
+                (true, false) => "trailspark E1, metrics on (scraped every 1 s), access log off",
+                (false, true) => "trailspark E1, metrics off, JSON access log on",
+                (true, true) => "trailspark E1, metrics (scraped every 1 s) and JSON access log on",
             };
             rows.push((label, rt.block_on(load(&e1, 1, Shape::Generic, &args))?));
-            if let Some((stop, t)) = scraping {
-                stop.store(true, Ordering::Relaxed);
-                let scrapes = t
-                    .join()
-                    .map_err(|_| anyhow::anyhow!("scraper panicked"))??;
-                let lines = std::fs::read_to_string(&log)?.lines().count();
-                eprintln!("{label}: {scrapes} scrapes, {lines} log lines");
-            }
+            let scrapes = match scraping {
+                Some((stop, t)) => {
+                    stop.store(true, Ordering::Relaxed);
+                    t.join()
+                        .map_err(|_| anyhow::anyhow!("scraper panicked"))??
+                }
+                None => 0,
+            };
+            let lines = std::fs::read_to_string(&log_file)?.lines().count();
+            eprintln!("{label}: {scrapes} scrapes, {lines} log lines");
             drop(s);
         }
     }

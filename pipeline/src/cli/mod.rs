@@ -249,7 +249,8 @@ async fn open_control(
 pub async fn run() -> anyhow::Result<()> {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches)?;
-    crate::init_tracing(cli.log_format);
+    // Held until the command ends, so that its last log lines are written.
+    let _logs = crate::init_tracing(cli.log_format);
     match cli.command {
         Command::Serve(cfg) => {
             let serve_matches = matches
