@@ -58,6 +58,8 @@ fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
         .args(["--phases", "examples,coverage,fuzzing"])
         .args(["--max-examples", "10", "--seed", &seed, "--workers", "2"])
         .args(["--continue-on-failure", "--no-color"])
+        // Its cache and crash files go to the test's directory, not the source tree.
+        .current_dir(dir.path())
         .env("PYTHONPATH", &here)
         .env("SCHEMATHESIS_HOOKS", "trailspark_hooks")
         .env("TRAILSPARK_TOKEN", ADMIN_TOKEN)

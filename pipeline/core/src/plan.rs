@@ -5,9 +5,10 @@
 //! count per calendar month, and 0 means unlimited.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// An org's plan limits. A limit of 0 means unlimited.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
     pub raw_signal_limit: u64,
@@ -33,7 +34,7 @@ pub const DEFAULT_RETENTION_DAYS: u32 = 30;
 
 /// A change of some of a plan's fields: the ones given replace theirs, the others keep
 /// their values (`PUT` and `PATCH /api/admin/plan`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanChange {
     #[serde(default)]

@@ -3,22 +3,13 @@
 //! HTTP API validates them and the log carries them as config events.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::path;
 
 /// The six signal types.
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
 )]
 pub enum SignalType {
     #[serde(rename = "Page View")]
@@ -37,17 +28,7 @@ pub enum SignalType {
 
 /// Condition operators.
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Op {
@@ -65,9 +46,7 @@ pub enum Op {
 }
 
 /// One condition: `field` is `source`, `event_type`, `event_name`, or a payload dot path.
-#[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Condition {
     pub field: String,
@@ -78,9 +57,7 @@ pub struct Condition {
 }
 
 /// A condition's operand, kept as text so that rules are ordered, hashable data.
-#[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum Operand {
     One(String),
@@ -99,7 +76,7 @@ pub enum Operand {
     Hash,
     Serialize,
     Deserialize,
-    utoipa::ToSchema,
+    ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Combinator {
@@ -134,9 +111,7 @@ impl<'de> Deserialize<'de> for LeadField {
 }
 
 /// One mapping of a rule: fill `field` from the payload at `path`.
-#[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FieldMapping {
     /// `email`, `map_id`, `cdp_id`, `crm_id`, `product_user_id`, `title`, or a trait's name.
@@ -178,9 +153,7 @@ impl LeadField {
 
 /// What a rule is, as its author wrote it. Unknown fields are refused: a misspelt
 /// `conditions` would otherwise make a rule that matches every signal.
-#[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleDef {
     pub name: String,

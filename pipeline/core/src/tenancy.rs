@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::crm::{DestinationEvent, DestinationState, IntegrationEvent, IntegrationState};
 pub use crate::plan::{Plan, PlanChange, DEFAULT_RETENTION_DAYS};
@@ -41,17 +42,7 @@ pub const SERVER_ORG: OrgId = OrgId(0);
 
 /// Roles in ascending order of power; each has every permission of those below it.
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -83,7 +74,7 @@ impl Role {
 }
 
 /// What an API key may be used for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EndpointType {
     SignalStaging,
@@ -101,7 +92,7 @@ impl EndpointType {
 
 /// Field-mapping template of a Product Org Updates key: dot paths into the payload.
 /// Only `product_org_id` is required.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductOrgTemplate {
     pub product_org_id: String,

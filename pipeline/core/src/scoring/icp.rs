@@ -7,23 +7,14 @@
 //! model and in every evaluation context, where a language model reads it.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::rules::SignalType;
 use crate::tenancy::OrgId;
 
 /// An employee-count range, both ends inclusive; an open end is `None`.
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
 )]
 #[serde(deny_unknown_fields)]
 pub struct EmployeeRange {
@@ -40,9 +31,7 @@ impl EmployeeRange {
 }
 
 /// A behaviour the model weighs: signals of a rule name and/or a signal type.
-#[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignalCriterion {
     /// A mapping rule's name (the signal's name), compared ignoring case.
@@ -62,17 +51,7 @@ fn default_weight() -> u32 {
 /// What the deterministic scorer checks. Lists of words match ignoring case, as whole words
 /// or phrases inside the lead's or account's value.
 #[derive(
-    Clone,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
+    Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
 )]
 #[serde(deny_unknown_fields)]
 pub struct Criteria {
@@ -104,7 +83,7 @@ pub struct Criteria {
 }
 
 /// `POST /api/icp-models`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewModel {
     pub name: String,

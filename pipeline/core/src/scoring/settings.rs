@@ -5,6 +5,7 @@
 //! is made (`cooldown_until`), so a later change of the cooldown hours never moves it.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// The settings of one org. Field names are the API's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -41,7 +42,7 @@ impl Default for ScoringSettings {
 }
 
 /// `PUT /api/settings/lead-scoring`: any subset of the fields; the others keep their values.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsChange {
     #[serde(default)]
