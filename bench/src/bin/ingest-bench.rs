@@ -50,6 +50,9 @@ struct Args {
     /// The ratio column is against the first one run.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// The server's log format in the e1-obs scenarios: json or text.
+    #[arg(long, default_value = "json")]
+    log_format: String,
     /// Runs of each e1-obs scenario, taken in turn.
     #[arg(long, default_value_t = 2)]
     repeat: usize,
@@ -147,16 +150,21 @@ fn main() -> anyhow::Result<()> {
             let env: &[(&str, &str)] = &[
                 ("TRAILSPARK_METRICS", if metrics { "true" } else { "false" }),
                 ("TRAILSPARK_LOG", if log { "info" } else { "warn" }),
-                ("TRAILSPARK_LOG_FORMAT", "json"),
+                ("TRAILSPARK_LOG_FORMAT", args.log_format.as_str()),
             ];
             let s = start_server_logged(&ts, dir.path(), None, env, &[], Some(&log_file))?;
             let key = s.key.clone().context("no first-start key")?;
             let e1 = format!("{}/api/signal-staging/webhook/{key}", s.base);
             let scraping = metrics.then(|| scrape_every_second(format!("{}/metrics", s.base)));
+            let text = args.log_format == "text";
             let label = match (metrics, log) {
                 (false, false) => "trailspark E1, metrics and access log off",
                 (true, false) => "trailspark E1, metrics on (scraped every 1 s), access log off",
+                (false, true) if text => "trailspark E1, metrics off, text access log on",
                 (false, true) => "trailspark E1, metrics off, JSON access log on",
+                (true, true) if text => {
+                    "trailspark E1, metrics (scraped every 1 s) and text access log on"
+                }
                 (true, true) => "trailspark E1, metrics (scraped every 1 s) and JSON access log on",
             };
             rows.push((label, rt.block_on(load(&e1, 1, Shape::Generic, &args))?));
