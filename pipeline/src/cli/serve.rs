@@ -84,7 +84,7 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
 
 /// The name, in the data directory, of the file that holds the first start's secrets when
 /// standard output is not a terminal.
-pub const CREDENTIALS_FILE: &str = "first-start-credentials.txt";
+const CREDENTIALS_FILE: &str = "first-start-credentials.txt";
 
 /// Prints the first start's tokens and key on a terminal. Anywhere else (a journal, a log
 /// file, a container's captured output) they would be kept in clear text by whatever reads

@@ -147,34 +147,18 @@ async fn dispatch(api: Arc<Api>, req: Request) -> Reply {
             .await
             .unwrap_or_else(not_found);
     }
-    if path == "/healthz" || path == "/readyz" {
-        if req.method != Method::GET && req.method != Method::HEAD {
-            return Reply::json(
-                StatusCode::METHOD_NOT_ALLOWED,
-                json!({"error": "method_not_allowed", "code": "method_not_allowed", "message": "use GET"}),
-            );
-        }
-        return health::health(&api, path == "/readyz").await;
+    // The operations endpoints take GET and HEAD; `handle` adds their `Allow` from the
+    // OpenAPI table, as for every 405.
+    let operations = matches!(path, "/healthz" | "/readyz" | "/openapi.json")
+        || (path == "/metrics" && api.metrics);
+    if operations && req.method != Method::GET && req.method != Method::HEAD {
+        return reply::method_not_allowed(&req.method);
     }
-    if path == "/openapi.json" {
-        if req.method != Method::GET && req.method != Method::HEAD {
-            return Reply::json(
-                StatusCode::METHOD_NOT_ALLOWED,
-                json!({"error": "method_not_allowed", "code": "method_not_allowed", "message": "use GET"}),
-            )
-            .with_header("allow", "GET, HEAD");
-        }
-        return openapi::serve();
-    }
-    if path == "/metrics" && api.metrics {
-        if req.method != Method::GET && req.method != Method::HEAD {
-            return Reply::json(
-                StatusCode::METHOD_NOT_ALLOWED,
-                json!({"error": "method_not_allowed", "code": "method_not_allowed", "message": "use GET"}),
-            )
-            .with_header("allow", "GET, HEAD");
-        }
-        return metrics::metrics(&api).await;
+    match path {
+        "/healthz" | "/readyz" => return health::health(&api, path == "/readyz").await,
+        "/openapi.json" => return openapi::serve(),
+        "/metrics" if api.metrics => return metrics::metrics(&api).await,
+        _ => {}
     }
     let trimmed = path.trim_matches('/').to_string();
     let segs: Vec<&str> = trimmed.split('/').collect();

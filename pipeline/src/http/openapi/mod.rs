@@ -364,7 +364,7 @@ pub fn allowed(path: &str) -> Option<String> {
 }
 
 /// The `{name}` parts of a path template.
-pub fn path_params(path: &str) -> impl Iterator<Item = &str> {
+fn path_params(path: &str) -> impl Iterator<Item = &str> {
     path.split('/')
         .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
 }
