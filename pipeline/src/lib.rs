@@ -9,6 +9,7 @@ pub mod control;
 pub mod engine;
 pub mod http;
 pub mod ingest;
+pub mod json_log;
 pub mod log;
 pub mod metrics;
 pub mod services;

@@ -24,7 +24,7 @@ mod cli;
 
 /// Logs go to stderr, filtered by `TRAILSPARK_LOG` (default `info`): as text, coloured only
 /// when stderr is a terminal (a file or a pipe gets no escape codes), or as one JSON object
-/// per line with the request's span fields (`request_id`, `org`) on each.
+/// per line with the request's span fields (`request_id`, `org`) on each (`json_log`).
 ///
 /// Lines are formatted where they are logged and written by a thread of their own, in bursts
 /// through a buffer, so a request never waits on stderr's `write` (bench/RESULTS.md,
@@ -48,10 +48,8 @@ pub fn init_tracing(format: cli::LogFormat) -> tracing_appender::non_blocking::W
     match format {
         cli::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         cli::LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+            .fmt_fields(trailspark::json_log::JsonPairs)
+            .event_format(trailspark::json_log::JsonLine)
             .init(),
     }
     guard
