@@ -210,3 +210,219 @@ fn the_document_describes_auth_errors_and_request_bodies() {
     assert_eq!(e1["parameters"][0]["in"], "path");
     assert!(e1["responses"]["202"].is_object());
 }
+
+/// A server with one of each record (keys, tokens, a mapping rule, an unmapped group, a lead
+/// with signals and an evaluation, an evaluation rule, an ICP model, a product org), whose
+/// every read and write answer is checked against the document's schema for it.
+#[test]
+fn every_answer_about_real_records_conforms_to_the_document() {
+    use common::answers::Answers;
+    use common::scoring::{fitting, lead};
+    use reqwest::Method;
+    use serde_json::json;
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = common::scoring::start(&dir.path().join("data"));
+    let mut a = Answers::default();
+    let key = a.ok(
+        &s,
+        Method::POST,
+        "/api/admin/keys",
+        Some(json!({"name": "po", "endpoint_type": "product_org",
+                    "template": {"product_org_id": "workspace_id", "name": "name", "plan_name": "plan"}})),
+    );
+    let po_key = key["key"].as_str().unwrap().to_string();
+    let r = client()
+        .post(s.url(&format!("/api/product-orgs/webhook/{po_key}")))
+        .json(&json!({"workspace_id": "ws_1", "name": "Acme", "plan": "team"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let token = a.ok(
+        &s,
+        Method::POST,
+        "/api/admin/tokens",
+        Some(json!({"role": "viewer", "name": "dashboards"})),
+    );
+
+    // Rules, a model, an evaluation rule; then a lead that fits and acts.
+    let rule = a.ok(
+        &s,
+        Method::POST,
+        "/api/mapping-rules",
+        Some(json!({"name": "Demo request", "signal_type": "Form Fill", "high_intent": false,
+                    "conditions": [{"field": "event", "op": "equals", "value": "Demo Requested"}],
+                    "mappings": [{"field": "email", "path": "email"}, {"field": "product_user_id", "path": "user_id"}]})),
+    );
+    common::scoring::mapping_rules(&s);
+    let model = a.ok(
+        &s,
+        Method::POST,
+        "/api/icp-models",
+        Some(json!({"name": "Mid-market SaaS", "account_profile": "B2B SaaS, 200-1000 employees",
+                    "criteria": {"industries": ["saas"], "employee_ranges": [{"min": 200, "max": 1000}]}})),
+    );
+    let eval_rule = a.ok(
+        &s,
+        Method::POST,
+        "/api/evaluation-rules",
+        Some(json!({"name": "No students", "conditions": [
+            {"field": "lead.title", "op": "not_contains", "value": "student", "allow_if_empty": true}]})),
+    );
+    let ada = lead(&s, "ada@acme.com");
+    ada.identify(fitting());
+    ada.send(json!({"event": "Demo Requested", "email": "ada@acme.com", "user_id": "u_1"}));
+    ada.event("Pricing Viewed");
+    ada.event("Feature Used");
+    ada.event("Something Unmapped");
+    let last = ada.event("Pricing Viewed");
+    let lead_id = ada.id(last);
+    let evaluation = a.ok(
+        &s,
+        Method::POST,
+        &format!("/api/leads/{lead_id}/evaluate"),
+        None,
+    );
+    let at = |p: &str| {
+        format!(
+            "{p}{}wait_for={last}",
+            if p.contains('?') { '&' } else { '?' }
+        )
+    };
+
+    let rid = rule["id"].as_u64().unwrap();
+    let mid = model["id"].as_u64().unwrap();
+    let eid = eval_rule["id"].as_u64().unwrap();
+    let groups = a.ok(&s, Method::GET, &at("/api/signal-queue/groups"), None);
+    let group = groups["groups"][0]["id"]
+        .as_str()
+        .expect("a group")
+        .to_string();
+    let signals = a.ok(&s, Method::GET, &at("/api/explorer/signals"), None);
+    let signal = signals["signals"][0]["id"].as_u64().expect("a signal");
+    let accounts = a.ok(&s, Method::GET, &at("/api/accounts"), None);
+    let account = accounts["accounts"][0]["id"]
+        .as_str()
+        .expect("an account")
+        .to_string();
+    assert!(evaluation["score"].is_string(), "{evaluation}");
+
+    for path in [
+        "/api/admin/whoami".to_string(),
+        "/api/admin/orgs".into(),
+        "/api/admin/keys".into(),
+        "/api/admin/tokens".into(),
+        "/api/admin/plan".into(),
+        "/api/admin/archive".into(),
+        "/api/admin/evaluation".into(),
+        "/api/explorer/stats".into(),
+        "/api/explorer/signals?tab=failed".into(),
+        "/api/explorer/signals?tab=pending".into(),
+        format!("/api/explorer/signals/{signal}"),
+        "/api/leads?email=ada%40acme.com".into(),
+        format!("/api/leads/{lead_id}"),
+        format!("/api/leads/{lead_id}/timeline"),
+        format!("/api/leads/{lead_id}/evaluation-context"),
+        format!("/api/leads/{lead_id}/evaluations"),
+        "/api/signal-queue/groups?tab=mapped".into(),
+        format!("/api/signal-queue/groups/{group}"),
+        format!("/api/signal-queue/groups/{group}/suggested-rule"),
+        "/api/identity/conflicts".into(),
+        "/api/usage".into(),
+        "/api/product-orgs/ws_1".into(),
+        "/api/mapping-rules".into(),
+        format!("/api/mapping-rules/{rid}"),
+        "/api/settings/lead-scoring".into(),
+        "/api/evaluation-rules".into(),
+        format!("/api/evaluation-rules/{eid}"),
+        "/api/icp-models".into(),
+        format!("/api/icp-models/{mid}"),
+        "/api/evaluations".into(),
+        "/api/evaluations?limit=1".into(),
+        format!("/api/accounts/{account}"),
+        "/api/integrations".into(),
+        "/api/destinations".into(),
+    ] {
+        a.ok(&s, Method::GET, &at(&path), None);
+    }
+    let changed_rule = json!({"name": "Demo request", "signal_type": "Form Fill",
+        "conditions": [{"field": "event", "op": "equals", "value": "Demo Requested"}],
+        "mappings": [{"field": "email", "path": "email"}]});
+    a.ok(
+        &s,
+        Method::POST,
+        "/api/mapping-rules/preview",
+        Some(changed_rule.clone()),
+    );
+    a.ok(
+        &s,
+        Method::PUT,
+        &format!("/api/mapping-rules/{rid}"),
+        Some(changed_rule),
+    );
+    a.ok(
+        &s,
+        Method::PATCH,
+        "/api/settings/lead-scoring",
+        Some(json!({"min_signals": 2})),
+    );
+    a.ok(
+        &s,
+        Method::PATCH,
+        "/api/admin/plan",
+        Some(json!({"overage": true})),
+    );
+    a.ok(
+        &s,
+        Method::PUT,
+        &format!("/api/evaluation-rules/{eid}"),
+        Some(json!({"name": "No interns", "conditions": [
+            {"field": "lead.title", "op": "not_contains", "value": "intern"}]})),
+    );
+    a.ok(
+        &s,
+        Method::POST,
+        &format!("/api/icp-models/{mid}/activate"),
+        None,
+    );
+    a.ok(&s, Method::POST, "/api/explorer/process", None);
+    a.ok(&s, Method::POST, "/api/admin/evaluation/run", None);
+    a.ok(
+        &s,
+        Method::POST,
+        "/api/signals/rehydrate",
+        Some(json!({"from": "2026-01-01", "to": "2026-01-31", "ttl_hours": 1})),
+    );
+    a.ok(
+        &s,
+        Method::DELETE,
+        &format!("/api/evaluation-rules/{eid}"),
+        None,
+    );
+    a.ok(
+        &s,
+        Method::DELETE,
+        &format!("/api/mapping-rules/{rid}"),
+        None,
+    );
+    let tid = token["id"].as_u64().unwrap();
+    a.ok(
+        &s,
+        Method::DELETE,
+        &format!("/api/admin/tokens/{tid}"),
+        None,
+    );
+    let kid = key["id"].as_u64().unwrap();
+    a.ok(&s, Method::DELETE, &format!("/api/admin/keys/{kid}"), None);
+    // Errors conform too.
+    a.call(&s, Method::GET, "/api/leads/ld_none", None);
+    a.call(
+        &s,
+        Method::POST,
+        "/api/mapping-rules",
+        Some(json!({"name": ""})),
+    );
+
+    let typed = a.check(&s);
+    assert_eq!(typed, a.len(), "every answer here has a typed schema");
+}

@@ -2,6 +2,7 @@
 //! loopback ports, and talks to them over HTTP like any client would.
 #![allow(dead_code)]
 
+pub mod answers;
 pub mod crm;
 pub mod destinations;
 pub mod jetstream;

@@ -1,30 +1,102 @@
 //! Settings, evaluation rules, models and evaluations as the API shows them, and the scoring
 //! part of a lead: its latest evaluation and why it was last passed over.
 
+use serde::Serialize;
 use serde_json::{json, Value};
-use trailspark_core::scoring::{EvalRule, IcpModel, Score};
-use trailspark_core::time::rfc3339;
+use trailspark_core::rules::Combinator;
+use trailspark_core::scoring::{Criteria, EvalRule, IcpModel, RuleCondition, Score};
+use trailspark_core::time::rfc3339_text;
 use trailspark_operators::eligibility::Standing;
 use trailspark_operators::Ident;
 use trailspark_sinks::read_models::scoring::evaluation_json;
 use trailspark_sinks::read_models::{lead_id, Models};
+use utoipa::ToSchema;
 
 use crate::explorer::ViewError;
 
+/// An evaluation rule as the API shows it. The definition's fields are listed rather than
+/// flattened: the definition refuses unknown fields, so a flattened schema would refuse
+/// `id` and the times.
+#[derive(Serialize, ToSchema)]
+pub struct EvalRuleView {
+    pub id: u64,
+    pub org_id: u64,
+    /// RFC 3339.
+    pub created_at: Option<String>,
+    pub updated_at: Option<String>,
+    pub name: String,
+    pub description: Option<String>,
+    pub combinator: Combinator,
+    pub conditions: Vec<RuleCondition>,
+}
+
+impl EvalRuleView {
+    pub fn of(r: &EvalRule) -> EvalRuleView {
+        EvalRuleView {
+            id: r.id,
+            org_id: r.org_id.0,
+            created_at: rfc3339_text(r.created_at),
+            updated_at: rfc3339_text(r.updated_at),
+            name: r.def.name.clone(),
+            description: r.def.description.clone(),
+            combinator: r.def.combinator,
+            conditions: r.def.conditions.clone(),
+        }
+    }
+}
+
 pub fn eval_rule_json(r: &EvalRule) -> Value {
-    let mut v = serde_json::to_value(r).expect("rules serialize");
-    v["created_at"] = rfc3339(r.created_at);
-    v["updated_at"] = rfc3339(r.updated_at);
-    v
+    serde_json::to_value(EvalRuleView::of(r)).expect("rules serialize")
+}
+
+/// An ICP model as the API shows it.
+#[derive(Serialize, ToSchema)]
+pub struct ModelView {
+    pub id: u64,
+    pub org_id: u64,
+    /// The org's n-th model; evaluations name the version they were scored with.
+    pub version: u32,
+    pub name: String,
+    pub method: String,
+    pub account_profile: String,
+    pub account_detractors: String,
+    pub contact_personas: String,
+    pub contact_detractors: String,
+    pub positive_signals: String,
+    pub negative_signals: String,
+    pub criteria: Criteria,
+    /// Which criteria were read from the text rather than given.
+    pub derived_criteria: Vec<String>,
+    /// RFC 3339.
+    pub created_at: Option<String>,
+    /// `active` or `inactive`.
+    pub status: String,
+}
+
+impl ModelView {
+    pub fn of(m: &IcpModel, active: bool) -> ModelView {
+        ModelView {
+            id: m.id,
+            org_id: m.org_id.0,
+            version: m.version,
+            name: m.name.clone(),
+            method: m.method.clone(),
+            account_profile: m.account_profile.clone(),
+            account_detractors: m.account_detractors.clone(),
+            contact_personas: m.contact_personas.clone(),
+            contact_detractors: m.contact_detractors.clone(),
+            positive_signals: m.positive_signals.clone(),
+            negative_signals: m.negative_signals.clone(),
+            criteria: m.criteria.clone(),
+            derived_criteria: m.derived.clone(),
+            created_at: rfc3339_text(m.created_at),
+            status: if active { "active" } else { "inactive" }.into(),
+        }
+    }
 }
 
 pub fn model_json(m: &IcpModel, active: bool) -> Value {
-    let mut v = serde_json::to_value(m).expect("models serialize");
-    v["status"] = json!(if active { "active" } else { "inactive" });
-    v["created_at"] = rfc3339(m.created_at);
-    v["derived_criteria"] = v["derived"].take();
-    v.as_object_mut().map(|o| o.remove("derived"));
-    v
+    serde_json::to_value(ModelView::of(m, active)).expect("models serialize")
 }
 
 /// The lead's latest evaluation (or null) and why it was last not evaluated (or null): the

@@ -5,9 +5,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use serde_json::{json, Value};
-use trailspark_core::scoring::{month_of, Evaluation, Trigger};
-use trailspark_core::time::rfc3339;
+use serde_json::Value;
+use trailspark_core::scoring::{month_of, Evaluation, EvaluationView, Trigger};
 use trailspark_operators::eligibility::{Eligibility, Standing};
 use trailspark_operators::Ident;
 
@@ -98,26 +97,5 @@ impl ScoringModels {
 
 /// An evaluation as the API, SQL and change events show it.
 pub fn evaluation_json(e: &Evaluation) -> Value {
-    json!({
-        "id": e.id,
-        "lead_id": e.lead_id,
-        "account_id": e.account_id,
-        "score": e.score,
-        "raw_score": e.raw_score,
-        "confidence": e.confidence,
-        "confidence_gate_applied": e.confidence_gate_applied,
-        "reasoning": e.reasoning,
-        "contributions": e.contributions,
-        "propensity": e.propensity,
-        "trigger": e.trigger,
-        "evaluated_at": rfc3339(e.evaluated_at),
-        "cooldown_until": e.cooldown_until.map(rfc3339),
-        "model_id": e.model_id,
-        "model_version": e.model_version,
-        "scorer": e.scorer,
-        "fit": e.dimensions.fit,
-        "intent": e.dimensions.intent,
-        "usage": e.dimensions.usage,
-        "basis_position": e.basis_pos,
-    })
+    serde_json::to_value(EvaluationView::of(e)).expect("evaluations serialize")
 }

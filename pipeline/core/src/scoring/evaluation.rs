@@ -6,10 +6,13 @@
 //! asks a scorer again.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::tenancy::OrgId;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Score {
     Hot,
@@ -37,7 +40,9 @@ impl Score {
 }
 
 /// Account-level likelihood to buy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Propensity {
     High,
@@ -56,7 +61,9 @@ impl Propensity {
 }
 
 /// Why an evaluation ran.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
     /// The batch cadence, for a lead never evaluated.
@@ -112,7 +119,7 @@ impl SkipReason {
 
 /// One input's part in a score: what was looked at, the lead's value, the model's weight for
 /// it and the points it added (negative for a detractor). The reasoning names only these.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Contribution {
     /// `fit`, `intent` or `usage`.
     pub dimension: String,
@@ -198,5 +205,64 @@ pub fn gate(raw: Score, confidence: u32, min_confidence: u32) -> (Score, bool) {
         (Score::Cold, true)
     } else {
         (raw, false)
+    }
+}
+
+/// An evaluation as the API, SQL and change events show it: the log's record with times in
+/// RFC 3339, the dimension scores at the top level and the basis as `basis_position`. It is
+/// what [`EvaluationView::of`] serializes, and its schema is the OpenAPI document's, so the
+/// two cannot differ.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+pub struct EvaluationView {
+    pub id: String,
+    pub lead_id: String,
+    pub account_id: Option<String>,
+    pub score: Score,
+    pub raw_score: Score,
+    pub confidence: u32,
+    pub confidence_gate_applied: bool,
+    pub reasoning: String,
+    pub contributions: Vec<Contribution>,
+    pub propensity: Option<Propensity>,
+    pub trigger: Trigger,
+    /// RFC 3339.
+    pub evaluated_at: Option<String>,
+    /// RFC 3339; null when cooling off was disabled.
+    pub cooldown_until: Option<String>,
+    pub model_id: u64,
+    pub model_version: u32,
+    /// `deterministic`, or `llm:<model>`.
+    pub scorer: String,
+    pub fit: Option<u32>,
+    pub intent: Option<u32>,
+    pub usage: Option<u32>,
+    /// The log position of the newest signal the evaluation considered.
+    pub basis_position: u64,
+}
+
+impl EvaluationView {
+    pub fn of(e: &Evaluation) -> EvaluationView {
+        EvaluationView {
+            id: e.id.clone(),
+            lead_id: e.lead_id.clone(),
+            account_id: e.account_id.clone(),
+            score: e.score,
+            raw_score: e.raw_score,
+            confidence: e.confidence,
+            confidence_gate_applied: e.confidence_gate_applied,
+            reasoning: e.reasoning.clone(),
+            contributions: e.contributions.clone(),
+            propensity: e.propensity,
+            trigger: e.trigger,
+            evaluated_at: crate::time::rfc3339_text(e.evaluated_at),
+            cooldown_until: e.cooldown_until.and_then(crate::time::rfc3339_text),
+            model_id: e.model_id,
+            model_version: e.model_version,
+            scorer: e.scorer.clone(),
+            fit: e.dimensions.fit,
+            intent: e.dimensions.intent,
+            usage: e.dimensions.usage,
+            basis_position: e.basis_pos,
+        }
     }
 }

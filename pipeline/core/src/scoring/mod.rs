@@ -15,8 +15,8 @@ pub mod state;
 
 pub use eval_rules::{EvalRuleDef, Literal, RuleCondition, RuleOp};
 pub use evaluation::{
-    evaluation_id, gate, Contribution, Dimensions, Evaluation, LeadKey, Propensity, Score,
-    SkipReason, Trigger,
+    evaluation_id, gate, Contribution, Dimensions, Evaluation, EvaluationView, LeadKey, Propensity,
+    Score, SkipReason, Trigger,
 };
 pub use icp::{Criteria, EmployeeRange, IcpModel, ModelStatus, NewModel, SignalCriterion};
 pub use settings::{OutOfRange, ScoringSettings, SettingsChange};

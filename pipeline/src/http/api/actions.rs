@@ -3,16 +3,17 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use trailspark_core::rules::RuleDef;
+use trailspark_core::rules::{Combinator, Condition, FieldMapping, RuleDef, SignalType};
 use trailspark_core::tenancy::{MappingRule, OrgId, Principal, Role};
-use trailspark_core::time::rfc3339;
+use trailspark_core::time::{rfc3339, rfc3339_text};
 use trailspark_operators::Signal;
 use trailspark_queries::explorer::preview;
 use trailspark_queries::explorer::retrieval::{self, RehydrateBody};
 use trailspark_queries::output::{encode, Format};
 use trailspark_sources::{IngestError, Reply, Request};
+use utoipa::ToSchema;
 use warp::http::StatusCode;
 
 use crate::http::reply::{error, json_body, not_found, require, sql_error, view_error};
@@ -114,13 +115,49 @@ impl<'de> Deserialize<'de> for RuleBody {
     }
 }
 
+/// A mapping rule as the API shows it: its definition's fields, listed (the definition
+/// refuses unknown fields, so a flattened schema would refuse `id`), with its id, version
+/// and times.
+#[derive(Serialize, ToSchema)]
+pub struct RuleView {
+    pub id: u64,
+    /// Counts the rule's edits, from 1.
+    pub version: u64,
+    /// RFC 3339.
+    pub created_at: Option<String>,
+    pub updated_at: Option<String>,
+    pub name: String,
+    pub signal_type: SignalType,
+    pub description: Option<String>,
+    pub high_intent: bool,
+    pub priority: i32,
+    pub combinator: Combinator,
+    pub conditions: Vec<Condition>,
+    pub mappings: Vec<FieldMapping>,
+}
+
+impl RuleView {
+    pub fn of(r: &MappingRule) -> RuleView {
+        let d = r.def.clone();
+        RuleView {
+            id: r.id,
+            version: r.version,
+            created_at: rfc3339_text(r.created_at),
+            updated_at: rfc3339_text(r.updated_at),
+            name: d.name,
+            signal_type: d.signal_type,
+            description: d.description,
+            high_intent: d.high_intent,
+            priority: d.priority,
+            combinator: d.combinator,
+            conditions: d.conditions,
+            mappings: d.mappings,
+        }
+    }
+}
+
 fn rule_json(r: &MappingRule) -> Value {
-    let mut v = serde_json::to_value(&r.def).expect("rules serialize");
-    v["id"] = json!(r.id);
-    v["version"] = json!(r.version);
-    v["created_at"] = rfc3339(r.created_at);
-    v["updated_at"] = rfc3339(r.updated_at);
-    v
+    serde_json::to_value(RuleView::of(r)).expect("rules serialize")
 }
 
 /// A rule change's answer: the rule as it now is, with the log position of the change.

@@ -11,7 +11,7 @@
 //! [`dispatch`] matches it with the method, so every path is listed once and a known path
 //! with another method is a 405 by construction.
 
-mod actions;
+pub(crate) mod actions;
 
 pub(crate) use actions::SqlBody;
 

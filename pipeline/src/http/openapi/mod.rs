@@ -48,6 +48,8 @@ pub enum Answer {
     One(Schemer),
     /// `{"<name>": [<type>, …]}`.
     List(&'static str, Schemer),
+    /// A page: `{"<name>": [<type>, …], "next_cursor": <string or null>}`.
+    Page(&'static str, Schemer),
 }
 
 /// Adds a type's schema to the components and answers a reference to it.
@@ -61,6 +63,11 @@ pub const fn one<T: utoipa::ToSchema>() -> Answer {
 /// An answer listing `T`s under `name`.
 pub const fn list<T: utoipa::ToSchema>(name: &'static str) -> Answer {
     Answer::List(name, schema_of::<T>)
+}
+
+/// A page of `T`s under `name`, continued by `next_cursor`.
+pub const fn page<T: utoipa::ToSchema>(name: &'static str) -> Answer {
+    Answer::Page(name, schema_of::<T>)
 }
 
 /// A query parameter: name, JSON type, description.
@@ -254,6 +261,14 @@ fn ok_response(op: &Op, components: &mut Components) -> Value {
         Answer::List(name, f) => {
             let items = typed(f(components));
             let schema = json!({"type": "object", "required": [name], "properties": {name: {"type": "array", "items": items}}});
+            return json!({"description": op.summary, "content": {"application/json": {"schema": schema}}});
+        }
+        Answer::Page(name, f) => {
+            let items = typed(f(components));
+            let schema = json!({"type": "object", "required": [name, "next_cursor"], "properties": {
+                name: {"type": "array", "items": items},
+                "next_cursor": {"type": ["string", "null"], "description": "the `cursor` of the next page; null on the last"}
+            }});
             return json!({"description": op.summary, "content": {"application/json": {"schema": schema}}});
         }
     }

@@ -6,8 +6,11 @@
 //! and it sends every operation listed here to a running server, which must serve it (and
 //! answer 405 to the methods not listed).
 
-use super::{list, one, Answer, Auth, Body, Op, Query};
+use super::{list, one, page, Answer, Auth, Body, Op, Query};
 use crate::http::admin::{KeyView, TokenView};
+use crate::http::api::actions::RuleView;
+use trailspark_core::scoring::{EvaluationView, ScoringSettings};
+use trailspark_queries::scoring::views::{EvalRuleView, ModelView};
 
 const WAIT_FOR: Query = ("wait_for", "integer", "answer only once the read models reflect this log position (from a 202's `log_position`); 400 past the log's head, 504 after 10 s");
 const LIMIT: Query = ("limit", "integer", "page size");
@@ -198,35 +201,35 @@ pub const OPS: &[Op] = &[
     get("/api/identity/conflicts", "leads", "Identifiers refused by the identity limits").query(&[WAIT_FOR, LIMIT, CURSOR]),
     get("/api/usage", "usage", "Meters of a month").query(&[WAIT_FOR, ("period", "string", "YYYY-MM (default: this month)")]),
     get("/api/product-orgs/{id}", "leads", "A product org, with its users"),
-    get("/api/mapping-rules", "rules", "Mapping rules"),
-    post("/api/mapping-rules", "rules", "Create a mapping rule (Editor+)").body(Rule).ok(201)
+    get("/api/mapping-rules", "rules", "Mapping rules").answer(list::<RuleView>("rules")),
+    post("/api/mapping-rules", "rules", "Create a mapping rule (Editor+)").body(Rule).ok(201).answer(one::<RuleView>())
         .example(RULE),
     post("/api/mapping-rules/preview", "rules", "Try a rule on recent signals without saving it (Editor+)").body(Rule)
         .example(RULE),
-    get("/api/mapping-rules/{id}", "rules", "One mapping rule"),
-    op("put", "/api/mapping-rules/{id}", "rules", "Replace a mapping rule (Editor+)").body(Rule),
-    op("delete", "/api/mapping-rules/{id}", "rules", "Delete a mapping rule (Editor+)"),
+    get("/api/mapping-rules/{id}", "rules", "One mapping rule").answer(one::<RuleView>()),
+    op("put", "/api/mapping-rules/{id}", "rules", "Replace a mapping rule (Editor+)").body(Rule).answer(one::<RuleView>()),
+    op("delete", "/api/mapping-rules/{id}", "rules", "Delete a mapping rule (Editor+)").answer(one::<RuleView>()),
     post("/api/sql", "sql", "A read-only SQL query over the org's signals").query(&[WAIT_FOR]).body(SqlBody)
         .example(r#"{"sql":"SELECT event_name, count(*) AS n FROM signals GROUP BY event_name"}"#),
     // Evaluation.
-    get("/api/settings/lead-scoring", "evaluation", "Evaluation settings"),
-    op("put", "/api/settings/lead-scoring", "evaluation", "Change evaluation settings (Admin+)").body(SettingsChange),
-    op("patch", "/api/settings/lead-scoring", "evaluation", "Change evaluation settings (Admin+)").body(SettingsChange)
+    get("/api/settings/lead-scoring", "evaluation", "Evaluation settings").answer(one::<ScoringSettings>()),
+    op("put", "/api/settings/lead-scoring", "evaluation", "Change evaluation settings (Admin+)").body(SettingsChange).answer(one::<ScoringSettings>()),
+    op("patch", "/api/settings/lead-scoring", "evaluation", "Change evaluation settings (Admin+)").body(SettingsChange).answer(one::<ScoringSettings>())
         .example(r#"{"min_signals":3,"lookback_days":90}"#),
-    get("/api/evaluation-rules", "evaluation", "Evaluation rules"),
-    post("/api/evaluation-rules", "evaluation", "Create an evaluation rule (Admin+)").body(EvalRuleDef).ok(201)
+    get("/api/evaluation-rules", "evaluation", "Evaluation rules").answer(list::<EvalRuleView>("rules")),
+    post("/api/evaluation-rules", "evaluation", "Create an evaluation rule (Admin+)").body(EvalRuleDef).ok(201).answer(one::<EvalRuleView>())
         .example(r#"{"name":"No students","conditions":[{"field":"lead.title","op":"not_contains","value":"student","allow_if_empty":true}]}"#),
-    get("/api/evaluation-rules/{id}", "evaluation", "One evaluation rule"),
-    op("put", "/api/evaluation-rules/{id}", "evaluation", "Replace an evaluation rule (Admin+)").body(EvalRuleDef),
-    op("delete", "/api/evaluation-rules/{id}", "evaluation", "Delete an evaluation rule (Admin+)"),
-    get("/api/icp-models", "evaluation", "ICP models"),
-    post("/api/icp-models", "evaluation", "Create an ICP model (Admin+)").body(NewModel).ok(201)
+    get("/api/evaluation-rules/{id}", "evaluation", "One evaluation rule").answer(one::<EvalRuleView>()),
+    op("put", "/api/evaluation-rules/{id}", "evaluation", "Replace an evaluation rule (Admin+)").body(EvalRuleDef).answer(one::<EvalRuleView>()),
+    op("delete", "/api/evaluation-rules/{id}", "evaluation", "Delete an evaluation rule (Admin+)").answer(one::<EvalRuleView>()),
+    get("/api/icp-models", "evaluation", "ICP models").answer(list::<ModelView>("models")),
+    post("/api/icp-models", "evaluation", "Create an ICP model (Admin+)").body(NewModel).ok(201).answer(one::<ModelView>())
         .example(r#"{"name":"Mid-market SaaS","account_profile":"B2B SaaS companies with 200-1000 employees","criteria":{"industries":["saas"],"employee_ranges":[{"min":200,"max":1000}]}}"#),
-    get("/api/icp-models/{id}", "evaluation", "One ICP model"),
-    post("/api/icp-models/{id}/activate", "evaluation", "Make a model the active one (Admin+)"),
-    post("/api/leads/{id}/evaluate", "evaluation", "Evaluate a lead now (Editor+)"),
-    get("/api/leads/{id}/evaluations", "evaluation", "A lead's evaluations"),
-    get("/api/evaluations", "evaluation", "Evaluations, newest first").query(&[WAIT_FOR, ("score", "string", "hot, warm or cold"), ("since", "string", "RFC 3339"), LIMIT, CURSOR]),
+    get("/api/icp-models/{id}", "evaluation", "One ICP model").answer(one::<ModelView>()),
+    post("/api/icp-models/{id}/activate", "evaluation", "Make a model the active one (Admin+)").answer(one::<ModelView>()),
+    post("/api/leads/{id}/evaluate", "evaluation", "Evaluate a lead now (Editor+)").answer(one::<EvaluationView>()),
+    get("/api/leads/{id}/evaluations", "evaluation", "A lead's evaluations").answer(list::<EvaluationView>("evaluations")),
+    get("/api/evaluations", "evaluation", "Evaluations, newest first").query(&[WAIT_FOR, ("score", "string", "hot, warm or cold"), ("since", "string", "RFC 3339"), LIMIT, CURSOR]).answer(page::<EvaluationView>("evaluations")),
     get("/api/accounts", "evaluation", "Accounts and their propensity"),
     get("/api/accounts/{id}", "evaluation", "One account"),
     // CRM integrations.
