@@ -8,8 +8,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// An org's plan limits. A limit of 0 means unlimited.
+///
+/// Clients change a plan with [`PlanChange`], which refuses unknown fields; a `Plan` is read
+/// only from the log and shown in answers, so it takes unknown fields (a log written by a
+/// later version stays readable) and its answers may add `log_position`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Plan {
     pub raw_signal_limit: u64,
     pub mapped_signal_limit: u64,

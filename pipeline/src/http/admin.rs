@@ -11,7 +11,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 use trailspark_core::tenancy::{
-    AdminToken, ApiKey, EndpointType, PlanChange, Principal, ProductOrgTemplate, Role,
+    AdminToken, ApiKey, EndpointType, Org, PlanChange, Principal, ProductOrgTemplate, Role,
 };
 use trailspark_core::time::{opt_rfc3339, rfc3339};
 use trailspark_sources::{Reply, Request};
@@ -93,6 +93,39 @@ fn token_json(t: &AdminToken) -> Value {
         revoked_at: opt_rfc3339(t.revoked_at),
     };
     serde_json::to_value(view).expect("tokens serialize")
+}
+
+/// `GET /api/admin/whoami`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct WhoAmI {
+    pub org_id: u64,
+    pub role: Role,
+    /// Whether the caller is the server administrator (creates and lists orgs).
+    pub server_admin: bool,
+}
+
+/// An org as the admin API shows it; its creation's answer adds the Owner token.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct OrgView {
+    pub id: u64,
+    pub name: String,
+    #[schema(value_type = Option<String>)]
+    pub created_at: Value,
+    /// The new org's Owner token: shown only in the answer that created the org.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_token: Option<String>,
+}
+
+impl OrgView {
+    fn of(o: &Org, owner_token: Option<String>) -> Value {
+        let view = OrgView {
+            id: o.id.0,
+            name: o.name.clone(),
+            created_at: rfc3339(o.created_at),
+            owner_token,
+        };
+        serde_json::to_value(view).expect("orgs serialize")
+    }
 }
 
 /// Parses `expires_at`: RFC 3339 or null.
@@ -197,7 +230,12 @@ pub async fn dispatch(
     match (segs, &method) {
         (["whoami"], &Method::GET) => Ok(Reply::json(
             StatusCode::OK,
-            json!({"org_id": p.org_id, "role": p.role.as_str(), "server_admin": p.server_admin}),
+            serde_json::to_value(WhoAmI {
+                org_id: p.org_id.0,
+                role: p.role,
+                server_admin: p.server_admin,
+            })
+            .expect("serializes"),
         )),
         (["orgs"], &Method::POST) => {
             if !p.server_admin {
@@ -211,7 +249,7 @@ pub async fn dispatch(
             let (org, token) = control.create_org(&body.name).await?;
             Ok(Reply::json(
                 StatusCode::CREATED,
-                json!({"id": org.id, "name": org.name, "owner_token": token, "created_at": rfc3339(org.created_at)}),
+                OrgView::of(&org, Some(token)),
             ))
         }
         (["orgs"], &Method::GET) => {
@@ -223,10 +261,7 @@ pub async fn dispatch(
                 ));
             }
             let reg = control.registry.read().unwrap();
-            let orgs: Vec<Value> = reg
-                .orgs()
-                .map(|o| json!({"id": o.id, "name": o.name, "created_at": rfc3339(o.created_at)}))
-                .collect();
+            let orgs: Vec<Value> = reg.orgs().map(|o| OrgView::of(o, None)).collect();
             Ok(Reply::json(StatusCode::OK, json!({"orgs": orgs})))
         }
         (["keys"], &Method::POST) => {

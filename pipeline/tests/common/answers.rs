@@ -79,6 +79,10 @@ impl Answers {
             Value::Array(self.recorded.clone()).to_string(),
         )
         .unwrap();
+        // To read what was answered: OPENAPI_ANSWERS_DUMP=<file>.
+        if let Ok(to) = std::env::var("OPENAPI_ANSWERS_DUMP") {
+            std::fs::copy(&answers_file, to).unwrap();
+        }
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis/check_answers.py");
         let out = Command::new("python3")

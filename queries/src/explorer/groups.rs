@@ -4,29 +4,70 @@
 
 use std::collections::BTreeSet;
 
+use serde::Serialize;
 use serde_json::{json, Value};
 use trailspark_core::normalize::{event_name, event_type};
-use trailspark_core::time::rfc3339;
+use trailspark_core::time::rfc3339_text;
 use trailspark_operators::groups::{group_id, title, ContentType, GroupKey, GroupRow};
 use trailspark_sinks::read_models::Models;
+use utoipa::ToSchema;
 
-/// A group as the queue lists it.
+/// A group as the queue lists it: the signals of one shape that no rule maps (or, on the
+/// mapped tab, that rules map), with a sample payload.
+#[derive(Serialize, ToSchema)]
+pub struct GroupView {
+    /// Stable across restarts: derived from the org and the group's key.
+    pub id: String,
+    pub title: String,
+    pub source: String,
+    pub event_type: String,
+    pub path: Option<String>,
+    pub form: Option<String>,
+    pub descriptor: Option<String>,
+    /// `webpage`, `action`, `asset` …
+    pub content_type: &'static str,
+    pub count: u64,
+    pub unmapped: u64,
+    pub first_seen: Option<String>,
+    pub last_seen: Option<String>,
+    /// The newest sample's payload.
+    #[schema(value_type = serde_json::Value)]
+    pub sample: Value,
+}
+
+/// A group with its samples and the field paths seen in them.
+#[derive(Serialize, ToSchema)]
+pub struct GroupDetail {
+    #[serde(flatten)]
+    pub group: GroupView,
+    #[schema(value_type = Vec<serde_json::Value>)]
+    pub samples: Vec<Value>,
+    /// The samples' signal ids.
+    pub sample_ids: Vec<u64>,
+    /// Every leaf's dot path in the samples.
+    pub field_paths: BTreeSet<String>,
+}
+
+fn group_view(org: u64, k: &GroupKey, row: &GroupRow) -> GroupView {
+    GroupView {
+        id: group_id(org, k),
+        title: title(k),
+        source: k.source.clone(),
+        event_type: k.event.clone(),
+        path: k.path.clone(),
+        form: k.form.clone(),
+        descriptor: k.descriptor.clone(),
+        content_type: k.content_type.as_str(),
+        count: row.count,
+        unmapped: row.unmapped,
+        first_seen: rfc3339_text(row.first_seen),
+        last_seen: rfc3339_text(row.last_seen),
+        sample: parse(row.sample()),
+    }
+}
+
 pub fn group_json(org: u64, k: &GroupKey, row: &GroupRow) -> Value {
-    json!({
-        "id": group_id(org, k),
-        "title": title(k),
-        "source": k.source,
-        "event_type": k.event,
-        "path": k.path,
-        "form": k.form,
-        "descriptor": k.descriptor,
-        "content_type": k.content_type.as_str(),
-        "count": row.count,
-        "unmapped": row.unmapped,
-        "first_seen": rfc3339(row.first_seen),
-        "last_seen": rfc3339(row.last_seen),
-        "sample": parse(row.sample()),
-    })
+    serde_json::to_value(group_view(org, k, row)).expect("groups serialize")
 }
 
 fn parse(text: &str) -> Value {
@@ -69,11 +110,13 @@ pub fn group_detail(org: u64, k: &GroupKey, row: &GroupRow) -> Value {
     for s in &samples {
         paths(s, "", &mut seen);
     }
-    let mut v = group_json(org, k, row);
-    v["samples"] = Value::Array(samples);
-    v["sample_ids"] = json!(row.samples.iter().map(|s| s.1).collect::<Vec<_>>());
-    v["field_paths"] = json!(seen);
-    v
+    let detail = GroupDetail {
+        group: group_view(org, k, row),
+        samples,
+        sample_ids: row.samples.iter().map(|s| s.1).collect(),
+        field_paths: seen,
+    };
+    serde_json::to_value(detail).expect("groups serialize")
 }
 
 /// Where the product looks for a lead's email in a payload, in order.

@@ -3,32 +3,106 @@
 
 use std::collections::BTreeMap;
 
+use serde::Serialize;
 use serde_json::{json, Value};
-use trailspark_core::time::rfc3339;
+use trailspark_core::time::rfc3339_text;
 use trailspark_operators::product_orgs::ProductOrg;
 use trailspark_operators::Ident;
 use trailspark_sinks::read_models::{lead_id, Models};
+use utoipa::ToSchema;
+
+/// An identifier: its kind (`email`, `user_id`, `anonymous_id`, …) and value.
+#[derive(Serialize, ToSchema)]
+pub struct IdentView {
+    pub kind: &'static str,
+    pub value: String,
+}
+
+impl IdentView {
+    pub fn of(i: &Ident) -> IdentView {
+        IdentView {
+            kind: i.kind.as_str(),
+            value: i.value.to_string(),
+        }
+    }
+}
 
 pub fn ident_json(i: &Ident) -> Value {
-    json!({"kind": i.kind.as_str(), "value": i.value})
+    serde_json::to_value(IdentView::of(i)).expect("identifiers serialize")
 }
 
 /// A lead's identifiers, as the API shows them.
 pub fn identifiers_json(m: &Models, lead: &Ident) -> Vec<Value> {
+    identifiers(m, lead).iter().map(|i| json!(i)).collect()
+}
+
+fn identifiers(m: &Models, lead: &Ident) -> Vec<IdentView> {
     m.org(lead.org)
         .members
         .get(lead)
         .into_iter()
         .flatten()
-        .map(ident_json)
+        .map(IdentView::of)
         .collect()
 }
 
+/// The CRM record a lead is.
+#[derive(Serialize, ToSchema)]
+pub struct CrmRef {
+    pub integration_id: u64,
+    /// `contact` or `lead`.
+    #[schema(value_type = String)]
+    pub object: Value,
+    pub id: String,
+}
+
+/// One of a lead's recent signals.
+#[derive(Serialize, ToSchema)]
+pub struct RecentSignal {
+    pub id: u64,
+    #[schema(value_type = String)]
+    pub status: Value,
+    pub rule_id: Option<u64>,
+    pub signal_name: String,
+    #[schema(value_type = Option<String>)]
+    pub signal_type: Value,
+    pub source: String,
+    pub event_type: String,
+    pub event_at: Option<String>,
+}
+
+/// A lead as the API shows it: who it is, what it did lately, its product orgs.
+#[derive(Serialize, ToSchema)]
+pub struct LeadView {
+    pub id: String,
+    /// The identifier that names the lead (its smallest persistent one).
+    pub key: IdentView,
+    pub crm_id: Option<String>,
+    pub crm: Option<CrmRef>,
+    pub identifiers: Vec<IdentView>,
+    /// Signals the lead has sent.
+    pub signals: u64,
+    pub first_activity: Option<String>,
+    pub last_activity: Option<String>,
+    /// Signals by signal type.
+    pub signal_types: BTreeMap<String, u64>,
+    pub traits: BTreeMap<String, String>,
+    pub product_org_id: Option<String>,
+    pub product_org_ids: Vec<String>,
+    #[serde(rename = "productOrgInfo")]
+    pub product_org_info: Vec<ProductOrgInfo>,
+    /// Up to 50, oldest first.
+    pub recent_signals: Vec<RecentSignal>,
+}
+
 pub fn lead_json(m: &Models, lead: &Ident) -> Value {
+    serde_json::to_value(lead_view(m, lead)).expect("leads serialize")
+}
+
+pub fn lead_view(m: &Models, lead: &Ident) -> LeadView {
     let o = m.org(lead.org);
     let profile = o.leads.get(lead).cloned().unwrap_or_default();
-    let identifiers = identifiers_json(m, lead);
-    let mut recent: Vec<Value> = o
+    let mut recent: Vec<RecentSignal> = o
         .lead_signals
         .get(lead)
         .into_iter()
@@ -36,17 +110,19 @@ pub fn lead_json(m: &Models, lead: &Ident) -> Value {
         .rev()
         .take(50)
         .filter_map(|pos| m.processed(lead.org, *pos).map(|p| (pos, p)))
-        .map(|(pos, p)| {
-            json!({
-                "id": pos,
-                "status": p.status,
-                "rule_id": p.rule_id,
-                "signal_name": p.rule_name.clone().unwrap_or_else(|| p.event_type.clone()),
-                "signal_type": p.signal_type,
-                "source": p.source,
-                "event_type": p.event_type,
-                "event_at": rfc3339(p.event_at),
-            })
+        .map(|(pos, p)| RecentSignal {
+            id: *pos,
+            status: json!(p.status),
+            rule_id: p.rule_id,
+            signal_name: p
+                .rule_name
+                .clone()
+                .unwrap_or_else(|| p.event_type.clone())
+                .to_string(),
+            signal_type: json!(p.signal_type),
+            source: p.source.to_string(),
+            event_type: p.event_type.to_string(),
+            event_at: rfc3339_text(p.event_at),
         })
         .collect();
     recent.reverse();
@@ -68,25 +144,27 @@ pub fn lead_json(m: &Models, lead: &Ident) -> Value {
     // The CRM person this lead is (contacts first), matched by e-mail.
     let email = crate::scoring::accounts::email_of(m, lead);
     let crm = crate::scoring::crm::crm_view(m, lead, email.as_deref(), None);
-    let crm_ref = crm.person.as_ref().map(|(integration, object, r)| {
-        json!({"integration_id": integration, "object": object, "id": r.id})
+    let crm_ref = crm.person.as_ref().map(|(integration, object, r)| CrmRef {
+        integration_id: *integration,
+        object: json!(object),
+        id: r.id.to_string(),
     });
-    json!({
-        "id": lead_id(lead),
-        "key": ident_json(lead),
-        "crm_id": crm_ref.as_ref().map(|c| c["id"].clone()),
-        "crm": crm_ref,
-        "identifiers": identifiers,
-        "signals": profile.signals,
-        "first_activity": rfc3339(profile.first_activity),
-        "last_activity": rfc3339(profile.last_activity),
-        "signal_types": by_type,
-        "traits": traits,
-        "product_org_id": profile.product_org,
-        "product_org_ids": profile.product_orgs,
-        "productOrgInfo": product_org_info(m, lead.org, &profile.product_orgs),
-        "recent_signals": recent,
-    })
+    LeadView {
+        id: lead_id(lead),
+        key: IdentView::of(lead),
+        crm_id: crm_ref.as_ref().map(|c| c.id.clone()),
+        crm: crm_ref,
+        identifiers: identifiers(m, lead),
+        signals: profile.signals,
+        first_activity: rfc3339_text(profile.first_activity),
+        last_activity: rfc3339_text(profile.last_activity),
+        signal_types: by_type,
+        traits,
+        product_org_id: profile.product_org.clone(),
+        product_org_ids: profile.product_orgs.clone(),
+        product_org_info: product_org_infos(m, lead.org, &profile.product_orgs),
+        recent_signals: recent,
+    }
 }
 
 /// A product org's fields, parsed back from their JSON text.
@@ -107,48 +185,101 @@ fn product_org_fields(po: &ProductOrg) -> (BTreeMap<&str, Value>, serde_json::Ma
     (core, custom)
 }
 
+/// A product org as the API shows it. Its fields hold what the updates sent, as JSON.
+#[derive(Serialize, ToSchema)]
+pub struct ProductOrgView {
+    pub product_org_id: String,
+    #[schema(value_type = serde_json::Value)]
+    pub name: Value,
+    #[schema(value_type = serde_json::Value)]
+    pub plan_id: Value,
+    #[schema(value_type = serde_json::Value)]
+    pub plan_name: Value,
+    #[schema(value_type = serde_json::Value)]
+    pub user_count: Value,
+    #[schema(value_type = serde_json::Value)]
+    pub mrr: Value,
+    #[schema(value_type = serde_json::Value)]
+    pub trial_status: Value,
+    #[schema(value_type = serde_json::Value)]
+    pub last_active_at: Value,
+    #[schema(value_type = serde_json::Value)]
+    pub feature_flags: Value,
+    pub custom_fields: serde_json::Map<String, Value>,
+    pub last_updated_at: Option<String>,
+    /// Updates received.
+    pub updates: u64,
+}
+
 pub fn product_org_json(id: &str, po: &ProductOrg) -> Value {
     let (core, custom) = product_org_fields(po);
     let f = |k: &str| core.get(k).cloned().unwrap_or(Value::Null);
-    json!({
-        "product_org_id": id,
-        "name": f("name"),
-        "plan_id": f("plan_id"),
-        "plan_name": f("plan_name"),
-        "user_count": f("user_count"),
-        "mrr": f("mrr"),
-        "trial_status": f("trial_status"),
-        "last_active_at": f("last_active_at"),
-        "feature_flags": f("feature_flags"),
-        "custom_fields": custom,
-        "last_updated_at": rfc3339(po.last_updated_at),
-        "updates": po.updates,
-    })
+    let view = ProductOrgView {
+        product_org_id: id.to_string(),
+        name: f("name"),
+        plan_id: f("plan_id"),
+        plan_name: f("plan_name"),
+        user_count: f("user_count"),
+        mrr: f("mrr"),
+        trial_status: f("trial_status"),
+        last_active_at: f("last_active_at"),
+        feature_flags: f("feature_flags"),
+        custom_fields: custom,
+        last_updated_at: rfc3339_text(po.last_updated_at),
+        updates: po.updates,
+    };
+    serde_json::to_value(view).expect("product orgs serialize")
 }
 
 /// `productOrgInfo` in the evaluation-context shape: one entry per product org the lead's
 /// signals name that has had an update (a JSON array, as the product shows it; empty when
 /// there is none).
 pub fn product_org_info(m: &Models, org: u64, ids: &[String]) -> Value {
-    let infos: Vec<Value> = ids
-        .iter()
+    serde_json::to_value(product_org_infos(m, org, ids)).expect("product orgs serialize")
+}
+
+/// A product org in `productOrgInfo` (camelCase, as the product's evaluation context).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductOrgInfo {
+    pub product_org_id: String,
+    #[schema(value_type = serde_json::Value)]
+    pub name: Value,
+    #[schema(value_type = serde_json::Value)]
+    pub plan_id: Value,
+    #[schema(value_type = serde_json::Value)]
+    pub plan_name: Value,
+    #[schema(value_type = serde_json::Value)]
+    pub user_count: Value,
+    #[schema(value_type = serde_json::Value)]
+    pub mrr: Value,
+    #[schema(value_type = serde_json::Value)]
+    pub trial_status: Value,
+    #[schema(value_type = serde_json::Value)]
+    pub last_active_at: Value,
+    #[schema(value_type = serde_json::Value)]
+    pub feature_flags: Value,
+    pub custom_fields: serde_json::Map<String, Value>,
+}
+
+fn product_org_infos(m: &Models, org: u64, ids: &[String]) -> Vec<ProductOrgInfo> {
+    ids.iter()
         .filter_map(|id| {
             let po = m.org(org).product_orgs.get(id)?;
             let (core, custom) = product_org_fields(po);
             let f = |k: &str| core.get(k).cloned().unwrap_or(Value::Null);
-            Some(json!({
-                "productOrgId": id,
-                "name": f("name"),
-                "planId": f("plan_id"),
-                "planName": f("plan_name"),
-                "userCount": f("user_count"),
-                "mrr": f("mrr"),
-                "trialStatus": f("trial_status"),
-                "lastActiveAt": f("last_active_at"),
-                "featureFlags": f("feature_flags"),
-                "customFields": custom,
-            }))
+            Some(ProductOrgInfo {
+                product_org_id: id.clone(),
+                name: f("name"),
+                plan_id: f("plan_id"),
+                plan_name: f("plan_name"),
+                user_count: f("user_count"),
+                mrr: f("mrr"),
+                trial_status: f("trial_status"),
+                last_active_at: f("last_active_at"),
+                feature_flags: f("feature_flags"),
+                custom_fields: custom,
+            })
         })
-        .collect();
-    Value::Array(infos)
+        .collect()
 }

@@ -5,14 +5,17 @@
 //! them at once), payloads from the archive (files plus the rows not yet in a file), through
 //! the same tables SQL reads.
 
+use serde::Serialize;
 use serde_json::{json, Map, Value};
-use trailspark_core::time::rfc3339;
+use trailspark_core::rules::SignalType;
+use trailspark_core::time::rfc3339_text;
 use trailspark_operators::status::{Processed, Status};
 use trailspark_sinks::archive::Kind;
 use trailspark_sinks::read_models::{lead_id, Models, ReadModels, Tab};
 
 use super::{Page, ViewError};
 use crate::lookup::{ArchiveLookup, LookupFilter};
+use utoipa::ToSchema;
 
 /// A status as the explorer's badges spell it.
 fn status_badge(s: Status) -> &'static str {
@@ -24,36 +27,86 @@ fn status_badge(s: Status) -> &'static str {
     }
 }
 
+/// A row of the processed tab.
+#[derive(Serialize, ToSchema)]
+pub struct ProcessedRow {
+    pub id: u64,
+    /// The rule's name, or the event type when none matched.
+    pub signal_name: String,
+    pub source: String,
+    pub lead_id: Option<String>,
+    pub processed_at: Option<String>,
+    pub rule_id: Option<u64>,
+    pub rule: Option<String>,
+    pub signal_type: Option<SignalType>,
+}
+
+/// A row of the failed tab.
+#[derive(Serialize, ToSchema)]
+pub struct FailedRow {
+    pub id: u64,
+    pub event_type: String,
+    pub source: String,
+    /// The badge.
+    #[schema(value_type = String, pattern = "^(Failed|Skipped)$")]
+    pub status: &'static str,
+    pub error: Option<String>,
+    pub failed_at: Option<String>,
+    pub rule_id: Option<u64>,
+}
+
+/// A row of the pending tab.
+#[derive(Serialize, ToSchema)]
+pub struct PendingRow {
+    pub id: u64,
+    pub event_type: String,
+    pub source: String,
+    /// The badge.
+    #[schema(value_type = String, pattern = "^Pending$")]
+    pub status: &'static str,
+    pub received_at: Option<String>,
+}
+
+/// A row of one of the explorer's tabs; which one the page's `tab` says.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum SignalRow {
+    Processed(ProcessedRow),
+    Failed(FailedRow),
+    Pending(PendingRow),
+}
+
 /// One row of a tab. `processed_at`/`failed_at` are when the signal entered processing: the
 /// dataflow decides an outcome in the epoch the signal arrives in (or, after a rule edit
 /// with reprocess, the epoch of the edit), so it is the receipt time to within that epoch.
-fn row_json(id: u64, p: &Processed) -> Value {
+fn row(id: u64, p: &Processed) -> SignalRow {
+    let text = |s: &Option<std::sync::Arc<str>>| s.as_deref().map(str::to_string);
     match Tab::of(p.status) {
-        Tab::Processed => json!({
-            "id": id,
-            "signal_name": p.rule_name.clone().unwrap_or_else(|| p.event_type.clone()),
-            "source": p.source,
-            "lead_id": p.lead.as_ref().map(lead_id),
-            "processed_at": rfc3339(p.received_at),
-            "rule_id": p.rule_id,
-            "rule": p.rule_name,
-            "signal_type": p.signal_type,
+        Tab::Processed => SignalRow::Processed(ProcessedRow {
+            id,
+            signal_name: text(&p.rule_name).unwrap_or_else(|| p.event_type.to_string()),
+            source: p.source.to_string(),
+            lead_id: p.lead.as_ref().map(lead_id),
+            processed_at: rfc3339_text(p.received_at),
+            rule_id: p.rule_id,
+            rule: text(&p.rule_name),
+            signal_type: p.signal_type,
         }),
-        Tab::Failed => json!({
-            "id": id,
-            "event_type": p.event_type,
-            "source": p.source,
-            "status": status_badge(p.status),
-            "error": p.error,
-            "failed_at": rfc3339(p.received_at),
-            "rule_id": p.rule_id,
+        Tab::Failed => SignalRow::Failed(FailedRow {
+            id,
+            event_type: p.event_type.to_string(),
+            source: p.source.to_string(),
+            status: status_badge(p.status),
+            error: text(&p.error),
+            failed_at: rfc3339_text(p.received_at),
+            rule_id: p.rule_id,
         }),
-        Tab::Pending => json!({
-            "id": id,
-            "event_type": p.event_type,
-            "source": p.source,
-            "status": status_badge(p.status),
-            "received_at": rfc3339(p.received_at),
+        Tab::Pending => SignalRow::Pending(PendingRow {
+            id,
+            event_type: p.event_type.to_string(),
+            source: p.source.to_string(),
+            status: status_badge(p.status),
+            received_at: rfc3339_text(p.received_at),
         }),
     }
 }
@@ -80,10 +133,10 @@ pub fn tab_page(m: &Models, org: u64, tab: &str, page: &Page) -> Result<Value, V
         .map(|(_, id)| *id)
         .collect();
     let more = ids.len() > page.limit;
-    let rows: Vec<Value> = ids
+    let rows: Vec<SignalRow> = ids
         .iter()
         .take(page.limit)
-        .filter_map(|id| m.processed(org, *id).map(|p| row_json(*id, &p)))
+        .filter_map(|id| m.processed(org, *id).map(|p| row(*id, &p)))
         .collect();
     let next = more.then(|| ids[page.limit - 1].to_string());
     Ok(json!({"tab": tab, "signals": rows, "next_cursor": next}))

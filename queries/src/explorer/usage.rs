@@ -2,8 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use trailspark_operators::usage::Meter;
+use utoipa::ToSchema;
 
 pub fn parse_period(s: &str) -> Option<u32> {
     let (y, m) = s.split_once('-')?;
@@ -33,6 +35,37 @@ pub struct ScoringUsage {
     pub models: u64,
 }
 
+/// One meter against its plan limit, as the usage page shows it.
+#[derive(Serialize, ToSchema)]
+pub struct MeterView {
+    pub name: &'static str,
+    pub used: i64,
+    /// 0 is unlimited.
+    pub limit: u64,
+    /// Of the limit; null when unlimited.
+    pub percent: Option<u64>,
+    /// green, amber or red.
+    pub colour: &'static str,
+    /// `colour`, spelt as the product's API spells it.
+    pub color: &'static str,
+}
+
+/// `GET /api/usage`: the meters of a month.
+#[derive(Serialize, ToSchema)]
+pub struct UsageView {
+    /// `YYYY-MM`.
+    pub period: String,
+    pub raw_signals: i64,
+    pub staged_signals: i64,
+    pub mapped_signals: i64,
+    pub leads: i64,
+    pub evaluations: u64,
+    pub models: u64,
+    pub limits: trailspark_core::Plan,
+    pub overage: bool,
+    pub meters: Vec<MeterView>,
+}
+
 pub fn usage_json(
     month: u32,
     used: &BTreeMap<Meter, i64>,
@@ -40,33 +73,40 @@ pub fn usage_json(
     plan: &trailspark_core::Plan,
 ) -> Value {
     let get = |m| used.get(&m).copied().unwrap_or(0);
-    let meter = |name: &str, used: i64, limit: u64| {
-        json!({
-            "name": name,
-            "used": used,
-            "limit": limit,
-            "percent": (used.max(0) as u64 * 100).checked_div(limit),
-            "colour": colour(used, limit),
-            "color": colour(used, limit),
-        })
+    let meter = |name: &'static str, used: i64, limit: u64| MeterView {
+        name,
+        used,
+        limit,
+        percent: (used.max(0) as u64 * 100).checked_div(limit),
+        colour: colour(used, limit),
+        color: colour(used, limit),
     };
-    json!({
-        "period": format!("{}-{:02}", month / 100, month % 100),
-        "raw_signals": get(Meter::RawSignals),
-        "staged_signals": get(Meter::StagedSignals),
-        "mapped_signals": get(Meter::MappedSignals),
-        "leads": get(Meter::Leads),
-        "evaluations": scoring.evaluations,
-        "models": scoring.models,
-        "limits": plan,
-        "overage": plan.overage,
-        "meters": [
+    let view = UsageView {
+        period: format!("{}-{:02}", month / 100, month % 100),
+        raw_signals: get(Meter::RawSignals),
+        staged_signals: get(Meter::StagedSignals),
+        mapped_signals: get(Meter::MappedSignals),
+        leads: get(Meter::Leads),
+        evaluations: scoring.evaluations,
+        models: scoring.models,
+        limits: *plan,
+        overage: plan.overage,
+        meters: vec![
             meter("raw_signals", get(Meter::RawSignals), plan.raw_signal_limit),
-            meter("mapped_signals", get(Meter::MappedSignals), plan.mapped_signal_limit),
-            meter("evaluations", scoring.evaluations as i64, plan.evaluation_limit),
+            meter(
+                "mapped_signals",
+                get(Meter::MappedSignals),
+                plan.mapped_signal_limit,
+            ),
+            meter(
+                "evaluations",
+                scoring.evaluations as i64,
+                plan.evaluation_limit,
+            ),
             meter("models", scoring.models as i64, plan.icp_model_limit),
         ],
-    })
+    };
+    serde_json::to_value(view).expect("usage serializes")
 }
 
 #[cfg(test)]

@@ -9,12 +9,14 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use trailspark_operators::product_orgs::ProductOrg;
 use trailspark_operators::scorer::{account_propensity, company_domain, AccountInput};
 use trailspark_operators::{IdKind, Ident, Org};
 use trailspark_sinks::read_models::{lead_id, Models};
+use utoipa::ToSchema;
 
 /// Where an account comes from.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -238,21 +240,48 @@ pub fn accounts(m: &Models, org: Org) -> Vec<Account> {
     by_key.into_values().collect()
 }
 
-pub fn account_json(a: &Account, propensity: Option<&str>) -> Value {
+/// An account as the API shows it (field names as the product's evaluation context has them).
+#[derive(Serialize, ToSchema)]
+pub struct AccountView {
+    pub id: String,
+    /// What the account was found by: `product_org` or `domain`.
+    pub source: Option<&'static str>,
+    pub name: Option<String>,
+    #[serde(rename = "websiteDomain")]
+    pub website_domain: Option<String>,
+    pub industry: Option<String>,
+    #[serde(rename = "marketSegment")]
+    pub market_segment: Option<String>,
+    #[serde(rename = "employeeCount")]
+    pub employee_count: Option<u64>,
+    pub region: Option<String>,
+    #[serde(rename = "productOrgId")]
+    pub product_org_id: Option<String>,
+    pub lead_ids: Vec<String>,
+    /// hot, warm or cold, rolled up from its leads' latest evaluations; null before any.
+    pub propensity: Option<&'static str>,
+}
+
+pub fn account_json(a: &Account, propensity: Option<&'static str>) -> Value {
     let f = &a.fields;
-    json!({
-        "id": a.id,
-        "source": a.key.as_ref().map(AccountKey::source),
-        "name": f.name.clone().or_else(|| f.domain.clone()).or_else(|| a.product_org_id.clone()),
-        "websiteDomain": f.domain,
-        "industry": f.industry,
-        "marketSegment": f.market_segment,
-        "employeeCount": f.employee_count,
-        "region": f.region,
-        "productOrgId": a.product_org_id,
-        "lead_ids": a.leads.iter().map(lead_id).collect::<Vec<_>>(),
-        "propensity": propensity,
-    })
+    let view = AccountView {
+        id: a.id.clone(),
+        source: a.key.as_ref().map(AccountKey::source),
+        name: f
+            .name
+            .clone()
+            .or_else(|| f.domain.clone())
+            .or_else(|| a.product_org_id.clone()),
+        website_domain: f.domain.clone(),
+        industry: f.industry.clone(),
+        market_segment: f.market_segment.clone(),
+        employee_count: f.employee_count,
+        region: f.region.clone(),
+        product_org_id: a.product_org_id.clone(),
+        lead_ids: a.leads.iter().map(lead_id).collect(),
+        propensity,
+    };
+    serde_json::to_value(view).expect("accounts serialize")
 }
 
 /// An account's propensity, rolled up from its leads' latest evaluations (`None` before any).

@@ -23,7 +23,7 @@ use trailspark_operators::usage::Meter;
 use trailspark_operators::{IdKind, Ident, Signal};
 use trailspark_queries::explorer::groups::{self, group_json};
 use trailspark_queries::explorer::leads::product_org_json;
-use trailspark_queries::explorer::leads::{ident_json, lead_json};
+use trailspark_queries::explorer::leads::{ident_json, lead_view, LeadView};
 use trailspark_queries::explorer::signals::{lead_timeline, signal_detail, tab_page};
 use trailspark_queries::explorer::usage::{parse_period, usage_json, ScoringUsage};
 use trailspark_queries::explorer::Page;
@@ -42,12 +42,29 @@ use super::Api;
 const WAIT_LIMIT: Duration = Duration::from_secs(10);
 
 /// A lead with its latest evaluation and why it was last passed over.
+/// A lead as `GET /api/leads` answers it: with its latest evaluation and why it was last
+/// passed over.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct LeadAnswer {
+    #[serde(flatten)]
+    lead: LeadView,
+    /// The latest evaluation; null before any.
+    #[schema(value_type = Option<trailspark_core::scoring::EvaluationView>)]
+    evaluation: serde_json::Value,
+    /// Why the lead was last not evaluated (`insufficient_signals`, `cooldown`, …); null
+    /// when it was.
+    #[schema(value_type = Option<String>)]
+    last_skip_reason: serde_json::Value,
+}
+
 fn lead_with_scoring(m: &Models, lead: &Ident) -> serde_json::Value {
-    let mut v = lead_json(m, lead);
-    let (evaluation, reason) = lead_scoring(m, lead);
-    v["evaluation"] = evaluation;
-    v["last_skip_reason"] = reason;
-    v
+    let (evaluation, last_skip_reason) = lead_scoring(m, lead);
+    let answer = LeadAnswer {
+        lead: lead_view(m, lead),
+        evaluation,
+        last_skip_reason,
+    };
+    serde_json::to_value(answer).expect("leads serialize")
 }
 
 /// The resources under `/api` that this module serves.

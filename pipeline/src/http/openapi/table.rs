@@ -7,9 +7,15 @@
 //! answer 405 to the methods not listed).
 
 use super::{list, one, page, Answer, Auth, Body, Op, Query};
-use crate::http::admin::{KeyView, TokenView};
+use crate::http::admin::{KeyView, OrgView, TokenView, WhoAmI};
 use crate::http::api::actions::RuleView;
+use crate::http::api::LeadAnswer;
 use trailspark_core::scoring::{EvaluationView, ScoringSettings};
+use trailspark_queries::explorer::groups::{GroupDetail, GroupView};
+use trailspark_queries::explorer::leads::ProductOrgView;
+use trailspark_queries::explorer::signals::SignalRow;
+use trailspark_queries::explorer::usage::UsageView;
+use trailspark_queries::scoring::accounts::AccountView;
 use trailspark_queries::scoring::views::{EvalRuleView, ModelView};
 
 const WAIT_FOR: Query = ("wait_for", "integer", "answer only once the read models reflect this log position (from a 202's `log_position`); 400 past the log's head, 504 after 10 s");
@@ -159,10 +165,10 @@ pub const OPS: &[Op] = &[
     op("get", "/js/trailspark.js", "analytics.js", "The first-party snippet").auth(Auth::None),
     op("head", "/js/trailspark.js", "analytics.js", "The snippet, without a body").auth(Auth::None),
     // Admin.
-    op("get", "/api/admin/whoami", "admin", "The caller's org and role"),
-    post("/api/admin/orgs", "admin", "Create an org (server administrator)").body(CreateOrg).ok(201)
+    op("get", "/api/admin/whoami", "admin", "The caller's org and role").answer(one::<WhoAmI>()),
+    post("/api/admin/orgs", "admin", "Create an org (server administrator)").body(CreateOrg).ok(201).answer(one::<OrgView>())
         .example(r#"{"name":"Acme"}"#),
-    op("get", "/api/admin/orgs", "admin", "List orgs (server administrator)"),
+    op("get", "/api/admin/orgs", "admin", "List orgs (server administrator)").answer(list::<OrgView>("orgs")),
     post("/api/admin/keys", "admin", "Create an API key (Editor+); the answer adds `key` (and `secret`), shown only here").body(CreateKey).ok(201).answer(one::<KeyView>())
         .example(r#"{"name":"website","endpoint_type":"signal_staging","allowed_origins":["https://www.example.com"]}"#),
     op("get", "/api/admin/keys", "admin", "List API keys (Editor+)").answer(list::<KeyView>("keys")),
@@ -171,8 +177,8 @@ pub const OPS: &[Op] = &[
         .example(r#"{"allowed_origins":["https://*.example.com"]}"#),
     op("put", "/api/admin/keys/{id}/template", "admin", "Set a product-org key's field template (Editor+)").body(ProductOrgTemplate).answer(one::<KeyView>()),
     op("get", "/api/admin/plan", "admin", "The org's plan").answer(one::<trailspark_core::plan::Plan>()),
-    op("put", "/api/admin/plan", "admin", "Change the plan (Admin+)").body(PlanChange),
-    op("patch", "/api/admin/plan", "admin", "Change the plan (Admin+)").body(PlanChange)
+    op("put", "/api/admin/plan", "admin", "Change the plan (Admin+)").body(PlanChange).answer(one::<trailspark_core::plan::Plan>()),
+    op("patch", "/api/admin/plan", "admin", "Change the plan (Admin+)").body(PlanChange).answer(one::<trailspark_core::plan::Plan>())
         .example(r#"{"raw_signal_limit":1000000,"overage":true}"#),
     post("/api/admin/tokens", "admin", "Create a token (Admin+); the answer adds `token`, shown only here").body(CreateToken).ok(201).answer(one::<TokenView>())
         .example(r#"{"role":"viewer","name":"dashboards"}"#),
@@ -186,21 +192,21 @@ pub const OPS: &[Op] = &[
     post("/api/admin/evaluation/run", "admin", "Run an evaluation batch now (Admin+)"),
     // Explorer, leads, rules, usage, SQL.
     get("/api/explorer/stats", "explorer", "Signal counts by status"),
-    get("/api/explorer/signals", "explorer", "A page of one tab's signals").query(&[WAIT_FOR, ("tab", "string", "processed (default), failed or pending"), LIMIT, CURSOR]),
+    get("/api/explorer/signals", "explorer", "A page of one tab's signals").query(&[WAIT_FOR, ("tab", "string", "processed (default), failed or pending"), LIMIT, CURSOR]).answer(page::<SignalRow>("signals")),
     get("/api/explorer/signals/{id}", "explorer", "One signal, with its payload"),
     post("/api/explorer/process", "explorer", "Process pending signals against the rules now (Editor+)"),
     post("/api/signals/rehydrate", "explorer", "Bring archived signals back into live state (Editor+)").body(RehydrateBody)
         .example(r#"{"from":"2026-01-01","to":"2026-01-31","ttl_hours":24}"#),
-    get("/api/leads", "leads", "Look a lead up by one identifier").query(&[WAIT_FOR, ("email", "string", "one of email, user_id, anonymous_id, crm_id"), ("user_id", "string", ""), ("anonymous_id", "string", ""), ("crm_id", "string", "")]),
-    get("/api/leads/{id}", "leads", "A lead, with its latest evaluation"),
+    get("/api/leads", "leads", "Look a lead up by one identifier").query(&[WAIT_FOR, ("email", "string", "one of email, user_id, anonymous_id, crm_id"), ("user_id", "string", ""), ("anonymous_id", "string", ""), ("crm_id", "string", "")]).answer(one::<LeadAnswer>()),
+    get("/api/leads/{id}", "leads", "A lead, with its latest evaluation").answer(one::<LeadAnswer>()),
     get("/api/leads/{id}/timeline", "leads", "A lead's signals, newest first").query(&[WAIT_FOR, LIMIT, CURSOR]),
     get("/api/leads/{id}/evaluation-context", "leads", "What an evaluation of the lead would read").query(&[WAIT_FOR, ("lookback_days", "integer", "days of signals")]),
-    get("/api/signal-queue/groups", "signal queue", "Signal groups").query(&[WAIT_FOR, ("tab", "string", "unmapped (default) or mapped"), LIMIT, CURSOR]),
-    get("/api/signal-queue/groups/{id}", "signal queue", "One group, with samples"),
+    get("/api/signal-queue/groups", "signal queue", "Signal groups").query(&[WAIT_FOR, ("tab", "string", "unmapped (default) or mapped"), LIMIT, CURSOR]).answer(list::<GroupView>("groups")),
+    get("/api/signal-queue/groups/{id}", "signal queue", "One group, with samples").answer(one::<GroupDetail>()),
     get("/api/signal-queue/groups/{id}/suggested-rule", "signal queue", "A mapping rule drafted from the group's samples"),
     get("/api/identity/conflicts", "leads", "Identifiers refused by the identity limits").query(&[WAIT_FOR, LIMIT, CURSOR]),
-    get("/api/usage", "usage", "Meters of a month").query(&[WAIT_FOR, ("period", "string", "YYYY-MM (default: this month)")]),
-    get("/api/product-orgs/{id}", "leads", "A product org, with its users"),
+    get("/api/usage", "usage", "Meters of a month").query(&[WAIT_FOR, ("period", "string", "YYYY-MM (default: this month)")]).answer(one::<UsageView>()),
+    get("/api/product-orgs/{id}", "leads", "A product org, with its users").answer(one::<ProductOrgView>()),
     get("/api/mapping-rules", "rules", "Mapping rules").answer(list::<RuleView>("rules")),
     post("/api/mapping-rules", "rules", "Create a mapping rule (Editor+)").body(Rule).ok(201).answer(one::<RuleView>())
         .example(RULE),
@@ -230,8 +236,8 @@ pub const OPS: &[Op] = &[
     post("/api/leads/{id}/evaluate", "evaluation", "Evaluate a lead now (Editor+)").answer(one::<EvaluationView>()),
     get("/api/leads/{id}/evaluations", "evaluation", "A lead's evaluations").answer(list::<EvaluationView>("evaluations")),
     get("/api/evaluations", "evaluation", "Evaluations, newest first").query(&[WAIT_FOR, ("score", "string", "hot, warm or cold"), ("since", "string", "RFC 3339"), LIMIT, CURSOR]).answer(page::<EvaluationView>("evaluations")),
-    get("/api/accounts", "evaluation", "Accounts and their propensity"),
-    get("/api/accounts/{id}", "evaluation", "One account"),
+    get("/api/accounts", "evaluation", "Accounts and their propensity").answer(list::<AccountView>("accounts")),
+    get("/api/accounts/{id}", "evaluation", "One account").answer(one::<AccountView>()),
     // CRM integrations.
     post("/api/integrations/oauth/{kind}", "integrations", "Start an OAuth connection (Admin+)").body(OAuthStart).ok(201),
     op("get", "/api/oauth/callback/{kind}", "integrations", "The CRM's OAuth redirect (tied to its start by `state`)").auth(Auth::None).query(&[("code", "string", ""), ("state", "string", ""), ("error", "string", "")]).ok(201),
