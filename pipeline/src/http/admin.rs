@@ -18,7 +18,7 @@ use trailspark_sources::{Reply, Request};
 use warp::http::{Method, StatusCode};
 
 use super::reply::{error, json_body, method_not_allowed, require};
-use super::Api;
+use super::{answers, Api};
 use crate::control::NewKey;
 
 /// An API key as the admin API and the CLI show it: never its plaintext or its secret. The
@@ -84,15 +84,18 @@ pub struct TokenView {
 }
 
 fn token_json(t: &AdminToken) -> Value {
-    let view = TokenView {
+    serde_json::to_value(token_view(t)).expect("tokens serialize")
+}
+
+fn token_view(t: &AdminToken) -> TokenView {
+    TokenView {
         id: t.id,
         org_id: t.org_id.0,
         role: t.role,
         name: t.name.clone(),
         created_at: rfc3339(t.created_at),
         revoked_at: opt_rfc3339(t.revoked_at),
-    };
-    serde_json::to_value(view).expect("tokens serialize")
+    }
 }
 
 /// `GET /api/admin/whoami`.
@@ -349,7 +352,10 @@ pub async fn dispatch(
             let (owner, previous) = control.transfer_ownership(&p, id(t)?).await?;
             Ok(Reply::json(
                 StatusCode::OK,
-                json!({"owner": token_json(&owner), "previous_owner": previous.as_ref().map(token_json)}),
+                answers::json(answers::OwnershipTransferred {
+                    owner: token_view(&owner),
+                    previous_owner: previous.as_ref().map(token_view),
+                }),
             ))
         }
         (["archive", "compact"], &Method::POST) => {
@@ -365,8 +371,11 @@ pub async fn dispatch(
             })?;
             Ok(Reply::json(
                 StatusCode::OK,
-                json!({"partitions": partitions, "files_merged": files,
-                       "duration_ms": started.elapsed().as_millis() as u64}),
+                answers::json(answers::Compacted {
+                    partitions,
+                    files_merged: files,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                }),
             ))
         }
         (["retention", "run"], &Method::POST) => {
@@ -380,15 +389,26 @@ pub async fn dispatch(
             })?;
             Ok(Reply::json(
                 StatusCode::OK,
-                serde_json::to_value(stats).expect("stats serialize"),
+                answers::json(answers::RetentionRun {
+                    retired: stats.retired,
+                    files_deleted: stats.files_deleted,
+                    evicted: stats.evicted,
+                }),
             ))
         }
         (["evaluation"], &Method::GET) => {
             server_admin(&p, "sees the evaluator")?;
             let Some(ev) = &api.evaluator else {
-                return Ok(Reply::json(StatusCode::OK, json!({"enabled": false})));
+                let off = answers::EvaluatorState {
+                    enabled: false,
+                    scorer: None,
+                    interval_secs: None,
+                    scorer_calls: None,
+                    retrying: None,
+                };
+                return Ok(Reply::json(StatusCode::OK, answers::json(off)));
             };
-            Ok(Reply::json(StatusCode::OK, ev.status()))
+            Ok(Reply::json(StatusCode::OK, answers::json(ev.status())))
         }
         (["evaluation", "run"], &Method::POST) => {
             server_admin(&p, "runs evaluations")?;
@@ -403,8 +423,11 @@ pub async fn dispatch(
             let n = ev.batch().await;
             Ok(Reply::json(
                 StatusCode::OK,
-                json!({"evaluated": n, "duration_ms": started.elapsed().as_millis() as u64,
-                       "log_position": api.read.applied()}),
+                answers::json(answers::EvaluationRun {
+                    evaluated: n,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                    log_position: api.read.applied(),
+                }),
             ))
         }
         (["archive"], &Method::GET) => {
@@ -412,8 +435,11 @@ pub async fn dispatch(
             let st = api.archiver.stats();
             Ok(Reply::json(
                 StatusCode::OK,
-                json!({"files": st.files, "buffered_rows": st.buffered_rows,
-                       "checkpoint": st.checkpoint}),
+                answers::json(answers::ArchiveState {
+                    files: st.files,
+                    buffered_rows: st.buffered_rows,
+                    checkpoint: st.checkpoint,
+                }),
             ))
         }
         (

@@ -7,6 +7,7 @@
 
 pub mod access;
 mod admin;
+pub(crate) mod answers;
 pub mod api;
 mod destinations;
 mod health;

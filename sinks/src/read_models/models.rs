@@ -24,7 +24,7 @@ use super::epoch::{Batch, CrmChange};
 use super::processed::ProcessedMap;
 
 /// Explorer statistics of one org.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Stats {
     /// Unique staged signals, anonymous ones included.
     pub total: i64,

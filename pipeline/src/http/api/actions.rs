@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use trailspark_core::rules::{Combinator, Condition, FieldMapping, RuleDef, SignalType};
 use trailspark_core::tenancy::{MappingRule, OrgId, Principal, Role};
-use trailspark_core::time::{rfc3339, rfc3339_text};
+use trailspark_core::time::rfc3339_text;
 use trailspark_operators::Signal;
 use trailspark_queries::explorer::preview;
 use trailspark_queries::explorer::retrieval::{self, RehydrateBody};
@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use warp::http::StatusCode;
 
 use crate::http::reply::{error, json_body, not_found, require, sql_error, view_error};
-use crate::http::Api;
+use crate::http::{answers, Api};
 
 /// `POST /api/explorer/process`: processes the org's signals now against every current rule
 /// (a logged event makes each live rule cover all of the org's signals, also those from
@@ -37,15 +37,15 @@ pub async fn process_now(api: &Api, org: OrgId) -> Result<Reply, Reply> {
     let s = api.read.read().org(org.0).stats;
     Ok(Reply::json(
         StatusCode::OK,
-        json!({
-            "processed": s.processed + s.failed + s.skipped,
-            "successful": s.processed,
-            "failed": s.failed,
-            "skipped": s.skipped,
-            "pending": s.pending,
-            "rules": rules,
-            "duration_ms": started.elapsed().as_millis() as u64,
-            "log_position": last,
+        answers::json(answers::Processed {
+            processed: s.processed + s.failed + s.skipped,
+            successful: s.processed,
+            failed: s.failed,
+            skipped: s.skipped,
+            pending: s.pending,
+            rules,
+            duration_ms: started.elapsed().as_millis() as u64,
+            log_position: last,
         }),
     ))
 }
@@ -84,12 +84,12 @@ pub async fn rehydrate(api: &Api, org: OrgId, req: Request) -> Result<Reply, Rep
     let brought = api.read.rehydrate(org.0, found.signals, until);
     Ok(Reply::json(
         StatusCode::OK,
-        json!({
-            "matched": found.matched,
-            "rehydrated": brought,
-            "already_live": found.already_live,
-            "until": rfc3339(until),
-            "log_position": pos,
+        answers::json(answers::Rehydrated {
+            matched: found.matched,
+            rehydrated: brought,
+            already_live: found.already_live,
+            until: rfc3339_text(until),
+            log_position: pos,
         }),
     ))
 }

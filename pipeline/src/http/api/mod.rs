@@ -23,7 +23,7 @@ use trailspark_operators::usage::Meter;
 use trailspark_operators::{IdKind, Ident, Signal};
 use trailspark_queries::explorer::groups::{self, group_json};
 use trailspark_queries::explorer::leads::product_org_json;
-use trailspark_queries::explorer::leads::{ident_json, lead_view, LeadView};
+use trailspark_queries::explorer::leads::{lead_view, IdentView, LeadView};
 use trailspark_queries::explorer::signals::{lead_timeline, signal_detail, tab_page};
 use trailspark_queries::explorer::usage::{parse_period, usage_json, ScoringUsage};
 use trailspark_queries::explorer::Page;
@@ -311,7 +311,10 @@ async fn dispatch(api: &Api, p: Principal, route: Route<'_>, req: Request) -> Re
                 .conflicts
                 .iter()
                 .map(|(i, kind)| {
-                    json!({"identifier": ident_json(i), "refused_links_to": kind.as_str()})
+                    crate::http::answers::json(crate::http::answers::Conflict {
+                        identifier: IdentView::of(i),
+                        refused_links_to: kind.as_str(),
+                    })
                 })
                 .collect();
             Ok(with_position(json!({"conflicts": conflicts}), applied))

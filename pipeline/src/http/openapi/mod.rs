@@ -50,6 +50,9 @@ pub enum Answer {
     List(&'static str, Schemer),
     /// A page: `{"<name>": [<type>, …], "next_cursor": <string or null>}`.
     Page(&'static str, Schemer),
+    /// A mapping rule's body, as `POST /api/mapping-rules` takes it (a suggested rule is
+    /// posted unchanged).
+    RuleBody,
 }
 
 /// Adds a type's schema to the components and answers a reference to it.
@@ -206,6 +209,20 @@ fn object() -> Value {
     json!({"type": "object", "additionalProperties": true})
 }
 
+/// A mapping rule's definition with `reprocess` added: an `allOf` would keep the
+/// definition's refusal of unknown fields, `reprocess` among them.
+fn rule_body_schema(components: &mut Components) -> Value {
+    use utoipa::{PartialSchema, ToSchema};
+    type Def = trailspark_core::rules::RuleDef;
+    Def::schemas(components);
+    let mut schema = serde_json::to_value(Def::schema()).expect("schemas serialize");
+    schema["properties"]["reprocess"] = json!({
+        "type": "boolean",
+        "description": "re-derive the signals the change affects (default false)"
+    });
+    schema
+}
+
 fn request_body(op: &Op, components: &mut Components) -> Option<Value> {
     let body = op.body;
     let content = match body {
@@ -223,19 +240,7 @@ fn request_body(op: &Op, components: &mut Components) -> Option<Value> {
             "text/plain": {"schema": {"type": "string", "description": "a Segment message as JSON text"}}
         }),
         Body::Any => json!({"application/json": {"schema": {}}}),
-        Body::Rule => {
-            // The definition's own schema with `reprocess` added: an `allOf` would keep the
-            // definition's refusal of unknown fields, `reprocess` among them.
-            use utoipa::{PartialSchema, ToSchema};
-            type Def = trailspark_core::rules::RuleDef;
-            Def::schemas(components);
-            let mut schema = serde_json::to_value(Def::schema()).expect("schemas serialize");
-            schema["properties"]["reprocess"] = json!({
-                "type": "boolean",
-                "description": "re-derive the signals the change affects (default false)"
-            });
-            json!({"application/json": {"schema": schema}})
-        }
+        Body::Rule => json!({"application/json": {"schema": rule_body_schema(components)}}),
         Body::Typed(f) => {
             let schema = serde_json::to_value(f(components)).expect("schemas serialize");
             json!({"application/json": {"schema": schema}})
@@ -261,6 +266,10 @@ fn ok_response(op: &Op, components: &mut Components) -> Value {
         Answer::List(name, f) => {
             let items = typed(f(components));
             let schema = json!({"type": "object", "required": [name], "properties": {name: {"type": "array", "items": items}}});
+            return json!({"description": op.summary, "content": {"application/json": {"schema": schema}}});
+        }
+        Answer::RuleBody => {
+            let schema = rule_body_schema(components);
             return json!({"description": op.summary, "content": {"application/json": {"schema": schema}}});
         }
         Answer::Page(name, f) => {

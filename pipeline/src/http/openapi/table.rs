@@ -9,6 +9,10 @@
 use super::{list, one, page, Answer, Auth, Body, Op, Query};
 use crate::http::admin::{KeyView, OrgView, TokenView, WhoAmI};
 use crate::http::api::actions::RuleView;
+use crate::http::answers::{
+    ArchiveState, Compacted, Conflict, EvaluationRun, EvaluatorState, OwnershipTransferred,
+    Processed, Rehydrated, RetentionRun,
+};
 use crate::http::api::LeadAnswer;
 use trailspark_core::scoring::{EvaluationView, ScoringSettings};
 use trailspark_queries::explorer::groups::{GroupDetail, GroupView};
@@ -184,18 +188,18 @@ pub const OPS: &[Op] = &[
         .example(r#"{"role":"viewer","name":"dashboards"}"#),
     op("get", "/api/admin/tokens", "admin", "List tokens (Admin+)").answer(list::<TokenView>("tokens")),
     op("delete", "/api/admin/tokens/{id}", "admin", "Revoke a token (Admin+)").answer(one::<TokenView>()),
-    post("/api/admin/tokens/{id}/transfer-ownership", "admin", "Make a token the Owner (Owner)"),
-    post("/api/admin/archive/compact", "admin", "Merge small archive files (server administrator)"),
-    op("get", "/api/admin/archive", "admin", "The archive's state (server administrator)"),
-    post("/api/admin/retention/run", "admin", "Run a retention pass now (server administrator)"),
-    op("get", "/api/admin/evaluation", "admin", "The evaluator's state"),
-    post("/api/admin/evaluation/run", "admin", "Run an evaluation batch now (Admin+)"),
+    post("/api/admin/tokens/{id}/transfer-ownership", "admin", "Make a token the Owner (Owner)").answer(one::<OwnershipTransferred>()),
+    post("/api/admin/archive/compact", "admin", "Merge small archive files (server administrator)").answer(one::<Compacted>()),
+    op("get", "/api/admin/archive", "admin", "The archive's state (server administrator)").answer(one::<ArchiveState>()),
+    post("/api/admin/retention/run", "admin", "Run a retention pass now (server administrator)").answer(one::<RetentionRun>()),
+    op("get", "/api/admin/evaluation", "admin", "The evaluator's state").answer(one::<EvaluatorState>()),
+    post("/api/admin/evaluation/run", "admin", "Run an evaluation batch now (Admin+)").answer(one::<EvaluationRun>()),
     // Explorer, leads, rules, usage, SQL.
-    get("/api/explorer/stats", "explorer", "Signal counts by status"),
+    get("/api/explorer/stats", "explorer", "Signal counts by status").answer(one::<trailspark_sinks::read_models::Stats>()),
     get("/api/explorer/signals", "explorer", "A page of one tab's signals").query(&[WAIT_FOR, ("tab", "string", "processed (default), failed or pending"), LIMIT, CURSOR]).answer(page::<SignalRow>("signals")),
     get("/api/explorer/signals/{id}", "explorer", "One signal, with its payload"),
-    post("/api/explorer/process", "explorer", "Process pending signals against the rules now (Editor+)"),
-    post("/api/signals/rehydrate", "explorer", "Bring archived signals back into live state (Editor+)").body(RehydrateBody)
+    post("/api/explorer/process", "explorer", "Process pending signals against the rules now (Editor+)").answer(one::<Processed>()),
+    post("/api/signals/rehydrate", "explorer", "Bring archived signals back into live state (Editor+)").body(RehydrateBody).answer(one::<Rehydrated>())
         .example(r#"{"from":"2026-01-01","to":"2026-01-31","ttl_hours":24}"#),
     get("/api/leads", "leads", "Look a lead up by one identifier").query(&[WAIT_FOR, ("email", "string", "one of email, user_id, anonymous_id, crm_id"), ("user_id", "string", ""), ("anonymous_id", "string", ""), ("crm_id", "string", "")]).answer(one::<LeadAnswer>()),
     get("/api/leads/{id}", "leads", "A lead, with its latest evaluation").answer(one::<LeadAnswer>()),
@@ -203,8 +207,8 @@ pub const OPS: &[Op] = &[
     get("/api/leads/{id}/evaluation-context", "leads", "What an evaluation of the lead would read").query(&[WAIT_FOR, ("lookback_days", "integer", "days of signals")]),
     get("/api/signal-queue/groups", "signal queue", "Signal groups").query(&[WAIT_FOR, ("tab", "string", "unmapped (default) or mapped"), LIMIT, CURSOR]).answer(list::<GroupView>("groups")),
     get("/api/signal-queue/groups/{id}", "signal queue", "One group, with samples").answer(one::<GroupDetail>()),
-    get("/api/signal-queue/groups/{id}/suggested-rule", "signal queue", "A mapping rule drafted from the group's samples"),
-    get("/api/identity/conflicts", "leads", "Identifiers refused by the identity limits").query(&[WAIT_FOR, LIMIT, CURSOR]),
+    get("/api/signal-queue/groups/{id}/suggested-rule", "signal queue", "A mapping rule drafted from the group's samples").answer(Answer::RuleBody),
+    get("/api/identity/conflicts", "leads", "Identifiers refused by the identity limits").query(&[WAIT_FOR, LIMIT, CURSOR]).answer(list::<Conflict>("conflicts")),
     get("/api/usage", "usage", "Meters of a month").query(&[WAIT_FOR, ("period", "string", "YYYY-MM (default: this month)")]).answer(one::<UsageView>()),
     get("/api/product-orgs/{id}", "leads", "A product org, with its users").answer(one::<ProductOrgView>()),
     get("/api/mapping-rules", "rules", "Mapping rules").answer(list::<RuleView>("rules")),

@@ -168,14 +168,19 @@ impl Evaluator {
     }
 
     /// What the evaluator has done, for operators (`GET /api/admin/evaluation`).
-    pub fn status(&self) -> serde_json::Value {
-        serde_json::json!({
-            "enabled": true,
-            "scorer": self.llm.as_ref().map_or_else(|| "deterministic".to_string(), |l| l.name()),
-            "interval_secs": self.cfg.interval.as_secs(),
-            "scorer_calls": self.calls.load(Ordering::Relaxed),
-            "retrying": self.retries.lock().unwrap().len(),
-        })
+    /// The evaluator's state, as `GET /api/admin/evaluation` shows it.
+    pub fn status(&self) -> crate::http::answers::EvaluatorState {
+        crate::http::answers::EvaluatorState {
+            enabled: true,
+            scorer: Some(
+                self.llm
+                    .as_ref()
+                    .map_or_else(|| "deterministic".to_string(), |l| l.name()),
+            ),
+            interval_secs: Some(self.cfg.interval.as_secs()),
+            scorer_calls: Some(self.calls.load(Ordering::Relaxed)),
+            retrying: Some(self.retries.lock().unwrap().len()),
+        }
     }
 
     async fn high_intent(&self) {
