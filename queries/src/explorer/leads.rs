@@ -36,7 +36,7 @@ pub fn identifiers_json(m: &Models, lead: &Ident) -> Vec<Value> {
     identifiers(m, lead).iter().map(|i| json!(i)).collect()
 }
 
-fn identifiers(m: &Models, lead: &Ident) -> Vec<IdentView> {
+pub fn identifiers(m: &Models, lead: &Ident) -> Vec<IdentView> {
     m.org(lead.org)
         .members
         .get(lead)
@@ -262,7 +262,7 @@ pub struct ProductOrgInfo {
     pub custom_fields: serde_json::Map<String, Value>,
 }
 
-fn product_org_infos(m: &Models, org: u64, ids: &[String]) -> Vec<ProductOrgInfo> {
+pub fn product_org_infos(m: &Models, org: u64, ids: &[String]) -> Vec<ProductOrgInfo> {
     ids.iter()
         .filter_map(|id| {
             let po = m.org(org).product_orgs.get(id)?;

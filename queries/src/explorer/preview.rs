@@ -11,10 +11,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use trailspark_core::rules::{Combinator, Op, Operand, RuleDef};
 use trailspark_core::tenancy::SharedRegistry;
-use trailspark_core::time::rfc3339;
+use trailspark_core::time::rfc3339_text;
 use trailspark_core::OrgId;
 use trailspark_operators::identity::IdentityConfig;
 use trailspark_operators::rules::{evaluate, RuleVersion};
@@ -25,6 +26,7 @@ use trailspark_sinks::read_models::{lead_id, ReadModels};
 
 use super::ViewError;
 use crate::lookup::{ArchiveLookup, LookupFilter};
+use utoipa::ToSchema;
 
 /// Signals shown in a preview's sample.
 pub const SAMPLE: usize = 20;
@@ -54,11 +56,47 @@ fn pinned(def: &RuleDef) -> Vec<(&'static str, String)> {
         .collect()
 }
 
+/// `POST /api/mapping-rules/preview`: what the rule would match, saving nothing.
+#[derive(Serialize, ToSchema)]
+pub struct Preview {
+    /// Signals the rule matches.
+    pub matched: usize,
+    /// Signals looked at.
+    pub scanned: usize,
+    /// Whether every signal was looked at (false when the time bound cut the scan).
+    pub complete: bool,
+    /// Up to 20 matched signals.
+    pub sample: Vec<PreviewRow>,
+    pub duration_ms: u64,
+}
+
+/// A matched signal: what it is now and what the rule would make of it.
+#[derive(Serialize, ToSchema)]
+pub struct PreviewRow {
+    pub id: u64,
+    pub source: String,
+    pub event_type: String,
+    pub event_name: Option<String>,
+    pub received_at: Option<String>,
+    /// The status the signal would have: the rule's outcome when the rule would take it,
+    /// else the current one.
+    pub status: Option<String>,
+    pub error: Option<String>,
+    pub current_status: Option<String>,
+    pub current_rule_id: Option<u64>,
+    /// Whether the rule would take the signal from the rule that holds it now.
+    pub wins: bool,
+    pub lead_id: Option<String>,
+    /// The signal as sent.
+    #[schema(value_type = serde_json::Value)]
+    pub payload: Value,
+}
+
 /// What a preview found so far.
 struct Found {
     matched: usize,
     scanned: usize,
-    sample: Vec<Value>,
+    sample: Vec<PreviewRow>,
 }
 
 /// `POST /api/mapping-rules/preview`: how many of the org's signals `def` matches, and a
@@ -156,20 +194,20 @@ pub async fn preview(
             } else {
                 current_status
             };
-            found.sample.push(json!({
-                "id": row.id,
-                "source": row.record.source,
-                "event_type": row.record.event_type,
-                "event_name": row.record.event_name,
-                "received_at": rfc3339(row.record.received_at),
-                "status": status,
-                "error": if wins { would.error.as_deref() } else { None },
-                "current_status": current_status,
-                "current_rule_id": holder.map(|r| r.id),
-                "wins": wins,
-                "lead_id": lead.as_ref().map(lead_id),
-                "payload": serde_json::from_str::<Value>(&row.record.payload).unwrap_or(Value::Null),
-            }));
+            found.sample.push(PreviewRow {
+                id: row.id,
+                source: row.record.source.to_string(),
+                event_type: row.record.event_type.to_string(),
+                event_name: row.record.event_name.as_deref().map(str::to_string),
+                received_at: rfc3339_text(row.record.received_at),
+                status: status.map(str::to_string),
+                error: if wins { would.error.as_deref() } else { None }.map(str::to_string),
+                current_status: current_status.map(str::to_string),
+                current_rule_id: holder.map(|r| r.id),
+                wins,
+                lead_id: lead.as_ref().map(lead_id),
+                payload: serde_json::from_str::<Value>(&row.record.payload).unwrap_or(Value::Null),
+            });
         }
         true
     };
@@ -191,11 +229,12 @@ pub async fn preview(
             sample: Vec::new(),
         },
     );
-    Ok(json!({
-        "matched": found.matched,
-        "scanned": found.scanned,
-        "complete": complete,
-        "sample": found.sample,
-        "duration_ms": started.elapsed().as_millis() as u64,
-    }))
+    let preview = Preview {
+        matched: found.matched,
+        scanned: found.scanned,
+        complete,
+        sample: found.sample,
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    Ok(serde_json::to_value(preview).expect("previews serialize"))
 }

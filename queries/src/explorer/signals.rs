@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use trailspark_core::rules::SignalType;
 use trailspark_core::time::rfc3339_text;
 use trailspark_operators::status::{Processed, Status};
-use trailspark_sinks::archive::Kind;
+use trailspark_sinks::archive::{Kind, SCHEMA};
 use trailspark_sinks::read_models::{lead_id, Models, ReadModels, Tab};
 
 use super::{Page, ViewError};
@@ -205,6 +205,43 @@ fn overlay(m: &Models, org: u64, rec: &mut Map<String, Value>) {
             }
         }
     }
+}
+
+/// The JSON Schema of a signal record as the explorer and a lead's timeline answer it: the
+/// archive's columns ([`SCHEMA`], so a column added there is documented too) as
+/// [`crate::output::to_objects`] writes them, the table's `org_id` and `date`, the payload
+/// parsed, and the outcome the read models hold (`signal_type`; `cold` or `retired` when the
+/// signal is not in live state).
+pub fn record_schema() -> Value {
+    use arrow::datatypes::DataType;
+    let mut properties = Map::new();
+    let mut required = Vec::new();
+    for f in SCHEMA.fields() {
+        let ty = match f.data_type() {
+            DataType::UInt64 | DataType::Int64 | DataType::UInt32 | DataType::Int32 => "integer",
+            DataType::Boolean => "boolean",
+            _ => "string",
+        };
+        let schema = match f.name().as_str() {
+            "payload" => json!({"description": "the signal as it was sent"}),
+            _ if f.is_nullable() => json!({"type": [ty, "null"]}),
+            _ => json!({"type": ty}),
+        };
+        properties.insert(f.name().clone(), schema);
+        required.push(f.name().clone());
+    }
+    properties.insert("org_id".into(), json!({"type": "integer"}));
+    properties.insert(
+        "date".into(),
+        json!({"type": "string", "description": "the day received, YYYY-MM-DD"}),
+    );
+    properties.insert("signal_type".into(), json!({"type": ["string", "null"]}));
+    properties.insert(
+        "cold".into(),
+        json!({"type": "boolean", "description": "waiting outside the dataflow for an identify"}),
+    );
+    properties.insert("retired".into(), json!({"type": "boolean", "description": "retired from live state by retention; the archived outcome stands"}));
+    json!({"type": "object", "required": required, "properties": properties})
 }
 
 /// `GET /api/explorer/signals/{id}`: one signal with its raw payload and current outcome.

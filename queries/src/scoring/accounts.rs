@@ -263,8 +263,12 @@ pub struct AccountView {
 }
 
 pub fn account_json(a: &Account, propensity: Option<&'static str>) -> Value {
+    serde_json::to_value(account_view(a, propensity)).expect("accounts serialize")
+}
+
+pub fn account_view(a: &Account, propensity: Option<&'static str>) -> AccountView {
     let f = &a.fields;
-    let view = AccountView {
+    AccountView {
         id: a.id.clone(),
         source: a.key.as_ref().map(AccountKey::source),
         name: f
@@ -280,8 +284,7 @@ pub fn account_json(a: &Account, propensity: Option<&'static str>) -> Value {
         product_org_id: a.product_org_id.clone(),
         lead_ids: a.leads.iter().map(lead_id).collect(),
         propensity,
-    };
-    serde_json::to_value(view).expect("accounts serialize")
+    }
 }
 
 /// An account's propensity, rolled up from its leads' latest evaluations (`None` before any).

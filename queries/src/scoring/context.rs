@@ -4,18 +4,21 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use trailspark_core::crm::StdField;
 use trailspark_core::scoring::IcpModel;
 use trailspark_core::tenancy::Registry;
-use trailspark_core::time::rfc3339;
+use trailspark_core::time::rfc3339_text;
 use trailspark_operators::scorer::{LeadInput, ProductOrgInput, SignalInput};
 use trailspark_operators::status::Status;
 use trailspark_operators::Ident;
 use trailspark_sinks::read_models::{lead_id, Models};
 
-use super::accounts::{account_json, account_of, email_of, Account};
-use crate::explorer::leads::{identifiers_json, product_org_info};
+use super::accounts::{account_of, account_view, email_of, Account};
+use super::context_view::{
+    ContextAccount, ContextIcp, ContextLead, ContextSignal, ContextWindow, EvaluationContext,
+};
+use crate::explorer::leads::{identifiers, product_org_infos};
 
 /// A lead's context as of `now`, with a `lookback_days` window.
 pub struct LeadContext {
@@ -89,15 +92,15 @@ pub fn lead_context(
             .rule_id
             .and_then(|id| reg.rule(id))
             .and_then(|r| r.def.description.clone());
-        signals_json.push(json!({
-            "id": pos,
-            "name": name,
-            "type": t,
-            "description": description,
-            "source": p.source,
-            "occurredAt": rfc3339(p.event_at),
-            "highIntent": p.high_intent,
-        }));
+        signals_json.push(ContextSignal {
+            id: *pos,
+            name: name.clone(),
+            signal_type: t,
+            description,
+            source: p.source.to_string(),
+            occurred_at: rfc3339_text(p.event_at),
+            high_intent: p.high_intent,
+        });
         signals.push(SignalInput {
             name,
             signal_type: t,
@@ -134,43 +137,44 @@ pub fn lead_context(
         now,
         lookback_days,
     };
-    let identifiers = identifiers_json(m, lead);
-    let icp = model.map(|m| {
-        json!({
-            "modelId": m.id,
-            "version": m.version,
-            "name": m.name,
-            "accountProfile": m.account_profile,
-            "accountDetractors": m.account_detractors,
-            "contactPersonas": m.contact_personas,
-            "contactDetractors": m.contact_detractors,
-            "positiveSignals": m.positive_signals,
-            "negativeSignals": m.negative_signals,
-            "criteria": m.criteria,
-        })
+    let icp = model.map(|m| ContextIcp {
+        model_id: m.id,
+        version: m.version,
+        name: m.name.clone(),
+        account_profile: m.account_profile.clone(),
+        account_detractors: m.account_detractors.clone(),
+        contact_personas: m.contact_personas.clone(),
+        contact_detractors: m.contact_detractors.clone(),
+        positive_signals: m.positive_signals.clone(),
+        negative_signals: m.negative_signals.clone(),
+        criteria: m.criteria.clone(),
     });
-    let json = json!({
-        "lead": {
-            "id": lead_id(lead),
-            "email": email,
-            "firstName": trait_of(&["first_name", "firstName"]).or_else(|| crm_std(StdField::FirstName)),
-            "lastName": trait_of(&["last_name", "lastName"]).or_else(|| crm_std(StdField::LastName)),
-            "title": title,
-            "company": trait_of(&["company", "company_name"]).or_else(|| crm_std(StdField::Company)),
-            "identifiers": identifiers,
-            "traits": traits,
-            "crm": crm.person_json(),
+    let view = EvaluationContext {
+        lead: ContextLead {
+            id: lead_id(lead),
+            email,
+            first_name: trait_of(&["first_name", "firstName"])
+                .or_else(|| crm_std(StdField::FirstName)),
+            last_name: trait_of(&["last_name", "lastName"]).or_else(|| crm_std(StdField::LastName)),
+            title,
+            company: trait_of(&["company", "company_name"]).or_else(|| crm_std(StdField::Company)),
+            identifiers: identifiers(m, lead),
+            traits,
+            crm: crm.person_view(),
         },
-        "account": account.as_ref().map(|a| {
-            let mut v = account_json(a, None);
-            v["crm"] = crm.account_json();
-            v
+        account: account.as_ref().map(|a| ContextAccount {
+            account: account_view(a, None),
+            crm: crm.account_view(),
         }),
-        "signals": signals_json,
-        "productOrgInfo": product_org_info(m, lead.org, &profile.product_orgs),
-        "icp": icp,
-        "window": {"lookbackDays": lookback_days, "asOf": rfc3339(now)},
-    });
+        signals: signals_json,
+        product_org_info: product_org_infos(m, lead.org, &profile.product_orgs),
+        icp,
+        window: ContextWindow {
+            lookback_days,
+            as_of: rfc3339_text(now),
+        },
+    };
+    let json = serde_json::to_value(view).expect("contexts serialize");
     LeadContext {
         input,
         account,

@@ -9,6 +9,8 @@ use trailspark_core::crm::{CrmObject, CrmRecord, StdField};
 use trailspark_operators::Ident;
 use trailspark_sinks::read_models::Models;
 
+use super::context_view::CrmRecordView;
+
 /// The CRM's view of one lead.
 #[derive(Clone, Debug, Default)]
 pub struct CrmView {
@@ -63,28 +65,33 @@ impl CrmView {
 
     /// `lead.crm` of the evaluation context.
     pub fn person_json(&self) -> Value {
-        match &self.person {
-            None => Value::Null,
-            Some((integration, object, r)) => json!({
-                "integration_id": integration,
-                "object": object,
-                "id": r.id,
-                "fields": r.fields,
-            }),
-        }
+        serde_json::to_value(self.person_view()).expect("records serialize")
+    }
+
+    /// The lead's CRM person (contact or lead), as the evaluation context shows it.
+    pub fn person_view(&self) -> Option<CrmRecordView> {
+        self.person
+            .as_ref()
+            .map(|(integration, object, r)| CrmRecordView {
+                integration_id: *integration,
+                object: json!(object),
+                id: r.id.clone(),
+                fields: r.fields.clone(),
+            })
     }
 
     /// `account.crm` of the evaluation context.
     pub fn account_json(&self) -> Value {
-        match &self.account {
-            None => Value::Null,
-            Some((integration, r)) => json!({
-                "integration_id": integration,
-                "object": "account",
-                "id": r.id,
-                "fields": r.fields,
-            }),
-        }
+        serde_json::to_value(self.account_view()).expect("records serialize")
+    }
+
+    pub fn account_view(&self) -> Option<CrmRecordView> {
+        self.account.as_ref().map(|(integration, r)| CrmRecordView {
+            integration_id: *integration,
+            object: json!("account"),
+            id: r.id.clone(),
+            fields: r.fields.clone(),
+        })
     }
 
     /// A raw CRM field for evaluation rules: `contact.X`, `lead.X` or `account.X`.

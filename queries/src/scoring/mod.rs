@@ -4,5 +4,6 @@
 pub mod accounts;
 pub mod contact;
 pub mod context;
+pub mod context_view;
 pub mod crm;
 pub mod views;

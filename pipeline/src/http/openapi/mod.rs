@@ -19,7 +19,7 @@ use warp::http::StatusCode;
 pub use table::OPS;
 
 /// Schemas a document's operations refer to, by component name.
-type Components = Vec<(String, RefOr<Schema>)>;
+pub(super) type Components = Vec<(String, RefOr<Schema>)>;
 
 /// One operation: a method on a path template.
 #[derive(Clone, Copy)]
@@ -145,9 +145,14 @@ fn error_schema() -> Value {
     })
 }
 
-/// The answers whose shape several operations share.
-fn answer_schemas() -> [(&'static str, Value); 3] {
+/// The answers whose shape several operations share, and the signal record, whose schema
+/// is generated from the archive's columns.
+fn answer_schemas() -> [(&'static str, Value); 4] {
     [
+        (
+            "SignalRecord",
+            trailspark_queries::explorer::signals::record_schema(),
+        ),
         (
             "Accepted",
             json!({

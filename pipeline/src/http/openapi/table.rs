@@ -8,18 +8,20 @@
 
 use super::{list, one, page, Answer, Auth, Body, Op, Query};
 use crate::http::admin::{KeyView, OrgView, TokenView, WhoAmI};
-use crate::http::api::actions::RuleView;
 use crate::http::answers::{
     ArchiveState, Compacted, Conflict, EvaluationRun, EvaluatorState, OwnershipTransferred,
     Processed, Rehydrated, RetentionRun,
 };
+use crate::http::api::actions::RuleView;
 use crate::http::api::LeadAnswer;
 use trailspark_core::scoring::{EvaluationView, ScoringSettings};
 use trailspark_queries::explorer::groups::{GroupDetail, GroupView};
 use trailspark_queries::explorer::leads::ProductOrgView;
+use trailspark_queries::explorer::preview::Preview;
 use trailspark_queries::explorer::signals::SignalRow;
 use trailspark_queries::explorer::usage::UsageView;
 use trailspark_queries::scoring::accounts::AccountView;
+use trailspark_queries::scoring::context_view::EvaluationContext;
 use trailspark_queries::scoring::views::{EvalRuleView, ModelView};
 
 const WAIT_FOR: Query = ("wait_for", "integer", "answer only once the read models reflect this log position (from a 202's `log_position`); 400 past the log's head, 504 after 10 s");
@@ -119,6 +121,12 @@ mod bodies {
 }
 use bodies::*;
 
+/// A signal record: a reference to the schema `answer_schemas` generates from the archive's
+/// columns.
+fn signal_record(_: &mut super::Components) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    utoipa::openapi::RefOr::Ref(utoipa::openapi::Ref::from_schema_name("SignalRecord"))
+}
+
 /// The operations, grouped as the README groups them.
 pub const OPS: &[Op] = &[
     // Operations.
@@ -197,14 +205,14 @@ pub const OPS: &[Op] = &[
     // Explorer, leads, rules, usage, SQL.
     get("/api/explorer/stats", "explorer", "Signal counts by status").answer(one::<trailspark_sinks::read_models::Stats>()),
     get("/api/explorer/signals", "explorer", "A page of one tab's signals").query(&[WAIT_FOR, ("tab", "string", "processed (default), failed or pending"), LIMIT, CURSOR]).answer(page::<SignalRow>("signals")),
-    get("/api/explorer/signals/{id}", "explorer", "One signal, with its payload"),
+    get("/api/explorer/signals/{id}", "explorer", "One signal, with its payload").answer(Answer::One(signal_record)),
     post("/api/explorer/process", "explorer", "Process pending signals against the rules now (Editor+)").answer(one::<Processed>()),
     post("/api/signals/rehydrate", "explorer", "Bring archived signals back into live state (Editor+)").body(RehydrateBody).answer(one::<Rehydrated>())
         .example(r#"{"from":"2026-01-01","to":"2026-01-31","ttl_hours":24}"#),
     get("/api/leads", "leads", "Look a lead up by one identifier").query(&[WAIT_FOR, ("email", "string", "one of email, user_id, anonymous_id, crm_id"), ("user_id", "string", ""), ("anonymous_id", "string", ""), ("crm_id", "string", "")]).answer(one::<LeadAnswer>()),
     get("/api/leads/{id}", "leads", "A lead, with its latest evaluation").answer(one::<LeadAnswer>()),
-    get("/api/leads/{id}/timeline", "leads", "A lead's signals, newest first").query(&[WAIT_FOR, LIMIT, CURSOR]),
-    get("/api/leads/{id}/evaluation-context", "leads", "What an evaluation of the lead would read").query(&[WAIT_FOR, ("lookback_days", "integer", "days of signals")]),
+    get("/api/leads/{id}/timeline", "leads", "A lead's signals, newest first").query(&[WAIT_FOR, LIMIT, CURSOR]).answer(Answer::Page("signals", signal_record)),
+    get("/api/leads/{id}/evaluation-context", "leads", "What an evaluation of the lead would read").query(&[WAIT_FOR, ("lookback_days", "integer", "days of signals")]).answer(one::<EvaluationContext>()),
     get("/api/signal-queue/groups", "signal queue", "Signal groups").query(&[WAIT_FOR, ("tab", "string", "unmapped (default) or mapped"), LIMIT, CURSOR]).answer(list::<GroupView>("groups")),
     get("/api/signal-queue/groups/{id}", "signal queue", "One group, with samples").answer(one::<GroupDetail>()),
     get("/api/signal-queue/groups/{id}/suggested-rule", "signal queue", "A mapping rule drafted from the group's samples").answer(Answer::RuleBody),
@@ -214,7 +222,7 @@ pub const OPS: &[Op] = &[
     get("/api/mapping-rules", "rules", "Mapping rules").answer(list::<RuleView>("rules")),
     post("/api/mapping-rules", "rules", "Create a mapping rule (Editor+)").body(Rule).ok(201).answer(one::<RuleView>())
         .example(RULE),
-    post("/api/mapping-rules/preview", "rules", "Try a rule on recent signals without saving it (Editor+)").body(Rule)
+    post("/api/mapping-rules/preview", "rules", "Try a rule on recent signals without saving it (Editor+)").body(Rule).answer(one::<Preview>())
         .example(RULE),
     get("/api/mapping-rules/{id}", "rules", "One mapping rule").answer(one::<RuleView>()),
     op("put", "/api/mapping-rules/{id}", "rules", "Replace a mapping rule (Editor+)").body(Rule).answer(one::<RuleView>()),
