@@ -254,6 +254,54 @@ fn salesforce_gets_every_evaluation_in_batches_of_200_with_per_record_results() 
         created.fields[SF_FIELDS[0]],
         latest(&s, "nobody@nowhere.io")["score"]
     );
+    drop(store);
+
+    // Every answer about the integration and the destination is what the document says.
+    let mut a = common::answers::Answers::default();
+    for path in [
+        "/api/integrations".to_string(),
+        format!("/api/integrations/{integration}"),
+        "/api/destinations".into(),
+        format!("/api/destinations/{id}"),
+        format!("/api/destinations/{id}/status"),
+        format!("/api/destinations/{id}/deliveries?status=failed"),
+        format!("/api/destinations/{id}/deliveries"),
+    ] {
+        a.ok(&s, Method::GET, &path, None);
+    }
+    a.ok(
+        &s,
+        Method::POST,
+        &format!("/api/integrations/{integration}/test"),
+        None,
+    );
+    a.ok(
+        &s,
+        Method::POST,
+        &format!("/api/integrations/{integration}/sync"),
+        None,
+    );
+    a.ok(
+        &s,
+        Method::POST,
+        &format!("/api/destinations/{id}/retry"),
+        None,
+    );
+    a.ok(
+        &s,
+        Method::PATCH,
+        &format!("/api/destinations/{id}"),
+        Some(json!({"send_evaluations": false})),
+    );
+    a.ok(&s, Method::DELETE, &format!("/api/destinations/{id}"), None);
+    a.ok(
+        &s,
+        Method::DELETE,
+        &format!("/api/integrations/{integration}"),
+        None,
+    );
+    let typed = a.check(&s);
+    assert_eq!(typed, a.len(), "every answer here has a typed schema");
 }
 
 const HS_TOKEN: &str = "pat-na1-99999999-2222-3333-4444-555555555555";

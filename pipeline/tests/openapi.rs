@@ -209,6 +209,32 @@ fn the_document_describes_auth_errors_and_request_bodies() {
     let e1 = &doc["paths"]["/api/signal-staging/webhook/{key}"]["post"];
     assert_eq!(e1["parameters"][0]["in"], "path");
     assert!(e1["responses"]["202"].is_object());
+    // Every JSON answer has a schema of its own, except the few whose content is the
+    // client's or the CRM's: a signal as sent, a CRM field mapping, analytics.js' settings.
+    let open = serde_json::json!({"type": "object", "additionalProperties": true});
+    let mut untyped = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (m, op) in item.as_object().unwrap() {
+            for (status, response) in op["responses"].as_object().unwrap() {
+                let schema = &response["content"]["application/json"]["schema"];
+                if status.starts_with('2') && *schema == open {
+                    untyped.push(format!("{} {path}", m.to_uppercase()));
+                }
+            }
+        }
+    }
+    untyped.sort();
+    assert_eq!(
+        untyped,
+        [
+            "GET /api/integrations/{id}/mapping",
+            "GET /openapi.json",
+            "GET /v1/projects/{key}/settings",
+            "POST /v1/m",
+            "PUT /api/integrations/{id}/mapping",
+        ],
+        "answers documented as any object"
+    );
 }
 
 /// A server with one of each record (keys, tokens, a mapping rule, an unmapped group, a lead
@@ -232,12 +258,23 @@ fn every_answer_about_real_records_conforms_to_the_document() {
                     "template": {"product_org_id": "workspace_id", "name": "name", "plan_name": "plan"}})),
     );
     let po_key = key["key"].as_str().unwrap().to_string();
+    let path = format!("/api/product-orgs/webhook/{po_key}");
     let r = client()
-        .post(s.url(&format!("/api/product-orgs/webhook/{po_key}")))
+        .post(s.url(&path))
         .json(&json!({"workspace_id": "ws_1", "name": "Acme", "plan": "team"}))
         .send()
         .unwrap();
     assert_eq!(r.status(), 202);
+    a.record("post", &path, 202, &r.json().unwrap());
+    let path = format!("/api/signal-staging/bulk/{}", s.first_key.as_ref().unwrap());
+    let r = client()
+        .post(s.url(&path))
+        .header("content-type", "application/x-ndjson")
+        .body("{\"email\":\"bulk@example.com\",\"event\":\"imported\"}\nnot json\n")
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    a.record("post", &path, status, &r.json().unwrap());
     let token = a.ok(
         &s,
         Method::POST,

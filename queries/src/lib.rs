@@ -16,6 +16,7 @@ pub mod output;
 mod pool;
 pub mod scoring;
 pub mod shape;
+pub mod views;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -7,6 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::admin::TokenView;
+pub use crate::services::evaluator::EvaluatorState;
 
 /// `POST /api/explorer/process`: the org's signals run against its rules now.
 #[derive(Serialize, ToSchema)]
@@ -66,23 +67,6 @@ pub struct ArchiveState {
     pub checkpoint: u64,
 }
 
-/// `GET /api/admin/evaluation`: the evaluator's state (only `enabled` when it is off).
-#[derive(Serialize, ToSchema)]
-pub struct EvaluatorState {
-    pub enabled: bool,
-    /// `deterministic`, or `llm:<model>`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub scorer: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub interval_secs: Option<u64>,
-    /// Calls made to the scorer since the start.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub scorer_calls: Option<u64>,
-    /// Leads waiting to be retried after a scorer error.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retrying: Option<usize>,
-}
-
 /// `POST /api/admin/evaluation/run`.
 #[derive(Serialize, ToSchema)]
 pub struct EvaluationRun {
@@ -108,6 +92,32 @@ pub struct Conflict {
     pub identifier: trailspark_queries::explorer::leads::IdentView,
     /// The kind of identifier it would have linked to past its limit.
     pub refused_links_to: &'static str,
+}
+
+/// A deletion (of an integration or a destination).
+#[derive(Serialize, ToSchema)]
+pub struct Deleted {
+    pub deleted: bool,
+    pub log_position: u64,
+}
+
+/// `POST /api/integrations/{id}/sync`.
+#[derive(Serialize, ToSchema)]
+pub struct SyncRequested {
+    /// `requested`.
+    pub sync: &'static str,
+    pub integration: crate::services::crm::view::IntegrationView,
+}
+
+/// `POST /api/integrations/oauth/{kind}`: where to send the user to authorize.
+#[derive(Serialize, ToSchema)]
+pub struct OAuthStarted {
+    pub authorize_url: String,
+    /// Ties the CRM's redirect to this start.
+    pub state: String,
+    pub redirect_uri: String,
+    /// Seconds the start stays valid.
+    pub expires_in: u64,
 }
 
 /// Serializes an answer (these structs always do).

@@ -16,7 +16,7 @@ use super::reply::{
     authenticate, bad_request, error, json_body, json_body_or, method_not_allowed, not_found,
     query_param, require,
 };
-use super::Api;
+use super::{answers, Api};
 use crate::services::destinations::{DestinationInput, DestinationService};
 
 enum Route<'a> {
@@ -117,7 +117,10 @@ async fn dispatch(api: &Api, p: Principal, route: Route<'_>, req: Request) -> Re
             let pos = svc.delete(org, id(s)?).await?;
             Ok(Reply::json(
                 StatusCode::OK,
-                json!({"deleted": true, "log_position": pos}),
+                answers::json(answers::Deleted {
+                    deleted: true,
+                    log_position: pos,
+                }),
             ))
         }
         (Route::Status(s), &Method::GET) => {

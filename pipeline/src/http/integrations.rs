@@ -20,7 +20,7 @@ use warp::http::{Method, StatusCode};
 use super::reply::{
     authenticate, bad_request, error, json_body, method_not_allowed, not_found, require,
 };
-use super::Api;
+use super::{answers, Api};
 use crate::services::crm::{
     CrmService, IntegrationChange, IntegrationError, NewIntegration, OAuthStart,
 };
@@ -102,9 +102,9 @@ impl From<IntegrationError> for Reply {
 
 /// The integration's view with the records its syncs brought in, per object.
 fn shown(api: &Api, crm: &CrmService, i: &trailspark_core::crm::Integration) -> serde_json::Value {
-    let mut v = crm.view(i);
-    v["records"] = json!(api.read.read().org(i.org_id.0).crm.counts(i.id));
-    v
+    let mut view = crm.view(i);
+    view.records = Some(api.read.read().org(i.org_id.0).crm.counts(i.id));
+    answers::json(view)
 }
 
 fn service(api: &Api) -> Result<&CrmService, Reply> {
@@ -147,8 +147,12 @@ async fn dispatch(api: &Api, p: Principal, route: Route<'_>, req: Request) -> Re
             let (url, state) = crm.oauth_start(org, kind, start, redirect_uri.clone())?;
             Ok(Reply::json(
                 StatusCode::CREATED,
-                json!({"authorize_url": url, "state": state, "redirect_uri": redirect_uri,
-                       "expires_in": crate::services::crm::PENDING_FOR.as_secs()}),
+                answers::json(answers::OAuthStarted {
+                    authorize_url: url,
+                    state,
+                    redirect_uri,
+                    expires_in: crate::services::crm::PENDING_FOR.as_secs(),
+                }),
             ))
         }
         (Route::List, &Method::GET) => {
@@ -180,13 +184,16 @@ async fn dispatch(api: &Api, p: Principal, route: Route<'_>, req: Request) -> Re
             let pos = api.control.delete_integration(org, id(s)?).await?;
             Ok(Reply::json(
                 StatusCode::OK,
-                json!({"deleted": true, "log_position": pos}),
+                answers::json(answers::Deleted {
+                    deleted: true,
+                    log_position: pos,
+                }),
             ))
         }
         (Route::Test(s), &Method::POST) => {
             require(&p, Role::Admin)?;
             let v = crm.test(org, id(s)?).await?;
-            Ok(Reply::json(StatusCode::OK, v))
+            Ok(Reply::json(StatusCode::OK, answers::json(v)))
         }
         (Route::Sync(s), &Method::POST) => {
             require(&p, Role::Admin)?;
@@ -205,7 +212,10 @@ async fn dispatch(api: &Api, p: Principal, route: Route<'_>, req: Request) -> Re
             crm.request_sync(i.id);
             Ok(Reply::json(
                 StatusCode::ACCEPTED,
-                json!({"sync": "requested", "integration": crm.view(&i)}),
+                answers::json(answers::SyncRequested {
+                    sync: "requested",
+                    integration: crm.view(&i),
+                }),
             ))
         }
         (Route::Mapping(s), &Method::GET) => {

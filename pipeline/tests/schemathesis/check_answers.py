@@ -46,7 +46,11 @@ def main() -> int:
         if op is None:
             failures.append(f"{where}: not in the document")
             continue
-        response = op["responses"].get(str(a["status"])) or op["responses"].get("default")
+        response = op["responses"].get(str(a["status"]))
+        if response is None and 200 <= a["status"] < 300:
+            failures.append(f"{where}: a success the document does not list")
+            continue
+        response = response or op["responses"].get("default")
         if response is None:
             failures.append(f"{where}: the document lists no such status")
             continue

@@ -11,21 +11,7 @@ use trailspark_operators::Ident;
 use trailspark_sinks::read_models::{lead_id, Models};
 use utoipa::ToSchema;
 
-/// An identifier: its kind (`email`, `user_id`, `anonymous_id`, …) and value.
-#[derive(Serialize, ToSchema)]
-pub struct IdentView {
-    pub kind: &'static str,
-    pub value: String,
-}
-
-impl IdentView {
-    pub fn of(i: &Ident) -> IdentView {
-        IdentView {
-            kind: i.kind.as_str(),
-            value: i.value.to_string(),
-        }
-    }
-}
+pub use crate::views::{IdentView, ProductOrgInfo};
 
 pub fn ident_json(i: &Ident) -> Value {
     serde_json::to_value(IdentView::of(i)).expect("identifiers serialize")
@@ -236,30 +222,6 @@ pub fn product_org_json(id: &str, po: &ProductOrg) -> Value {
 /// there is none).
 pub fn product_org_info(m: &Models, org: u64, ids: &[String]) -> Value {
     serde_json::to_value(product_org_infos(m, org, ids)).expect("product orgs serialize")
-}
-
-/// A product org in `productOrgInfo` (camelCase, as the product's evaluation context).
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ProductOrgInfo {
-    pub product_org_id: String,
-    #[schema(value_type = serde_json::Value)]
-    pub name: Value,
-    #[schema(value_type = serde_json::Value)]
-    pub plan_id: Value,
-    #[schema(value_type = serde_json::Value)]
-    pub plan_name: Value,
-    #[schema(value_type = serde_json::Value)]
-    pub user_count: Value,
-    #[schema(value_type = serde_json::Value)]
-    pub mrr: Value,
-    #[schema(value_type = serde_json::Value)]
-    pub trial_status: Value,
-    #[schema(value_type = serde_json::Value)]
-    pub last_active_at: Value,
-    #[schema(value_type = serde_json::Value)]
-    pub feature_flags: Value,
-    pub custom_fields: serde_json::Map<String, Value>,
 }
 
 pub fn product_org_infos(m: &Models, org: u64, ids: &[String]) -> Vec<ProductOrgInfo> {

@@ -9,14 +9,14 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use trailspark_operators::product_orgs::ProductOrg;
 use trailspark_operators::scorer::{account_propensity, company_domain, AccountInput};
 use trailspark_operators::{IdKind, Ident, Org};
 use trailspark_sinks::read_models::{lead_id, Models};
-use utoipa::ToSchema;
+
+pub use crate::views::AccountView;
 
 /// Where an account comes from.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -238,28 +238,6 @@ pub fn accounts(m: &Models, org: Org) -> Vec<Account> {
         a.leads.push(lead.clone());
     }
     by_key.into_values().collect()
-}
-
-/// An account as the API shows it (field names as the product's evaluation context has them).
-#[derive(Serialize, ToSchema)]
-pub struct AccountView {
-    pub id: String,
-    /// What the account was found by: `product_org` or `domain`.
-    pub source: Option<&'static str>,
-    pub name: Option<String>,
-    #[serde(rename = "websiteDomain")]
-    pub website_domain: Option<String>,
-    pub industry: Option<String>,
-    #[serde(rename = "marketSegment")]
-    pub market_segment: Option<String>,
-    #[serde(rename = "employeeCount")]
-    pub employee_count: Option<u64>,
-    pub region: Option<String>,
-    #[serde(rename = "productOrgId")]
-    pub product_org_id: Option<String>,
-    pub lead_ids: Vec<String>,
-    /// hot, warm or cold, rolled up from its leads' latest evaluations; null before any.
-    pub propensity: Option<&'static str>,
 }
 
 pub fn account_json(a: &Account, propensity: Option<&'static str>) -> Value {

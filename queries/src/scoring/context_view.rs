@@ -6,24 +6,11 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use serde_json::Value;
 use trailspark_core::rules::SignalType;
 use trailspark_core::scoring::Criteria;
 use utoipa::ToSchema;
 
-use super::accounts::AccountView;
-use crate::explorer::leads::{IdentView, ProductOrgInfo};
-
-/// A CRM record behind the lead or its account, with the fields the CRM sent.
-#[derive(Serialize, ToSchema)]
-pub struct CrmRecordView {
-    pub integration_id: u64,
-    /// `contact`, `lead` or `account`.
-    #[schema(value_type = String)]
-    pub object: Value,
-    pub id: String,
-    pub fields: serde_json::Map<String, Value>,
-}
+use crate::views::{AccountView, CrmRecordView, IdentView, ProductOrgInfo};
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -9,7 +9,7 @@ use trailspark_core::crm::{CrmObject, CrmRecord, StdField};
 use trailspark_operators::Ident;
 use trailspark_sinks::read_models::Models;
 
-use super::context_view::CrmRecordView;
+use crate::views::CrmRecordView;
 
 /// The CRM's view of one lead.
 #[derive(Clone, Debug, Default)]

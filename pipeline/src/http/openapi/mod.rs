@@ -147,8 +147,25 @@ fn error_schema() -> Value {
 
 /// The answers whose shape several operations share, and the signal record, whose schema
 /// is generated from the archive's columns.
-fn answer_schemas() -> [(&'static str, Value); 4] {
+fn answer_schemas() -> [(&'static str, Value); 5] {
     [
+        (
+            "ProductOrgAccepted",
+            json!({
+                "type": "object",
+                "description": "a product org update, durable in the log",
+                "required": ["id", "product_org_id", "log_position", "duplicate", "message", "field_errors", "warnings"],
+                "properties": {
+                    "id": {"type": "integer"},
+                    "product_org_id": {"type": "string"},
+                    "log_position": {"type": "integer"},
+                    "duplicate": {"type": "boolean"},
+                    "message": {"type": "string"},
+                    "field_errors": {"type": "object", "description": "template field → why it could not be read from the update"},
+                    "warnings": {"type": "object", "description": "template field → what was odd about its value"}
+                }
+            }),
+        ),
         (
             "SignalRecord",
             trailspark_queries::explorer::signals::record_schema(),
@@ -312,8 +329,13 @@ fn ok_response(op: &Op, components: &mut Components) -> Value {
                 {"$ref": "#/components/schemas/BatchResult"}
             ]}}})
         }
+        ("post", "/api/product-orgs/webhook/{key}") => {
+            json!({"application/json": {"schema": {"$ref": "#/components/schemas/ProductOrgAccepted"}}})
+        }
         ("post" | "put" | "patch", p)
-            if p.ends_with("/batch") || (p.starts_with("/v1/") && p != "/v1/m") =>
+            if p.ends_with("/batch")
+                || p.starts_with("/api/signal-staging/bulk/")
+                || (p.starts_with("/v1/") && p != "/v1/m") =>
         {
             json!({"application/json": {"schema": {"$ref": "#/components/schemas/BatchResult"}}})
         }

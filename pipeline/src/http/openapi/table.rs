@@ -12,8 +12,13 @@ use crate::http::answers::{
     ArchiveState, Compacted, Conflict, EvaluationRun, EvaluatorState, OwnershipTransferred,
     Processed, Rehydrated, RetentionRun,
 };
+use crate::http::answers::{Deleted, OAuthStarted, SyncRequested};
 use crate::http::api::actions::RuleView;
 use crate::http::api::LeadAnswer;
+use crate::services::crm::view::{ConnectionTest, IntegrationView};
+use crate::services::destinations::view::{
+    Deliveries, DestinationStatus, DestinationView, Retried,
+};
 use trailspark_core::scoring::{EvaluationView, ScoringSettings};
 use trailspark_queries::explorer::groups::{GroupDetail, GroupView};
 use trailspark_queries::explorer::leads::ProductOrgView;
@@ -251,25 +256,25 @@ pub const OPS: &[Op] = &[
     get("/api/accounts", "evaluation", "Accounts and their propensity").answer(list::<AccountView>("accounts")),
     get("/api/accounts/{id}", "evaluation", "One account").answer(one::<AccountView>()),
     // CRM integrations.
-    post("/api/integrations/oauth/{kind}", "integrations", "Start an OAuth connection (Admin+)").body(OAuthStart).ok(201),
-    op("get", "/api/oauth/callback/{kind}", "integrations", "The CRM's OAuth redirect (tied to its start by `state`)").auth(Auth::None).query(&[("code", "string", ""), ("state", "string", ""), ("error", "string", "")]).ok(201),
-    get("/api/integrations", "integrations", "Integrations"),
-    post("/api/integrations", "integrations", "Connect a CRM (Admin+)").body(NewIntegration).ok(201),
-    get("/api/integrations/{id}", "integrations", "One integration"),
-    op("patch", "/api/integrations/{id}", "integrations", "Change an integration (Admin+)").body(IntegrationChange),
-    op("delete", "/api/integrations/{id}", "integrations", "Disconnect (Admin+)"),
-    post("/api/integrations/{id}/test", "integrations", "Check the connection and the mapped fields"),
-    post("/api/integrations/{id}/sync", "integrations", "Sync now (Editor+)"),
+    post("/api/integrations/oauth/{kind}", "integrations", "Start an OAuth connection (Admin+)").body(OAuthStart).ok(201).answer(one::<OAuthStarted>()),
+    op("get", "/api/oauth/callback/{kind}", "integrations", "The CRM's OAuth redirect (tied to its start by `state`)").auth(Auth::None).query(&[("code", "string", ""), ("state", "string", ""), ("error", "string", "")]).ok(201).answer(one::<IntegrationView>()),
+    get("/api/integrations", "integrations", "Integrations").answer(list::<IntegrationView>("integrations")),
+    post("/api/integrations", "integrations", "Connect a CRM (Admin+)").body(NewIntegration).ok(201).answer(one::<IntegrationView>()),
+    get("/api/integrations/{id}", "integrations", "One integration").answer(one::<IntegrationView>()),
+    op("patch", "/api/integrations/{id}", "integrations", "Change an integration (Admin+)").body(IntegrationChange).answer(one::<IntegrationView>()),
+    op("delete", "/api/integrations/{id}", "integrations", "Disconnect (Admin+)").answer(one::<Deleted>()),
+    post("/api/integrations/{id}/test", "integrations", "Check the connection and the mapped fields").answer(one::<ConnectionTest>()),
+    post("/api/integrations/{id}/sync", "integrations", "Sync now (Editor+)").ok(202).answer(one::<SyncRequested>()),
     get("/api/integrations/{id}/mapping", "integrations", "The field mapping"),
     op("put", "/api/integrations/{id}/mapping", "integrations", "Replace the field mapping (Admin+)").body(Any),
     // Destinations.
-    get("/api/destinations", "destinations", "Destinations"),
-    post("/api/destinations", "destinations", "Create a destination (Admin+)").body(DestinationInput).ok(201),
-    get("/api/destinations/{id}", "destinations", "One destination"),
-    op("patch", "/api/destinations/{id}", "destinations", "Change a destination (Admin+)").body(DestinationInput),
-    op("delete", "/api/destinations/{id}", "destinations", "Delete a destination (Admin+)"),
-    get("/api/destinations/{id}/status", "destinations", "Delivery state and counts"),
-    get("/api/destinations/{id}/deliveries", "destinations", "Deliveries, newest first").query(&[WAIT_FOR, ("status", "string", "delivered, failed, unchanged"), ("lead_id", "string", ""), LIMIT]),
-    post("/api/destinations/{id}/retry", "destinations", "Retry failed deliveries (Editor+)").body(RetryBody)
+    get("/api/destinations", "destinations", "Destinations").answer(list::<DestinationView>("destinations")),
+    post("/api/destinations", "destinations", "Create a destination (Admin+)").body(DestinationInput).ok(201).answer(one::<DestinationView>()),
+    get("/api/destinations/{id}", "destinations", "One destination").answer(one::<DestinationView>()),
+    op("patch", "/api/destinations/{id}", "destinations", "Change a destination (Admin+)").body(DestinationInput).answer(one::<DestinationView>()),
+    op("delete", "/api/destinations/{id}", "destinations", "Delete a destination (Admin+)").answer(one::<Deleted>()),
+    get("/api/destinations/{id}/status", "destinations", "Delivery state and counts").answer(one::<DestinationStatus>()),
+    get("/api/destinations/{id}/deliveries", "destinations", "Deliveries, newest first").query(&[WAIT_FOR, ("status", "string", "delivered, failed, unchanged"), ("lead_id", "string", ""), LIMIT]).answer(one::<Deliveries>()),
+    post("/api/destinations/{id}/retry", "destinations", "Retry failed deliveries (Editor+)").body(RetryBody).ok(202).answer(one::<Retried>())
         .example(r#"{"lead_ids":[]}"#),
 ];

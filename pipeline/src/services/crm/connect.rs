@@ -2,6 +2,7 @@
 //! credentials sealed before anything is stored, and the view the API answers (never with
 //! a secret).
 
+use super::view::{ConnectionTest, IntegrationView, SyncCursor, SyncState};
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
@@ -278,7 +279,7 @@ impl CrmService {
 
     /// Checks the credentials and every mapped field against the CRM. Refused credentials
     /// disconnect the integration; good ones reconnect it.
-    pub async fn test(&self, org: OrgId, id: u64) -> Result<Value, IntegrationError> {
+    pub async fn test(&self, org: OrgId, id: u64) -> Result<ConnectionTest, IntegrationError> {
         let i = self.control.integration(org, id)?;
         let result = match self.connector(&i) {
             Ok(c) => {
@@ -300,56 +301,71 @@ impl CrmService {
                         .await?;
                     self.request_sync(id);
                 }
-                json!({"ok": problems.is_empty(), "connected": true, "fields": problems})
+                ConnectionTest {
+                    ok: problems.is_empty(),
+                    connected: true,
+                    fields: Some(json!(problems)),
+                    error: None,
+                }
             }
             Err(CrmError::Disconnected(reason)) => {
                 self.control
                     .set_integration_status(id, Status::Disconnected, Some(reason.clone()))
                     .await?;
-                json!({"ok": false, "connected": false, "error": reason})
+                ConnectionTest {
+                    ok: false,
+                    connected: false,
+                    fields: None,
+                    error: Some(reason),
+                }
             }
-            Err(e) => {
-                json!({"ok": false, "connected": i.status == Status::Connected, "error": e.to_string()})
-            }
+            Err(e) => ConnectionTest {
+                ok: false,
+                connected: i.status == Status::Connected,
+                fields: None,
+                error: Some(e.to_string()),
+            },
         })
     }
 
     /// The integration as the API shows it: no credential, only settings that are not
     /// secret, the mapping, and how its syncs stand.
-    pub fn view(&self, i: &Integration) -> Value {
+    pub fn view(&self, i: &Integration) -> IntegrationView {
         let reg = self.control.registry.read().unwrap();
-        let cursors: serde_json::Map<String, Value> = i
+        let cursors = i
             .kind
             .objects()
             .iter()
             .filter_map(|o| {
                 reg.integrations().cursor(i.id, *o).map(|c| {
                     let at = chrono::DateTime::from_timestamp_millis(c.at).map(|d| d.to_rfc3339());
-                    (
-                        o.as_str().to_string(),
-                        json!({"modified_at": at, "complete": c.complete}),
-                    )
+                    let cursor = SyncCursor {
+                        modified_at: at,
+                        complete: c.complete,
+                    };
+                    (o.as_str().to_string(), cursor)
                 })
             })
             .collect();
-        json!({
-            "id": i.id,
-            "kind": i.kind,
-            "name": i.name,
-            "status": i.status,
-            "reason": i.reason,
-            "api_base_url": i.api_base_url,
-            "login_url": i.login_url,
-            "settings": i.settings,
-            "mapping": i.mapping.to_json(i.kind),
-            "created_at": i.created_at,
-            "updated_at": i.updated_at,
-            "sync": {
-                "running": self.is_running(i.id),
-                "last_committed_at": reg.integrations().last_sync(i.id),
-                "cursors": cursors,
-                "last": self.report(i.id),
+        IntegrationView {
+            id: i.id,
+            kind: json!(i.kind),
+            name: i.name.clone(),
+            status: json!(i.status),
+            reason: i.reason.clone(),
+            api_base_url: i.api_base_url.clone(),
+            login_url: i.login_url.clone(),
+            settings: i.settings.clone(),
+            mapping: i.mapping.to_json(i.kind),
+            created_at: i.created_at,
+            updated_at: i.updated_at,
+            sync: SyncState {
+                running: self.is_running(i.id),
+                last_committed_at: reg.integrations().last_sync(i.id),
+                cursors,
+                last: self.report(i.id),
             },
-        })
+            records: None,
+        }
     }
 }

@@ -7,6 +7,7 @@
 mod connect;
 mod oauth;
 mod sync;
+pub mod view;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};

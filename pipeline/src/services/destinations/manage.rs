@@ -11,6 +11,9 @@ use trailspark_core::crm::destination::DeliveryStatus;
 use trailspark_core::crm::{DeliveryEvent, Destination, DestinationFields, Status};
 use trailspark_core::scoring::Score;
 use trailspark_core::tenancy::OrgId;
+use trailspark_core::time::rfc3339_text;
+
+use super::view::{Deliveries, DestinationStatus, DestinationView, Retried};
 
 /// `POST /api/destinations`'s body, and a `PATCH`'s (any of these).
 #[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
@@ -231,7 +234,11 @@ impl DestinationService {
         self.ledger.wait_applied(pos).await;
         self.update_runtime(id);
         self.ledger.wake.notify_one();
-        Ok(json!({"queued": queued, "log_position": pos}))
+        let retried = Retried {
+            queued,
+            log_position: pos,
+        };
+        Ok(serde_json::to_value(retried).expect("serializes"))
     }
 
     fn update_runtime(&self, id: u64) {
@@ -246,17 +253,18 @@ impl DestinationService {
 
     /// The destination as the API shows it.
     pub fn view(&self, d: &Destination) -> Value {
-        json!({
-            "id": d.id,
-            "integration_id": d.integration_id,
-            "kind": d.kind,
-            "send_evaluations": d.send_evaluations,
-            "field_mapping": d.field_mapping,
-            "create_records": d.create_records,
-            "create_for_scores": d.create_for_scores,
-            "created_at": d.created_at,
-            "updated_at": d.updated_at,
-        })
+        let view = DestinationView {
+            id: d.id,
+            integration_id: d.integration_id,
+            kind: json!(d.kind),
+            send_evaluations: d.send_evaluations,
+            field_mapping: json!(d.field_mapping),
+            create_records: d.create_records,
+            create_for_scores: json!(d.create_for_scores),
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+        };
+        serde_json::to_value(view).expect("destinations serialize")
     }
 
     /// `GET /api/destinations/{id}/status`.
@@ -298,26 +306,27 @@ impl DestinationService {
         } else {
             ("idle", None)
         };
-        json!({
-            "id": d.id,
-            "integration_id": d.integration_id,
-            "kind": d.kind,
-            "send_evaluations": d.send_evaluations,
-            "state": state,
-            "paused": state == "paused",
-            "reason": reason,
-            "paused_until": paused.map(trailspark_core::time::rfc3339),
-            "next_attempt_at": backing_off.map(trailspark_core::time::rfc3339),
-            "queued": c.queued,
-            "in_flight": rt.in_flight,
-            "delivered": c.delivered,
-            "failed": c.failed,
-            "unchanged": c.unchanged,
-            "delivered_through": c.delivered_through,
-            "last_result_at": c.last_result_at.map(trailspark_core::time::rfc3339),
-            "last_attempt_at": rt.last_attempt_at.map(trailspark_core::time::rfc3339),
-            "last_error": rt.last_error,
-        })
+        let status = DestinationStatus {
+            id: d.id,
+            integration_id: d.integration_id,
+            kind: json!(d.kind),
+            send_evaluations: d.send_evaluations,
+            state,
+            paused: state == "paused",
+            reason,
+            paused_until: paused.and_then(rfc3339_text),
+            next_attempt_at: backing_off.and_then(rfc3339_text),
+            queued: c.queued,
+            in_flight: rt.in_flight,
+            delivered: c.delivered,
+            failed: c.failed,
+            unchanged: c.unchanged,
+            delivered_through: c.delivered_through,
+            last_result_at: c.last_result_at.and_then(rfc3339_text),
+            last_attempt_at: rt.last_attempt_at.and_then(rfc3339_text),
+            last_error: rt.last_error.clone(),
+        };
+        serde_json::to_value(status).expect("statuses serialize")
     }
 
     /// `GET /api/destinations/{id}/deliveries`.
@@ -339,6 +348,11 @@ impl DestinationService {
             }
         };
         let v = self.ledger.results(d.id, status, lead, limit);
-        Ok(json!({"deliveries": v, "count": v.len()}))
+        let count = v.len();
+        Ok(serde_json::to_value(Deliveries {
+            deliveries: v,
+            count,
+        })
+        .expect("serializes"))
     }
 }

@@ -15,6 +15,7 @@
 
 mod ledger;
 mod manage;
+pub mod view;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

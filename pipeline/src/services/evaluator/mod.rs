@@ -169,8 +169,8 @@ impl Evaluator {
 
     /// What the evaluator has done, for operators (`GET /api/admin/evaluation`).
     /// The evaluator's state, as `GET /api/admin/evaluation` shows it.
-    pub fn status(&self) -> crate::http::answers::EvaluatorState {
-        crate::http::answers::EvaluatorState {
+    pub fn status(&self) -> EvaluatorState {
+        EvaluatorState {
             enabled: true,
             scorer: Some(
                 self.llm
@@ -388,4 +388,21 @@ fn interleave(per_org: Vec<Vec<Ident>>) -> Vec<Ident> {
             return out;
         }
     }
+}
+
+/// `GET /api/admin/evaluation`: the evaluator's state (only `enabled` when it is off).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct EvaluatorState {
+    pub enabled: bool,
+    /// `deterministic`, or `llm:<model>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scorer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval_secs: Option<u64>,
+    /// Calls made to the scorer since the start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scorer_calls: Option<u64>,
+    /// Leads waiting to be retried after a scorer error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retrying: Option<usize>,
 }
