@@ -304,6 +304,7 @@ pub async fn build(cfg: &ServeConfig) -> Result<Server, BuildError> {
         destinations,
         cors_origins: cfg.http.cors_origin.clone(),
         metrics: cfg.http.metrics,
+        metrics_apart: cfg.http.metrics_listen.is_some(),
     });
     Ok(Server {
         api,
@@ -321,9 +322,12 @@ pub async fn build(cfg: &ServeConfig) -> Result<Server, BuildError> {
 impl Server {
     /// Serves on `listener` until `shutdown` resolves, with the archiver, retention and the
     /// hot window's rehydrator running; then writes what the archive has buffered.
+    /// Serves the API on `listener` (and `/metrics` on `metrics`, when given) until
+    /// `shutdown`, then flushes.
     pub async fn run(
         self,
         listener: tokio::net::TcpListener,
+        metrics: Option<tokio::net::TcpListener>,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) {
         let archiver = self.api.archiver.clone();
@@ -332,6 +336,15 @@ impl Server {
             tokio::spawn(self.api.retention.clone().run()),
             tokio::spawn(self.evaluation_archive.clone().run()),
         ];
+        if let Some(m) = metrics {
+            let serving = crate::http::serve_metrics(
+                self.api.clone(),
+                m,
+                self.http.clone(),
+                std::future::pending(),
+            );
+            tasks.push(tokio::spawn(serving));
+        }
         if let Some(hot) = &self.hot {
             tasks.push(tokio::spawn(hot.clone().run_rehydrator()));
         }

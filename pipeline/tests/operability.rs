@@ -332,3 +332,53 @@ fn the_example_alert_rules_and_scrape_config_pass_promtool() {
         assert!(ok, "promtool {}:\n{out}", args.join(" "));
     }
 }
+
+/// `--metrics-listen`: the scrape moves to its own address, and the main one no longer
+/// answers it.
+#[test]
+fn metrics_can_be_served_on_an_address_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let at = format!("127.0.0.1:{port}");
+    let s = Server::start_with(
+        &dir.path().join("data"),
+        None,
+        &[("TRAILSPARK_METRICS_LISTEN", &at)],
+    );
+    let key = s.first_key.clone().unwrap();
+    assert_eq!(
+        s.post_signal(&key, r#"{"email":"m@example.com","event":"x"}"#)
+            .status(),
+        202
+    );
+    assert_eq!(
+        client().get(s.url("/metrics")).send().unwrap().status(),
+        404
+    );
+    let r = client().get(format!("http://{at}/metrics")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().unwrap();
+    assert!(
+        common::sample(
+            &text,
+            r#"trailspark_http_requests_total{route="/api/signal-staging/webhook/{key}",status="202"}"#
+        ) == Some(1.0),
+        "the main address's requests are counted:\n{text}"
+    );
+    assert_eq!(
+        client()
+            .get(format!("http://{at}/api/leads"))
+            .send()
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        client()
+            .head(format!("http://{at}/metrics"))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+}

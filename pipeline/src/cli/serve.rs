@@ -8,11 +8,23 @@ use trailspark::topology;
 use trailspark_core::tenancy::EndpointType;
 
 pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
+    if cfg.http.metrics_listen.is_some() && !cfg.http.metrics {
+        anyhow::bail!("--metrics-listen needs metrics on (--metrics true)");
+    }
     let server = topology::build(&cfg).await?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
+    let metrics = match cfg.http.metrics_listen {
+        Some(at) => {
+            let l = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("binding {at} (--metrics-listen)"))?;
+            Some(l)
+        }
+        None => None,
+    };
     let control = server.api.control.clone();
     let first_start = server.first_start;
     let admin_token = cfg.admin_token.clone();
@@ -77,8 +89,11 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         show_secrets(&secrets, &cfg.log.data_dir)?;
     }
     println!("trailspark: listening on http://{addr}");
+    if let Some(m) = &metrics {
+        println!("trailspark: metrics on http://{}/metrics", m.local_addr()?);
+    }
     tracing::info!(%addr, log = server.api.log.kind(), "Serving.");
-    server.run(listener, shutdown_signal()).await;
+    server.run(listener, metrics, shutdown_signal()).await;
     Ok(())
 }
 

@@ -309,6 +309,10 @@ pub struct HttpOpts {
     /// Serve `GET /metrics` and count each request for it; `false` turns both off.
     #[arg(long, env = "TRAILSPARK_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub metrics: bool,
+    /// Serve `GET /metrics` on this address instead of the main one (e.g. `127.0.0.1:9464`),
+    /// so that it can stay on a private interface while the API is public.
+    #[arg(long, env = "TRAILSPARK_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl HttpOpts {

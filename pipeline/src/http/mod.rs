@@ -63,6 +63,9 @@ pub struct Api {
     pub cors_origins: Vec<String>,
     /// Whether `/metrics` is served and requests are counted (`--metrics`).
     pub metrics: bool,
+    /// Whether `/metrics` is served on its own address (`--metrics-listen`) rather than this
+    /// one.
+    pub metrics_apart: bool,
 }
 
 fn to_response(reply: Reply) -> Response<Vec<u8>> {
@@ -151,14 +154,14 @@ async fn dispatch(api: Arc<Api>, req: Request) -> Reply {
     // The operations endpoints take GET and HEAD; `handle` adds their `Allow` from the
     // OpenAPI table, as for every 405.
     let operations = matches!(path, "/healthz" | "/readyz" | "/openapi.json")
-        || (path == "/metrics" && api.metrics);
+        || (path == "/metrics" && api.metrics && !api.metrics_apart);
     if operations && req.method != Method::GET && req.method != Method::HEAD {
         return reply::method_not_allowed(&req.method);
     }
     match path {
         "/healthz" | "/readyz" => return health::health(&api, path == "/readyz").await,
         "/openapi.json" => return openapi::serve(),
-        "/metrics" if api.metrics => return metrics::metrics(&api).await,
+        "/metrics" if api.metrics && !api.metrics_apart => return metrics::metrics(&api).await,
         _ => {}
     }
     let trimmed = path.trim_matches('/').to_string();
@@ -275,6 +278,27 @@ pub fn routes(
                 }
             },
         )
+}
+
+/// Serves `GET /metrics` alone (anything else is 404) on the `--metrics-listen` address,
+/// until `shutdown` resolves.
+pub async fn serve_metrics(
+    api: Arc<Api>,
+    listener: tokio::net::TcpListener,
+    limits: HttpLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    use warp::Filter;
+    let scrape = warp::path("metrics")
+        .and(warp::path::end())
+        .and(warp::get().or(warp::head()).unify())
+        .then(move || {
+            let api = api.clone();
+            async move { to_response(metrics::metrics(&api).await) }
+        });
+    let other = warp::any().map(|| to_response(not_found()));
+    let service = warp::service(scrape.or(other).unify());
+    listener::serve(listener, limits, service, shutdown).await;
 }
 
 /// Serves until `shutdown` resolves, within `limits`.
