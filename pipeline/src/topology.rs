@@ -337,12 +337,8 @@ impl Server {
             tokio::spawn(self.evaluation_archive.clone().run()),
         ];
         if let Some(m) = metrics {
-            let serving = crate::http::serve_metrics(
-                self.api.clone(),
-                m,
-                self.http.clone(),
-                std::future::pending(),
-            );
+            let serving =
+                crate::http::serve_metrics(self.api.clone(), m, self.http, std::future::pending());
             tasks.push(tokio::spawn(serving));
         }
         if let Some(hot) = &self.hot {
