@@ -447,3 +447,52 @@ async fn lookups_find_what_a_plain_filter_finds_in_files_and_buffers() {
         }
     }
 }
+
+/// A file's Parquet metadata is read once and then served from the process's cache, and two
+/// archives whose files have the same names (every `memory://` archive here) never read each
+/// other's.
+#[tokio::test]
+async fn file_metadata_is_cached_per_archive() {
+    use trailspark_sinks::archive::Kind;
+    let (a, e) = engine(10).await;
+    let (b, f) = engine(10).await;
+    let ours: Vec<_> = (0..60).map(|i| entry(1, i)).collect();
+    // The other archive: the same positions and times (so the same file names), payloads of
+    // the same length that say something else.
+    let theirs: Vec<_> = (0..60)
+        .map(|i| {
+            let (p, mut e) = entry(1, i);
+            if let LogEntry::Signal(s) = &mut e {
+                s.payload = s.payload.replace("secret", "sekret");
+            }
+            (p, e)
+        })
+        .collect();
+    a.offer(&ours);
+    a.flush(true).await.unwrap();
+    b.offer(&theirs);
+    b.flush(true).await.unwrap();
+    let files = a.snapshot(Kind::Signals, 1).files;
+    assert!(files.len() > 1, "{} files", files.len());
+    let other = b.snapshot(Kind::Signals, 1).files;
+    assert_eq!(
+        files.iter().map(|f| &f.path).collect::<Vec<_>>(),
+        other.iter().map(|f| &f.path).collect::<Vec<_>>(),
+        "the same names"
+    );
+    let sekret = "SELECT count(*) FROM signals WHERE payload LIKE '%sekret%'";
+    for _ in 0..2 {
+        let n = scalar(&e, 1, "SELECT count(*) FROM signals").await;
+        assert!(n.as_u64().unwrap() > 0);
+        assert_eq!(scalar(&f, 1, "SELECT count(*) FROM signals").await, n);
+        assert_eq!(scalar(&e, 1, sekret).await, 0);
+        assert_eq!(scalar(&f, 1, sekret).await, n);
+    }
+    for f in &files {
+        assert!(
+            crate::catalog::archive::FOOTERS.contains_key(&f.path),
+            "{} not cached",
+            f.path
+        );
+    }
+}

@@ -16,9 +16,18 @@
 //! - the conjunction becomes the Parquet reader's predicate, which prunes row groups by
 //!   their statistics and by the bloom filters on `anonymous_id`, `email` and `lead_id`.
 //!
+//! Each file's Parquet metadata (footer, row-group statistics, page index) is read once and
+//! kept in one cache for the process ([`FOOTERS`]): every query has a session and a runtime
+//! of its own (its memory pool bounds it alone), so the runtime's own cache would start empty
+//! each time, and each query would fetch every footer again. Archive files never change
+//! once written (compaction and retention write and delete whole files under new names), so
+//! an entry is right for as long as its path exists; entries of deleted files age out of the
+//! cache's LRU. The cache holds metadata only (statistics, not rows) of files a query was
+//! already allowed to read.
+//!
 //! [`FilterExec`]: datafusion::physical_plan::filter::FilterExec
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
@@ -27,11 +36,14 @@ use datafusion::catalog::Session;
 use datafusion::common::{DFSchema, Result as DfResult, ScalarValue};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::datasource::{TableProvider, TableType};
+use datafusion::execution::cache::cache_manager::FileMetadataCache;
 use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::TableProviderFilterPushDown;
 use datafusion::physical_plan::empty::EmptyExec;
@@ -43,6 +55,16 @@ use trailspark_sinks::archive::{
 };
 
 use super::prune::Bounds;
+
+/// The Parquet metadata of archive files, shared by every query (see the module doc); the
+/// budget is DataFusion's default for a runtime's metadata cache (50 MB).
+pub(crate) static FOOTERS: LazyLock<Arc<FileMetadataCache>> = LazyLock::new(|| {
+    RuntimeEnvBuilder::new()
+        .build()
+        .expect("a default runtime")
+        .cache_manager
+        .get_file_metadata_cache()
+});
 
 /// One org's tree of the archive (`signals` or `anonymous_signals`).
 #[derive(Debug)]
@@ -209,10 +231,18 @@ impl TableProvider for ArchiveTable {
                 bounds.may_hold_range(f.first, f.last) && bounds.may_hold_date(&f.partition.date())
             })
             .map(|f| {
-                PartitionedFile::new(f.path.to_string(), f.size).with_partition_values(vec![
-                    ScalarValue::UInt64(Some(self.org)),
-                    ScalarValue::Utf8(Some(f.partition.date())),
-                ])
+                let mut file = PartitionedFile::new(f.path.to_string(), f.size)
+                    .with_partition_values(vec![
+                        ScalarValue::UInt64(Some(self.org)),
+                        ScalarValue::Utf8(Some(f.partition.date())),
+                    ]);
+                // The metadata cache checks an entry against the file's size and modification
+                // time. Archive files never change, so the time carries the archiver's
+                // instance instead: another archive's file of the same name (tests open
+                // several in one process) misses rather than reading this one's footer.
+                file.object_meta.last_modified =
+                    chrono::DateTime::from_timestamp_nanos(self.archiver.instance() as i64);
+                file
             })
             .collect();
         if !files.is_empty() {
@@ -220,12 +250,15 @@ impl TableProvider for ArchiveTable {
             let table = TableSchema::builder(SCHEMA.clone())
                 .with_table_partition_cols(vec![org_field, date_field])
                 .build();
-            let mut source = ParquetSource::new(table);
+            let url = ObjectStoreUrl::parse(&self.archiver.location().store_url)?;
+            let store = state.runtime_env().object_store(&url)?;
+            let footers = CachedParquetFileReaderFactory::new(store, FOOTERS.clone());
+            let mut source =
+                ParquetSource::new(table).with_parquet_file_reader_factory(Arc::new(footers));
             if let Some(filter) = conjunction(filters.iter().cloned()) {
                 let df_schema = DFSchema::try_from(self.inner.as_ref().clone())?;
                 source = source.with_predicate(state.create_physical_expr(filter, &df_schema)?);
             }
-            let url = ObjectStoreUrl::parse(&self.archiver.location().store_url)?;
             let config = FileScanConfigBuilder::new(url, Arc::new(source))
                 .with_file_groups(vec![FileGroup::new(files)])
                 .with_projection_indices(Some(inner_projection.clone()))?

@@ -8,7 +8,7 @@
 //! per table reference), so a query pays only for what it reads: a live table is a copy of
 //! the org's rows out of the read models, and an archive table a copy of its buffered rows.
 
-mod archive;
+pub(crate) mod archive;
 pub mod live;
 mod prune;
 mod scoring;

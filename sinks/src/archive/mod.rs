@@ -156,9 +156,20 @@ pub struct Archiver {
     stamper: Arc<dyn Stamper>,
     wake: tokio::sync::Notify,
     checkpoint_lock: tokio::sync::Mutex<()>,
+    /// Distinct for each archiver opened in this process (see [`Archiver::instance`]).
+    instance: u64,
 }
 
+/// The next archiver's instance number.
+static INSTANCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 impl Archiver {
+    /// A number no other archiver of this process has: caches keyed by a file's path (the
+    /// SQL engine's Parquet metadata) tell two archives' files of the same name apart by it.
+    pub fn instance(&self) -> u64 {
+        self.instance
+    }
+
     /// Opens the archive at `loc`: lists its files and reads its checkpoint. Entries must then
     /// be offered in log order from [`Archiver::start`] on (earlier ones are ignored).
     pub async fn open(
@@ -191,6 +202,7 @@ impl Archiver {
             stamper,
             wake: tokio::sync::Notify::new(),
             checkpoint_lock: tokio::sync::Mutex::new(()),
+            instance: INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }))
     }
 
