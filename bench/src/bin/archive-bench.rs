@@ -10,9 +10,6 @@
 //!    rehydration on identify does).
 //!
 //! `archive-bench --rows 10000000` (default); `--keep DIR` keeps the archive.
-//! `--get-latency-ms N` makes every read of trailspark's archive wait N ms before it starts,
-//! as a request to object storage (S3) does, through `object_store`'s `ThrottledStore`;
-//! DuckDB still reads the local files, so then only trailspark's times compare.
 
 use std::future::Future;
 use std::io::Write;
@@ -41,10 +38,6 @@ struct Opts {
     /// Keep the archive here instead of a temporary directory.
     #[arg(long)]
     keep: Option<std::path::PathBuf>,
-    /// Milliseconds each read (GET) of the archive waits before it starts, as on object
-    /// storage; 0 reads the local directory as it is.
-    #[arg(long, default_value_t = 0)]
-    get_latency_ms: u64,
     /// Python interpreter with duckdb installed.
     #[arg(long, default_value = "python3")]
     python: String,
@@ -233,19 +226,8 @@ async fn main() -> anyhow::Result<()> {
     let root = root.canonicalize()?;
 
     // 1. Archive write, and the JSON-lines baseline over the same rows.
-    let mut location = Location::parse(root.to_str().unwrap())?;
-    if o.get_latency_ms > 0 {
-        let config = object_store::throttle::ThrottleConfig {
-            wait_get_per_call: Duration::from_millis(o.get_latency_ms),
-            ..Default::default()
-        };
-        location.store = Arc::new(object_store::throttle::ThrottledStore::new(
-            location.store.clone(),
-            config,
-        ));
-    }
     let archiver = Archiver::open(
-        location,
+        Location::parse(root.to_str().unwrap())?,
         ArchiveConfig {
             max_rows: 1_000_000,
             max_bytes: 256 << 20,
