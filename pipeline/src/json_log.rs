@@ -30,14 +30,16 @@ pub struct JsonPairs;
 #[derive(Debug, Default, Clone, Copy)]
 pub struct JsonLine;
 
-/// Collects fields as JSON pairs.
+/// Collects fields as JSON pairs, and their names.
 #[derive(Default)]
 struct Pairs {
     out: String,
+    names: Vec<&'static str>,
 }
 
 impl Pairs {
     fn key(&mut self, field: &Field) {
+        self.names.push(field.name());
         if !self.out.is_empty() {
             self.out.push(',');
         }
@@ -175,9 +177,7 @@ impl<'w> FormatFields<'w> for JsonPairs {
         if added.out.is_empty() {
             return Ok(());
         }
-        let mut names = Vec::new();
-        fields.record(&mut Names(&mut names));
-        for name in names {
+        for name in &added.names {
             if let Some(range) = find_pair(&current.fields, name) {
                 current.fields.replace_range(range, "");
             }
@@ -187,15 +187,6 @@ impl<'w> FormatFields<'w> for JsonPairs {
         }
         current.fields.push_str(&added.out);
         Ok(())
-    }
-}
-
-/// Collects the names of the fields recorded.
-struct Names<'a>(&'a mut Vec<&'static str>);
-
-impl Visit for Names<'_> {
-    fn record_debug(&mut self, field: &Field, _: &dyn fmt::Debug) {
-        self.0.push(field.name());
     }
 }
 

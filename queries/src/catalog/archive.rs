@@ -41,9 +41,11 @@ use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, Pa
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::datasource::{TableProvider, TableType};
-use datafusion::execution::cache::cache_manager::FileMetadataCache;
+use datafusion::execution::cache::cache_manager::{
+    FileMetadataCache, DEFAULT_METADATA_CACHE_LIMIT,
+};
+use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::TableProviderFilterPushDown;
 use datafusion::physical_plan::empty::EmptyExec;
@@ -59,11 +61,7 @@ use super::prune::Bounds;
 /// The Parquet metadata of archive files, shared by every query (see the module doc); the
 /// budget is DataFusion's default for a runtime's metadata cache (50 MB).
 pub(crate) static FOOTERS: LazyLock<Arc<FileMetadataCache>> = LazyLock::new(|| {
-    RuntimeEnvBuilder::new()
-        .build()
-        .expect("a default runtime")
-        .cache_manager
-        .get_file_metadata_cache()
+    Arc::new(DefaultCache::new(DEFAULT_METADATA_CACHE_LIMIT).with_name("ArchiveFooters"))
 });
 
 /// One org's tree of the archive (`signals` or `anonymous_signals`).

@@ -13,15 +13,7 @@ use utoipa::ToSchema;
 
 pub use crate::views::{IdentView, ProductOrgInfo};
 
-pub fn ident_json(i: &Ident) -> Value {
-    serde_json::to_value(IdentView::of(i)).expect("identifiers serialize")
-}
-
 /// A lead's identifiers, as the API shows them.
-pub fn identifiers_json(m: &Models, lead: &Ident) -> Vec<Value> {
-    identifiers(m, lead).iter().map(|i| json!(i)).collect()
-}
-
 pub fn identifiers(m: &Models, lead: &Ident) -> Vec<IdentView> {
     m.org(lead.org)
         .members
@@ -79,10 +71,6 @@ pub struct LeadView {
     pub product_org_info: Vec<ProductOrgInfo>,
     /// Up to 50, oldest first.
     pub recent_signals: Vec<RecentSignal>,
-}
-
-pub fn lead_json(m: &Models, lead: &Ident) -> Value {
-    serde_json::to_value(lead_view(m, lead)).expect("leads serialize")
 }
 
 pub fn lead_view(m: &Models, lead: &Ident) -> LeadView {
@@ -218,12 +206,8 @@ pub fn product_org_json(id: &str, po: &ProductOrg) -> Value {
 }
 
 /// `productOrgInfo` in the evaluation-context shape: one entry per product org the lead's
-/// signals name that has had an update (a JSON array, as the product shows it; empty when
-/// there is none).
-pub fn product_org_info(m: &Models, org: u64, ids: &[String]) -> Value {
-    serde_json::to_value(product_org_infos(m, org, ids)).expect("product orgs serialize")
-}
-
+/// signals name that has had an update (an array, as the product shows it; empty when there
+/// is none).
 pub fn product_org_infos(m: &Models, org: u64, ids: &[String]) -> Vec<ProductOrgInfo> {
     ids.iter()
         .filter_map(|id| {

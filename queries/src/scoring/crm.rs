@@ -63,12 +63,7 @@ impl CrmView {
             .or_else(|| self.person.as_ref().map(|(_, _, r)| r.as_ref()))
     }
 
-    /// `lead.crm` of the evaluation context.
-    pub fn person_json(&self) -> Value {
-        serde_json::to_value(self.person_view()).expect("records serialize")
-    }
-
-    /// The lead's CRM person (contact or lead), as the evaluation context shows it.
+    /// `lead.crm` of the evaluation context: the lead's CRM person (contact or lead), as the evaluation context shows it.
     pub fn person_view(&self) -> Option<CrmRecordView> {
         self.person
             .as_ref()
@@ -81,10 +76,6 @@ impl CrmView {
     }
 
     /// `account.crm` of the evaluation context.
-    pub fn account_json(&self) -> Value {
-        serde_json::to_value(self.account_view()).expect("records serialize")
-    }
-
     pub fn account_view(&self) -> Option<CrmRecordView> {
         self.account.as_ref().map(|(integration, r)| CrmRecordView {
             integration_id: *integration,
