@@ -269,6 +269,13 @@ fn sigterm_under_load_answers_every_request_keeps_every_202_and_exits_0() {
         other.iter().all(|o| *o == Outcome::Answered(503)),
         "only 503s besides 202s: {other:?}"
     );
+    eprintln!(
+        "after SIGTERM: {} accepted, {} refused, {} answered otherwise, {} cut off",
+        accepted.len(),
+        count(Outcome::Refused),
+        other.len(),
+        cut.len()
+    );
     // A connection the kernel completed in the instant between the last accept and the
     // listener's close is reset by the kernel, unseen by the server; at most one such race.
     assert!(

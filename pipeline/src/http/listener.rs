@@ -13,13 +13,16 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io::ErrorKind;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
 /// Bounds on the HTTP connections.
 #[derive(Clone, Copy, Debug)]
@@ -113,9 +116,9 @@ fn is_resource_error(e: &std::io::Error) -> bool {
     )
 }
 
-/// Serves `service` on `listener` until `shutdown` resolves, then lets open connections
-/// finish their requests (within [`DRAIN_TIMEOUT`]), answering a last request on each
-/// connection that was waiting to be accepted.
+/// Serves `service` on `listener` until `shutdown` resolves, then stops accepting and lets
+/// open connections finish (within [`DRAIN_TIMEOUT`]): a request in flight or already sent
+/// is answered, and a connection the kernel queued before the stop is taken and answered once.
 pub async fn serve<S>(
     listener: TcpListener,
     limits: HttpLimits,
@@ -131,8 +134,11 @@ pub async fn serve<S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let cap = limits
+        .max_connections
+        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+    let permits = Arc::new(Semaphore::new(cap));
+    let (stop_tx, stop_rx) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut last_resource_log = None::<tokio::time::Instant>;
     loop {
@@ -158,31 +164,147 @@ pub async fn serve<S>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let conn = graceful.watch(connection(stream, &limits, &service, true));
+        let (service, stop) = (service.clone(), stop_rx.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            let _ = conn.await;
+            serve_until_stopped(stream, limits, service, stop).await;
         });
     }
-    // Connections the kernel completed before we stopped accepting would be reset when the
-    // listener closes, their requests unanswered: take them, and answer one request on each.
-    let mut late = tokio::task::JoinSet::new();
-    while let Ok(Ok((stream, _))) = tokio::time::timeout(Duration::ZERO, listener.accept()).await {
-        late.spawn(connection(stream, &limits, &service, false));
-    }
-    drop(listener);
-    // A connection accepted an instant ago may not have read its request yet, and graceful
-    // shutdown closes a connection that has not begun one; give them time to begin.
-    tokio::time::sleep(SETTLE).await;
+    let late = take_queued_and_close(listener, &limits, &service);
+    let _ = stop_tx.send(true);
     let drained = async {
-        graceful.shutdown().await;
-        while late.join_next().await.is_some() {}
+        // Every serving connection holds a permit until it ends.
+        let _ = permits.acquire_many(cap as u32).await;
+        for conn in late {
+            let _ = conn.await;
+        }
     };
     if tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
         tracing::warn!(
             seconds = DRAIN_TIMEOUT.as_secs(),
             "Closed the connections still open at shutdown after waiting for them."
         );
+    }
+}
+
+/// Takes every connection the kernel has completed on `listener`, then closes it, with no
+/// await in between: a connection still queued when the socket closes is reset by the kernel
+/// with its request unanswered, so the gap between the last `accept` that found the queue
+/// empty and the close is kept to two system calls.
+///
+/// Tokio's `accept` answers from the readiness its reactor last saw, which can lag the
+/// kernel's queue by a reactor turn; the blocking socket's own `accept` asks the kernel.
+fn take_queued_and_close<S>(
+    listener: TcpListener,
+    limits: &HttpLimits,
+    service: &S,
+) -> Vec<tokio::task::JoinHandle<()>>
+where
+    S: tower_service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = warp::reply::Response,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let Ok(listener) = listener.into_std() else {
+        return Vec::new();
+    };
+    let mut queued = Vec::new();
+    loop {
+        match listener.accept() {
+            Ok((s, _)) => queued.push(s),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::Interrupted | ErrorKind::ConnectionAborted
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    drop(listener);
+    queued
+        .into_iter()
+        .filter_map(|s| {
+            s.set_nonblocking(true).ok()?;
+            let s = TcpStream::from_std(s).ok()?;
+            let conn = connection(s, limits, service, false);
+            Some(tokio::spawn(async move {
+                let _ = conn.await;
+            }))
+        })
+        .collect()
+}
+
+/// Serves one connection until it ends or the server stops. On the stop, a connection that
+/// has not begun a request is given [`SETTLE`] to begin one (its request may be in the socket,
+/// unread: closing would reset it unanswered); then the connection finishes the request in
+/// flight, if any, and closes.
+async fn serve_until_stopped<S>(
+    stream: TcpStream,
+    limits: HttpLimits,
+    service: S,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: tower_service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = warp::reply::Response,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let begun = Arc::new(AtomicBool::new(false));
+    let service = Marking {
+        inner: service,
+        begun: begun.clone(),
+    };
+    let mut conn = std::pin::pin!(connection(stream, &limits, &service, true));
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = stop.wait_for(|stopped| *stopped) => {}
+    }
+    if !begun.load(Ordering::Acquire) {
+        // Polling the connection reads what the client has sent; the request begins (and the
+        // service is called) as soon as its headers are in.
+        let settle = std::future::poll_fn(|cx| match conn.as_mut().poll(cx) {
+            Poll::Ready(_) => Poll::Ready(true),
+            Poll::Pending if begun.load(Ordering::Acquire) => Poll::Ready(false),
+            Poll::Pending => Poll::Pending,
+        });
+        if let Ok(true) = tokio::time::timeout(SETTLE, settle).await {
+            return;
+        }
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
+}
+
+/// A service that notes when its connection begins its first request.
+#[derive(Clone)]
+struct Marking<S> {
+    inner: S,
+    begun: Arc<AtomicBool>,
+}
+
+impl<S, R> tower_service::Service<R> for Marking<S>
+where
+    S: tower_service::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        self.begun.store(true, Ordering::Release);
+        self.inner.call(req)
     }
 }
 
@@ -218,7 +340,7 @@ where
     )
 }
 
-/// How long connections accepted just before a shutdown get to start reading their request.
+/// How long a connection that has not begun a request when the server stops gets to begin one.
 const SETTLE: Duration = Duration::from_millis(250);
 
 /// How long a shutdown waits for requests in flight (a slow upload, a long SQL query) before
