@@ -1,7 +1,7 @@
 //! Identity resolution as connected components over identifiers (docs/ARCHITECTURE.md).
 //!
 //! Identifiers are nodes; two identifiers carried by the same signal are linked. Components
-//! are found by label propagation (differential's `propagate`: every node starts labelled by
+//! are found by label propagation (every node starts labelled by
 //! itself and ends labelled by the smallest node it reaches). A component with a persistent
 //! identifier is a lead, keyed by its smallest persistent identifier (emails sort first); one
 //! without is anonymous, and its signals stay cold. Because all of this is maintained
@@ -21,15 +21,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::Hash;
 
-use differential_dataflow::algorithms::graphs::propagate::propagate;
 use differential_dataflow::lattice::Lattice;
-use differential_dataflow::operators::CountTotal;
+use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
+use differential_dataflow::operators::iterate::Variable;
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
-use timely::order::TotalOrder;
+use timely::order::{Product, TotalOrder};
 use timely::progress::Timestamp;
 
+use crate::footprint;
 use crate::ident::{IdKind, Ident, Org};
 use crate::nodes::Node;
 use crate::signal::Signal;
@@ -159,15 +160,15 @@ pub fn components<'s, T>(
 where
     T: Timestamp + Lattice + TotalOrder + Hash,
 {
-    let cooc = pairs.distinct();
+    let cooc = footprint::distinct(pairs, "Cooccurrences");
 
     // Identifiers linked to too many distinct identifiers of a limited kind.
     let cfg2 = cfg.clone();
     let conflicts = cooc
         .clone()
         .filter(move |(_, y)| cfg2.limit(y.kind()).is_some())
-        .map(|(x, y)| (x, y.kind()))
-        .count_total()
+        .map(|(x, y)| (x, y.kind()));
+    let conflicts = footprint::count_total(conflicts, "LinkedKinds")
         .filter({
             let cfg = cfg.clone();
             move |((_, kind), n)| *n as usize > cfg.limit(*kind).unwrap()
@@ -175,29 +176,32 @@ where
         .map(|(xk, _)| xk);
 
     // Refuse a link when either end is shared for the other end's kind.
-    let one_side = cooc
-        .clone()
-        .map(|(x, y)| ((x, y.kind()), y))
-        .semijoin(conflicts.clone())
-        .map(|((x, _), y)| (x, y));
-    let refused = one_side
-        .clone()
-        .concat(one_side.map(|(x, y)| (y, x)))
-        .distinct();
-    let edges = cooc.concat(refused.negate()).consolidate();
+    let one_side = footprint::semijoin(
+        cooc.clone().map(|(x, y)| ((x, y.kind()), y)),
+        conflicts.clone(),
+        "SharedLinks",
+    )
+    .map(|((x, _), y)| (x, y));
+    let refused = footprint::distinct(
+        one_side.clone().concat(one_side.map(|(x, y)| (y, x))),
+        "RefusedLinks",
+    );
+    // The edges' arrangement consolidates them.
+    let edges = cooc.concat(refused.negate());
 
     // Labels are the smallest node number of each component: any fixed choice names a
     // component; the lead's key below is chosen by text.
     // Each node once: signals repeat their identifiers (a visitor's anonymous id is on all of
     // its signals), and inside the iteration every repetition would re-run the node's label
     // reduce; outside it a repetition costs one cheap distinct.
-    let labels = propagate(edges, nodes.distinct().map(|n| (n, n)));
+    let labels = propagate(
+        footprint::by_key(edges, "Arrange: Edges"),
+        footprint::distinct(nodes, "Nodes").map(|n| (n, n)),
+    );
 
     // A component's lead key: its smallest identifier when that is persistent (nodes sort by
     // kind first, persistent kinds first; among the smallest kind, by text), else none.
-    let by_label = labels
-        .map(|(n, c)| (c, n))
-        .arrange_by_key_named("Arrange: ByLabel");
+    let by_label = footprint::by_key(labels.map(|(n, c)| (c, n)), "Arrange: ByLabel");
     let component_lead = by_label
         .clone()
         .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<Node, Option<Node>, T, isize>, _, _>(
@@ -220,6 +224,7 @@ where
                 out.extend(changes.drain(..).map(|(l, t, r)| ((*c, l), t, r)));
             },
         );
+    footprint::register("LeadKey", &component_lead.trace);
     let node_lead = by_label.join_core(component_lead, |_c, n, lead| Some((*n, *lead)));
     let membership = node_lead.clone().flat_map(|(n, lead)| lead.map(|l| (n, l)));
 
@@ -228,6 +233,35 @@ where
         membership,
         conflicts,
     }
+}
+
+/// Each node of `nodes` (`(node, itself)`) labelled with the smallest node it reaches along
+/// `edges`: in each round, every node takes the least label among its own and those its
+/// neighbours had, until no label changes. Differential's `propagate` does the same; this
+/// one builds its arrangements through [`footprint`], so that their bytes are measured too.
+fn propagate<'s, T>(
+    edges: Arranged<'s, TraceAgent<ValSpine<Node, Node, T, isize>>>,
+    nodes: VecCollection<'s, T, (Node, Node), isize>,
+) -> VecCollection<'s, T, (Node, Node), isize>
+where
+    T: Timestamp + Lattice + Hash,
+{
+    let outer = nodes.scope();
+    outer.scoped::<Product<T, u32>, _, _>("Propagate", |rounds| {
+        let edges = edges.enter(rounds);
+        let nodes = nodes.enter(rounds);
+        let (next, offered) = Variable::new(rounds, Product::new(Default::default(), 1));
+        let labels =
+            footprint::reduce_arranged(offered.concat(nodes), "Propagate", |_node, offers, out| {
+                out.push((*offers[0].0, 1))
+            });
+        next.set(
+            labels
+                .clone()
+                .join_core(edges, |_node, label, neighbour| Some((*neighbour, *label))),
+        );
+        labels.as_collection(|n, l| (*n, *l)).leave(outer)
+    })
 }
 
 /// What `logic` makes of each anchored record (`(anchor, value)`) and the lead of its anchor,
@@ -246,12 +280,10 @@ where
     I::Item: differential_dataflow::Data,
     F: FnMut(&V, Option<Node>) -> I + 'static,
 {
-    anchored
-        .arrange_by_key_named("Arrange: ByAnchor")
-        .join_core(
-            node_lead.arrange_by_key_named("Arrange: NodeLead"),
-            move |_a, v, lead| logic(v, *lead),
-        )
+    footprint::by_key(anchored, "Arrange: ByAnchor").join_core(
+        footprint::by_key(node_lead, "Arrange: NodeLead"),
+        move |_a, v, lead| logic(v, *lead),
+    )
 }
 
 /// Results of the sequential reference.

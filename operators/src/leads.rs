@@ -11,6 +11,7 @@ use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use timely::progress::Timestamp;
 
+use crate::footprint::MeasuredByKey;
 use crate::ident::Ident;
 use crate::nodes::Node;
 use crate::rules::SignalType;
@@ -125,7 +126,7 @@ where
     T: Timestamp + Lattice,
 {
     facts
-        .reduce_named("LeadProfile", |_lead, facts, out| {
+        .reduce_measured("LeadProfile", |_lead, facts, out| {
             let facts: Vec<&LeadFact> = facts.iter().map(|(f, _)| *f).collect();
             out.push((profile(&facts), 1));
         })

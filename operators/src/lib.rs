@@ -21,6 +21,7 @@
 //! the log (`trailspark_core::dedup`).
 
 pub mod eligibility;
+pub mod footprint;
 pub mod graph;
 pub mod groups;
 pub mod ident;

@@ -13,6 +13,7 @@ use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 use trailspark_core::ProductOrgRecord;
 
+use crate::footprint::MeasuredByKey;
 use crate::ident::Org;
 
 /// One update, as the dataflow sees it.
@@ -81,7 +82,7 @@ where
 {
     updates
         .map(|u| ((u.org, u.product_org_id.clone()), u))
-        .reduce_named("ProductOrg", |_k, updates, out| {
+        .reduce_measured("ProductOrg", |_k, updates, out| {
             let updates: Vec<&ProductOrgUpdate> = updates.iter().map(|(u, _)| *u).collect();
             out.push((merge(&updates), 1));
         })

@@ -5,12 +5,12 @@
 //! incrementally.
 
 use differential_dataflow::lattice::Lattice;
-use differential_dataflow::operators::CountTotal;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
+use crate::footprint::Measured;
 use crate::ident::Org;
 use crate::identity::SignalKey;
 use crate::nodes::Node;
@@ -48,8 +48,12 @@ where
                 .filter(|(_, p)| p.status == Status::Completed)
                 .map(move |((org, _), p)| (org, month(p.received_at), Meter::MappedSignals)),
         )
-        .concat(active.distinct().map(|(org, m, _)| (org, m, Meter::Leads)))
+        .concat(
+            active
+                .distinct_measured("ActiveLeads")
+                .map(|(org, m, _)| (org, m, Meter::Leads)),
+        )
         // `count_total` keeps counts incrementally (times are totally ordered); `count` would
         // re-read every signal of the org and month on each change.
-        .count_total()
+        .count_total_measured("Usage")
 }

@@ -46,6 +46,7 @@ pub struct Metrics {
     pub epoch_duration: Histogram,
     /// Updates held by each arrangement, per worker.
     pub arrangement_records: IntGaugeVec,
+    pub arrangement_bytes: IntGaugeVec,
     /// Entries of each read model, all orgs together.
     pub read_model_entries: IntGaugeVec,
     pub archive_files: IntGauge,
@@ -180,6 +181,13 @@ impl Metrics {
                 opts(
                     "arrangement_records",
                     "Updates held by each dataflow arrangement, per worker."
+                ),
+                &["arrangement", "worker"]
+            )),
+            arrangement_bytes: reg!(IntGaugeVec::new(
+                opts(
+                    "arrangement_bytes",
+                    "Bytes the batches of each dataflow arrangement allocated, per worker (not what records point to)."
                 ),
                 &["arrangement", "worker"]
             )),

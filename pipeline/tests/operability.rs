@@ -290,7 +290,10 @@ fn metrics_count_what_happened_and_pass_promtool() {
     );
     assert!(n("process_resident_memory_bytes") > 1e6);
     assert!(n("process_open_fds") > 3.0);
-    // The dataflow's arrangements report what they hold, per worker, about once a second.
+    // The dataflow's arrangements report what they hold, per worker, about once a second: in
+    // updates (from differential's events) and in bytes (from their batches). Every
+    // arrangement that holds updates has its bytes measured, at least a time and a
+    // difference (16 bytes) per update.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let text = client()
@@ -299,17 +302,36 @@ fn metrics_count_what_happened_and_pass_promtool() {
             .unwrap()
             .text()
             .unwrap();
-        let held: f64 = text
-            .lines()
-            .filter(|l| l.starts_with("trailspark_arrangement_records{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
-        if held > 0.0 {
+        let series = |family: &str| -> std::collections::BTreeMap<String, f64> {
+            text.lines()
+                .filter_map(|l| l.strip_prefix(family)?.strip_prefix('{'))
+                .filter_map(|l| {
+                    let (labels, v) = l.rsplit_once("} ")?;
+                    Some((labels.to_string(), v.parse::<f64>().ok()?))
+                })
+                .collect()
+        };
+        let records = series("trailspark_arrangement_records");
+        let bytes = series("trailspark_arrangement_bytes");
+        let short: Vec<String> = records
+            .iter()
+            .filter(|(_, n)| **n > 0.0)
+            .filter(|(labels, n)| bytes.get(*labels).is_none_or(|b| *b < 16.0 * **n))
+            .map(|(labels, n)| format!("{labels}: {n} updates, {:?} bytes", bytes.get(labels)))
+            .collect();
+        let held: f64 = records.values().sum();
+        if held > 0.0 && short.is_empty() {
+            assert!(
+                records
+                    .keys()
+                    .any(|l| l.contains("arrangement=\"Propagate\"")),
+                "the label propagation's arrangement is measured: {records:?}"
+            );
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "arrangement sizes missing:\n{text}"
+            "arrangement sizes missing or unmeasured: {short:?}\n{text}"
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }

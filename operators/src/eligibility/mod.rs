@@ -23,6 +23,7 @@ use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 use trailspark_core::scoring::{ScoringSettings, SkipReason, Trigger};
 
+use crate::footprint::MeasuredByKey;
 use crate::ident::{Ident, Org};
 use crate::rules::SignalType;
 
@@ -191,7 +192,7 @@ where
     let leads = activity
         .map(|(l, a)| (l, Item::Signal(a)))
         .concat(marks.map(|(l, m)| (l, Item::Evaluated(m))))
-        .reduce_named("LeadActivity", |_lead, items, out| {
+        .reduce_measured("LeadActivity", |_lead, items, out| {
             let mut signals = Vec::new();
             let mut marks = Vec::new();
             for (item, n) in items {
@@ -207,9 +208,9 @@ where
         });
     leads
         .map(|(lead, a)| (lead.org, (lead, a)))
-        .arrange_by_key_named("Arrange: LeadsByOrg")
+        .arrange_by_key_measured("Arrange: LeadsByOrg")
         .join_core(
-            env.arrange_by_key_named("Arrange: ScoringEnv"),
+            env.arrange_by_key_measured("Arrange: ScoringEnv"),
             |_org, (lead, a), env| decide(a, env).map(|e| (lead.clone(), e)),
         )
 }

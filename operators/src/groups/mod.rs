@@ -12,6 +12,7 @@ use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use timely::progress::Timestamp;
 
+use crate::footprint::MeasuredByKey;
 use crate::ident::{IdKind, Org};
 use crate::signal::Signal;
 
@@ -123,17 +124,17 @@ where
 {
     members
         .map(|(k, m)| ((k, m.1 .1 >> GROUP_FINE_BITS), m))
-        .reduce_named("GroupRanges", |_k, members, out| {
+        .reduce_measured("GroupRanges", |_k, members, out| {
             let members: Vec<&Member> = members.iter().map(|(m, _)| *m).collect();
             out.push((group_row(&members), 1));
         })
         .map(|((k, fine), row)| ((k, fine >> (GROUP_COARSE_BITS - GROUP_FINE_BITS)), row))
-        .reduce_named("GroupCoarseRanges", |_k, rows, out| {
+        .reduce_measured("GroupCoarseRanges", |_k, rows, out| {
             let rows: Vec<&GroupRow> = rows.iter().map(|(r, _)| *r).collect();
             out.push((merge_rows(&rows), 1));
         })
         .map(|((k, _coarse), row)| (k, row))
-        .reduce_named("Groups", |_k, rows, out| {
+        .reduce_measured("Groups", |_k, rows, out| {
             let rows: Vec<&GroupRow> = rows.iter().map(|(r, _)| *r).collect();
             out.push((merge_rows(&rows), 1));
         })

@@ -29,6 +29,7 @@ pub use trailspark_core::rules::{
     Combinator, Condition, FieldMapping, LeadField, Op, Operand, RuleDef, SignalType,
 };
 
+use crate::footprint::{Measured, MeasuredByKey};
 use crate::ident::{IdKind, Org};
 use crate::identity::SignalKey;
 use crate::signal::Signal;
@@ -286,16 +287,18 @@ pub fn match_rules<'s, T>(
 where
     T: Timestamp + Lattice + TotalOrder,
 {
-    let orgs = signals.clone().map(|s| s.org).distinct();
-    let by_org = signals.map(|s| (s.org, s)).arrange_by_key();
+    let orgs = signals.clone().map(|s| s.org).distinct_measured("Orgs");
+    let by_org = signals
+        .map(|s| (s.org, s))
+        .arrange_by_key_measured("Arrange: SignalsByOrg");
     let rule_sets = rules
         .map(|r| (r.org, Some(r)))
         .concat(orgs.map(|o| (o, None)))
-        .reduce_named("RuleSet", |_org, versions, out| {
+        .reduce_measured("RuleSet", |_org, versions, out| {
             let set: Vec<RuleVersion> = versions.iter().filter_map(|(r, _)| (*r).clone()).collect();
             out.push((set, 1));
         })
-        .arrange_by_key();
+        .arrange_by_key_measured("Arrange: RuleSetByOrg");
     by_org.join_core(rule_sets, |_org, s: &Signal, set: &Vec<RuleVersion>| {
         let winner = set
             .iter()

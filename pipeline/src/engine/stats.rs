@@ -5,7 +5,8 @@
 //! `trailspark_arrangement_records` metric about once a second. These events come once per
 //! batch and merge, not per record, so counting them is cheap; the operators' names come
 //! from timely's own log, of which only the `Operates` events (one per operator, at build)
-//! are kept.
+//! are kept. Bytes are not in differential's events: they are measured by walking each
+//! arrangement's batches ([`trailspark_operators::footprint`]) at the same pace.
 //!
 //! With `TRAILSPARK_ARRANGEMENT_STATS=1` the worker also logs the largest arrangements at
 //! most every ten seconds while they change, so the last report after a burst (a replay)
@@ -35,6 +36,8 @@ pub struct ArrangementStats {
     published: Option<Instant>,
     /// Names whose gauge this worker set, so that a name that empties is set to zero.
     shown: HashMap<String, i64>,
+    /// The same for the bytes gauge.
+    shown_bytes: HashMap<String, i64>,
     /// Time spent in each operator, its nested operators' time excluded.
     busy: HashMap<usize, Duration>,
     /// Operators running now, outermost first: (id, started, time of nested operators).
@@ -53,6 +56,7 @@ impl ArrangementStats {
             detailed,
             ..ArrangementStats::default()
         }));
+        trailspark_operators::footprint::enable();
         let mut registry = worker.log_register()?;
         let s = stats.clone();
         registry.insert::<TimelyEventBuilder, _>("timely", move |_t, data| {
@@ -168,7 +172,9 @@ impl ArrangementStats {
         tracing::info!(worker, upto, busy_s = total.as_secs_f64(), operators = %top.join(" "), "Operator time (s, nested operators excluded).");
     }
 
-    /// Sets `trailspark_arrangement_records` for this worker, summed by operator name.
+    /// Sets `trailspark_arrangement_records` for this worker, summed by operator name, and
+    /// `trailspark_arrangement_bytes` from the arrangements' own batches
+    /// ([`trailspark_operators::footprint`]).
     fn publish(&mut self, worker: usize) {
         let mut by_name: HashMap<String, i64> = self.shown.keys().map(|k| (k.clone(), 0)).collect();
         for (op, n) in &self.held {
@@ -185,5 +191,20 @@ impl ArrangementStats {
             }
         }
         self.shown = by_name;
+
+        let mut bytes: HashMap<String, i64> =
+            self.shown_bytes.keys().map(|k| (k.clone(), 0)).collect();
+        for (name, size) in trailspark_operators::footprint::measure() {
+            *bytes.entry(name).or_default() += size.bytes as i64;
+        }
+        let gauge = &crate::metrics::METRICS.arrangement_bytes;
+        for (name, n) in &bytes {
+            if self.shown_bytes.get(name) != Some(n) {
+                gauge
+                    .with_label_values(&[name.as_str(), worker.as_str()])
+                    .set(*n);
+            }
+        }
+        self.shown_bytes = bytes;
     }
 }

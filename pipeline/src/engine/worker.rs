@@ -160,4 +160,5 @@ pub(super) fn run(
             s.borrow_mut().report(index, completed);
         }
     }
+    trailspark_operators::footprint::clear();
 }
