@@ -67,17 +67,17 @@ pub struct Outputs<'s, T: Timestamp + Lattice> {
     pub activity: VecCollection<'s, T, (Ident, Activity), isize>,
 }
 
-/// Builds the dataflow over the log's hot unique signals (first copies), the counts of the
-/// meters kept where the log is read (`(org, YYYYMM, RawSignals | StagedSignals)`) and the
-/// rule versions.
+/// Builds the dataflow over the log's hot unique signals (first copies, each with its rule
+/// segment: [`crate::rules::RuleBook::segment`]), the counts of the meters kept where the
+/// log is read (`(org, YYYYMM, RawSignals | StagedSignals)`) and the rule versions.
 ///
-/// Each signal flows through two arrangements of its own: by org, for the rules (re-matched on
-/// a rule edit), and by anchor (its smallest identifier), for its lead (re-attributed when an
+/// Each signal flows through two arrangements of its own: by rule segment, for the rules
+/// (re-matched on a rule edit with reprocess), and by anchor (its smallest identifier), for its lead (re-attributed when an
 /// identify links its anchor to a lead). Its status is a function of the three (signal,
 /// winner, lead), computed where they meet, so there is no per-signal reduce; lead profiles
 /// and signal groups aggregate what comes out of it.
 pub fn build<'s, T>(
-    unique: VecCollection<'s, T, Signal, isize>,
+    unique: VecCollection<'s, T, (u64, Signal), isize>,
     counted: VecCollection<'s, T, (Org, u32, Meter), isize>,
     rules: VecCollection<'s, T, RuleVersion, isize>,
     cfg: &IdentityConfig,

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 enum In {
-    S(Signal),
+    S(u64, Signal),
     Count((Org, u32, Meter)),
     R(RuleVersion),
 }
@@ -148,13 +148,13 @@ proptest! {
         // every first copy as a staged count.
         let mut seen = trailspark_core::dedup::FirstSeen::default();
         let mut unique = BTreeSet::new();
-        let mut feed = |s: Signal, inputs: &mut Vec<(In, isize)>| {
+        let mut feed = |s: Signal, seg: u64, inputs: &mut Vec<(In, isize)>| {
             let month = Signal::month_of(s.received_at);
             inputs.push((In::Count((s.org, month, Meter::RawSignals)), 1));
             if seen.insert(s.org, s.dedup) {
                 inputs.push((In::Count((s.org, month, Meter::StagedSignals)), 1));
                 unique.insert(s.clone());
-                inputs.push((In::S(s), 1));
+                inputs.push((In::S(seg, s), 1));
             }
         };
         for (i, step) in steps.into_iter().enumerate() {
@@ -163,14 +163,15 @@ proptest! {
                 Step::Event { org, visitor, kind, month, page } => {
                     let s = signal(org, pos, base + month as i64 * 40 * 86_400_000 + pos as i64, payload(visitor, kind, page));
                     signals.push(s.clone());
-                    feed(s, &mut inputs);
+                    feed(s, book.segment(org, pos), &mut inputs);
                 }
                 Step::Retry => {
                     if let Some(last) = signals.last() {
                         let mut s = last.clone();
                         s.pos = pos;
                         signals.push(s.clone());
-                        feed(s, &mut inputs);
+                        let seg = book.segment(s.org, pos);
+                        feed(s, seg, &mut inputs);
                     }
                 }
                 Step::Rule { kind, variant, prio, reprocess } => {
@@ -194,7 +195,7 @@ proptest! {
             macro_rules! output {
                 ($field:ident) => {{
                     let got = run(workers, batches.clone(), |input| {
-                        let signals = input.clone().flat_map(|i| if let In::S(s) = i { Some(s) } else { None });
+                        let signals = input.clone().flat_map(|i| if let In::S(seg, s) = i { Some((seg, s)) } else { None });
                         let counted = input.clone().flat_map(|i| if let In::Count(m) = i { Some(m) } else { None });
                         let rules = input.flat_map(|i| if let In::R(r) = i { Some(r) } else { None });
                         build(signals, counted, rules, &IdentityConfig::default()).$field

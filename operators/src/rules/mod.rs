@@ -272,34 +272,65 @@ pub fn evaluate(rule: &RuleVersion, signal: &Signal) -> Option<Match> {
 
 /// Every signal with its winning rule, if one applies (see the module docs for the order).
 ///
-/// Each signal is joined with its org's whole rule set (all versions, as one value), so the
-/// winner is chosen inside the join without another arrangement; conditions and mappings look
-/// their paths up in the payload's text ([`path::lookup`]) instead of parsing it. The price is paid on rule edits, which
-/// re-evaluate the org's signals against all its rules: edits are rare, signals are many.
+/// Each signal comes with its *segment*: the log position of its org's last rule change at
+/// or before it ([`RuleBook::segment`]). Rule versions begin and end only at rule changes, so
+/// every signal of a segment sees the same versions in force. Signals are joined with the
+/// rule set of their segment (all versions in force there, as one value), so the winner is
+/// chosen inside the join without another arrangement; conditions and mappings look their
+/// paths up in the payload's text ([`path::lookup`]) instead of parsing it.
+///
+/// An edit without reprocess ends a version at its position and starts another there: past
+/// segments keep the same versions in force (a segment's set holds them without their
+/// bounds, which only the segment's choice depends on), so their sets do not change and no
+/// past signal is evaluated again; only the org's few segments are revisited. An edit with
+/// reprocess changes the versions in force everywhere, and re-evaluates every segment's
+/// signals, as it must.
 ///
 /// The output has one record per signal, matched or not (what comes next decides every
-/// signal's status from it), so every org with signals has a rule set, empty when it has no
-/// rules: the set is reduced from its rules and one marker per org.
+/// signal's status from it), so every segment with signals has a rule set, empty when no
+/// rule is in force there: the set is reduced from its versions and one marker per segment.
 pub fn match_rules<'s, T>(
-    signals: VecCollection<'s, T, Signal, isize>,
+    signals: VecCollection<'s, T, (u64, Signal), isize>,
     rules: VecCollection<'s, T, RuleVersion, isize>,
 ) -> VecCollection<'s, T, (Signal, Option<Arc<Match>>), isize>
 where
     T: Timestamp + Lattice + TotalOrder,
 {
-    let orgs = signals.clone().map(|s| s.org).distinct_measured("Orgs");
-    let by_org = signals
-        .map(|s| (s.org, s))
-        .arrange_by_key_measured("Arrange: SignalsByOrg");
-    let rule_sets = rules
-        .map(|r| (r.org, Some(r)))
-        .concat(orgs.map(|o| (o, None)))
-        .reduce_measured("RuleSet", |_org, versions, out| {
+    let segments = signals
+        .clone()
+        .map(|(seg, s)| (s.org, seg))
+        .distinct_measured("RuleSegments");
+    let by_segment = signals
+        .map(|(seg, s)| ((s.org, seg), s))
+        .arrange_by_key_measured("Arrange: SignalsBySegment");
+    let in_force = segments
+        .clone()
+        .arrange_by_key_measured("Arrange: SegmentsByOrg")
+        .join_core(
+            rules
+                .map(|r| (r.org, r))
+                .arrange_by_key_measured("Arrange: RulesByOrg"),
+            |org, seg, r: &RuleVersion| {
+                in_force_at(r, *seg).then(|| {
+                    let unbounded = RuleVersion {
+                        from_pos: 0,
+                        until_pos: None,
+                        ..r.clone()
+                    };
+                    ((*org, *seg), Some(unbounded))
+                })
+            },
+        );
+    let rule_sets = in_force
+        .concat(segments.map(|k| (k, None)))
+        .reduce_measured("RuleSet", |_seg, versions, out| {
             let set: Vec<RuleVersion> = versions.iter().filter_map(|(r, _)| (*r).clone()).collect();
             out.push((set, 1));
         })
-        .arrange_by_key_measured("Arrange: RuleSetByOrg");
-    by_org.join_core(rule_sets, |_org, s: &Signal, set: &Vec<RuleVersion>| {
+        .arrange_by_key_measured("Arrange: RuleSetBySegment");
+    by_segment.join_core(rule_sets, |_seg, s: &Signal, set: &Vec<RuleVersion>| {
+        #[cfg(test)]
+        tests::EVALUATED.with(|n| n.set(n.get() + 1));
         let winner = set
             .iter()
             .filter_map(|r| evaluate(r, s))
@@ -307,6 +338,11 @@ where
             .map(Arc::new);
         Some((s.clone(), winner))
     })
+}
+
+/// Whether `rule` is in force at log position `pos`.
+fn in_force_at(rule: &RuleVersion, pos: u64) -> bool {
+    rule.from_pos <= pos && rule.until_pos.is_none_or(|u| pos < u)
 }
 
 /// Sequential reference of [`match_rules`].
@@ -328,6 +364,9 @@ pub fn match_rules_reference(
 #[derive(Clone, Debug, Default)]
 pub struct RuleBook {
     rules: BTreeMap<u64, Vec<RuleVersion>>,
+    /// Per org, the log positions at which its versions changed, ascending: every version
+    /// begins at 0 or at one of them, and ends at one of them.
+    changes: BTreeMap<Org, Vec<u64>>,
 }
 
 /// How a rule changes.
@@ -358,6 +397,18 @@ pub enum RuleChange {
 impl RuleBook {
     /// Applies a change made at log position `pos`; returns the collection updates.
     pub fn apply(&mut self, pos: u64, change: RuleChange) -> Vec<(RuleVersion, isize)> {
+        let diffs = self.versions_after(pos, change);
+        if let Some((v, _)) = diffs.first() {
+            let changes = self.changes.entry(v.org).or_default();
+            if changes.last().is_none_or(|&last| last < pos) {
+                changes.push(pos);
+            }
+        }
+        diffs
+    }
+
+    /// What [`RuleBook::apply`] changes in the versions.
+    fn versions_after(&mut self, pos: u64, change: RuleChange) -> Vec<(RuleVersion, isize)> {
         let mut diffs = Vec::new();
         match change {
             RuleChange::Create {
@@ -456,6 +507,20 @@ impl RuleBook {
             }
         }
         diffs
+    }
+
+    /// The segment of a signal of `org` at log position `pos`, for [`match_rules`]: the
+    /// position of the org's last rule change at or before `pos`, or 0. Changes come in log
+    /// order, after every signal before them, so a signal's segment never changes once it
+    /// has been read: an eviction and a later rehydration find the same.
+    pub fn segment(&self, org: Org, pos: u64) -> u64 {
+        let Some(changes) = self.changes.get(&org) else {
+            return 0;
+        };
+        match changes.partition_point(|&c| c <= pos) {
+            0 => 0,
+            i => changes[i - 1],
+        }
     }
 
     /// Every version currently in force somewhere.

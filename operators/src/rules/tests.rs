@@ -251,7 +251,7 @@ fn priority_then_creation_decides() {
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 enum In {
-    S(Signal),
+    S(u64, Signal),
     R(RuleVersion),
 }
 
@@ -300,7 +300,7 @@ proptest! {
                 Ok(p) => {
                     let s = signal(pos, p);
                     signals.push(s.clone());
-                    inputs.push((In::S(s), 1));
+                    inputs.push((In::S(book.segment(1, pos), s), 1));
                 }
                 Err((kind, id, prio, v, reprocess)) => {
                     let d = def(&format!("r{id}"), prio, cond_variant(v));
@@ -321,7 +321,7 @@ proptest! {
             // only on the multiset of updates, which is what differential guarantees.
             let batches = shuffle_into_batches(&inputs, 3, seed);
             let got = run(workers, batches, |input| {
-                let signals = input.clone().flat_map(|i| if let In::S(s) = i { Some(s) } else { None });
+                let signals = input.clone().flat_map(|i| if let In::S(seg, s) = i { Some((seg, s)) } else { None });
                 let rules = input.flat_map(|i| if let In::R(r) = i { Some(r) } else { None });
                 match_rules(signals, rules)
             });
@@ -337,4 +337,115 @@ proptest! {
             prop_assert_eq!(&got, &reference);
         }
     }
+}
+
+thread_local! {
+    /// Signals [`match_rules`]'s join evaluated on this thread.
+    pub(super) static EVALUATED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// 1,000 signals matched by a rule, then an edit of the rule (with or without reprocess),
+/// then one more signal: how many evaluations the edit cost, and the signal after it.
+fn evaluations_of_an_edit(reprocess: bool) -> (usize, usize) {
+    use differential_dataflow::input::Input;
+    timely::execute_directly(move |worker| {
+        let mut book = RuleBook::default();
+        let (mut signals, mut rules, probe) = worker.dataflow::<u64, _, _>(|scope| {
+            let (si, s) = scope.new_collection::<(u64, Signal), isize>();
+            let (ri, r) = scope.new_collection::<RuleVersion, isize>();
+            let (probe, _) = match_rules(s, r).probe();
+            (si, ri, probe)
+        });
+        let mut epoch = |signals: &mut differential_dataflow::input::InputSession<_, _, _>,
+                         rules: &mut differential_dataflow::input::InputSession<_, _, _>,
+                         t: u64| {
+            signals.advance_to(t);
+            rules.advance_to(t);
+            signals.flush();
+            rules.flush();
+            worker.step_while(|| probe.less_than(&t));
+        };
+        let create = RuleChange::Create {
+            org: 1,
+            rule_id: 1,
+            created_at: 1,
+            def: def("r", 0, cond_variant(0)),
+            reprocess: false,
+        };
+        for (r, d) in book.apply(1, create) {
+            rules.update(r, d);
+        }
+        for pos in 2..1002 {
+            let s = signal(pos, json!({"event": format!("e{}", pos % 3)}));
+            signals.update((book.segment(1, pos), s), 1);
+        }
+        epoch(&mut signals, &mut rules, 1);
+        EVALUATED.with(|n| n.set(0));
+        let edit = RuleChange::Update {
+            rule_id: 1,
+            def: def("r", 0, cond_variant(3)),
+            reprocess,
+        };
+        for (r, d) in book.apply(1002, edit) {
+            rules.update(r, d);
+        }
+        epoch(&mut signals, &mut rules, 2);
+        let by_edit = EVALUATED.with(|n| n.replace(0));
+        let s = signal(1003, json!({"event": "e0"}));
+        signals.update((book.segment(1, 1003), s), 1);
+        epoch(&mut signals, &mut rules, 3);
+        (by_edit, EVALUATED.with(|n| n.get()))
+    })
+}
+
+#[test]
+fn an_edit_without_reprocess_evaluates_no_past_signal() {
+    let (by_edit, after) = evaluations_of_an_edit(false);
+    assert_eq!(by_edit, 0, "the edit re-evaluated past signals");
+    assert_eq!(after, 1, "the next signal is evaluated once");
+}
+
+#[test]
+fn an_edit_with_reprocess_evaluates_every_signal_again() {
+    let (by_edit, _) = evaluations_of_an_edit(true);
+    // Each signal's old result is retracted and its new one made.
+    assert!(by_edit >= 1000, "{by_edit} evaluations");
+}
+
+#[test]
+fn a_signal_keeps_its_segment_as_rules_change_after_it() {
+    let mut book = RuleBook::default();
+    let create = |pos| RuleChange::Create {
+        org: 1,
+        rule_id: pos,
+        created_at: pos as i64,
+        def: def("r", 0, vec![]),
+        reprocess: false,
+    };
+    assert_eq!(book.segment(1, 5), 0);
+    book.apply(3, create(3));
+    book.apply(7, create(7));
+    assert_eq!(book.segment(1, 5), 3);
+    assert_eq!(book.segment(1, 7), 7);
+    assert_eq!(
+        book.segment(2, 5),
+        0,
+        "another org's changes are not its own"
+    );
+    book.apply(9, RuleChange::ProcessAll { org: 1 });
+    assert_eq!(
+        book.segment(1, 5),
+        3,
+        "a later change, even a reprocess, moves no segment"
+    );
+    // A change that changes nothing (an update of an unknown rule) starts no segment.
+    book.apply(
+        11,
+        RuleChange::Update {
+            rule_id: 99,
+            def: def("r", 0, vec![]),
+            reprocess: false,
+        },
+    );
+    assert_eq!(book.segment(1, 12), 9);
 }

@@ -31,8 +31,9 @@ use super::{FeedQueue, Side};
 #[derive(Default)]
 pub(super) struct Epoch {
     /// First copies only (see `Inputs::seen`), entering; or, in a side epoch, hot-window
-    /// evictions (-1) and rehydrations (+1).
-    pub signals: Vec<(Signal, isize)>,
+    /// evictions (-1) and rehydrations (+1); each with its rule segment
+    /// ([`RuleBook::segment`]).
+    pub signals: Vec<((u64, Signal), isize)>,
     /// The meters counted where the log is read: raw signals (copies included) and staged
     /// signals (first copies), per (org, receipt month).
     pub counted: Vec<((Org, u32, Meter), isize)>,
@@ -179,9 +180,10 @@ impl Inputs {
                         *counted
                             .entry((s.org_id.0, month, Meter::StagedSignals))
                             .or_default() += 1;
+                        let seg = self.book.segment(s.org_id.0, *pos);
                         epoch
                             .signals
-                            .push((Signal::from_record_keyed(*pos, s, key), 1));
+                            .push(((seg, Signal::from_record_keyed(*pos, s, key)), 1));
                     }
                 }
                 LogEntry::Config(e) => {
@@ -223,9 +225,13 @@ impl Inputs {
 
     /// Sends one side epoch (see [`Side`]) to the workers.
     fn feed_side(&mut self, side: Side) {
+        // A signal's segment is the same as when it was first fed (see RuleBook::segment),
+        // so an eviction retracts exactly what went in.
+        let book = &self.book;
+        let segmented = |s: Signal| (book.segment(s.org, s.pos), s);
         let signals = match side {
-            Side::Evict(v) => v.into_iter().map(|s| (s, -1)).collect(),
-            Side::Rehydrate(v) => v.into_iter().map(|s| (s, 1)).collect(),
+            Side::Evict(v) => v.into_iter().map(|s| (segmented(s), -1)).collect(),
+            Side::Rehydrate(v) => v.into_iter().map(|s| (segmented(s), 1)).collect(),
         };
         self.sides += 1;
         self.send(Epoch {

@@ -31,7 +31,7 @@ pub(super) fn run(
     let probe = ProbeHandle::new();
     let (mut signals_in, mut counted_in, mut rules_in, mut orgs_in, mut marks_in, mut env_in) =
         worker.dataflow::<u64, _, _>(|scope| {
-            let (signals_in, signals) = scope.new_collection::<Signal, isize>();
+            let (signals_in, signals) = scope.new_collection::<(u64, Signal), isize>();
             let (counted_in, counted) = scope.new_collection::<(Org, u32, Meter), isize>();
             let (rules_in, rules) = scope.new_collection::<RuleVersion, isize>();
             let (orgs_in, updates) = scope.new_collection::<ProductOrgUpdate, isize>();
