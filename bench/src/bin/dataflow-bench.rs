@@ -148,6 +148,50 @@ fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
+/// Prints what each arrangement holds per staged signal, all workers together, from the
+/// engine's `trailspark_arrangement_{records,bytes}` gauges (published about once a second).
+fn arrangement_table(staged: i64) {
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut rows: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
+    for family in trailspark::metrics::METRICS.registry.gather() {
+        let bytes = match family.name() {
+            "trailspark_arrangement_bytes" => true,
+            "trailspark_arrangement_records" => false,
+            _ => continue,
+        };
+        for m in family.get_metric() {
+            let Some(name) = m
+                .get_label()
+                .iter()
+                .find(|l| l.name() == "arrangement")
+                .map(|l| l.value().to_string())
+            else {
+                continue;
+            };
+            let row = rows.entry(name).or_default();
+            let v = m.get_gauge().get_value();
+            if bytes {
+                row.1 += v;
+            } else {
+                row.0 += v;
+            }
+        }
+    }
+    let per = staged.max(1) as f64;
+    let mut rows: Vec<_> = rows.into_iter().collect();
+    rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+    let total: f64 = rows.iter().map(|r| r.1 .1).sum();
+    println!(
+        "\nArrangements after loading ({staged} staged signals): {:.0} bytes per signal in all\n",
+        total / per
+    );
+    println!("| arrangement | updates per signal | bytes per signal |");
+    println!("|---|---:|---:|");
+    for (name, (records, bytes)) in rows.iter().filter(|r| r.1 .0 > 0.0 || r.1 .1 > 0.0) {
+        println!("| {name} | {:.2} | {:.1} |", records / per, bytes / per);
+    }
+}
+
 fn with_rules(mut entries: Vec<(u64, LogEntry)>) -> Vec<(u64, LogEntry)> {
     // Rule 1 maps form fills for every org, at position 1 (before the signals).
     let rules = vec![
@@ -178,6 +222,7 @@ fn main() {
         m.orgs().map(|o| m.org(o).stats.total).sum::<i64>()
     };
     let mut next = base.last().unwrap().0 + 1;
+    arrangement_table(staged);
 
     // Latency: single signals, each waited for.
     let mut lat = Vec::new();
