@@ -50,24 +50,35 @@ fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{key}:"))
     );
-    let out = Command::new("schemathesis")
-        .arg("--config-file")
-        .arg(here.join("schemathesis.toml"))
-        .args(["run", &s.url("/openapi.json")])
-        .args(["--checks", CHECKS])
-        .args(["--phases", "examples,coverage,fuzzing"])
-        .args(["--max-examples", "10", "--seed", &seed, "--workers", "2"])
-        .args(["--continue-on-failure", "--no-color"])
-        // Its cache and crash files go to the test's directory, not the source tree.
-        .current_dir(dir.path())
-        .env("PYTHONPATH", &here)
-        .env("SCHEMATHESIS_HOOKS", "trailspark_hooks")
-        .env("TRAILSPARK_TOKEN", ADMIN_TOKEN)
-        .env("TRAILSPARK_KEY", &key)
-        .env("TRAILSPARK_BASIC", &basic)
-        .output()
-        .expect("running schemathesis");
-    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    let run = || {
+        Command::new("schemathesis")
+            .arg("--config-file")
+            .arg(here.join("schemathesis.toml"))
+            .args(["run", &s.url("/openapi.json")])
+            .args(["--checks", CHECKS])
+            .args(["--phases", "examples,coverage,fuzzing"])
+            .args(["--max-examples", "10", "--seed", &seed, "--workers", "2"])
+            .args(["--continue-on-failure", "--no-color"])
+            // Its cache and crash files go to the test's directory, not the source tree.
+            .current_dir(dir.path())
+            .env("PYTHONPATH", &here)
+            .env("SCHEMATHESIS_HOOKS", "trailspark_hooks")
+            .env("TRAILSPARK_TOKEN", ADMIN_TOKEN)
+            .env("TRAILSPARK_KEY", &key)
+            .env("TRAILSPARK_BASIC", &basic)
+            .output()
+            .expect("running schemathesis")
+    };
+    let mut out = run();
+    let mut report = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() && only_generator_flakes(&report) {
+        // Hypothesis gave up on drawing a case (seen once, in the coverage phase, with
+        // schemathesis 4.32.5): no request was judged, so the run says nothing of the server.
+        // Once more, with the same seed; a server failure fails both runs.
+        eprintln!("schemathesis's generator failed on its own; running it again:\n{report}");
+        out = run();
+        report = String::from_utf8_lossy(&out.stdout).to_string();
+    }
     let summary: String = report
         .lines()
         .skip_while(|l| !l.contains("SUMMARY"))
@@ -111,4 +122,39 @@ fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
         .filter(|sig| sig["payload"]["event"] == "seeded")
         .count();
     assert_eq!(kept, 20, "every seeded signal is still in the log");
+}
+
+/// Whether a failed run's only errors are Hypothesis giving up while drawing cases (a
+/// `FlakyFailure` inside schemathesis' generator), with no failed check: no answer of the
+/// server was found wrong, and no request failed to reach it.
+fn only_generator_flakes(report: &str) -> bool {
+    let errors: Vec<&str> = report
+        .lines()
+        .skip_while(|l| l.trim() != "Errors:")
+        .skip(1)
+        .map(str::trim)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    !errors.is_empty()
+        && errors.iter().all(|l| l.starts_with("🚫 Runtime Error"))
+        && report.contains("hypothesis.errors.FlakyFailure")
+        && !report.contains("FAILURES")
+        && !report.contains("Failures:")
+        && !report.contains('❌')
+}
+
+#[test]
+fn a_generator_flake_is_told_apart_from_a_failed_check() {
+    // Shaped as schemathesis 4.32.5 printed them.
+    let flake = "Errors:\n  🚫 Runtime Error: 1\n\nWarnings:\n  ⚠️ Missing test data\n\n\
+        hypothesis.errors.FlakyFailure: Inconsistent results\n";
+    assert!(only_generator_flakes(flake));
+    let failed = format!("{flake}\n=== FAILURES ===\n❌ Server error\n");
+    assert!(!only_generator_flakes(&failed));
+    let unreachable = "Errors:\n  🚫 Runtime Error: 1\n  🚫 Network Error: 3\n\n\
+        hypothesis.errors.FlakyFailure\n";
+    assert!(!only_generator_flakes(unreachable));
+    assert!(!only_generator_flakes(
+        "Errors:\n  🚫 Runtime Error: 1\n\nSchemaError\n"
+    ));
 }

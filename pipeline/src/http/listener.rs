@@ -24,6 +24,31 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
+/// What serves the requests: warp's filters as a tower service, cloned per connection.
+pub trait HttpService:
+    tower_service::Service<
+        hyper::Request<hyper::body::Incoming>,
+        Response = warp::reply::Response,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> HttpService for S where
+    S: tower_service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = warp::reply::Response,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// Bounds on the HTTP connections.
 #[derive(Clone, Copy, Debug)]
 pub struct HttpLimits {
@@ -125,14 +150,7 @@ pub async fn serve<S>(
     service: S,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) where
-    S: tower_service::Service<
-            hyper::Request<hyper::body::Incoming>,
-            Response = warp::reply::Response,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: HttpService,
 {
     let cap = limits
         .max_connections
@@ -200,14 +218,7 @@ fn take_queued_and_close<S>(
     service: &S,
 ) -> Vec<tokio::task::JoinHandle<()>>
 where
-    S: tower_service::Service<
-            hyper::Request<hyper::body::Incoming>,
-            Response = warp::reply::Response,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: HttpService,
 {
     let Ok(listener) = listener.into_std() else {
         return Vec::new();
@@ -248,14 +259,7 @@ async fn serve_until_stopped<S>(
     service: S,
     mut stop: watch::Receiver<bool>,
 ) where
-    S: tower_service::Service<
-            hyper::Request<hyper::body::Incoming>,
-            Response = warp::reply::Response,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: HttpService,
 {
     let begun = Arc::new(AtomicBool::new(false));
     let service = Marking {
@@ -320,14 +324,7 @@ fn connection<S>(
     hyper_util::service::TowerToHyperService<S>,
 >
 where
-    S: tower_service::Service<
-            hyper::Request<hyper::body::Incoming>,
-            Response = warp::reply::Response,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: HttpService,
 {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
