@@ -176,35 +176,56 @@ impl ArrangementStats {
     /// `trailspark_arrangement_bytes` from the arrangements' own batches
     /// ([`trailspark_operators::footprint`]).
     fn publish(&mut self, worker: usize) {
-        let mut by_name: HashMap<String, i64> = self.shown.keys().map(|k| (k.clone(), 0)).collect();
-        for (op, n) in &self.held {
-            let name = self.names.get(op).map_or("unnamed", String::as_str);
-            *by_name.entry(name.to_string()).or_default() += *n;
-        }
         let worker = worker.to_string();
-        let gauge = &crate::metrics::METRICS.arrangement_records;
-        for (name, n) in &by_name {
-            if self.shown.get(name) != Some(n) {
-                gauge
-                    .with_label_values(&[name.as_str(), worker.as_str()])
-                    .set(*n);
-            }
-        }
-        self.shown = by_name;
+        let records = self.held.iter().map(|(op, n)| {
+            let name = self.names.get(op).map_or("unnamed", String::as_str);
+            (name.to_string(), *n)
+        });
+        let records = sum_by_name(&self.shown, records);
+        set_changed(
+            &crate::metrics::METRICS.arrangement_records,
+            &self.shown,
+            &records,
+            &worker,
+        );
+        self.shown = records;
 
-        let mut bytes: HashMap<String, i64> =
-            self.shown_bytes.keys().map(|k| (k.clone(), 0)).collect();
-        for (name, size) in trailspark_operators::footprint::measure() {
-            *bytes.entry(name).or_default() += size.bytes as i64;
-        }
-        let gauge = &crate::metrics::METRICS.arrangement_bytes;
-        for (name, n) in &bytes {
-            if self.shown_bytes.get(name) != Some(n) {
-                gauge
-                    .with_label_values(&[name.as_str(), worker.as_str()])
-                    .set(*n);
-            }
-        }
+        let bytes = trailspark_operators::footprint::measure()
+            .into_iter()
+            .map(|(name, size)| (name, size.bytes as i64));
+        let bytes = sum_by_name(&self.shown_bytes, bytes);
+        set_changed(
+            &crate::metrics::METRICS.arrangement_bytes,
+            &self.shown_bytes,
+            &bytes,
+            &worker,
+        );
         self.shown_bytes = bytes;
+    }
+}
+
+/// `values` summed by name, with 0 for every name shown before and gone now.
+fn sum_by_name(
+    shown: &HashMap<String, i64>,
+    values: impl Iterator<Item = (String, i64)>,
+) -> HashMap<String, i64> {
+    let mut by_name: HashMap<String, i64> = shown.keys().map(|k| (k.clone(), 0)).collect();
+    for (name, n) in values {
+        *by_name.entry(name).or_default() += n;
+    }
+    by_name
+}
+
+/// Sets this worker's series of `gauge` whose value differs from what was shown.
+fn set_changed(
+    gauge: &prometheus::IntGaugeVec,
+    shown: &HashMap<String, i64>,
+    now: &HashMap<String, i64>,
+    worker: &str,
+) {
+    for (name, n) in now {
+        if shown.get(name) != Some(n) {
+            gauge.with_label_values(&[name.as_str(), worker]).set(*n);
+        }
     }
 }
