@@ -20,12 +20,12 @@ use std::hash::Hash;
 use std::mem::size_of;
 use std::rc::Rc;
 
-use differential_dataflow::difference::{Abelian, Multiply, Semigroup};
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::lattice::Lattice;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::operators::CountTotal;
-use differential_dataflow::trace::implementations::ord_neu::{OrdKeyBatch, OrdValBatch};
+use differential_dataflow::trace::implementations::ord_neu::{OrdKeyBatch, OrdValBatch, Upds};
+use differential_dataflow::trace::implementations::spine_fueled::SpineBatch;
 use differential_dataflow::trace::implementations::{
     KeyBuilder, KeySpine, Layout, OffsetList, ValBuilder, ValSpine,
 };
@@ -35,29 +35,20 @@ use timely::order::TotalOrder;
 use timely::progress::frontier::AntichainRef;
 use timely::progress::Timestamp;
 
-/// Bytes a batch or container has allocated, and the updates a batch holds.
+/// Bytes a batch or container has allocated, not counting what its elements point to.
 pub trait Footprint {
-    /// Allocated bytes, not counting what the elements point to.
     fn bytes(&self) -> usize;
-    /// Updates held (a container answers its length).
-    fn updates(&self) -> usize;
 }
 
 impl<T> Footprint for Vec<T> {
     fn bytes(&self) -> usize {
         self.capacity() * size_of::<T>()
     }
-    fn updates(&self) -> usize {
-        self.len()
-    }
 }
 
 impl Footprint for OffsetList {
     fn bytes(&self) -> usize {
         self.smol.capacity() * size_of::<u32>() + self.chonk.capacity() * size_of::<u64>()
-    }
-    fn updates(&self) -> usize {
-        self.smol.len() + self.chonk.len()
     }
 }
 
@@ -71,15 +62,7 @@ where
 {
     fn bytes(&self) -> usize {
         let s = &self.storage;
-        s.keys.bytes()
-            + s.vals.offs.bytes()
-            + s.vals.vals.bytes()
-            + s.upds.offs.bytes()
-            + s.upds.times.bytes()
-            + s.upds.diffs.bytes()
-    }
-    fn updates(&self) -> usize {
-        self.updates
+        s.keys.bytes() + s.vals.offs.bytes() + s.vals.vals.bytes() + s.upds.bytes()
     }
 }
 
@@ -91,20 +74,20 @@ where
     L::OffsetContainer: Footprint,
 {
     fn bytes(&self) -> usize {
-        let s = &self.storage;
-        s.keys.bytes() + s.upds.offs.bytes() + s.upds.times.bytes() + s.upds.diffs.bytes()
+        self.storage.keys.bytes() + self.storage.upds.bytes()
     }
-    fn updates(&self) -> usize {
-        self.updates
+}
+
+/// The updates of a batch of either kind: their offsets, times and differences.
+impl<O: Footprint, T: Footprint, D: Footprint> Footprint for Upds<O, T, D> {
+    fn bytes(&self) -> usize {
+        self.offs.bytes() + self.times.bytes() + self.diffs.bytes()
     }
 }
 
 impl<B: Footprint> Footprint for Rc<B> {
     fn bytes(&self) -> usize {
         (**self).bytes()
-    }
-    fn updates(&self) -> usize {
-        (**self).updates()
     }
 }
 
@@ -143,7 +126,7 @@ pub fn clear() {
 pub fn register<Tr>(name: &str, trace: &TraceAgent<Tr>)
 where
     Tr: TraceReader + 'static,
-    Tr::Batch: Footprint,
+    Tr::Batch: Footprint + SpineBatch,
 {
     if TRACES.with(|t| t.borrow().is_none()) {
         return;
@@ -155,7 +138,7 @@ where
         let mut size = Size::default();
         reader.map_spans(|span| {
             if let Some(batch) = &span.inner {
-                size.updates += batch.updates();
+                size.updates += batch.len();
                 size.bytes += batch.bytes();
             }
         });
@@ -212,6 +195,17 @@ where
     a
 }
 
+/// How a reduce's output changes for `key` enter its output arrangement's builder: each
+/// `(value, time, diff)` as `((key, value), time, diff)`, replacing what `out` held.
+pub fn keyed_changes<K: Clone, V, T, R>(
+    out: &mut Vec<((K, V), T, R)>,
+    key: &K,
+    changes: &mut Vec<(V, T, R)>,
+) {
+    out.clear();
+    out.extend(changes.drain(..).map(|(v, t, r)| ((key.clone(), v), t, r)));
+}
+
 /// Each distinct record once, as `distinct` does; `name` names the reduce, and its input
 /// arrangement is "Arrange: `name`".
 pub fn distinct<'s, T, K>(
@@ -226,10 +220,7 @@ where
         .reduce_abelian::<_, KeyBuilder<K, T, isize>, KeySpine<K, T, isize>, _, _>(
             name,
             |_k, _present, out| out.push(((), 1)),
-            |out, k, changes| {
-                out.clear();
-                out.extend(changes.drain(..).map(|(v, t, r)| ((k.clone(), v), t, r)));
-            },
+            keyed_changes,
         );
     register(name, &out.trace);
     out.as_collection(|k, _| k.clone())
@@ -269,10 +260,7 @@ where
         .reduce_abelian::<_, ValBuilder<K, V2, T, isize>, ValSpine<K, V2, T, isize>, _, _>(
             name,
             logic,
-            |out, k, changes| {
-                out.clear();
-                out.extend(changes.drain(..).map(|(v, t, r)| ((k.clone(), v), t, r)));
-            },
+            keyed_changes,
         );
     register(name, &out.trace);
     out
@@ -288,7 +276,6 @@ where
     T: Timestamp + Lattice,
     K: ExchangeData + Hashable,
     V: ExchangeData,
-    isize: Multiply<isize, Output = isize>,
 {
     by_key(c, &format!("Arrange: {name}"))
         .join_core(by_self(keys, &format!("Arrange: {name}Keys")), |k, v, _| {
@@ -305,7 +292,6 @@ pub fn count_total<'s, T, K>(
 where
     T: Timestamp + Lattice + TotalOrder,
     K: ExchangeData + Hashable + Hash,
-    isize: Semigroup + Abelian,
 {
     by_self(c, &format!("Arrange: {name}")).count_total()
 }

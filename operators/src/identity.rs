@@ -1,8 +1,8 @@
 //! Identity resolution as connected components over identifiers (docs/ARCHITECTURE.md).
 //!
 //! Identifiers are nodes; two identifiers carried by the same signal are linked. Components
-//! are found by label propagation (every node starts labelled by
-//! itself and ends labelled by the smallest node it reaches). A component with a persistent
+//! are found by label propagation (every node starts labelled by itself and ends labelled
+//! by the smallest node it reaches). A component with a persistent
 //! identifier is a lead, keyed by its smallest persistent identifier (emails sort first); one
 //! without is anonymous, and its signals stay cold. Because all of this is maintained
 //! incrementally, the moment an `identify` links an anonymous id to a lead, every earlier
@@ -219,10 +219,7 @@ where
                 });
                 out.push((lead, 1))
             },
-            |out, c, changes| {
-                out.clear();
-                out.extend(changes.drain(..).map(|(l, t, r)| ((*c, l), t, r)));
-            },
+            footprint::keyed_changes,
         );
     footprint::register("LeadKey", &component_lead.trace);
     let node_lead = by_label.join_core(component_lead, |_c, n, lead| Some((*n, *lead)));

@@ -72,8 +72,8 @@ pub struct Outputs<'s, T: Timestamp + Lattice> {
 /// log is read (`(org, YYYYMM, RawSignals | StagedSignals)`) and the rule versions.
 ///
 /// Each signal flows through two arrangements of its own: by rule segment, for the rules
-/// (re-matched on a rule edit with reprocess), and by anchor (its smallest identifier), for its lead (re-attributed when an
-/// identify links its anchor to a lead). Its status is a function of the three (signal,
+/// (re-matched on a rule edit with reprocess), and by anchor (its smallest identifier), for
+/// its lead (re-attributed when an identify links its anchor to a lead). Its status is a function of the three (signal,
 /// winner, lead), computed where they meet, so there is no per-signal reduce; lead profiles
 /// and signal groups aggregate what comes out of it.
 pub fn build<'s, T>(

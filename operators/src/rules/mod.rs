@@ -187,10 +187,7 @@ pub fn condition_holds(c: &Condition, signal: &Signal) -> bool {
 /// Conditions on the signal's own fields are tried before those that read the payload: the
 /// answer is the same in any order, and a cheap condition that fails spares the lookups.
 pub fn applies(rule: &RuleVersion, signal: &Signal) -> bool {
-    if signal.org != rule.org
-        || signal.pos < rule.from_pos
-        || rule.until_pos.is_some_and(|u| signal.pos >= u)
-    {
+    if signal.org != rule.org || !in_force_at(rule, signal.pos) {
         return false;
     }
     let conds = &rule.def.conditions;
