@@ -46,6 +46,7 @@ pub struct Metrics {
     pub epoch_duration: Histogram,
     /// Updates held by each arrangement, per worker.
     pub arrangement_records: IntGaugeVec,
+    /// Bytes each arrangement's batches allocated, per worker.
     pub arrangement_bytes: IntGaugeVec,
     /// Entries of each read model, all orgs together.
     pub read_model_entries: IntGaugeVec,

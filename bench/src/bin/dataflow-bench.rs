@@ -4,8 +4,8 @@
 //! - latency from a log append reaching the engine to the read models reflecting it;
 //! - the incremental cost of an identify that rehydrates k signals, of a rule edit without
 //!   reprocess, and of a rule edit with reprocess touching 1% of signals, against rebuilding
-//!   everything from scratch (the
-//!   baseline: the same graph fed the whole log in one batch, in the same run);
+//!   everything from scratch (the baseline: the same graph fed the whole log in one batch, in
+//!   the same run);
 //! - resident memory per staged signal.
 //!
 //! `cargo build --release -p trailspark-bench && target/release/dataflow-bench [--signals N]`
@@ -192,6 +192,16 @@ fn arrangement_table(staged: i64) {
     }
 }
 
+/// One row of the incremental table: the change's time against a rebuild's.
+fn incremental_row(change: &str, inc: Duration, load: Duration) {
+    println!(
+        "| {change} | {:.2} | {:.0} | {:.4} |",
+        inc.as_secs_f64() * 1e3,
+        load.as_secs_f64() * 1e3,
+        inc.as_secs_f64() / load.as_secs_f64()
+    );
+}
+
 fn with_rules(mut entries: Vec<(u64, LogEntry)>) -> Vec<(u64, LogEntry)> {
     // Rule 1 maps form fills for every org, at position 1 (before the signals).
     let rules = vec![
@@ -279,12 +289,7 @@ fn main() {
         wait_applied(&engine, next);
         let inc = t.elapsed();
         next += 1;
-        println!(
-            "| identify rehydrating {k} signals | {:.2} | {:.0} | {:.4} |",
-            inc.as_secs_f64() * 1e3,
-            load.as_secs_f64() * 1e3,
-            inc.as_secs_f64() / load.as_secs_f64()
-        );
+        incremental_row(&format!("identify rehydrating {k} signals"), inc, load);
     }
     // A rule edit with reprocess whose conditions touch 1% of the signals (bucket < 1).
     engine.feed(vec![(
@@ -303,12 +308,7 @@ fn main() {
     wait_applied(&engine, next);
     let inc = t.elapsed();
     next += 1;
-    println!(
-        "| rule edit without reprocess | {:.2} | {:.0} | {:.4} |",
-        inc.as_secs_f64() * 1e3,
-        load.as_secs_f64() * 1e3,
-        inc.as_secs_f64() / load.as_secs_f64()
-    );
+    incremental_row("rule edit without reprocess", inc, load);
     let t = Instant::now();
     engine.feed(vec![(
         next,
@@ -316,12 +316,7 @@ fn main() {
     )]);
     wait_applied(&engine, next);
     let inc = t.elapsed();
-    println!(
-        "| rule edit with reprocess touching 1% | {:.2} | {:.0} | {:.4} |",
-        inc.as_secs_f64() * 1e3,
-        load.as_secs_f64() * 1e3,
-        inc.as_secs_f64() / load.as_secs_f64()
-    );
+    incremental_row("rule edit with reprocess touching 1%", inc, load);
 
     println!(
         "\nResident memory: {:.0} bytes per staged signal ({} staged; RSS {} MiB before, {} MiB after loading)",

@@ -23,6 +23,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
 
 /// What serves the requests: warp's filters as a tower service, cloned per connection.
 pub trait HttpService:
@@ -188,14 +189,12 @@ pub async fn serve<S>(
             serve_until_stopped(stream, limits, service, stop).await;
         });
     }
-    let late = take_queued_and_close(listener, &limits, &service);
+    let mut late = take_queued_and_close(listener, &limits, &service);
     let _ = stop_tx.send(true);
     let drained = async {
         // Every serving connection holds a permit until it ends.
         let _ = permits.acquire_many(cap as u32).await;
-        for conn in late {
-            let _ = conn.await;
-        }
+        while late.join_next().await.is_some() {}
     };
     if tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
         tracing::warn!(
@@ -212,16 +211,13 @@ pub async fn serve<S>(
 ///
 /// Tokio's `accept` answers from the readiness its reactor last saw, which can lag the
 /// kernel's queue by a reactor turn; the blocking socket's own `accept` asks the kernel.
-fn take_queued_and_close<S>(
-    listener: TcpListener,
-    limits: &HttpLimits,
-    service: &S,
-) -> Vec<tokio::task::JoinHandle<()>>
+fn take_queued_and_close<S>(listener: TcpListener, limits: &HttpLimits, service: &S) -> JoinSet<()>
 where
     S: HttpService,
 {
+    let mut late = JoinSet::new();
     let Ok(listener) = listener.into_std() else {
-        return Vec::new();
+        return late;
     };
     let mut queued = Vec::new();
     loop {
@@ -236,17 +232,20 @@ where
         }
     }
     drop(listener);
-    queued
-        .into_iter()
-        .filter_map(|s| {
-            s.set_nonblocking(true).ok()?;
-            let s = TcpStream::from_std(s).ok()?;
-            let conn = connection(s, limits, service, false);
-            Some(tokio::spawn(async move {
-                let _ = conn.await;
-            }))
-        })
-        .collect()
+    for s in queued {
+        let Some(s) = s
+            .set_nonblocking(true)
+            .ok()
+            .and_then(|()| TcpStream::from_std(s).ok())
+        else {
+            continue;
+        };
+        let conn = connection(s, limits, service, false);
+        late.spawn(async move {
+            let _ = conn.await;
+        });
+    }
+    late
 }
 
 /// Serves one connection until it ends or the server stops. On the stop, a connection that

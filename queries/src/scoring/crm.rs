@@ -63,7 +63,7 @@ impl CrmView {
             .or_else(|| self.person.as_ref().map(|(_, _, r)| r.as_ref()))
     }
 
-    /// `lead.crm` of the evaluation context: the lead's CRM person (contact or lead), as the evaluation context shows it.
+    /// `lead.crm` of the evaluation context: the lead's CRM person (contact or lead).
     pub fn person_view(&self) -> Option<CrmRecordView> {
         self.person
             .as_ref()
