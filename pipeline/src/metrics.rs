@@ -44,6 +44,10 @@ pub struct Metrics {
     pub epoch_entries: Histogram,
     /// From an epoch's feeding to the read models having it, on worker 0.
     pub epoch_duration: Histogram,
+    /// Slices of rule edits with reprocess sent to the dataflow.
+    pub reprocess_slices: IntCounter,
+    /// Orgs with a rule edit with reprocess still reaching back over their history.
+    pub reprocessing_orgs: IntGauge,
     /// Updates held by each arrangement, per worker.
     pub arrangement_records: IntGaugeVec,
     /// Bytes each arrangement's batches allocated, per worker.
@@ -177,6 +181,14 @@ impl Metrics {
                 "epoch_duration_seconds",
                 "Time from feeding an epoch to the dataflow to its outputs being complete.",
                 seconds()
+            ))),
+            reprocess_slices: reg!(IntCounter::with_opts(opts(
+                "reprocess_slices_total",
+                "Slices of rule edits with reprocess sent to the dataflow between the log's epochs."
+            ))),
+            reprocessing_orgs: reg!(IntGauge::with_opts(opts(
+                "reprocessing_orgs",
+                "Orgs with a rule edit with reprocess still reaching back over their history."
             ))),
             arrangement_records: reg!(IntGaugeVec::new(
                 opts(

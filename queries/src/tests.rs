@@ -22,6 +22,7 @@ fn live() -> Live {
         time: 1,
         pos: 1,
         sides: 0,
+        reprocessing: Vec::new(),
     })
     .unwrap();
     drop(tx);

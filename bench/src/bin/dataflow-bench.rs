@@ -6,7 +6,10 @@
 //!   reprocess, and of a rule edit with reprocess touching 1% of signals, against rebuilding
 //!   everything from scratch (the baseline: the same graph fed the whole log in one batch, in
 //!   the same run);
-//! - resident memory per staged signal.
+//! - resident memory per staged signal;
+//! - another org's latency while one org's rule edit with reprocess re-evaluates its whole
+//!   history, sliced (the engine's default) and in one step (segments without a size
+//!   bound, as before slicing), against the same org's latency with nothing reprocessing.
 //!
 //! `cargo build --release -p trailspark-bench && target/release/dataflow-bench [--signals N]`
 
@@ -122,7 +125,7 @@ fn rule_event(
 }
 
 fn wait_applied(engine: &Engine, pos: u64) {
-    while engine.read.applied() < pos {
+    while !engine.read.caught_up(None, pos) {
         std::thread::sleep(Duration::from_micros(20));
     }
 }
@@ -199,6 +202,97 @@ fn incremental_row(change: &str, inc: Duration, load: Duration) {
         inc.as_secs_f64() * 1e3,
         load.as_secs_f64() * 1e3,
         inc.as_secs_f64() / load.as_secs_f64()
+    );
+}
+
+/// A page view of org 2 at `pos`.
+fn org2_page(pos: u64) -> (u64, LogEntry) {
+    let p = json!({"type": "page", "anonymousId": format!("f{pos}"), "properties": {"url": "/f"}});
+    let ctx = Context {
+        org_id: OrgId(2),
+        api_key_id: 1,
+        received_at: 1_767_225_600_000 + pos as i64,
+        ..Default::default()
+    };
+    (pos, LogEntry::Signal(normalize(&ctx, &p, p.to_string())))
+}
+
+/// Org 2's single signals, each fed and waited for (with only org 2's own reprocessing
+/// waited for) from `next` on, while `more` says so: their latencies, and the next position.
+fn org2_latencies(
+    engine: &Engine,
+    mut next: u64,
+    more: impl Fn(usize) -> bool,
+) -> (Vec<Duration>, u64) {
+    let mut lat = Vec::new();
+    while more(lat.len()) {
+        let t = Instant::now();
+        engine.feed(vec![org2_page(next)]);
+        while !engine.read.caught_up(Some(2), next) {
+            std::thread::sleep(Duration::from_micros(20));
+        }
+        lat.push(t.elapsed());
+        next += 1;
+    }
+    (lat, next)
+}
+
+/// Another org's latency while org 1 edits its catch-all rule with reprocess (every org-1
+/// signal is evaluated again, and half of its form fills change outcome), in a fresh engine
+/// loaded with `base`, with segments of `segment_signals`.
+fn fairness_row(base: &[(u64, LogEntry)], what: &str, segment_signals: Option<u32>) {
+    let engine = Engine::start(EngineConfig {
+        segment_signals: segment_signals.unwrap_or(u32::MAX),
+        ..Default::default()
+    });
+    feed_all(&engine, base, 100_000);
+    let org1 = engine.read.read().org(1).stats.total;
+    let next = base.last().unwrap().0 + 1;
+    // Settle, then the same org's latency with nothing reprocessing.
+    let (_, next) = org2_latencies(&engine, next, |n| n < 50);
+    let (alone, edit) = org2_latencies(&engine, next, |n| n < 200);
+    let slices = trailspark::metrics::METRICS.reprocess_slices.get();
+    let t = Instant::now();
+    engine.feed(vec![(
+        edit,
+        LogEntry::Config(rule_event(1, 1, Some("50"), true, true)),
+    )]);
+    let reprocessed = || engine.read.caught_up(Some(1), edit);
+    let (during, _) = org2_latencies(&engine, edit + 1, |_| !reprocessed());
+    while !reprocessed() {
+        std::thread::sleep(Duration::from_micros(20));
+    }
+    let took = t.elapsed();
+    let slices = trailspark::metrics::METRICS.reprocess_slices.get() - slices;
+    let ms = |lat: &[Duration], p: f64| {
+        let mut v = lat.to_vec();
+        v.sort();
+        v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    println!(
+        "| {what} | {org1} | {:.2} / {:.2} / {:.2} | {} | {:.2} / {:.2} / {:.2} | {:.0} | {slices} |",
+        ms(&alone, 0.5),
+        ms(&alone, 0.99),
+        ms(&alone, 1.0),
+        during.len(),
+        ms(&during, 0.5),
+        ms(&during, 0.99),
+        ms(&during, 1.0),
+        took.as_secs_f64() * 1e3,
+    );
+}
+
+/// The fairness table: org 2's latency alone and during org 1's reprocess, sliced and not.
+fn fairness(base: &[(u64, LogEntry)]) {
+    println!("\nAnother org's latency (org 2, single signals each waited for) while org 1 edits a rule with reprocess (1 worker):\n");
+    println!("| reprocess | org 1 signals | org 2 alone p50 / p99 / max ms | org 2 signals during | org 2 during p50 / p99 / max ms | reprocess ms | slices |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    fairness_row(base, "in one step (before)", None);
+    fairness_row(
+        base,
+        "sliced",
+        Some(trailspark_operators::rules::SEGMENT_SIGNALS),
     );
 }
 
@@ -325,6 +419,9 @@ fn main() {
         rss0 >> 20,
         rss1 >> 20
     );
+
+    drop(engine);
+    fairness(&base);
 
     println!("\n| workers | batch | signals | seconds | signals/s |");
     println!("|---:|---:|---:|---:|---:|");

@@ -140,7 +140,9 @@ proptest! {
     #[test]
     fn whole_graph_matches_reference(steps in proptest::collection::vec(arb_step(), 0..40), seed in any::<u64>()) {
         let base = 1_767_225_600_000i64; // 2026-01-01
-        let mut book = RuleBook::default();
+        // Segments of two signals: a reprocess reaches back in many slices, one after each
+        // step, and the rest at the end.
+        let mut book = RuleBook::with_segment_signals(2);
         let mut inputs: Vec<(In, isize)> = Vec::new();
         let mut signals: Vec<Signal> = Vec::new();
         let mut rule_ids = Vec::new();
@@ -163,14 +165,14 @@ proptest! {
                 Step::Event { org, visitor, kind, month, page } => {
                     let s = signal(org, pos, base + month as i64 * 40 * 86_400_000 + pos as i64, payload(visitor, kind, page));
                     signals.push(s.clone());
-                    feed(s, book.segment(org, pos), &mut inputs);
+                    feed(s, book.stage(org, pos), &mut inputs);
                 }
                 Step::Retry => {
                     if let Some(last) = signals.last() {
                         let mut s = last.clone();
                         s.pos = pos;
                         signals.push(s.clone());
-                        let seg = book.segment(s.org, pos);
+                        let seg = book.stage(s.org, pos);
                         feed(s, seg, &mut inputs);
                     }
                 }
@@ -186,7 +188,11 @@ proptest! {
                     inputs.extend(book.apply(pos, change).into_iter().map(|(r, d)| (In::R(r), d)));
                 }
             }
+            if let Some((_, diffs)) = book.advance(1) {
+                inputs.extend(diffs.into_iter().map(|(r, d)| (In::R(r), d)));
+            }
         }
+        inputs.extend(book.settle().into_iter().map(|(r, d)| (In::R(r), d)));
         let versions: Vec<RuleVersion> = book.versions().cloned().collect();
         let cfg = IdentityConfig::default();
         let expected = reference(&signals, &versions, &cfg);

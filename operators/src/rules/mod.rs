@@ -4,11 +4,11 @@
 //! their org. Each version applies to the signals whose log position lies in
 //! `[from_pos, until_pos)`. An edit without reprocess closes the old version at the edit's
 //! position and opens the new one there, so signals before the edit keep their result; an
-//! edit with reprocess replaces every earlier version by one that covers all of the org's
-//! history (also what came before the rule was created, as a rule created with reprocess
-//! does), so differential re-derives exactly the signals whose match changes. A deletion closes the
-//! last version. The config side turns rule events into these versions
-//! ([`RuleBook`]); this module only evaluates them.
+//! edit with reprocess ends with one version that covers all of the org's history (also what
+//! came before the rule was created, as a rule created with reprocess does), reached a slice
+//! at a time, so differential re-derives exactly the signals whose match changes. A deletion
+//! closes the last version. The config side turns rule events into these versions
+//! ([`RuleBook`], in `book`); this module only evaluates them.
 //!
 //! Of the rules that match a signal, the one with the lowest `priority`, then the earliest
 //! `created_at`, then the lowest id wins.
@@ -28,6 +28,10 @@ use trailspark_core::path;
 pub use trailspark_core::rules::{
     Combinator, Condition, FieldMapping, LeadField, Op, Operand, RuleDef, SignalType,
 };
+
+mod book;
+
+pub use book::{RuleBook, RuleChange, SEGMENT_SIGNALS};
 
 use crate::footprint::{Measured, MeasuredByKey};
 use crate::ident::{IdKind, Org};
@@ -269,9 +273,9 @@ pub fn evaluate(rule: &RuleVersion, signal: &Signal) -> Option<Match> {
 
 /// Every signal with its winning rule, if one applies (see the module docs for the order).
 ///
-/// Each signal comes with its *segment*: the log position of its org's last rule change at
-/// or before it ([`RuleBook::segment`]). Rule versions begin and end only at rule changes, so
-/// every signal of a segment sees the same versions in force. Signals are joined with the
+/// Each signal comes with its *segment*: the start of the stretch of its org's log it lies in
+/// ([`RuleBook::stage`]). Rule versions begin and end only at segment starts, so every signal
+/// of a segment sees the same versions in force. Signals are joined with the
 /// rule set of their segment (all versions in force there, as one value), so the winner is
 /// chosen inside the join without another arrangement; conditions and mappings look their
 /// paths up in the payload's text ([`path::lookup`]) instead of parsing it.
@@ -279,9 +283,10 @@ pub fn evaluate(rule: &RuleVersion, signal: &Signal) -> Option<Match> {
 /// An edit without reprocess ends a version at its position and starts another there: past
 /// segments keep the same versions in force (a segment's set holds them without their
 /// bounds, which only the segment's choice depends on), so their sets do not change and no
-/// past signal is evaluated again; only the org's few segments are revisited. An edit with
-/// reprocess changes the versions in force everywhere, and re-evaluates every segment's
-/// signals, as it must.
+/// past signal is evaluated again; only the org's segments are revisited (one record per
+/// [`SEGMENT_SIGNALS`] signals at most). An edit with
+/// reprocess changes the versions in force in the segments each of its slices covers, and
+/// re-evaluates their signals, as it must.
 ///
 /// The output has one record per signal, matched or not (what comes next decides every
 /// signal's status from it), so every segment with signals has a rule set, empty when no
@@ -355,180 +360,6 @@ pub fn match_rules_reference(
         }
     }
     out
-}
-
-/// A rule's history, turned into versions (the config side of rules).
-#[derive(Clone, Debug, Default)]
-pub struct RuleBook {
-    rules: BTreeMap<u64, Vec<RuleVersion>>,
-    /// Per org, the log positions at which its versions changed, ascending: every version
-    /// begins at 0 or at one of them, and ends at one of them.
-    changes: BTreeMap<Org, Vec<u64>>,
-}
-
-/// How a rule changes.
-#[derive(Clone, Debug)]
-pub enum RuleChange {
-    Create {
-        org: Org,
-        rule_id: u64,
-        created_at: i64,
-        def: RuleDef,
-        reprocess: bool,
-    },
-    Update {
-        rule_id: u64,
-        def: RuleDef,
-        reprocess: bool,
-    },
-    Delete {
-        rule_id: u64,
-    },
-    /// Every live rule of the org covers all of its signals from now on, as if each had been
-    /// created with reprocess (manual processing).
-    ProcessAll {
-        org: Org,
-    },
-}
-
-impl RuleBook {
-    /// Applies a change made at log position `pos`; returns the collection updates.
-    pub fn apply(&mut self, pos: u64, change: RuleChange) -> Vec<(RuleVersion, isize)> {
-        let diffs = self.versions_after(pos, change);
-        if let Some((v, _)) = diffs.first() {
-            let changes = self.changes.entry(v.org).or_default();
-            if changes.last().is_none_or(|&last| last < pos) {
-                changes.push(pos);
-            }
-        }
-        diffs
-    }
-
-    /// What [`RuleBook::apply`] changes in the versions.
-    fn versions_after(&mut self, pos: u64, change: RuleChange) -> Vec<(RuleVersion, isize)> {
-        let mut diffs = Vec::new();
-        match change {
-            RuleChange::Create {
-                org,
-                rule_id,
-                created_at,
-                def,
-                reprocess,
-            } => {
-                let v = RuleVersion {
-                    org,
-                    rule_id,
-                    version: 1,
-                    created_at,
-                    from_pos: if reprocess { 0 } else { pos },
-                    until_pos: None,
-                    def: Arc::new(def),
-                };
-                diffs.push((v.clone(), 1));
-                self.rules.insert(rule_id, vec![v]);
-            }
-            RuleChange::Update {
-                rule_id,
-                def,
-                reprocess,
-            } => {
-                let Some(versions) = self.rules.get_mut(&rule_id) else {
-                    return diffs;
-                };
-                let Some(last) = versions.last().cloned() else {
-                    return diffs;
-                };
-                if last.until_pos.is_some() {
-                    return diffs; // deleted
-                }
-                let mut next = RuleVersion {
-                    version: last.version + 1,
-                    def: Arc::new(def),
-                    ..last.clone()
-                };
-                if reprocess {
-                    // One version over all history: an edit with reprocess reaches every
-                    // signal the edited rule matches, also those from before the rule.
-                    next.from_pos = 0;
-                    for v in versions.drain(..) {
-                        diffs.push((v, -1));
-                    }
-                } else {
-                    let closed = RuleVersion {
-                        until_pos: Some(pos),
-                        ..last.clone()
-                    };
-                    diffs.push((last, -1));
-                    diffs.push((closed.clone(), 1));
-                    *versions.last_mut().unwrap() = closed;
-                    next.from_pos = pos;
-                }
-                diffs.push((next.clone(), 1));
-                versions.push(next);
-            }
-            RuleChange::ProcessAll { org } => {
-                for versions in self.rules.values_mut() {
-                    let Some(last) = versions.last().cloned() else {
-                        continue;
-                    };
-                    if last.org != org || last.until_pos.is_some() {
-                        continue;
-                    }
-                    if versions.len() == 1 && last.from_pos == 0 {
-                        continue; // already covers everything
-                    }
-                    for v in versions.drain(..) {
-                        diffs.push((v, -1));
-                    }
-                    let next = RuleVersion {
-                        version: last.version + 1,
-                        from_pos: 0,
-                        ..last
-                    };
-                    diffs.push((next.clone(), 1));
-                    versions.push(next);
-                }
-            }
-            RuleChange::Delete { rule_id } => {
-                if let Some(versions) = self.rules.get_mut(&rule_id) {
-                    if let Some(last) = versions.last().cloned().filter(|l| l.until_pos.is_none()) {
-                        let closed = RuleVersion {
-                            until_pos: Some(pos),
-                            ..last.clone()
-                        };
-                        diffs.push((last, -1));
-                        diffs.push((closed.clone(), 1));
-                        *versions.last_mut().unwrap() = closed;
-                    }
-                }
-            }
-        }
-        diffs
-    }
-
-    /// The segment of a signal of `org` at log position `pos`, for [`match_rules`]: the
-    /// position of the org's last rule change at or before `pos`, or 0. Changes come in log
-    /// order, after every signal before them, so a signal's segment never changes once it
-    /// has been read: an eviction and a later rehydration find the same.
-    pub fn segment(&self, org: Org, pos: u64) -> u64 {
-        let Some(changes) = self.changes.get(&org) else {
-            return 0;
-        };
-        match changes.partition_point(|&c| c <= pos) {
-            0 => 0,
-            i => changes[i - 1],
-        }
-    }
-
-    /// Every version currently in force somewhere.
-    pub fn versions(&self) -> impl Iterator<Item = &RuleVersion> {
-        self.rules.values().flatten()
-    }
-
-    /// The latest version of each rule (deleted ones included, with `until_pos`).
-    pub fn latest(&self) -> impl Iterator<Item = &RuleVersion> {
-        self.rules.values().filter_map(|v| v.last())
-    }
 }
 
 #[cfg(test)]

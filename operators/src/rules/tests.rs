@@ -182,6 +182,12 @@ fn edits_without_and_with_reprocess() {
             reprocess: true,
         },
     );
+    // Until its slices have run, the reprocess reaches only from its own position.
+    let versions: Vec<RuleVersion> = book.versions().cloned().collect();
+    assert!(!match_rules_reference(&signals, &versions).contains_key(&(1, 5)));
+    assert_eq!(book.unsettled(1), Some(30));
+    book.settle();
+    assert_eq!(book.unsettled(1), None);
     let versions: Vec<RuleVersion> = book.versions().cloned().collect();
     let m = match_rules_reference(&signals, &versions);
     assert_eq!(
@@ -291,16 +297,23 @@ proptest! {
         log in proptest::collection::vec(prop_oneof![arb_payload().prop_map(Ok), arb_change().prop_map(Err)], 0..50),
         seed in any::<u64>(),
     ) {
-        let mut book = RuleBook::default();
+        // Segments of three signals, and slices of reprocessing of random sizes between the
+        // log's items, the rest at the end.
+        let mut book = RuleBook::with_segment_signals(3);
         let mut inputs: Vec<(In, isize)> = Vec::new();
         let mut signals = Vec::new();
+        let mut slice = seed;
         for (i, item) in log.into_iter().enumerate() {
             let pos = i as u64 + 1;
+            slice = slice.rotate_left(7) ^ pos;
+            if let Some((_, diffs)) = book.advance((slice % 8) as u32) {
+                inputs.extend(diffs.into_iter().map(|(r, d)| (In::R(r), d)));
+            }
             match item {
                 Ok(p) => {
                     let s = signal(pos, p);
                     signals.push(s.clone());
-                    inputs.push((In::S(book.segment(1, pos), s), 1));
+                    inputs.push((In::S(book.stage(1, pos), s), 1));
                 }
                 Err((kind, id, prio, v, reprocess)) => {
                     let d = def(&format!("r{id}"), prio, cond_variant(v));
@@ -314,6 +327,7 @@ proptest! {
                 }
             }
         }
+        inputs.extend(book.settle().into_iter().map(|(r, d)| (In::R(r), d)));
         let versions: Vec<RuleVersion> = book.versions().cloned().collect();
         let reference: Vec<(SignalKey, Match)> = match_rules_reference(&signals, &versions).into_iter().collect();
         for workers in [1, 2] {
@@ -345,11 +359,13 @@ thread_local! {
 }
 
 /// 1,000 signals matched by a rule, then an edit of the rule (with or without reprocess),
-/// then one more signal: how many evaluations the edit cost, and the signal after it.
-fn evaluations_of_an_edit(reprocess: bool) -> (usize, usize) {
+/// then one more signal: how many evaluations the edit cost, and the signal after it. A
+/// reprocess reaches back over all history at once, or with `slice`, only as far as one
+/// slice of that many signals does (in segments of 100).
+fn evaluations_of_an_edit(reprocess: bool, slice: Option<u32>) -> (usize, usize) {
     use differential_dataflow::input::Input;
     timely::execute_directly(move |worker| {
-        let mut book = RuleBook::default();
+        let mut book = RuleBook::with_segment_signals(100);
         let (mut signals, mut rules, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (si, s) = scope.new_collection::<(u64, Signal), isize>();
             let (ri, r) = scope.new_collection::<RuleVersion, isize>();
@@ -377,7 +393,7 @@ fn evaluations_of_an_edit(reprocess: bool) -> (usize, usize) {
         }
         for pos in 2..1002 {
             let s = signal(pos, json!({"event": format!("e{}", pos % 3)}));
-            signals.update((book.segment(1, pos), s), 1);
+            signals.update((book.stage(1, pos), s), 1);
         }
         epoch(&mut signals, &mut rules, 1);
         EVALUATED.with(|n| n.set(0));
@@ -386,13 +402,18 @@ fn evaluations_of_an_edit(reprocess: bool) -> (usize, usize) {
             def: def("r", 0, cond_variant(3)),
             reprocess,
         };
-        for (r, d) in book.apply(1002, edit) {
+        let mut diffs = book.apply(1002, edit);
+        match slice {
+            Some(n) => diffs.extend(book.advance(n).map(|(_, d)| d).unwrap_or_default()),
+            None => diffs.extend(book.settle()),
+        }
+        for (r, d) in diffs {
             rules.update(r, d);
         }
         epoch(&mut signals, &mut rules, 2);
         let by_edit = EVALUATED.with(|n| n.replace(0));
         let s = signal(1003, json!({"event": "e0"}));
-        signals.update((book.segment(1, 1003), s), 1);
+        signals.update((book.stage(1, 1003), s), 1);
         epoch(&mut signals, &mut rules, 3);
         (by_edit, EVALUATED.with(|n| n.get()))
     })
@@ -400,16 +421,24 @@ fn evaluations_of_an_edit(reprocess: bool) -> (usize, usize) {
 
 #[test]
 fn an_edit_without_reprocess_evaluates_no_past_signal() {
-    let (by_edit, after) = evaluations_of_an_edit(false);
+    let (by_edit, after) = evaluations_of_an_edit(false, None);
     assert_eq!(by_edit, 0, "the edit re-evaluated past signals");
     assert_eq!(after, 1, "the next signal is evaluated once");
 }
 
 #[test]
 fn an_edit_with_reprocess_evaluates_every_signal_again() {
-    let (by_edit, _) = evaluations_of_an_edit(true);
+    let (by_edit, _) = evaluations_of_an_edit(true, None);
     // Each signal's old result is retracted and its new one made.
     assert!(by_edit >= 1000, "{by_edit} evaluations");
+}
+
+#[test]
+fn a_slice_of_a_reprocess_evaluates_only_the_segments_it_covers() {
+    let (by_edit, after) = evaluations_of_an_edit(true, Some(100));
+    // The last segment's 100 signals, each retracted and made again: not the other 900.
+    assert!((100..=250).contains(&by_edit), "{by_edit} evaluations");
+    assert_eq!(after, 1, "the next signal is evaluated once");
 }
 
 #[test]

@@ -74,7 +74,11 @@ pub async fn run(
             ]);
             let opened = open(&loc, &registry, followers, None).await?;
             let head = opened.log.head();
-            if !engine.read.wait_for(head, Duration::from_secs(600)).await {
+            if !engine
+                .read
+                .wait_settled(None, head, Duration::from_secs(600))
+                .await
+            {
                 bail!("the dataflow did not catch up with the log in 10 minutes");
             }
             let live = Live {

@@ -6,7 +6,7 @@
 //! log order, so the first copy of a key is the first one read, and retries never enter the
 //! dataflow (see `trailspark_core::dedup`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
@@ -24,6 +24,7 @@ use trailspark_operators::{Ident, Org, Signal};
 use trailspark_sinks::read_models::CrmChange;
 
 use super::scoring::ScoringFeed;
+use super::slices::Slicer;
 use super::{FeedQueue, Side};
 
 /// One epoch for a worker: its share of the inputs (worker 0 gets them all; operators
@@ -48,9 +49,13 @@ pub(super) struct Epoch {
     pub marks: Vec<(Ident, EvalMark)>,
     /// Changes of the orgs' scoring environments.
     pub env: Vec<((Org, Env), isize)>,
+    /// Orgs whose reprocessing state this epoch changed, with the position of their earliest
+    /// edit still reaching back over history (see [`RuleBook::unsettled`]).
+    pub reprocessing: Vec<(Org, Option<u64>)>,
     /// The last log position fed, this epoch included.
     pub upto: u64,
-    /// A side epoch: changes from the hot window, not from the log (see the module doc).
+    /// A side epoch: changes from the hot window or a slice of reprocessing, not from the
+    /// log (see the module doc).
     pub side: bool,
     /// Side epochs sent so far, this one included: the read models learn from it which of
     /// the hot window's moves have landed (the cold index's `landed`).
@@ -75,6 +80,9 @@ pub(super) struct Inputs {
     /// The latest receipt time fed (see [`super::Engine::log_clock`]).
     pub clock: Arc<AtomicI64>,
     pub scoring: ScoringFeed,
+    /// Epochs sent so far (the workers' completions are counted in [`super::Waiting`]).
+    pub sent: u64,
+    pub slices: Slicer,
 }
 
 /// Converts a rule config event into a rule-book change (public for tests that compute the
@@ -113,14 +121,25 @@ pub fn rule_change(e: &ConfigEvent) -> Option<RuleChange> {
 }
 
 /// The feeder thread's loop, until the engine closes.
+///
+/// While a reprocess reaches back over history (see `trailspark_operators::rules::book`),
+/// a slice of it follows a round of log epochs, or goes when the log is quiet, once the
+/// workers have completed the slice before it: another org's signals never wait behind more
+/// than one slice.
 pub(super) fn run(queue: &FeedQueue, inputs: &mut Inputs, epoch_entries: usize) {
     loop {
         let (batch, sides) = {
             let mut st = queue.state.lock().unwrap();
-            while st.chunks.is_empty() && st.sides.is_empty() && !st.closed {
+            loop {
+                if !st.chunks.is_empty() || !st.sides.is_empty() || st.closed {
+                    break;
+                }
+                if inputs.book.reprocessing() && inputs.slices.ready(st.completed, inputs.sent) {
+                    break;
+                }
                 st = queue.not_empty.wait(st).unwrap();
             }
-            if st.chunks.is_empty() && st.sides.is_empty() {
+            if st.closed && st.chunks.is_empty() && st.sides.is_empty() {
                 break;
             }
             (
@@ -148,6 +167,12 @@ pub(super) fn run(queue: &FeedQueue, inputs: &mut Inputs, epoch_entries: usize) 
         for side in sides {
             inputs.feed_side(side);
         }
+        if inputs.book.reprocessing() {
+            let completed = queue.state.lock().unwrap().completed;
+            if inputs.slices.ready(completed, inputs.sent) {
+                inputs.feed_slice(completed);
+            }
+        }
     }
 }
 
@@ -166,6 +191,7 @@ impl Inputs {
             ..Default::default()
         };
         let mut counted: BTreeMap<(Org, u32, Meter), isize> = BTreeMap::new();
+        let mut reprocessing = BTreeSet::new();
         let mut clock = self.clock.load(Ordering::Relaxed);
         for (pos, entry) in entries.iter().copied() {
             match entry {
@@ -180,7 +206,7 @@ impl Inputs {
                         *counted
                             .entry((s.org_id.0, month, Meter::StagedSignals))
                             .or_default() += 1;
-                        let seg = self.book.segment(s.org_id.0, *pos);
+                        let seg = self.book.stage(s.org_id.0, *pos);
                         epoch
                             .signals
                             .push(((seg, Signal::from_record_keyed(*pos, s, key)), 1));
@@ -194,7 +220,11 @@ impl Inputs {
                         epoch.crm.push(CrmChange::Forget(org_id.0, *id));
                     }
                     if let Some(change) = rule_change(e) {
-                        epoch.rules.extend(self.book.apply(*pos, change));
+                        let diffs = self.book.apply(*pos, change);
+                        if let Some((v, _)) = diffs.first() {
+                            reprocessing.insert(v.org);
+                        }
+                        epoch.rules.extend(diffs);
                     }
                     self.scoring.config(e, &mut epoch.env);
                 }
@@ -218,6 +248,10 @@ impl Inputs {
             }
         }
         epoch.counted = counted.into_iter().collect();
+        epoch.reprocessing = reprocessing
+            .into_iter()
+            .map(|org| (org, self.book.unsettled(org)))
+            .collect();
         self.clock.store(clock, Ordering::Relaxed);
         self.upto = upto;
         self.send(epoch);
@@ -243,7 +277,31 @@ impl Inputs {
         });
     }
 
+    /// Sends one slice of reprocessing as a side epoch: at the time after the last, it
+    /// changes only rule versions. `completed` is the epochs the workers have finished.
+    fn feed_slice(&mut self, completed: u64) {
+        let Some((org, rules)) = self.book.advance(self.slices.size()) else {
+            return;
+        };
+        let reprocessing = vec![(org, self.book.unsettled(org))];
+        self.send(Epoch {
+            rules,
+            reprocessing,
+            upto: self.upto,
+            side: true,
+            sides: self.sides,
+            ..Default::default()
+        });
+        self.slices.sent(self.sent, completed);
+        let metrics = &crate::metrics::METRICS;
+        metrics.reprocess_slices.inc();
+        metrics
+            .reprocessing_orgs
+            .set(self.book.reprocessing_orgs() as i64);
+    }
+
     fn send(&mut self, epoch: Epoch) {
+        self.sent += 1;
         let (upto, side, sides) = (epoch.upto, epoch.side, epoch.sides);
         let mut first = Some(epoch);
         for tx in &self.feeds {

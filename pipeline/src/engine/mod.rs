@@ -21,6 +21,7 @@
 
 mod feeder;
 mod scoring;
+mod slices;
 mod stats;
 mod worker;
 
@@ -66,6 +67,9 @@ pub struct EngineConfig {
     pub idle_merge_effort: Option<isize>,
     /// Whether the dataflow derives leads' eligibility for evaluation.
     pub eligibility: bool,
+    /// Staged signals after which an org's rule segment ends: the finest slice a rule edit
+    /// with reprocess is cut into (see `trailspark_operators::rules::book`).
+    pub segment_signals: u32,
 }
 
 impl Default for EngineConfig {
@@ -78,6 +82,7 @@ impl Default for EngineConfig {
             epoch_entries: 20_000,
             idle_merge_effort: Some(1_000),
             eligibility: true,
+            segment_signals: trailspark_operators::rules::SEGMENT_SIGNALS,
         }
     }
 }
@@ -104,6 +109,8 @@ struct Waiting {
     sides: Vec<Side>,
     /// Side changes queued so far (each one's ticket is its number).
     queued_sides: u64,
+    /// Epochs the workers have completed (the feeder paces reprocessing slices by it).
+    completed: u64,
     closed: bool,
 }
 
@@ -156,6 +163,13 @@ impl Engine {
             receivers.push(Some(rx));
         }
         let receivers = Arc::new(Mutex::new(receivers));
+        let queue = Arc::new(FeedQueue {
+            state: Mutex::new(Waiting::default()),
+            not_empty: Condvar::new(),
+            not_full: Condvar::new(),
+            capacity: cfg.queue_entries,
+        });
+        let completions = queue.clone();
         let update_tx = Arc::new(Mutex::new(update_tx));
         let identity = cfg.identity.clone();
         let eligibility = cfg.eligibility;
@@ -173,7 +187,7 @@ impl Engine {
                         .take()
                         .expect("one receiver per worker");
                     let tx = update_tx.lock().unwrap().clone();
-                    worker::run(worker, rx, tx, &identity, eligibility);
+                    worker::run(worker, rx, tx, &completions, &identity, eligibility);
                 });
                 match guards {
                     Ok(g) => drop(g),
@@ -181,21 +195,17 @@ impl Engine {
                 }
             })
             .expect("spawning the timely thread");
-        let queue = Arc::new(FeedQueue {
-            state: Mutex::new(Waiting::default()),
-            not_empty: Condvar::new(),
-            not_full: Condvar::new(),
-            capacity: cfg.queue_entries,
-        });
         let clock = Arc::new(AtomicI64::new(i64::MIN));
         let mut inputs = Inputs {
             feeds,
-            book: RuleBook::default(),
+            book: RuleBook::with_segment_signals(cfg.segment_signals),
             seen: FirstSeen::default(),
             upto: 0,
             sides: 0,
             clock: clock.clone(),
             scoring: Default::default(),
+            sent: 0,
+            slices: self::slices::Slicer::new(cfg.segment_signals),
         };
         let q = queue.clone();
         let epoch_entries = cfg.epoch_entries.max(1);

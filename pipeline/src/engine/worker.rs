@@ -17,12 +17,17 @@ use trailspark_operators::{Ident, Org, Signal};
 use trailspark_sinks::read_models::Update;
 
 use super::feeder::{Epoch, Feed};
-use super::stats;
+use super::{stats, FeedQueue};
+
+/// An epoch fed and not yet complete: the time it closes at, the log position and side
+/// epochs it covers, when it was fed, and the reprocessing state it changed.
+type Closing = (u64, u64, u64, Instant, Vec<(Org, Option<u64>)>);
 
 pub(super) fn run(
     worker: &mut timely::worker::Worker,
     rx: Receiver<Feed>,
     tx: Sender<Update>,
+    completions: &FeedQueue,
     identity: &IdentityConfig,
     with_eligibility: bool,
 ) {
@@ -66,8 +71,9 @@ pub(super) fn run(
             }
             (signals_in, counted_in, rules_in, orgs_in, marks_in, env_in)
         });
-    // (time the epoch closes at, log position and side epochs it covers, when it was fed)
-    let mut closing: VecDeque<(u64, u64, u64, Instant)> = VecDeque::new();
+    // (time the epoch closes at, log position and side epochs it covers, when it was fed,
+    // and the reprocessing it changed)
+    let mut closing: VecDeque<Closing> = VecDeque::new();
     let mut completed = 0u64;
     loop {
         // Wait for input only when nothing is left to do: no epoch closing and no operator
@@ -88,6 +94,7 @@ pub(super) fn run(
                 crm,
                 marks,
                 env,
+                reprocessing,
                 upto,
                 side,
                 sides,
@@ -137,23 +144,30 @@ pub(super) fn run(
                 orgs_in.flush();
                 marks_in.flush();
                 env_in.flush();
-                closing.push_back((next - 1, upto, sides, Instant::now()));
+                closing.push_back((next - 1, upto, sides, Instant::now(), reprocessing));
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
         worker.step();
-        while let Some(&(time, pos, sides, fed)) = closing.front() {
+        while let Some(&(time, ..)) = closing.front() {
             if probe.less_than(&(time + 1)) {
                 break;
             }
-            closing.pop_front();
+            let (time, pos, sides, fed, reprocessing) = closing.pop_front().expect("a front");
             completed = pos;
             if index == 0 {
                 crate::metrics::METRICS
                     .epoch_duration
                     .observe(fed.elapsed().as_secs_f64());
-                let _ = tx.send(Update::Applied { time, pos, sides });
+                let _ = tx.send(Update::Applied {
+                    time,
+                    pos,
+                    sides,
+                    reprocessing,
+                });
+                completions.state.lock().unwrap().completed += 1;
+                completions.not_empty.notify_one();
             }
         }
         if let Some(s) = &stats {

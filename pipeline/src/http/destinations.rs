@@ -79,7 +79,7 @@ async fn dispatch(api: &Api, p: Principal, route: Route<'_>, req: Request) -> Re
     let org = p.org_id;
     let method = req.method.clone();
     if method == Method::GET {
-        super::api::wait_for(api, &req.query).await?;
+        super::api::wait_for(api, org, &req.query).await?;
     }
     match (route, &method) {
         (Route::List, &Method::GET) => {

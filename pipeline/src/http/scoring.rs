@@ -86,7 +86,7 @@ async fn dispatch(api: &Api, p: Principal, route: Route<'_>, req: Request) -> Re
     let method = req.method.clone();
     let query = req.query.clone();
     if method == Method::GET {
-        super::api::wait_for(api, &query).await?;
+        super::api::wait_for(api, p.org_id, &query).await?;
     }
     let org = p.org_id;
     let applied = api.read.applied();

@@ -59,12 +59,23 @@ pub enum Update {
     /// leave), likewise.
     Crm(Vec<(CrmChange, u64)>),
     /// Every change up to logical time `time` has been sent; the log is applied up to `pos`
-    /// and the hot window's side epochs up to the `sides`th.
+    /// and the hot window's side epochs up to the `sides`th. `reprocessing`: the orgs whose
+    /// reprocessing changed at `time`, each with the position of its earliest edit whose
+    /// reprocess has not yet reached all its history (`None`: none left).
     Applied {
         time: u64,
         pos: u64,
         sides: u64,
+        reprocessing: Vec<(Org, Option<u64>)>,
     },
+}
+
+/// An [`Update::Applied`] marker's contents.
+pub struct Marker {
+    pub time: u64,
+    pub pos: u64,
+    pub sides: u64,
+    pub reprocessing: Vec<(Org, Option<u64>)>,
 }
 
 /// The net change of one output over completed positions, as the models apply it.
@@ -125,9 +136,8 @@ fn settle<D: Ord>(held: &mut Timed<D>, upto: u64) -> Changes<D> {
 }
 
 impl Held {
-    /// Holds a worker's changes; returns an `Applied` marker's time, position and side
-    /// epochs instead.
-    pub fn hold(&mut self, u: Update) -> Option<(u64, u64, u64)> {
+    /// Holds a worker's changes; returns an `Applied` marker instead.
+    pub fn hold(&mut self, u: Update) -> Option<Marker> {
         match u {
             Update::Processed(v) => self.processed.extend(v),
             Update::Membership(v) => self.membership.extend(v),
@@ -139,7 +149,19 @@ impl Held {
             Update::Eligibility(v) => self.eligibility.extend(v),
             Update::Evaluations(v) => self.evaluations.extend(v),
             Update::Crm(v) => self.crm.extend(v),
-            Update::Applied { time, pos, sides } => return Some((time, pos, sides)),
+            Update::Applied {
+                time,
+                pos,
+                sides,
+                reprocessing,
+            } => {
+                return Some(Marker {
+                    time,
+                    pos,
+                    sides,
+                    reprocessing,
+                })
+            }
         }
         None
     }

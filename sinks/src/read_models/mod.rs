@@ -53,6 +53,10 @@ pub struct ReadModels {
     /// Woken when cold signals are wanted back (the hot window's rehydrator waits on it).
     pub wanted: Notify,
     applied: watch::Sender<u64>,
+    /// Orgs with a reprocess still reaching back over history, each with the position of
+    /// its earliest such edit: a read that waits for a position at or after it waits for
+    /// the reprocess too ([`ReadModels::wait_settled`]).
+    unsettled: std::sync::Mutex<std::collections::HashMap<Org, u64>>,
     changes: Option<ChangeSink>,
     /// The log's head when the server opened it: the models are ready once past it.
     started_at_head: std::sync::atomic::AtomicU64,
@@ -83,6 +87,7 @@ impl ReadModels {
             linked: RwLock::new(std::collections::HashSet::new()),
             wanted: Notify::new(),
             applied: watch::channel(0).0,
+            unsettled: Default::default(),
             changes,
             started_at_head: std::sync::atomic::AtomicU64::new(0),
         }
@@ -108,11 +113,13 @@ impl ReadModels {
         while let Ok(first) = rx.recv() {
             let mut settled: Vec<(u64, [Batch; 10])> = Vec::new();
             let mut sides = 0;
+            let mut reprocessing = Vec::new();
             let mut next = Some(first);
             while let Some(u) = next {
-                if let Some((time, pos, s)) = held.hold(u) {
-                    settled.push((pos, held.settle(time)));
-                    sides = s;
+                if let Some(marker) = held.hold(u) {
+                    settled.push((marker.pos, held.settle(marker.time)));
+                    sides = marker.sides;
+                    reprocessing.extend(marker.reprocessing);
                 }
                 next = rx.try_recv().ok();
             }
@@ -161,10 +168,20 @@ impl ReadModels {
                     }
                 }
             }
+            let unsettled_changed = !reprocessing.is_empty();
+            if unsettled_changed {
+                let mut u = self.unsettled.lock().unwrap();
+                for (org, since) in reprocessing {
+                    match since {
+                        Some(p) => u.insert(org, p),
+                        None => u.remove(&org),
+                    };
+                }
+            }
             self.applied.send_if_modified(|cur| {
                 let changed = applied > *cur;
                 *cur = (*cur).max(applied);
-                changed
+                changed || unsettled_changed
             });
         }
     }
@@ -207,11 +224,41 @@ impl ReadModels {
     }
 
     /// Waits until the models reflect log position `pos`, or `timeout` passes; returns whether
-    /// they do.
+    /// they do. A reprocess asked for at or before `pos` may still be reaching back over
+    /// history: [`ReadModels::wait_settled`] waits for that too.
     pub async fn wait_for(&self, pos: u64, timeout: Duration) -> bool {
         let mut rx = self.applied.subscribe();
         tokio::time::timeout(timeout, rx.wait_for(|p| *p >= pos))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Whether every reprocess that `org` (or, with `None`, any org) asked for at or before
+    /// log position `pos` has reached all of its history.
+    pub fn settled(&self, org: Option<Org>, pos: u64) -> bool {
+        let u = self.unsettled.lock().unwrap();
+        match org {
+            Some(o) => u.get(&o).is_none_or(|&since| since > pos),
+            None => u.values().all(|&since| since > pos),
+        }
+    }
+
+    /// Whether the models reflect `pos` with every reprocess asked for by then done (see
+    /// [`ReadModels::settled`]).
+    pub fn caught_up(&self, org: Option<Org>, pos: u64) -> bool {
+        self.applied() >= pos && self.settled(org, pos)
+    }
+
+    /// [`ReadModels::wait_for`], and then until [`ReadModels::settled`]: what a reader of
+    /// its own writes wants (a rule edit with reprocess reaches history a slice at a time,
+    /// and other orgs do not wait for it, but the org that made it does).
+    pub async fn wait_settled(&self, org: Option<Org>, pos: u64, timeout: Duration) -> bool {
+        let mut rx = self.applied.subscribe();
+        tokio::time::timeout(
+            timeout,
+            rx.wait_for(|p| *p >= pos && self.settled(org, pos)),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok())
     }
 }

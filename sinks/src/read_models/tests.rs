@@ -212,6 +212,7 @@ fn models_follow_the_net_change_whatever_the_arrival_order() {
                 time: epochs[i].0,
                 pos: epochs[i].0,
                 sides: 0,
+                reprocessing: Vec::new(),
             });
         }
         let read = ReadModels::default();

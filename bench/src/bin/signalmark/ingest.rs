@@ -44,7 +44,7 @@ pub(crate) async fn ingest(ts: &Path, work: &Path, a: &Args) -> anyhow::Result<V
         "ingest: HTTP, batches of 100 (events/s)",
         format!("{:.0}", batched.rate()),
     ));
-    caught_up(&c, &s.base, &orgs[0].token).await?;
+    caught_up(&c, &s.base, &orgs).await?;
 
     // Freshness at half the one-per-request maximum.
     let rate = single.rate() / 2.0;

@@ -107,7 +107,7 @@ pub(crate) async fn incremental(
         if p == a.parts / 2 {
             edit_rule(&c, &s.base, &orgs).await?;
         }
-        caught_up(&c, &s.base, &orgs[0].token).await?;
+        caught_up(&c, &s.base, &orgs).await?;
         part_s.push(t.elapsed().as_secs_f64());
         eprintln!("  part {p}: {:.1} s", t.elapsed().as_secs_f64());
     }
@@ -167,7 +167,7 @@ pub(crate) async fn batch(
     let backfill_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let s = serve(ts, &dir, None)?;
-    caught_up(&c, &s.base, &orgs[0].token).await?;
+    caught_up(&c, &s.base, &orgs).await?;
     let serve_s = t.elapsed().as_secs_f64();
     let rss = rss_bytes(s.child.id());
     let unique: u64 = duck["orgs"]
@@ -195,7 +195,7 @@ pub(crate) async fn batch(
 
     let t = Instant::now();
     edit_rule(&c, &s.base, &orgs).await?;
-    caught_up(&c, &s.base, &orgs[0].token).await?;
+    caught_up(&c, &s.base, &orgs).await?;
     rows.push(row(
         format!(
             "rule edit with reprocessing, one rule in each of {} orgs (ms)",
@@ -209,7 +209,7 @@ pub(crate) async fn batch(
         product_org_events(data, a.scale.orgs, None, a.parts),
     )
     .await?;
-    caught_up(&c, &s.base, &orgs[0].token).await?;
+    caught_up(&c, &s.base, &orgs).await?;
     let outputs = collect(&c, &s.base, &orgs).await?;
 
     rows.extend(sql_latencies(&c, &s.base, &orgs[0], duck).await?);

@@ -24,25 +24,34 @@ pub(crate) async fn call(
     Ok(v)
 }
 
-/// Waits until the read models reflect everything on the log.
-pub(crate) async fn caught_up(c: &reqwest::Client, base: &str, token: &str) -> anyhow::Result<()> {
-    loop {
-        let h: Value = c
-            .get(format!("{base}/healthz"))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let head = h["log_head"].as_u64().unwrap_or(0);
-        let r = c
-            .get(format!("{base}/api/explorer/stats?wait_for={head}"))
-            .bearer_auth(token)
-            .send()
-            .await?;
-        if r.status().is_success() {
-            return Ok(());
+/// Waits until the read models reflect everything on the log, in every org: an org's rule
+/// edit with reprocess is waited for with that org's token (`?wait_for=` waits only for the
+/// asking org's reprocessing).
+pub(crate) async fn caught_up(
+    c: &reqwest::Client,
+    base: &str,
+    orgs: &[OrgAccess],
+) -> anyhow::Result<()> {
+    let h: Value = c
+        .get(format!("{base}/healthz"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let head = h["log_head"].as_u64().unwrap_or(0);
+    for o in orgs {
+        loop {
+            let r = c
+                .get(format!("{base}/api/explorer/stats?wait_for={head}"))
+                .bearer_auth(&o.token)
+                .send()
+                .await?;
+            if r.status().is_success() {
+                break;
+            }
         }
     }
+    Ok(())
 }
 
 /// Creates the workload's orgs on a fresh server: unlimited plans, a Signal Staging key, a

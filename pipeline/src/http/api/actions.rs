@@ -27,7 +27,11 @@ pub async fn process_now(api: &Api, org: OrgId) -> Result<Reply, Reply> {
     let started = Instant::now();
     let rules = api.control.registry.read().unwrap().rules_of(org).count();
     let last = api.control.process_all(org).await?;
-    if !api.read.wait_for(last, Duration::from_secs(300)).await {
+    if !api
+        .read
+        .wait_settled(Some(org.0), last, Duration::from_secs(300))
+        .await
+    {
         return Err(error(
             StatusCode::GATEWAY_TIMEOUT,
             "not_yet_applied",

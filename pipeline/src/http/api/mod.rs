@@ -18,7 +18,7 @@ pub(crate) use actions::SqlBody;
 use std::time::Duration;
 
 use serde_json::json;
-use trailspark_core::tenancy::{Principal, Role};
+use trailspark_core::tenancy::{OrgId, Principal, Role};
 use trailspark_operators::usage::Meter;
 use trailspark_operators::{IdKind, Ident, Signal};
 use trailspark_queries::explorer::groups::{self, group_json};
@@ -129,8 +129,10 @@ pub async fn route(api: &Api, segs: &[&str], req: Request) -> Option<Reply> {
 }
 
 /// Waits for `?wait_for=`, if given: refused at once past the log's head (it could never be
-/// reached by waiting), 504 when the models do not get there in time.
-pub(super) async fn wait_for(api: &Api, query: &str) -> Result<(), Reply> {
+/// reached by waiting), 504 when the models do not get there in time. The org's own rule
+/// edits with reprocess made by then are waited for until they have reached all history
+/// (another org's are not).
+pub(super) async fn wait_for(api: &Api, org: OrgId, query: &str) -> Result<(), Reply> {
     let Some(w) = query_param(query, "wait_for") else {
         return Ok(());
     };
@@ -145,7 +147,7 @@ pub(super) async fn wait_for(api: &Api, query: &str) -> Result<(), Reply> {
         r.body["log_head"] = json!(head);
         return Err(r);
     }
-    if !api.read.wait_for(pos, WAIT_LIMIT).await {
+    if !api.read.wait_settled(Some(org.0), pos, WAIT_LIMIT).await {
         return Err(error(
             StatusCode::GATEWAY_TIMEOUT,
             "not_yet_applied",
@@ -162,7 +164,7 @@ async fn dispatch(api: &Api, p: Principal, route: Route<'_>, req: Request) -> Re
     let method = req.method.clone();
     let query = req.query.clone();
     if method == Method::GET || matches!(route, Route::Sql) {
-        wait_for(api, &query).await?;
+        wait_for(api, p.org_id, &query).await?;
     }
     let org = p.org_id.0;
     let applied = api.read.applied();
