@@ -243,3 +243,66 @@ fn models_follow_the_net_change_whatever_the_arrival_order() {
         assert_eq!(read.applied(), epochs.last().map(|e| e.0).unwrap_or(0));
     }
 }
+
+/// A reprocess reaching back over history holds back the waits of its own org's readers
+/// at or after its position, and nobody else's.
+#[test]
+fn a_reprocess_holds_back_only_its_own_orgs_readers() {
+    let read = std::sync::Arc::new(ReadModels::default());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let runner = {
+        let read = read.clone();
+        std::thread::spawn(move || read.run(rx))
+    };
+    let applied = |time: u64, pos: u64, reprocessing: Vec<(Org, Option<u64>)>| Update::Applied {
+        time,
+        pos,
+        sides: 0,
+        reprocessing,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let wait = |org: Option<Org>, pos: u64| {
+        rt.block_on(read.wait_settled(org, pos, std::time::Duration::from_millis(50)))
+    };
+    let settle = |f: &dyn Fn() -> bool| {
+        let t = std::time::Instant::now();
+        while !f() {
+            assert!(t.elapsed().as_secs() < 10, "the models did not apply");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    };
+    // Org 1 edits a rule with reprocess at 5; the models apply up to 7.
+    tx.send(applied(11, 5, vec![(1, Some(5))])).unwrap();
+    tx.send(applied(15, 7, vec![])).unwrap();
+    settle(&|| read.applied() == 7);
+    assert!(!read.settled(Some(1), 5) && !read.settled(Some(1), 7));
+    assert!(read.settled(Some(1), 4), "a read from before the edit");
+    assert!(read.settled(Some(2), 7), "another org");
+    assert!(!read.settled(None, 7) && read.settled(None, 4));
+    assert!(!wait(Some(1), 7), "org 1 waits for its reprocess");
+    assert!(wait(Some(2), 7), "org 2 does not");
+    assert!(read.caught_up(Some(2), 7) && !read.caught_up(Some(1), 7));
+    assert!(!read.caught_up(Some(2), 8), "past what is applied");
+    // A slice (a side epoch at the same position) finishes it, and wakes a reader already
+    // waiting although the position did not move.
+    let waiter = {
+        let read = read.clone();
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap()
+                .block_on(read.wait_settled(Some(1), 7, std::time::Duration::from_secs(10)))
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    tx.send(applied(16, 7, vec![(1, None)])).unwrap();
+    assert!(waiter.join().unwrap(), "the waiting reader was woken");
+    settle(&|| read.settled(Some(1), 7));
+    assert!(wait(Some(1), 7) && wait(None, 7));
+    drop(tx);
+    runner.join().unwrap();
+}
