@@ -205,6 +205,63 @@ fn incremental_row(change: &str, inc: Duration, load: Duration) {
     );
 }
 
+/// Latency under a steady rate: signals fed one at a time at `rate` per second from another
+/// thread, each timed from its feeding to the models reflecting its position (polled every
+/// 20 µs). Without HTTP, the journal or a poller in the way, this is the engine's share of
+/// freshness.
+fn paced(base: &[(u64, LogEntry)], idle_merge_effort: Option<isize>) {
+    let engine = Engine::start(EngineConfig {
+        idle_merge_effort,
+        ..Default::default()
+    });
+    feed_all(&engine, base, 100_000);
+    let mut next = base.last().unwrap().0 + 1;
+    for rate in [1_000u64, 5_000, 10_000] {
+        let count = 3 * rate as usize;
+        let entries = workload(count, next);
+        next += count as u64;
+        let start = Instant::now();
+        let fed_at: Vec<Duration> = (0..count)
+            .map(|i| Duration::from_secs_f64(i as f64 / rate as f64))
+            .collect();
+        let feeder = {
+            let engine = engine.clone();
+            let fed_at = fed_at.clone();
+            std::thread::spawn(move || {
+                for (e, at) in entries.into_iter().zip(fed_at) {
+                    if let Some(wait) = at.checked_sub(start.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                    engine.feed(vec![e]);
+                }
+            })
+        };
+        let first = next - count as u64;
+        let mut seen = first;
+        let mut lat = Vec::with_capacity(count);
+        while seen < first + count as u64 {
+            let applied = engine.read.applied();
+            let now = start.elapsed();
+            while seen <= applied && seen < first + count as u64 {
+                lat.push(now.saturating_sub(fed_at[(seen - first) as usize]));
+                seen += 1;
+            }
+            std::thread::sleep(Duration::from_micros(20));
+        }
+        feeder.join().unwrap();
+        lat.sort();
+        let pct =
+            |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
+        let effort = idle_merge_effort.map_or("off".to_string(), |e| e.to_string());
+        println!(
+            "| {effort} | {rate} | {count} | {:.2} | {:.2} | {:.2} |",
+            pct(0.5),
+            pct(0.99),
+            pct(1.0)
+        );
+    }
+}
+
 /// A page view of org 2 at `pos`.
 fn org2_page(pos: u64) -> (u64, LogEntry) {
     let p = json!({"type": "page", "anonymousId": format!("f{pos}"), "properties": {"url": "/f"}});
@@ -421,6 +478,12 @@ fn main() {
     );
 
     drop(engine);
+    println!("\nLatency at a steady rate (single signals fed from another thread, 3 s each, 1 worker, in a fresh engine loaded with the base workload):\n");
+    println!("| idle merge effort | events/s | signals | p50 ms | p99 ms | max ms |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for effort in [Some(1_000), Some(100), None] {
+        paced(&base, effort);
+    }
     fairness(&base);
 
     println!("\n| workers | batch | signals | seconds | signals/s |");

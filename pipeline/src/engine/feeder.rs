@@ -80,7 +80,7 @@ pub(super) struct Inputs {
     /// The latest receipt time fed (see [`super::Engine::log_clock`]).
     pub clock: Arc<AtomicI64>,
     pub scoring: ScoringFeed,
-    /// Epochs sent so far (the workers' completions are counted in [`super::Waiting`]).
+    /// Epochs sent so far (the read models count those applied in [`super::Waiting`]).
     pub sent: u64,
     pub slices: Slicer,
 }
@@ -124,8 +124,8 @@ pub fn rule_change(e: &ConfigEvent) -> Option<RuleChange> {
 ///
 /// While a reprocess reaches back over history (see `trailspark_operators::rules::book`),
 /// a slice of it follows a round of log epochs, or goes when the log is quiet, once the
-/// workers have completed the slice before it: another org's signals never wait behind more
-/// than one slice.
+/// read models have applied the slice before it: another org's signals never wait behind
+/// more than one slice.
 pub(super) fn run(queue: &FeedQueue, inputs: &mut Inputs, epoch_entries: usize) {
     loop {
         let (batch, sides) = {
@@ -134,7 +134,7 @@ pub(super) fn run(queue: &FeedQueue, inputs: &mut Inputs, epoch_entries: usize) 
                 if !st.chunks.is_empty() || !st.sides.is_empty() || st.closed {
                     break;
                 }
-                if inputs.book.reprocessing() && inputs.slices.ready(st.completed, inputs.sent) {
+                if inputs.book.reprocessing() && inputs.slices.ready(st.applied) {
                     break;
                 }
                 st = queue.not_empty.wait(st).unwrap();
@@ -168,9 +168,9 @@ pub(super) fn run(queue: &FeedQueue, inputs: &mut Inputs, epoch_entries: usize) 
             inputs.feed_side(side);
         }
         if inputs.book.reprocessing() {
-            let completed = queue.state.lock().unwrap().completed;
-            if inputs.slices.ready(completed, inputs.sent) {
-                inputs.feed_slice(completed);
+            let applied = queue.state.lock().unwrap().applied;
+            if inputs.slices.ready(applied) {
+                inputs.feed_slice();
             }
         }
     }
@@ -278,8 +278,8 @@ impl Inputs {
     }
 
     /// Sends one slice of reprocessing as a side epoch: at the time after the last, it
-    /// changes only rule versions. `completed` is the epochs the workers have finished.
-    fn feed_slice(&mut self, completed: u64) {
+    /// changes only rule versions.
+    fn feed_slice(&mut self) {
         let Some((org, rules)) = self.book.advance(self.slices.size()) else {
             return;
         };
@@ -292,7 +292,7 @@ impl Inputs {
             sides: self.sides,
             ..Default::default()
         });
-        self.slices.sent(self.sent, completed);
+        self.slices.sent(self.sent);
         let metrics = &crate::metrics::METRICS;
         metrics.reprocess_slices.inc();
         metrics

@@ -17,17 +17,24 @@ use trailspark_operators::{Ident, Org, Signal};
 use trailspark_sinks::read_models::Update;
 
 use super::feeder::{Epoch, Feed};
-use super::{stats, FeedQueue};
+use super::stats;
 
-/// An epoch fed and not yet complete: the time it closes at, the log position and side
-/// epochs it covers, when it was fed, and the reprocessing state it changed.
-type Closing = (u64, u64, u64, Instant, Vec<(Org, Option<u64>)>);
+/// An epoch fed and not yet complete.
+struct Closing {
+    /// The time it closes at.
+    time: u64,
+    /// The log position and side epochs it covers.
+    pos: u64,
+    sides: u64,
+    fed: Instant,
+    /// The reprocessing state it changed.
+    reprocessing: Vec<(Org, Option<u64>)>,
+}
 
 pub(super) fn run(
     worker: &mut timely::worker::Worker,
     rx: Receiver<Feed>,
     tx: Sender<Update>,
-    completions: &FeedQueue,
     identity: &IdentityConfig,
     with_eligibility: bool,
 ) {
@@ -71,8 +78,6 @@ pub(super) fn run(
             }
             (signals_in, counted_in, rules_in, orgs_in, marks_in, env_in)
         });
-    // (time the epoch closes at, log position and side epochs it covers, when it was fed,
-    // and the reprocessing it changed)
     let mut closing: VecDeque<Closing> = VecDeque::new();
     let mut completed = 0u64;
     loop {
@@ -98,6 +103,7 @@ pub(super) fn run(
                 upto,
                 side,
                 sides,
+                ..
             })) => {
                 // Everything enters at the epoch's time (see the module doc).
                 let now = *signals_in.time();
@@ -144,30 +150,35 @@ pub(super) fn run(
                 orgs_in.flush();
                 marks_in.flush();
                 env_in.flush();
-                closing.push_back((next - 1, upto, sides, Instant::now(), reprocessing));
+                closing.push_back(Closing {
+                    time: next - 1,
+                    pos: upto,
+                    sides,
+                    fed: Instant::now(),
+                    reprocessing,
+                });
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
+        super::merging::set_busy(!closing.is_empty());
         worker.step();
-        while let Some(&(time, ..)) = closing.front() {
-            if probe.less_than(&(time + 1)) {
+        while let Some(c) = closing.front() {
+            if probe.less_than(&(c.time + 1)) {
                 break;
             }
-            let (time, pos, sides, fed, reprocessing) = closing.pop_front().expect("a front");
-            completed = pos;
+            let c = closing.pop_front().expect("a front");
+            completed = c.pos;
             if index == 0 {
                 crate::metrics::METRICS
                     .epoch_duration
-                    .observe(fed.elapsed().as_secs_f64());
+                    .observe(c.fed.elapsed().as_secs_f64());
                 let _ = tx.send(Update::Applied {
-                    time,
-                    pos,
-                    sides,
-                    reprocessing,
+                    time: c.time,
+                    pos: c.pos,
+                    sides: c.sides,
+                    reprocessing: c.reprocessing,
                 });
-                completions.state.lock().unwrap().completed += 1;
-                completions.not_empty.notify_one();
             }
         }
         if let Some(s) = &stats {

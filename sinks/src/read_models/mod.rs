@@ -43,6 +43,9 @@ pub use self::stamp::ReadStamper;
 /// Where the models send their [`Change`]s, tagged with the log position they reflect.
 pub type ChangeSink = tokio::sync::mpsc::Sender<(u64, Vec<Change>)>;
 
+/// Told how many epochs an apply covered ([`ReadModels::on_progress`]).
+pub type Progress = Box<dyn Fn(u64) + Send + Sync>;
+
 /// The read models and their applied position.
 pub struct ReadModels {
     models: RwLock<Models>,
@@ -58,6 +61,8 @@ pub struct ReadModels {
     /// the reprocess too ([`ReadModels::wait_settled`]).
     unsettled: std::sync::Mutex<std::collections::HashMap<Org, u64>>,
     changes: Option<ChangeSink>,
+    /// Told how many epochs each apply covered (the engine paces reprocessing by it).
+    progress: std::sync::OnceLock<Progress>,
     /// The log's head when the server opened it: the models are ready once past it.
     started_at_head: std::sync::atomic::AtomicU64,
 }
@@ -89,6 +94,7 @@ impl ReadModels {
             applied: watch::channel(0).0,
             unsettled: Default::default(),
             changes,
+            progress: std::sync::OnceLock::new(),
             started_at_head: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -126,6 +132,7 @@ impl ReadModels {
             let Some(&(applied, _)) = settled.last() else {
                 continue;
             };
+            let epochs = settled.len() as u64;
             let sink = self.changes.as_ref();
             let mut m = self.models.write().unwrap();
             let mut linked_changes = Vec::new();
@@ -183,7 +190,16 @@ impl ReadModels {
                 *cur = (*cur).max(applied);
                 changed || unsettled_changed
             });
+            if let Some(progress) = self.progress.get() {
+                progress(epochs);
+            }
         }
+    }
+
+    /// Sets what is told, after each apply, how many epochs (`Applied` markers) it covered;
+    /// only the first call counts.
+    pub fn on_progress(&self, f: Progress) {
+        let _ = self.progress.set(f);
     }
 
     /// Whether an anonymous or device id belongs to a lead, without waiting for the models'
