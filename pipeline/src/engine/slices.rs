@@ -65,10 +65,13 @@ impl Slicer {
             return false;
         }
         self.in_flight = None;
-        if std::env::var("SLICE_DEBUG").is_ok() {
-            eprintln!("slice {} took {:?}", self.signals, at.elapsed());
-        }
-        self.rescale(at.elapsed());
+        let took = at.elapsed();
+        tracing::debug!(
+            signals = self.signals,
+            took_ms = took.as_secs_f64() * 1e3,
+            "A slice of reprocessing was applied."
+        );
+        self.rescale(took);
         true
     }
 
