@@ -169,7 +169,7 @@ pub struct DataflowOpts {
     pub hot_window_days: u32,
     /// Merge work (records) each arrangement does per idle step until it is compact, so that
     /// retracted state (evictions, reprocessing) frees its memory without waiting for more
-    /// traffic. 0 turns idle merging off.
+    /// traffic; done only while the worker has no epoch in flight. 0 turns idle merging off.
     #[arg(long, env = "TRAILSPARK_IDLE_MERGE_EFFORT", default_value_t = 1_000)]
     pub idle_merge_effort: u32,
 }
