@@ -29,7 +29,7 @@ use trailspark_queries::scoring::accounts::AccountView;
 use trailspark_queries::scoring::context_view::EvaluationContext;
 use trailspark_queries::scoring::views::{EvalRuleView, ModelView};
 
-const WAIT_FOR: Query = ("wait_for", "integer", "answer only once the read models reflect this log position (from a 202's `log_position`); 400 past the log's head, 504 after 10 s");
+const WAIT_FOR: Query = ("wait_for", "integer", "answer only once the read models reflect this log position (from a 202's `log_position`), and the org's own rule edits with reprocess made by then have reached all of its history; 400 past the log's head, 504 after 10 s");
 const LIMIT: Query = ("limit", "integer", "page size");
 const CURSOR: Query = ("cursor", "string", "the previous page's `next_cursor`");
 
