@@ -3,7 +3,7 @@ use trailspark_core::{LogEntry, OrgId, SignalRecord};
 use trailspark_operators::leads::LeadProfile;
 use trailspark_operators::{IdKind, Ident};
 use trailspark_sinks::archive::{ArchiveConfig, Location, NoStamps};
-use trailspark_sinks::read_models::{lead_id, ReadModels, Update};
+use trailspark_sinks::read_models::{lead_id, Marker, ReadModels, Update};
 
 /// The lead each org has in [`live`].
 fn lead_of(org: u64) -> Ident {
@@ -18,12 +18,12 @@ fn live() -> Live {
         .map(|org| ((lead_of(org), LeadProfile::default()), 1, 1))
         .to_vec();
     tx.send(Update::Leads(leads)).unwrap();
-    tx.send(Update::Applied {
+    tx.send(Update::Applied(Marker {
         time: 1,
         pos: 1,
         sides: 0,
         reprocessing: Vec::new(),
-    })
+    }))
     .unwrap();
     drop(tx);
     models.run(rx);

@@ -358,15 +358,7 @@ impl RuleBook {
             }
             RuleChange::Delete { rule_id } => {
                 if let Some(versions) = self.rules.get_mut(&rule_id) {
-                    if let Some(last) = versions.last().cloned().filter(|l| l.until_pos.is_none()) {
-                        let closed = RuleVersion {
-                            until_pos: Some(pos),
-                            ..last.clone()
-                        };
-                        diffs.push((last, -1));
-                        diffs.push((closed.clone(), 1));
-                        *versions.last_mut().unwrap() = closed;
-                    }
+                    close_last(versions, pos, &mut diffs);
                 }
             }
         }
@@ -383,24 +375,14 @@ impl RuleBook {
         diffs: &mut VersionChanges,
     ) -> Option<RuleVersion> {
         let versions = self.rules.get_mut(&rule_id)?;
-        let last = versions.last().cloned()?;
-        if last.until_pos.is_some() {
-            return None; // deleted
-        }
-        let closed = RuleVersion {
-            until_pos: Some(pos),
-            ..last.clone()
-        };
+        let last = close_last(versions, pos, diffs)?;
         let next = RuleVersion {
             version: last.version + 1,
             from_pos: pos,
             def: def.map(Arc::new).unwrap_or_else(|| last.def.clone()),
-            ..last.clone()
+            ..last
         };
-        diffs.push((last, -1));
-        diffs.push((closed.clone(), 1));
         diffs.push((next.clone(), 1));
-        *versions.last_mut().unwrap() = closed;
         versions.push(next.clone());
         Some(next)
     }
@@ -414,6 +396,21 @@ impl RuleBook {
     pub fn latest(&self) -> impl Iterator<Item = &RuleVersion> {
         self.rules.values().filter_map(|v| v.last())
     }
+}
+
+/// Closes a live rule's last version at `pos` (an update or a deletion there); returns the
+/// version as it was, or `None` when the rule is already deleted.
+fn close_last(
+    versions: &mut [RuleVersion],
+    pos: u64,
+    diffs: &mut VersionChanges,
+) -> Option<RuleVersion> {
+    let last = versions.last_mut().filter(|l| l.until_pos.is_none())?;
+    let open = last.clone();
+    last.until_pos = Some(pos);
+    diffs.push((open.clone(), -1));
+    diffs.push((last.clone(), 1));
+    Some(open)
 }
 
 #[cfg(test)]

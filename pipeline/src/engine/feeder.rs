@@ -49,8 +49,8 @@ pub(super) struct Epoch {
     pub marks: Vec<(Ident, EvalMark)>,
     /// Changes of the orgs' scoring environments.
     pub env: Vec<((Org, Env), isize)>,
-    /// Orgs whose reprocessing state this epoch changed, with the position of their earliest
-    /// edit still reaching back over history (see [`RuleBook::unsettled`]).
+    /// Orgs with rule changes or a slice in this epoch, each with the position of its
+    /// earliest edit still reaching back over history (see [`RuleBook::unsettled`]).
     pub reprocessing: Vec<(Org, Option<u64>)>,
     /// The last log position fed, this epoch included.
     pub upto: u64,
@@ -134,7 +134,7 @@ pub(super) fn run(queue: &FeedQueue, inputs: &mut Inputs, epoch_entries: usize) 
                 if !st.chunks.is_empty() || !st.sides.is_empty() || st.closed {
                     break;
                 }
-                if inputs.book.reprocessing() && inputs.slices.ready(st.applied) {
+                if inputs.slice_due(st.applied) {
                     break;
                 }
                 st = queue.not_empty.wait(st).unwrap();
@@ -167,9 +167,10 @@ pub(super) fn run(queue: &FeedQueue, inputs: &mut Inputs, epoch_entries: usize) 
         for side in sides {
             inputs.feed_side(side);
         }
+        // Checked before taking the queue's lock, which a round without reprocessing skips.
         if inputs.book.reprocessing() {
             let applied = queue.state.lock().unwrap().applied;
-            if inputs.slices.ready(applied) {
+            if inputs.slice_due(applied) {
                 inputs.feed_slice();
             }
         }
@@ -275,6 +276,12 @@ impl Inputs {
             sides: self.sides,
             ..Default::default()
         });
+    }
+
+    /// Whether a slice of reprocessing should go now: a reprocess is reaching back, and the
+    /// read models (having applied `applied` epochs) have applied the slice before.
+    fn slice_due(&mut self, applied: u64) -> bool {
+        self.book.reprocessing() && self.slices.ready(applied)
     }
 
     /// Sends one slice of reprocessing as a side epoch: at the time after the last, it

@@ -14,22 +14,10 @@ use trailspark_operators::product_orgs::{product_orgs, ProductOrgUpdate};
 use trailspark_operators::rules::RuleVersion;
 use trailspark_operators::usage::Meter;
 use trailspark_operators::{Ident, Org, Signal};
-use trailspark_sinks::read_models::Update;
+use trailspark_sinks::read_models::{Marker, Update};
 
 use super::feeder::{Epoch, Feed};
 use super::stats;
-
-/// An epoch fed and not yet complete.
-struct Closing {
-    /// The time it closes at.
-    time: u64,
-    /// The log position and side epochs it covers.
-    pos: u64,
-    sides: u64,
-    fed: Instant,
-    /// The reprocessing state it changed.
-    reprocessing: Vec<(Org, Option<u64>)>,
-}
 
 pub(super) fn run(
     worker: &mut timely::worker::Worker,
@@ -78,7 +66,8 @@ pub(super) fn run(
             }
             (signals_in, counted_in, rules_in, orgs_in, marks_in, env_in)
         });
-    let mut closing: VecDeque<Closing> = VecDeque::new();
+    // Epochs fed and not yet complete.
+    let mut closing: VecDeque<(Marker, Instant)> = VecDeque::new();
     let mut completed = 0u64;
     loop {
         // Wait for input only when nothing is left to do: no epoch closing and no operator
@@ -150,35 +139,31 @@ pub(super) fn run(
                 orgs_in.flush();
                 marks_in.flush();
                 env_in.flush();
-                closing.push_back(Closing {
+                // What the read models are told once it is complete, and when it was fed.
+                let marker = Marker {
                     time: next - 1,
                     pos: upto,
                     sides,
-                    fed: Instant::now(),
                     reprocessing,
-                });
+                };
+                closing.push_back((marker, Instant::now()));
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
         super::merging::set_busy(!closing.is_empty());
         worker.step();
-        while let Some(c) = closing.front() {
-            if probe.less_than(&(c.time + 1)) {
+        while let Some((marker, _)) = closing.front() {
+            if probe.less_than(&(marker.time + 1)) {
                 break;
             }
-            let c = closing.pop_front().expect("a front");
-            completed = c.pos;
+            let (marker, fed) = closing.pop_front().expect("a front");
+            completed = marker.pos;
             if index == 0 {
                 crate::metrics::METRICS
                     .epoch_duration
-                    .observe(c.fed.elapsed().as_secs_f64());
-                let _ = tx.send(Update::Applied {
-                    time: c.time,
-                    pos: c.pos,
-                    sides: c.sides,
-                    reprocessing: c.reprocessing,
-                });
+                    .observe(fed.elapsed().as_secs_f64());
+                let _ = tx.send(Update::Applied(marker));
             }
         }
         if let Some(s) = &stats {

@@ -58,23 +58,18 @@ pub enum Update {
     /// Pages of CRM records read from the log, and integrations deleted (their records
     /// leave), likewise.
     Crm(Vec<(CrmChange, u64)>),
-    /// Every change up to logical time `time` has been sent; the log is applied up to `pos`
-    /// and the hot window's side epochs up to the `sides`th. `reprocessing`: the orgs whose
-    /// reprocessing changed at `time`, each with the position of its earliest edit whose
-    /// reprocess has not yet reached all its history (`None`: none left).
-    Applied {
-        time: u64,
-        pos: u64,
-        sides: u64,
-        reprocessing: Vec<(Org, Option<u64>)>,
-    },
+    /// Every change up to the marker's time has been sent.
+    Applied(Marker),
 }
 
-/// An [`Update::Applied`] marker's contents.
+/// What an [`Update::Applied`] marker says: every change up to logical time `time` has been
+/// sent; the log is applied up to `pos` and the hot window's side epochs up to the `sides`th.
 pub struct Marker {
     pub time: u64,
     pub pos: u64,
     pub sides: u64,
+    /// The orgs with rule changes or slices at `time`, each with the position of its
+    /// earliest edit whose reprocess has not yet reached all its history (`None`: none left).
     pub reprocessing: Vec<(Org, Option<u64>)>,
 }
 
@@ -149,19 +144,7 @@ impl Held {
             Update::Eligibility(v) => self.eligibility.extend(v),
             Update::Evaluations(v) => self.evaluations.extend(v),
             Update::Crm(v) => self.crm.extend(v),
-            Update::Applied {
-                time,
-                pos,
-                sides,
-                reprocessing,
-            } => {
-                return Some(Marker {
-                    time,
-                    pos,
-                    sides,
-                    reprocessing,
-                })
-            }
+            Update::Applied(marker) => return Some(marker),
         }
         None
     }

@@ -36,7 +36,7 @@ use trailspark_operators::Org;
 
 pub use self::changes::{coalesce, Change};
 use self::epoch::{Batch, Held};
-pub use self::epoch::{CrmChange, Update};
+pub use self::epoch::{CrmChange, Marker, Update};
 pub use self::models::{bump, lead_id, Models, OrgModels, Retention, Stats, Tab};
 pub use self::stamp::ReadStamper;
 
@@ -243,8 +243,14 @@ impl ReadModels {
     /// they do. A reprocess asked for at or before `pos` may still be reaching back over
     /// history: [`ReadModels::wait_settled`] waits for that too.
     pub async fn wait_for(&self, pos: u64, timeout: Duration) -> bool {
+        self.wait_until(timeout, |applied| applied >= pos).await
+    }
+
+    /// Waits until `done` holds of the applied position, checked at each change of it (or
+    /// of the reprocessing state), or `timeout` passes; returns whether it holds.
+    async fn wait_until(&self, timeout: Duration, done: impl Fn(u64) -> bool) -> bool {
         let mut rx = self.applied.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|p| *p >= pos))
+        tokio::time::timeout(timeout, rx.wait_for(|p| done(*p)))
             .await
             .is_ok_and(|r| r.is_ok())
     }
@@ -269,12 +275,7 @@ impl ReadModels {
     /// its own writes wants (a rule edit with reprocess reaches history a slice at a time,
     /// and other orgs do not wait for it, but the org that made it does).
     pub async fn wait_settled(&self, org: Option<Org>, pos: u64, timeout: Duration) -> bool {
-        let mut rx = self.applied.subscribe();
-        tokio::time::timeout(
-            timeout,
-            rx.wait_for(|p| *p >= pos && self.settled(org, pos)),
-        )
-        .await
-        .is_ok_and(|r| r.is_ok())
+        self.wait_until(timeout, |applied| applied >= pos && self.settled(org, pos))
+            .await
     }
 }

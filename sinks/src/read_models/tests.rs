@@ -208,12 +208,12 @@ fn models_follow_the_net_change_whatever_the_arrival_order() {
                 let early = rnd(next.len() as u64 + 1) as usize;
                 messages.extend(next.drain(..early));
             }
-            messages.push(Update::Applied {
+            messages.push(Update::Applied(Marker {
                 time: epochs[i].0,
                 pos: epochs[i].0,
                 sides: 0,
                 reprocessing: Vec::new(),
-            });
+            }));
         }
         let read = ReadModels::default();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -254,11 +254,13 @@ fn a_reprocess_holds_back_only_its_own_orgs_readers() {
         let read = read.clone();
         std::thread::spawn(move || read.run(rx))
     };
-    let applied = |time: u64, pos: u64, reprocessing: Vec<(Org, Option<u64>)>| Update::Applied {
-        time,
-        pos,
-        sides: 0,
-        reprocessing,
+    let applied = |time: u64, pos: u64, reprocessing: Vec<(Org, Option<u64>)>| {
+        Update::Applied(Marker {
+            time,
+            pos,
+            sides: 0,
+            reprocessing,
+        })
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
