@@ -425,11 +425,13 @@ fn hubspot_gets_batches_of_100_maps_207s_and_pauses_on_its_daily_limit() {
 
     // The daily limit pauses the destination and says so; a retry resumes it.
     hs.store.lock().unwrap().faults.push_back("daily".into());
+    // `before` is read ahead of the events: "Demo Requested" is high-intent, so its own
+    // evaluation may land before a read taken after them.
+    let before = latest(&s, "p7@acme.com");
     let l = lead(&s, "p7@acme.com");
     l.event("Demo Requested");
     let p = l.event("Feature Used");
     let lid = l.id(p);
-    let before = latest(&s, "p7@acme.com");
     let after = ok(
         &s,
         Method::POST,
