@@ -140,6 +140,21 @@ fn feed_all(engine: &Engine, entries: &[(u64, LogEntry)], batch: usize) -> Durat
     t.elapsed()
 }
 
+/// CPU time (user and system) this process has used, from `/proc/self/stat` (in clock
+/// ticks of 10 ms: the paced runs last seconds).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    f.iter().sum::<f64>() / 100.0
+}
+
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
@@ -236,6 +251,7 @@ fn paced(base: &[(u64, LogEntry)], idle_merge_effort: Option<isize>) {
                 }
             })
         };
+        let cpu0 = cpu_seconds();
         let first = next - count as u64;
         let mut seen = first;
         let mut lat = Vec::with_capacity(count);
@@ -249,12 +265,14 @@ fn paced(base: &[(u64, LogEntry)], idle_merge_effort: Option<isize>) {
             std::thread::sleep(Duration::from_micros(20));
         }
         feeder.join().unwrap();
+        // The whole process, this measuring loop and the feeding thread included.
+        let cores = (cpu_seconds() - cpu0) / start.elapsed().as_secs_f64();
         lat.sort();
         let pct =
             |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
         let effort = idle_merge_effort.map_or("off".to_string(), |e| e.to_string());
         println!(
-            "| {effort} | {rate} | {count} | {:.2} | {:.2} | {:.2} |",
+            "| {effort} | {rate} | {count} | {:.2} | {:.2} | {:.2} | {cores:.2} |",
             pct(0.5),
             pct(0.99),
             pct(1.0)
@@ -479,8 +497,8 @@ fn main() {
 
     drop(engine);
     println!("\nLatency at a steady rate (single signals fed from another thread, 3 s each, 1 worker, in a fresh engine loaded with the base workload):\n");
-    println!("| idle merge effort | events/s | signals | p50 ms | p99 ms | max ms |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("| idle merge effort | events/s | signals | p50 ms | p99 ms | max ms | CPU (cores) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for effort in [Some(1_000), Some(100), None] {
         paced(&base, effort);
     }

@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
 use trailspark_core::crm::{CrmBatch, IntegrationEvent};
@@ -23,6 +22,7 @@ use trailspark_operators::usage::Meter;
 use trailspark_operators::{Ident, Org, Signal};
 use trailspark_sinks::read_models::CrmChange;
 
+use super::channel::FeedTx;
 use super::scoring::ScoringFeed;
 use super::slices::Slicer;
 use super::{FeedQueue, Side};
@@ -68,7 +68,7 @@ pub(super) enum Feed {
 
 /// The dataflow's inputs, owned by the feeder thread.
 pub(super) struct Inputs {
-    pub feeds: Vec<SyncSender<Feed>>,
+    pub feeds: Vec<FeedTx<Feed>>,
     pub book: RuleBook,
     /// Dedup keys already staged: entries arrive in log order, so the first copy of a key is
     /// the first one read, and retries never enter the dataflow.

@@ -19,6 +19,7 @@
 //! pushes back on the log writer and, through its bounded queue, makes ingestion answer 503
 //! instead of growing memory.
 
+mod channel;
 mod feeder;
 mod merging;
 mod scoring;
@@ -160,7 +161,7 @@ impl Engine {
         let mut feeds = Vec::with_capacity(workers);
         let mut receivers = Vec::with_capacity(workers);
         for _ in 0..workers {
-            let (tx, rx) = mpsc::sync_channel(cfg.queue);
+            let (tx, rx) = channel::feed_channel(cfg.queue);
             feeds.push(tx);
             receivers.push(Some(rx));
         }

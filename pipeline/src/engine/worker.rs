@@ -2,7 +2,7 @@
 //! its outputs' changes and completed positions to the read models.
 
 use std::collections::VecDeque;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use differential_dataflow::input::Input;
@@ -16,12 +16,13 @@ use trailspark_operators::usage::Meter;
 use trailspark_operators::{Ident, Org, Signal};
 use trailspark_sinks::read_models::{Marker, Update};
 
+use super::channel::FeedRx;
 use super::feeder::{Epoch, Feed};
 use super::stats;
 
 pub(super) fn run(
     worker: &mut timely::worker::Worker,
-    rx: Receiver<Feed>,
+    rx: FeedRx<Feed>,
     tx: Sender<Update>,
     identity: &IdentityConfig,
     with_eligibility: bool,
@@ -69,16 +70,9 @@ pub(super) fn run(
     // Epochs fed and not yet complete.
     let mut closing: VecDeque<(Marker, Instant)> = VecDeque::new();
     let mut completed = 0u64;
+    rx.register();
     loop {
-        // Wait for input only when nothing is left to do: no epoch closing and no operator
-        // activated (idle merging keeps arrangements scheduled until they are compact).
-        let activated = worker.activations().borrow().empty_for() == Some(Duration::ZERO);
-        let wait = if closing.is_empty() && !activated {
-            Duration::from_millis(50)
-        } else {
-            Duration::ZERO
-        };
-        match rx.recv_timeout(wait) {
+        let fed = match rx.rx.try_recv() {
             Ok(Feed::Batch(Epoch {
                 signals,
                 counted,
@@ -147,12 +141,21 @@ pub(super) fn run(
                     reprocessing,
                 };
                 closing.push_back((marker, Instant::now()));
+                true
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
+            Err(TryRecvError::Empty) => false,
+            Err(TryRecvError::Disconnected) => break,
+        };
         super::merging::set_busy(!closing.is_empty());
-        worker.step();
+        if fed {
+            worker.step();
+        } else {
+            // Nothing new: step what is active, or park until the feeder or another worker
+            // wakes this one (see `super::channel`). Idle merging keeps arrangements activated,
+            // so they are still compacted while no epoch is in flight. The timeout only
+            // bounds how long a missed wake-up could cost.
+            worker.step_or_park(Some(Duration::from_millis(50)));
+        }
         while let Some((marker, _)) = closing.front() {
             if probe.less_than(&(marker.time + 1)) {
                 break;
