@@ -40,10 +40,7 @@ impl<T> FeedTx<T> {
     /// registers after this send still reads the channel before it first parks, and one
     /// unparked before it parks returns from the park at once (the thread's token).
     pub fn send(&self, msg: T) -> Result<(), SendError<T>> {
-        let sent = match &self.tx {
-            Some(tx) => tx.send(msg),
-            None => Err(SendError(msg)),
-        };
+        let sent = self.tx.as_ref().expect("taken only in drop").send(msg);
         self.unpark();
         sent
     }

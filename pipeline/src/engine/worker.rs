@@ -160,12 +160,12 @@ pub(super) fn run(
             if probe.less_than(&(marker.time + 1)) {
                 break;
             }
-            let (marker, fed) = closing.pop_front().expect("a front");
+            let (marker, fed_at) = closing.pop_front().expect("a front");
             completed = marker.pos;
             if index == 0 {
                 crate::metrics::METRICS
                     .epoch_duration
-                    .observe(fed.elapsed().as_secs_f64());
+                    .observe(fed_at.elapsed().as_secs_f64());
                 let _ = tx.send(Update::Applied(marker));
             }
         }
