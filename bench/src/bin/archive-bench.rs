@@ -4,12 +4,16 @@
 //!    the real archiver (offer → buffers → Parquet → object store, one roll per simulated
 //!    day) and reports rows/s and bytes per signal; baseline: the same rows as gzipped JSON
 //!    lines (the layout the hosted product documents), written in the same run.
-//! 2. Runs three queries over the archive through trailspark's org-scoped SQL engine and the
-//!    same queries in DuckDB (PyPI) over the same Parquet files, and reports the medians and
-//!    the ratio: a count by event group, a lead timeline, an anonymous_id lookup (what
-//!    rehydration on identify does).
+//! 2. Runs the same queries through trailspark's org-scoped SQL engine and in DuckDB (PyPI)
+//!    over the same Parquet files, and reports the medians and the ratio: `SELECT 1` (what
+//!    any query pays before it reads a row), a count by event group, a lead timeline, an
+//!    anonymous_id lookup (what rehydration on identify does).
 //!
-//! `archive-bench --rows 10000000` (default); `--keep DIR` keeps the archive.
+//! `archive-bench --rows 10000000` (default); `--keep DIR` keeps the archive, and a later
+//! `--keep DIR --reuse` runs only the queries over it: two variants of the query path then
+//! take turns on the same files, which on a shared machine is the only comparison that
+//! holds (one run of each, minutes apart, differed by more than the change). `--explain`
+//! prints each query's `EXPLAIN ANALYZE` (operator times, the Parquet scan's pruning).
 
 use std::future::Future;
 use std::io::Write;
@@ -38,9 +42,18 @@ struct Opts {
     /// Keep the archive here instead of a temporary directory.
     #[arg(long)]
     keep: Option<std::path::PathBuf>,
+    /// `--keep`'s directory already holds this archive (an earlier run with the same
+    /// `--rows`): skip the writes and run only the queries, so that variants of the query
+    /// path can be compared in turns on the same files.
+    #[arg(long, requires = "keep")]
+    reuse: bool,
     /// Python interpreter with duckdb installed.
     #[arg(long, default_value = "python3")]
     python: String,
+    /// Also print each query's `EXPLAIN ANALYZE` through trailspark's engine: where its time
+    /// goes, operator by operator, with the Parquet scan's pruning counts.
+    #[arg(long)]
+    explain: bool,
 }
 
 const DAYS: u64 = 30;
@@ -273,6 +286,11 @@ async fn main() -> anyhow::Result<()> {
                     lead = s.ids.email.as_ref().map(|e| format!("L-{e}"));
                 }
             }
+            if o.reuse {
+                id += n;
+                done += n;
+                continue;
+            }
             let t = Instant::now();
             archiver.offer(&batch);
             archiver.flush(false).await?;
@@ -291,6 +309,9 @@ async fn main() -> anyhow::Result<()> {
             id += n;
             done += n;
         }
+        if o.reuse {
+            continue;
+        }
         // A day has passed: every partition of it rolls (what max_age does in real time).
         let t = Instant::now();
         archiver.flush(true).await?;
@@ -299,29 +320,34 @@ async fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     jsonl.finish()?.flush()?;
     jsonl_time += t.elapsed();
-    let parquet_bytes = dir_bytes(&root);
-    let jsonl_bytes = std::fs::metadata(&jsonl_path)?.len();
-    let files = archiver.files().len();
-    let rows = o.rows as f64;
-    println!(
-        "archive write: {} rows in {} files, {:.0} rows/s, {:.1} bytes/signal (generation {:.1}s, not counted)",
-        o.rows,
-        files,
-        rows / archive_time.as_secs_f64(),
-        parquet_bytes as f64 / rows,
-        gen_time.as_secs_f64()
-    );
-    println!(
-        "baseline jsonl.gz: {:.0} rows/s, {:.1} bytes/signal; ratio (rows/s) {:.2}x, size {:.2}x",
-        rows / jsonl_time.as_secs_f64(),
-        jsonl_bytes as f64 / rows,
-        jsonl_time.as_secs_f64() / archive_time.as_secs_f64(),
-        parquet_bytes as f64 / jsonl_bytes as f64
-    );
+    if !o.reuse {
+        let parquet_bytes = dir_bytes(&root);
+        let jsonl_bytes = std::fs::metadata(&jsonl_path)?.len();
+        let files = archiver.files().len();
+        let rows = o.rows as f64;
+        println!(
+            "archive write: {} rows in {} files, {:.0} rows/s, {:.1} bytes/signal (generation {:.1}s, not counted)",
+            o.rows,
+            files,
+            rows / archive_time.as_secs_f64(),
+            parquet_bytes as f64 / rows,
+            gen_time.as_secs_f64()
+        );
+        println!(
+            "baseline jsonl.gz: {:.0} rows/s, {:.1} bytes/signal; ratio (rows/s) {:.2}x, size {:.2}x",
+            rows / jsonl_time.as_secs_f64(),
+            jsonl_bytes as f64 / rows,
+            jsonl_time.as_secs_f64() / archive_time.as_secs_f64(),
+            parquet_bytes as f64 / jsonl_bytes as f64
+        );
+    }
 
     // 2. SQL over the archive, trailspark vs DuckDB on the same files.
     let org1 = (lead.unwrap_or_default(), anon.unwrap_or_default());
     let queries = [
+        // What any query pays before it reads a row: admission, session, planning, and the
+        // answer's collection (DuckDB: the same statement on its open connection).
+        ("fixed cost (SELECT 1)", "SELECT 1"),
         (
             "count by event group",
             "SELECT event_name, count(*) AS n FROM TBL_SIGNALS GROUP BY event_name ORDER BY n DESC",
@@ -362,6 +388,11 @@ async fn main() -> anyhow::Result<()> {
             assert_eq!(out.rows, first.rows);
         }
         ours.push((name.to_string(), median(times), first.rows));
+        if o.explain {
+            let out = engine.query(1, &format!("EXPLAIN ANALYZE {q}")).await?;
+            let text = trailspark_queries::output::to_table(&out)?;
+            println!("{name}:\n{text}");
+        }
     }
     let duck_queries: serde_json::Map<String, Value> = queries
         .iter()
