@@ -497,3 +497,88 @@ async fn file_metadata_is_cached_per_archive() {
         );
     }
 }
+
+/// A lookup's bloom filters are read once and then served from the process's cache (every
+/// filter of the looked-up column in every file the query opened is kept), and two archives
+/// whose files have the same names never prune with each other's: a filter of the wrong
+/// archive would drop the row group that holds the other's value.
+#[tokio::test]
+async fn bloom_filters_are_kept_per_archive() {
+    use crate::catalog::blooms::{RangeKey, BLOOMS};
+    use datafusion::execution::cache::Cache;
+    use object_store::ObjectStoreExt;
+    use parquet::file::metadata::ParquetMetaDataReader;
+    use trailspark_sinks::archive::Kind;
+
+    let (a, e) = engine(10).await;
+    let (b, f) = engine(10).await;
+    let ours: Vec<_> = (0..60).map(|i| entry(1, i)).collect();
+    // The other archive: the same positions and times (so the same file names), and emails
+    // of the same length in another domain.
+    let theirs: Vec<_> = (0..60)
+        .map(|i| {
+            let (p, mut e) = entry(1, i);
+            if let LogEntry::Signal(s) = &mut e {
+                s.ids.email = s.ids.email.take().map(|m| m.replace("@x.", "@y."));
+            }
+            (p, e)
+        })
+        .collect();
+    a.offer(&ours);
+    a.flush(true).await.unwrap();
+    b.offer(&theirs);
+    b.flush(true).await.unwrap();
+    let files = a.snapshot(Kind::Signals, 1).files;
+    assert!(files.len() > 1, "{} files", files.len());
+
+    let lookup =
+        |domain: &str| format!("SELECT count(*) FROM signals WHERE email = 'u5@{domain}.com'");
+    for _ in 0..2 {
+        assert_eq!(scalar(&e, 1, &lookup("x")).await, 1);
+        assert_eq!(scalar(&f, 1, &lookup("y")).await, 1);
+        assert_eq!(scalar(&e, 1, &lookup("y")).await, 0);
+        assert_eq!(scalar(&f, 1, &lookup("x")).await, 0);
+    }
+
+    // The email filter of every row group whose statistics admit the value (the reader
+    // reads no filter of one they exclude) is in the cache, under our archive's instance.
+    let store = &a.location().store;
+    let wanted = b"u5@x.com".as_slice();
+    let mut kept = 0;
+    for file in &files {
+        let bytes = store.get(&file.path).await.unwrap().bytes().await.unwrap();
+        let meta = ParquetMetaDataReader::new()
+            .parse_and_finish(&bytes)
+            .unwrap();
+        let email = meta
+            .file_metadata()
+            .schema_descr()
+            .columns()
+            .iter()
+            .position(|c| c.name() == "email")
+            .unwrap();
+        for rg in meta.row_groups() {
+            let col = rg.column(email);
+            let stats = col.statistics().unwrap();
+            let (min, max) = (
+                stats.min_bytes_opt().unwrap(),
+                stats.max_bytes_opt().unwrap(),
+            );
+            if wanted < min || wanted > max {
+                continue;
+            }
+            let start = col.bloom_filter_offset().unwrap() as u64;
+            let len = col.bloom_filter_length().unwrap() as u64;
+            let key = RangeKey {
+                path: file.path.clone(),
+                size: file.size,
+                modified: a.instance() as i64,
+                start,
+                end: start + len,
+            };
+            assert!(BLOOMS.contains_key(&key), "{} not kept", file.path);
+            kept += 1;
+        }
+    }
+    assert!(kept > 0, "no row group admits the value");
+}

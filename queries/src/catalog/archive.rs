@@ -23,7 +23,7 @@
 //! once written (compaction and retention write and delete whole files under new names), so
 //! an entry is right for as long as its path exists; entries of deleted files age out of the
 //! cache's LRU. The cache holds metadata only (statistics, not rows) of files a query was
-//! already allowed to read.
+//! already allowed to read. Their bloom filters are kept the same way ([`super::blooms`]).
 //!
 //! [`FilterExec`]: datafusion::physical_plan::filter::FilterExec
 
@@ -56,6 +56,7 @@ use trailspark_sinks::archive::{
     text_of, to_batch_projected, ArchiveRow, Archiver, Kind, Partition, SCHEMA,
 };
 
+use super::blooms::KeepBlooms;
 use super::prune::Bounds;
 
 /// The Parquet metadata of archive files, shared by every query (see the module doc); the
@@ -251,8 +252,8 @@ impl TableProvider for ArchiveTable {
             let url = ObjectStoreUrl::parse(&self.archiver.location().store_url)?;
             let store = state.runtime_env().object_store(&url)?;
             let footers = CachedParquetFileReaderFactory::new(store, FOOTERS.clone());
-            let mut source =
-                ParquetSource::new(table).with_parquet_file_reader_factory(Arc::new(footers));
+            let mut source = ParquetSource::new(table)
+                .with_parquet_file_reader_factory(Arc::new(KeepBlooms(footers)));
             if let Some(filter) = conjunction(filters.iter().cloned()) {
                 let df_schema = DFSchema::try_from(self.inner.as_ref().clone())?;
                 source = source.with_predicate(state.create_physical_expr(filter, &df_schema)?);

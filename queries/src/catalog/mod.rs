@@ -9,6 +9,7 @@
 //! the org's rows out of the read models, and an archive table a copy of its buffered rows.
 
 pub(crate) mod archive;
+pub(crate) mod blooms;
 pub mod live;
 mod prune;
 mod scoring;
