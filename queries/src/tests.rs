@@ -449,30 +449,39 @@ async fn lookups_find_what_a_plain_filter_finds_in_files_and_buffers() {
     }
 }
 
+/// Two archives of the same 60 signals of org 1, flushed: the same positions and times, so
+/// the same file names, with `change` applied to each signal of the second.
+async fn twin_archives(
+    change: impl Fn(&mut SignalRecord),
+) -> ((Arc<Archiver>, SqlEngine), (Arc<Archiver>, SqlEngine)) {
+    let (ours, theirs) = (engine(10).await, engine(10).await);
+    let entries: Vec<_> = (0..60).map(|i| entry(1, i)).collect();
+    let changed: Vec<_> = entries
+        .iter()
+        .cloned()
+        .map(|(p, mut e)| {
+            if let LogEntry::Signal(s) = &mut e {
+                change(s);
+            }
+            (p, e)
+        })
+        .collect();
+    for (archive, entries) in [(&ours.0, &entries), (&theirs.0, &changed)] {
+        archive.offer(entries);
+        archive.flush(true).await.unwrap();
+    }
+    (ours, theirs)
+}
+
 /// A file's Parquet metadata is read once and then served from the process's cache, and two
 /// archives whose files have the same names (every `memory://` archive here) never read each
 /// other's.
 #[tokio::test]
 async fn file_metadata_is_cached_per_archive() {
     use trailspark_sinks::archive::Kind;
-    let (a, e) = engine(10).await;
-    let (b, f) = engine(10).await;
-    let ours: Vec<_> = (0..60).map(|i| entry(1, i)).collect();
-    // The other archive: the same positions and times (so the same file names), payloads of
-    // the same length that say something else.
-    let theirs: Vec<_> = (0..60)
-        .map(|i| {
-            let (p, mut e) = entry(1, i);
-            if let LogEntry::Signal(s) = &mut e {
-                s.payload = s.payload.replace("secret", "sekret");
-            }
-            (p, e)
-        })
-        .collect();
-    a.offer(&ours);
-    a.flush(true).await.unwrap();
-    b.offer(&theirs);
-    b.flush(true).await.unwrap();
+    // The other archive's payloads are of the same length and say something else.
+    let ((a, e), (b, f)) =
+        twin_archives(|s| s.payload = s.payload.replace("secret", "sekret")).await;
     let files = a.snapshot(Kind::Signals, 1).files;
     assert!(files.len() > 1, "{} files", files.len());
     let other = b.snapshot(Kind::Signals, 1).files;
@@ -510,24 +519,9 @@ async fn bloom_filters_are_kept_per_archive() {
     use parquet::file::metadata::ParquetMetaDataReader;
     use trailspark_sinks::archive::Kind;
 
-    let (a, e) = engine(10).await;
-    let (b, f) = engine(10).await;
-    let ours: Vec<_> = (0..60).map(|i| entry(1, i)).collect();
-    // The other archive: the same positions and times (so the same file names), and emails
-    // of the same length in another domain.
-    let theirs: Vec<_> = (0..60)
-        .map(|i| {
-            let (p, mut e) = entry(1, i);
-            if let LogEntry::Signal(s) = &mut e {
-                s.ids.email = s.ids.email.take().map(|m| m.replace("@x.", "@y."));
-            }
-            (p, e)
-        })
-        .collect();
-    a.offer(&ours);
-    a.flush(true).await.unwrap();
-    b.offer(&theirs);
-    b.flush(true).await.unwrap();
+    // The other archive's emails are of the same length, in another domain.
+    let ((a, e), (_, f)) =
+        twin_archives(|s| s.ids.email = s.ids.email.take().map(|m| m.replace("@x.", "@y."))).await;
     let files = a.snapshot(Kind::Signals, 1).files;
     assert!(files.len() > 1, "{} files", files.len());
 
