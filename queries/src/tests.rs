@@ -513,7 +513,7 @@ async fn file_metadata_is_cached_per_archive() {
 /// archive would drop the row group that holds the other's value.
 #[tokio::test]
 async fn bloom_filters_are_kept_per_archive() {
-    use crate::catalog::blooms::{RangeKey, BLOOMS};
+    use crate::catalog::blooms::{FileVersion, RangeKey, BLOOMS};
     use datafusion::execution::cache::Cache;
     use object_store::ObjectStoreExt;
     use parquet::file::metadata::ParquetMetaDataReader;
@@ -564,11 +564,12 @@ async fn bloom_filters_are_kept_per_archive() {
             let start = col.bloom_filter_offset().unwrap() as u64;
             let len = col.bloom_filter_length().unwrap() as u64;
             let key = RangeKey {
-                path: file.path.clone(),
-                size: file.size,
-                modified: a.instance() as i64,
-                start,
-                end: start + len,
+                file: FileVersion {
+                    path: file.path.clone(),
+                    size: file.size,
+                    modified: a.instance() as i64,
+                },
+                range: start..start + len,
             };
             assert!(BLOOMS.contains_key(&key), "{} not kept", file.path);
             kept += 1;

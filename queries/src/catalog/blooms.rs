@@ -41,27 +41,32 @@ const BUDGET: usize = 64 << 20;
 
 /// The largest single-range read kept. A filter of the largest row group (64k rows) is
 /// 128 KB; a larger read is not a bloom filter of ours.
-pub(crate) const MAX_KEPT: u64 = 1 << 20;
+const MAX_KEPT: u64 = 1 << 20;
 
 /// The bloom filters read so far, shared by every query.
 pub(crate) static BLOOMS: LazyLock<DefaultCache<RangeKey, Kept>> =
     LazyLock::new(|| DefaultCache::new(BUDGET).with_name("ArchiveBloomFilters"));
 
-/// One range of one version of one file.
+/// One version of one file.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct RangeKey {
+pub(crate) struct FileVersion {
     pub path: Path,
     pub size: u64,
     /// The file's modification time in nanoseconds: for archive files, the archiver's
     /// instance.
     pub modified: i64,
-    pub start: u64,
-    pub end: u64,
+}
+
+/// One range of one version of one file.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct RangeKey {
+    pub file: FileVersion,
+    pub range: Range<u64>,
 }
 
 impl CacheKey for RangeKey {
     fn size(&self) -> usize {
-        self.path.as_ref().len() + std::mem::size_of::<Self>()
+        self.file.path.as_ref().len() + std::mem::size_of::<Self>()
     }
 
     fn table_ref(&self) -> Option<&TableReference> {
@@ -92,34 +97,21 @@ impl<F: ParquetFileReaderFactory> ParquetFileReaderFactory for KeepBlooms<F> {
         metrics: &ExecutionPlanMetricsSet,
     ) -> datafusion::common::Result<Box<dyn AsyncFileReader + Send>> {
         let meta = &file.object_meta;
-        let key = RangeKey {
+        let version = FileVersion {
             path: meta.location.clone(),
             size: meta.size,
             modified: meta.last_modified.timestamp_nanos_opt().unwrap_or_default(),
-            start: 0,
-            end: 0,
         };
         let inner = self
             .0
             .create_reader(partition_index, file, metadata_size_hint, metrics)?;
-        Ok(Box::new(Reader { inner, key }))
+        Ok(Box::new(Reader { inner, version }))
     }
 }
 
 struct Reader {
     inner: Box<dyn AsyncFileReader + Send>,
-    /// The file's key, its range left empty.
-    key: RangeKey,
-}
-
-impl Reader {
-    fn key(&self, range: &Range<u64>) -> RangeKey {
-        RangeKey {
-            start: range.start,
-            end: range.end,
-            ..self.key.clone()
-        }
-    }
+    version: FileVersion,
 }
 
 impl AsyncFileReader for Reader {
@@ -127,7 +119,10 @@ impl AsyncFileReader for Reader {
         if range.end.saturating_sub(range.start) > MAX_KEPT {
             return self.inner.get_bytes(range);
         }
-        let key = self.key(&range);
+        let key = RangeKey {
+            file: self.version.clone(),
+            range: range.clone(),
+        };
         if let Some(Kept(bytes)) = BLOOMS.get(&key) {
             return async move { Ok(bytes) }.boxed();
         }
