@@ -1,9 +1,11 @@
 //! Shared pieces of trailspark's benchmarks: sample payloads, the process harness of the
 //! load benchmarks ([`harness`]), signalmark's workload generator ([`workload`]) and its live
-//! load over HTTP and NATS ([`load`]).
+//! load over HTTP and NATS ([`load`]), and the server's histograms between two scrapes
+//! ([`scrape`]).
 
 pub mod harness;
 pub mod load;
+pub mod scrape;
 pub mod workload;
 
 /// Representative payloads: a generic webhook form fill, a Segment identify, a Segment track

@@ -44,6 +44,10 @@ pub struct Metrics {
     pub epoch_entries: Histogram,
     /// From an epoch's feeding to the read models having it, on worker 0.
     pub epoch_duration: Histogram,
+    /// `trailspark_freshness_seconds{stage}`: from an epoch's oldest entry being committed
+    /// to the log to the epoch reaching each stage (`fed`, `complete`, `applied`); see
+    /// [`Metrics::fresh`].
+    pub freshness: HistogramVec,
     /// Slices of rule edits with reprocess sent to the dataflow.
     pub reprocess_slices: IntCounter,
     /// Orgs with a rule edit with reprocess still reaching back over their history.
@@ -177,6 +181,14 @@ impl Metrics {
                 "Log entries per epoch fed to the dataflow.",
                 exponential_buckets(1.0, 4.0, 10).expect("valid buckets")
             ))),
+            freshness: reg!(HistogramVec::new(
+                hopts(
+                    "freshness_seconds",
+                    "Time from log entries being committed to their being taken by the dataflow's feeder, fed to the dataflow, complete in it, and applied to the read models (stage; each epoch counts once, by its oldest entry).",
+                    seconds()
+                ),
+                &["stage"]
+            )),
             epoch_duration: reg!(Histogram::with_opts(hopts(
                 "epoch_duration_seconds",
                 "Time from feeding an epoch to the dataflow to its outputs being complete.",
@@ -300,6 +312,16 @@ impl Metrics {
             .register(Box::new(process))
             .expect("unique process metrics");
         m
+    }
+
+    /// Records that an epoch whose oldest entry was committed at `committed` reached
+    /// `stage`. The stages split a write's path to the explorer (the log's commit, the
+    /// feeder's queue, the dataflow, the read models), so that a slow answer shows where its
+    /// time went without a profiler.
+    pub fn fresh(&self, stage: &str, committed: std::time::Instant) {
+        self.freshness
+            .with_label_values(&[stage])
+            .observe(committed.elapsed().as_secs_f64());
     }
 
     /// Counts one answered request.

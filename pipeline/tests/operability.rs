@@ -259,6 +259,18 @@ fn metrics_count_what_happened_and_pass_promtool() {
     );
     assert!(n("trailspark_epoch_entries_count") >= 1.0);
     assert!(n("trailspark_epoch_duration_seconds_count") >= 1.0);
+    // Freshness by stage: every epoch of log entries completes in the dataflow before the
+    // read models apply it, and both are counted once it is applied.
+    let stage = |s: &str, part: &str| {
+        n(&format!(
+            "trailspark_freshness_seconds_{part}{{stage=\"{s}\"}}"
+        ))
+    };
+    assert!(stage("taken", "count") >= 1.0);
+    assert!(stage("fed", "count") >= 1.0);
+    assert!(stage("complete", "count") >= 1.0);
+    assert_eq!(stage("complete", "count"), stage("applied", "count"));
+    assert!(stage("applied", "sum") >= stage("complete", "sum"));
     assert_eq!(n("trailspark_read_model_entries{model=\"leads\"}"), 5.0);
     assert_eq!(
         n("trailspark_read_model_entries{model=\"processed_signals\"}"),

@@ -23,6 +23,7 @@ fn live() -> Live {
         pos: 1,
         sides: 0,
         reprocessing: Vec::new(),
+        committed: None,
     }))
     .unwrap();
     drop(tx);

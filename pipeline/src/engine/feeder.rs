@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use trailspark_core::crm::{CrmBatch, IntegrationEvent};
 use trailspark_core::dedup::FirstSeen;
@@ -60,6 +61,9 @@ pub(super) struct Epoch {
     /// Side epochs sent so far, this one included: the read models learn from it which of
     /// the hot window's moves have landed (the cold index's `landed`).
     pub sides: u64,
+    /// When the epoch's oldest log entry was handed to the engine, just after its commit
+    /// (`None` for a side epoch): the start of the freshness metrics' stages.
+    pub committed: Option<Instant>,
 }
 
 pub(super) enum Feed {
@@ -151,15 +155,22 @@ pub(super) fn run(queue: &FeedQueue, inputs: &mut Inputs, epoch_entries: usize) 
             )
         };
         queue.not_full.notify_all();
-        let mut epoch = Vec::with_capacity(epoch_entries.min(batch.iter().map(|c| c.len()).sum()));
-        for entry in batch.iter().flat_map(|c| c.iter()) {
-            epoch.push(entry);
-            if epoch.len() == epoch_entries {
-                inputs.feed(&epoch);
-                epoch.clear();
+        let total = batch.iter().map(|(c, _)| c.len()).sum();
+        let mut epoch = Vec::with_capacity(epoch_entries.min(total));
+        // When the oldest entry of the epoch being filled was handed over.
+        let mut oldest = None;
+        for (chunk, at) in &batch {
+            crate::metrics::METRICS.fresh("taken", *at);
+            for entry in chunk.iter() {
+                oldest.get_or_insert(*at);
+                epoch.push(entry);
+                if epoch.len() == epoch_entries {
+                    inputs.feed(&epoch, oldest.take());
+                    epoch.clear();
+                }
             }
         }
-        inputs.feed(&epoch);
+        inputs.feed(&epoch, oldest);
         // After the entries that were waiting with them: a side change was decided
         // on state no later than those entries, and the hot window keeps each
         // signal's evictions and rehydrations alternating in the order it queued
@@ -178,8 +189,9 @@ pub(super) fn run(queue: &FeedQueue, inputs: &mut Inputs, epoch_entries: usize) 
 }
 
 impl Inputs {
-    /// Sends one epoch to the workers. Blocks while they are behind.
-    fn feed(&mut self, entries: &[&(u64, LogEntry)]) {
+    /// Sends one epoch to the workers, its oldest entry handed over at `committed`. Blocks
+    /// while they are behind.
+    fn feed(&mut self, entries: &[&(u64, LogEntry)], committed: Option<Instant>) {
         let Some(upto) = entries.last().map(|(p, _)| *p) else {
             return;
         };
@@ -189,6 +201,7 @@ impl Inputs {
         let mut epoch = Epoch {
             upto,
             sides: self.sides,
+            committed,
             ..Default::default()
         };
         let mut counted: BTreeMap<(Org, u32, Meter), isize> = BTreeMap::new();
@@ -256,6 +269,9 @@ impl Inputs {
         self.clock.store(clock, Ordering::Relaxed);
         self.upto = upto;
         self.send(epoch);
+        if let Some(at) = committed {
+            crate::metrics::METRICS.fresh("fed", at);
+        }
     }
 
     /// Sends one side epoch (see [`Side`]) to the workers.

@@ -30,6 +30,7 @@ mod worker;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
 
 use trailspark_core::dedup::FirstSeen;
 use trailspark_core::LogEntry;
@@ -105,8 +106,9 @@ pub enum Side {
 struct Waiting {
     /// As fed: one chunk per call, never concatenated (copying a replay's hundreds of
     /// thousands of waiting entries into one growing vector cost the reading thread more
-    /// than reading them).
-    chunks: Vec<Committed>,
+    /// than reading them). Each with when it was handed over, just after its commit (for
+    /// the freshness metrics).
+    chunks: Vec<(Committed, Instant)>,
     /// Entries in `chunks`.
     queued: usize,
     sides: Vec<Side>,
@@ -175,7 +177,10 @@ impl Engine {
         {
             // The read models count the epochs they apply, for the feeder's slices.
             let queue = queue.clone();
-            read.on_progress(Box::new(move |epochs| {
+            read.on_progress(Box::new(move |epochs, committed| {
+                for at in committed {
+                    crate::metrics::METRICS.fresh("applied", *at);
+                }
                 queue.state.lock().unwrap().applied += epochs;
                 queue.not_empty.notify_one();
             }));
@@ -263,7 +268,7 @@ impl Engine {
             st = self.queue.not_full.wait(st).unwrap();
         }
         st.queued += entries.len();
-        st.chunks.push(entries);
+        st.chunks.push((entries, Instant::now()));
         drop(st);
         self.queue.not_empty.notify_one();
     }

@@ -86,6 +86,7 @@ pub(super) fn run(
                 upto,
                 side,
                 sides,
+                committed,
                 ..
             })) => {
                 // Everything enters at the epoch's time (see the module doc).
@@ -139,6 +140,7 @@ pub(super) fn run(
                     pos: upto,
                     sides,
                     reprocessing,
+                    committed,
                 };
                 closing.push_back((marker, Instant::now()));
                 true
@@ -163,9 +165,13 @@ pub(super) fn run(
             let (marker, fed_at) = closing.pop_front().expect("a front");
             completed = marker.pos;
             if index == 0 {
-                crate::metrics::METRICS
+                let metrics = &crate::metrics::METRICS;
+                metrics
                     .epoch_duration
                     .observe(fed_at.elapsed().as_secs_f64());
+                if let Some(at) = marker.committed {
+                    metrics.fresh("complete", at);
+                }
                 let _ = tx.send(Update::Applied(marker));
             }
         }

@@ -71,6 +71,9 @@ pub struct Marker {
     /// The orgs with rule changes or slices at `time`, each with the position of its
     /// earliest edit whose reprocess has not yet reached all its history (`None`: none left).
     pub reprocessing: Vec<(Org, Option<u64>)>,
+    /// When the epoch's oldest log entry was committed (`None` for an epoch that holds no
+    /// log entry): handed back to [`super::ReadModels::on_progress`] once applied.
+    pub committed: Option<std::time::Instant>,
 }
 
 /// The net change of one output over completed positions, as the models apply it.

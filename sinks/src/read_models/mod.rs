@@ -43,8 +43,9 @@ pub use self::stamp::ReadStamper;
 /// Where the models send their [`Change`]s, tagged with the log position they reflect.
 pub type ChangeSink = tokio::sync::mpsc::Sender<(u64, Vec<Change>)>;
 
-/// Told how many epochs an apply covered ([`ReadModels::on_progress`]).
-pub type Progress = Box<dyn Fn(u64) + Send + Sync>;
+/// Told how many epochs an apply covered, and when the log entries of those that held any
+/// were committed ([`ReadModels::on_progress`]).
+pub type Progress = Box<dyn Fn(u64, &[std::time::Instant]) + Send + Sync>;
 
 /// The read models and their applied position.
 pub struct ReadModels {
@@ -120,12 +121,14 @@ impl ReadModels {
             let mut settled: Vec<(u64, [Batch; 10])> = Vec::new();
             let mut sides = 0;
             let mut reprocessing = Vec::new();
+            let mut committed = Vec::new();
             let mut next = Some(first);
             while let Some(u) = next {
                 if let Some(marker) = held.hold(u) {
                     settled.push((marker.pos, held.settle(marker.time)));
                     sides = marker.sides;
                     reprocessing.extend(marker.reprocessing);
+                    committed.extend(marker.committed);
                 }
                 next = rx.try_recv().ok();
             }
@@ -191,13 +194,13 @@ impl ReadModels {
                 changed || unsettled_changed
             });
             if let Some(progress) = self.progress.get() {
-                progress(epochs);
+                progress(epochs, &committed);
             }
         }
     }
 
-    /// Sets what is told, after each apply, how many epochs (`Applied` markers) it covered;
-    /// only the first call counts.
+    /// Sets what is told, after each apply, how many epochs (`Applied` markers) it covered
+    /// and their commit times; only the first call counts.
     pub fn on_progress(&self, f: Progress) {
         let _ = self.progress.set(f);
     }

@@ -213,6 +213,7 @@ fn models_follow_the_net_change_whatever_the_arrival_order() {
                 pos: epochs[i].0,
                 sides: 0,
                 reprocessing: Vec::new(),
+                committed: None,
             }));
         }
         let read = ReadModels::default();
@@ -260,6 +261,7 @@ fn a_reprocess_holds_back_only_its_own_orgs_readers() {
             pos,
             sides: 0,
             reprocessing,
+            committed: None,
         })
     };
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -57,8 +57,10 @@ pub(crate) async fn ingest(ts: &Path, work: &Path, a: &Args) -> anyhow::Result<V
         let (base, token) = (s.base.clone(), orgs[0].token.clone());
         async move { poll_positions(&base, &token, t0, until).await }
     });
+    let before = metrics(&c, &s.base).await?;
     let paced = http_load(&load, fresh_events(a, 3)).await?;
     let polls = poller.await??;
+    let after = metrics(&c, &s.base).await?;
     let mut f = freshness(&paced.acks, &polls);
     f.sort();
     rows.push(row(
@@ -73,6 +75,24 @@ pub(crate) async fn ingest(ts: &Path, work: &Path, a: &Args) -> anyhow::Result<V
             ms(quantile(&f, 0.999))
         ),
     ));
+    // The server's own view of the same load: from each epoch's commit to the log to each
+    // stage (the bucket bounds of its histograms, which double).
+    for stage in ["taken", "fed", "complete", "applied"] {
+        let label = format!("stage=\"{stage}\"");
+        let d = scrape::between(
+            &scrape::buckets(&before, "trailspark_freshness_seconds", &label),
+            &scrape::buckets(&after, "trailspark_freshness_seconds", &label),
+        );
+        let bound =
+            |p| scrape::quantile_bound(&d, p).map_or("–".into(), |s| format!("≤ {:.1}", s * 1e3));
+        rows.push(row(
+            format!(
+                "freshness in the server: commit → {stage}, p50 / p99 (ms, {} epochs)",
+                d.last().map_or(0.0, |b| b.1)
+            ),
+            format!("{} / {}", bound(0.5), bound(0.99)),
+        ));
+    }
     stop(s)?;
 
     // NATS.
@@ -114,4 +134,14 @@ pub(crate) async fn ingest(ts: &Path, work: &Path, a: &Args) -> anyhow::Result<V
     ns.kill()?;
     ns.wait()?;
     Ok(rows)
+}
+
+/// The server's metrics, as text.
+async fn metrics(c: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+    Ok(c.get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?)
 }

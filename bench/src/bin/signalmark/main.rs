@@ -42,6 +42,7 @@ use trailspark_bench::harness::{
 use trailspark_bench::load::{
     freshness, http_load, nats_load, poll_positions, quantile, HttpLoad, Mode, OrgAccess,
 };
+use trailspark_bench::scrape;
 use trailspark_bench::workload::{
     part_file, product_org_template, rule_edit, rules, write_ndjson, Config, Event, Generator,
     Kind, Scale,
@@ -86,6 +87,10 @@ struct Args {
     /// Run even when the machine's available memory looks too small for the scale.
     #[arg(long)]
     force: bool,
+    /// Run only the ingest scenario (throughput and freshness; no workload, DuckDB or
+    /// comparison): for working on ingest and freshness in minutes instead of a full run.
+    #[arg(long)]
+    ingest_only: bool,
 }
 
 /// Resident bytes per workload event the batch server needs at its peak, from bench/RESULTS.md
@@ -154,6 +159,12 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let cfg = a.scale.config();
     let mut rows = Vec::new();
+    if a.ingest_only {
+        eprintln!("signalmark: ingest throughput");
+        rows.extend(rt.block_on(ingest(&ts, &work, &a))?);
+        print_rows(&rows);
+        return Ok(());
+    }
 
     // 1. The workload.
     eprintln!("signalmark: generating {} events", a.scale.events);
@@ -272,14 +283,7 @@ fn main() -> anyhow::Result<()> {
         duck["duckdb"].as_str().unwrap_or("?"),
         started.elapsed().as_secs_f64()
     );
-    println!("| measure | trailspark | DuckDB | trailspark / DuckDB |");
-    println!("|---|---:|---:|---:|");
-    for r in &rows {
-        println!(
-            "| {} | {} | {} | {} |",
-            r.measure, r.ours, r.theirs, r.ratio
-        );
-    }
+    print_rows(&rows);
     if !mismatches.is_empty() {
         for m in mismatches.iter().take(20) {
             eprintln!("difference: {m}");
@@ -287,6 +291,17 @@ fn main() -> anyhow::Result<()> {
         bail!("trailspark's outputs differ from DuckDB's");
     }
     Ok(())
+}
+
+fn print_rows(rows: &[Row]) {
+    println!("| measure | trailspark | DuckDB | trailspark / DuckDB |");
+    println!("|---|---:|---:|---:|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {} |",
+            r.measure, r.ours, r.theirs, r.ratio
+        );
+    }
 }
 
 // ---------------------------------------------------------------- HTTP helpers
