@@ -222,10 +222,12 @@ fn read_models_equal_the_reference_however_the_log_is_cut_into_epochs() {
         let epoch_entries = [1, 3, 17, 64, 100_000][rng.below(5) as usize];
         // Small segments cut each reprocess into many slices between the log's epochs.
         let segment_signals = [2, 7, 512][rng.below(3) as usize];
+        let epochs_in_flight = rng.below(4) as usize;
         let engine = Engine::start(EngineConfig {
             epoch_entries,
             queue: 1 + rng.below(4) as usize,
             segment_signals,
+            epochs_in_flight,
             ..Default::default()
         });
         let mut rest = &entries[..];
@@ -240,13 +242,50 @@ fn read_models_equal_the_reference_however_the_log_is_cut_into_epochs() {
             &engine.read.read(),
             &want,
             &BTreeSet::new(),
-            &format!("run {run}, epochs of up to {epoch_entries}, segments of {segment_signals}"),
+            &format!("run {run}, epochs of up to {epoch_entries}, segments of {segment_signals}, {epochs_in_flight} in flight"),
         );
     }
     // The logs' reprocessing edits went as slices (counted once per slice, in any test of
     // this process).
     let sent = trailspark::metrics::METRICS.reprocess_slices.get() - slices;
     assert!(sent >= 20, "{sent} slices");
+}
+
+/// Entries committed while an epoch is in the dataflow wait and go together as the next
+/// epoch: fed one at a time, a little apart, they take far fewer epochs than with no bound
+/// (where every wake of the feeder sends what it found), and the models end on the same
+/// state.
+#[test]
+fn entries_committed_while_an_epoch_is_in_flight_go_together() {
+    let mut rng = Rng(0x6a09_e667_f3bc_c908);
+    let entries = log(&mut rng, 400);
+    let want = expected(&entries);
+    let mut epochs = Vec::new();
+    for in_flight in [1, 0] {
+        let engine = Engine::start(EngineConfig {
+            epochs_in_flight: in_flight,
+            // Room for every epoch in the workers' channels, so that without a bound the
+            // feeder never waits for them (a full channel would coalesce entries too).
+            queue: entries.len(),
+            ..Default::default()
+        });
+        for e in &entries {
+            engine.feed(vec![e.clone()]);
+            std::thread::sleep(std::time::Duration::from_micros(300));
+        }
+        wait_applied(&engine, entries.last().unwrap().0);
+        assert_models_equal(
+            &engine.read.read(),
+            &want,
+            &BTreeSet::new(),
+            &format!("{in_flight} in flight"),
+        );
+        epochs.push(engine.epochs_complete());
+    }
+    assert!(
+        epochs[0] * 2 <= epochs[1],
+        "epochs with one in flight and with no bound: {epochs:?}"
+    );
 }
 
 /// Waits until the models reflect `pos`, with every reprocess asked for by then done.

@@ -172,6 +172,10 @@ pub struct DataflowOpts {
     /// traffic; done only while the worker has no epoch in flight. 0 turns idle merging off.
     #[arg(long, env = "TRAILSPARK_IDLE_MERGE_EFFORT", default_value_t = 1_000)]
     pub idle_merge_effort: u32,
+    /// Epochs of log entries in the dataflow at once; entries committed meanwhile wait and
+    /// go together as the next epoch, so epochs grow with the load. 0: no bound.
+    #[arg(long, env = "TRAILSPARK_EPOCHS_IN_FLIGHT", default_value_t = 1)]
+    pub epochs_in_flight: usize,
 }
 
 impl DataflowOpts {
@@ -191,6 +195,7 @@ impl DataflowOpts {
             epoch_entries: self.epoch_entries,
             idle_merge_effort: (self.idle_merge_effort > 0)
                 .then_some(self.idle_merge_effort as isize),
+            epochs_in_flight: self.epochs_in_flight,
             ..Default::default()
         }
     }

@@ -74,6 +74,10 @@ pub struct EngineConfig {
     /// Staged signals after which an org's rule segment ends: the finest slice a rule edit
     /// with reprocess is cut into (see `trailspark_operators::rules::book`).
     pub segment_signals: u32,
+    /// Epochs of log entries the feeder lets into the dataflow before the first of them is
+    /// complete; entries committed meanwhile wait and go together as the next epoch. `0`:
+    /// no bound (every wake of the feeder sends what it found). See [`feeder::run`].
+    pub epochs_in_flight: usize,
 }
 
 impl Default for EngineConfig {
@@ -87,6 +91,7 @@ impl Default for EngineConfig {
             idle_merge_effort: Some(1_000),
             eligibility: true,
             segment_signals: trailspark_operators::rules::SEGMENT_SIGNALS,
+            epochs_in_flight: 1,
         }
     }
 }
@@ -116,6 +121,9 @@ struct Waiting {
     queued_sides: u64,
     /// Epochs the read models have applied (the feeder paces reprocessing slices by it).
     applied: u64,
+    /// Epochs complete in the dataflow, as worker 0 sees them (the feeder bounds the epochs
+    /// in flight by it).
+    completed: u64,
     closed: bool,
 }
 
@@ -185,6 +193,13 @@ impl Engine {
                 queue.not_empty.notify_one();
             }));
         }
+        let completed: worker::OnComplete = {
+            let queue = queue.clone();
+            Arc::new(move || {
+                queue.state.lock().unwrap().completed += 1;
+                queue.not_empty.notify_one();
+            })
+        };
         let update_tx = Arc::new(Mutex::new(update_tx));
         let identity = cfg.identity.clone();
         let eligibility = cfg.eligibility;
@@ -199,7 +214,8 @@ impl Engine {
                         .take()
                         .expect("one receiver per worker");
                     let tx = update_tx.lock().unwrap().clone();
-                    worker::run(worker, rx, tx, &identity, eligibility);
+                    let completed = (worker.index() == 0).then(|| completed.clone());
+                    worker::run(worker, rx, tx, completed, &identity, eligibility);
                 });
                 match guards {
                     Ok(g) => drop(g),
@@ -220,10 +236,13 @@ impl Engine {
             slices: self::slices::Slicer::new(cfg.segment_signals),
         };
         let q = queue.clone();
-        let epoch_entries = cfg.epoch_entries.max(1);
+        let pace = feeder::Pace {
+            epoch_entries: cfg.epoch_entries.max(1),
+            in_flight: cfg.epochs_in_flight,
+        };
         std::thread::Builder::new()
             .name("dataflow-feeder".into())
-            .spawn(move || feeder::run(&q, &mut inputs, epoch_entries))
+            .spawn(move || feeder::run(&q, &mut inputs, pace))
             .expect("spawning the feeder thread");
         Arc::new(Engine { queue, read, clock })
     }
@@ -234,6 +253,11 @@ impl Engine {
     pub fn log_clock(&self) -> Option<i64> {
         let t = self.clock.load(Ordering::Relaxed);
         (t != i64::MIN).then_some(t)
+    }
+
+    /// Epochs complete in the dataflow so far (log epochs, side epochs and slices alike).
+    pub fn epochs_complete(&self) -> u64 {
+        self.queue.state.lock().unwrap().completed
     }
 
     /// Queues a change of the hot set; it enters after the log entries already queued.

@@ -20,10 +20,14 @@ use super::channel::FeedRx;
 use super::feeder::{Epoch, Feed};
 use super::stats;
 
+/// Told, on worker 0, each time an epoch is complete in the whole dataflow.
+pub(super) type OnComplete = std::sync::Arc<dyn Fn() + Send + Sync>;
+
 pub(super) fn run(
     worker: &mut timely::worker::Worker,
     rx: FeedRx<Feed>,
     tx: Sender<Update>,
+    on_complete: Option<OnComplete>,
     identity: &IdentityConfig,
     with_eligibility: bool,
 ) {
@@ -173,6 +177,9 @@ pub(super) fn run(
                     metrics.fresh("complete", at);
                 }
                 let _ = tx.send(Update::Applied(marker));
+            }
+            if let Some(done) = &on_complete {
+                done();
             }
         }
         if let Some(s) = &stats {

@@ -87,10 +87,10 @@ pub(crate) async fn ingest(ts: &Path, work: &Path, a: &Args) -> anyhow::Result<V
             |p| scrape::quantile_bound(&d, p).map_or("–".into(), |s| format!("≤ {:.1}", s * 1e3));
         rows.push(row(
             format!(
-                "freshness in the server: commit → {stage}, p50 / p99 (ms, {} epochs)",
+                "freshness in the server: commit → {stage}, p50 / p99 / max (ms, {} epochs)",
                 d.last().map_or(0.0, |b| b.1)
             ),
-            format!("{} / {}", bound(0.5), bound(0.99)),
+            format!("{} / {} / {}", bound(0.5), bound(0.99), bound(1.0)),
         ));
     }
     stop(s)?;
