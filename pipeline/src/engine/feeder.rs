@@ -136,7 +136,8 @@ pub(super) struct Pace {
 /// The feeder thread's loop, until the engine closes.
 ///
 /// Log entries wait while `pace.in_flight` epochs are in the dataflow, and then go as one
-/// epoch. Sending each journal group as its own epoch cost freshness under a steady load: a
+/// epoch (a side change or a slice that is due takes them along at once: the bound only
+/// ever delays entries, so it never changes what the dataflow computes). Sending each journal group as its own epoch cost freshness under a steady load: a
 /// small epoch costs the dataflow nearly what a larger one does (every arrangement it
 /// touches builds and merges a batch, every reduce runs once per time), so at a few
 /// thousand signals a second, in epochs of a dozen, the worker fell behind and each epoch
