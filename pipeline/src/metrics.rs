@@ -44,10 +44,8 @@ pub struct Metrics {
     pub epoch_entries: Histogram,
     /// From an epoch's feeding to the read models having it, on worker 0.
     pub epoch_duration: Histogram,
-    /// `trailspark_freshness_seconds{stage}`: from an epoch's oldest entry being committed
-    /// to the log to the epoch reaching each stage (`fed`, `complete`, `applied`); see
-    /// [`Metrics::fresh`].
-    pub freshness: HistogramVec,
+    /// `trailspark_freshness_seconds{stage}`, one series per stage (see [`Freshness`]).
+    pub freshness: Freshness,
     /// Slices of rule edits with reprocess sent to the dataflow.
     pub reprocess_slices: IntCounter,
     /// Orgs with a rule edit with reprocess still reaching back over their history.
@@ -87,6 +85,38 @@ pub struct Metrics {
     routes: RwLock<HashMap<(String, u16), Series>>,
     /// Whether the NATS metrics are registered (see [`Metrics::with_nats`]).
     nats_shown: std::sync::Once,
+}
+
+/// The stages of a write's path to the explorer, each timed from its commit to the log: the
+/// log's commit, the feeder's queue, the dataflow, the read models. A slow answer shows
+/// where its time went without a profiler. The series are resolved once, here, so that
+/// timing an epoch costs no label lookup.
+pub struct Freshness {
+    /// The feeder took the entries (once per take, by its oldest chunk).
+    pub taken: Histogram,
+    /// The epoch was sent to the workers.
+    pub fed: Histogram,
+    /// The dataflow completed the epoch (worker 0's probe).
+    pub complete: Histogram,
+    /// The read models applied the epoch: queries see it.
+    pub applied: Histogram,
+}
+
+impl Freshness {
+    fn new(v: HistogramVec) -> Freshness {
+        let stage = |s: &str| v.with_label_values(&[s]);
+        Freshness {
+            taken: stage("taken"),
+            fed: stage("fed"),
+            complete: stage("complete"),
+            applied: stage("applied"),
+        }
+    }
+}
+
+/// Records in `stage` the time since `committed`.
+pub fn since(stage: &Histogram, committed: std::time::Instant) {
+    stage.observe(committed.elapsed().as_secs_f64());
 }
 
 /// At most this many (route, status) pairs; later new routes count as `other`.
@@ -181,14 +211,14 @@ impl Metrics {
                 "Log entries per epoch fed to the dataflow.",
                 exponential_buckets(1.0, 4.0, 10).expect("valid buckets")
             ))),
-            freshness: reg!(HistogramVec::new(
+            freshness: Freshness::new(reg!(HistogramVec::new(
                 hopts(
                     "freshness_seconds",
-                    "Time from log entries being committed to their being taken by the dataflow's feeder, fed to the dataflow, complete in it, and applied to the read models (stage; each epoch counts once, by its oldest entry).",
+                    "Time from log entries being committed to their being taken by the dataflow's feeder, fed to the dataflow, complete in it, and applied to the read models (stage; each epoch counts once by its oldest entry, each take of the feeder once by its oldest chunk).",
                     seconds()
                 ),
                 &["stage"]
-            )),
+            ))),
             epoch_duration: reg!(Histogram::with_opts(hopts(
                 "epoch_duration_seconds",
                 "Time from feeding an epoch to the dataflow to its outputs being complete.",
@@ -312,16 +342,6 @@ impl Metrics {
             .register(Box::new(process))
             .expect("unique process metrics");
         m
-    }
-
-    /// Records that an epoch whose oldest entry was committed at `committed` reached
-    /// `stage`. The stages split a write's path to the explorer (the log's commit, the
-    /// feeder's queue, the dataflow, the read models), so that a slow answer shows where its
-    /// time went without a profiler.
-    pub fn fresh(&self, stage: &str, committed: std::time::Instant) {
-        self.freshness
-            .with_label_values(&[stage])
-            .observe(committed.elapsed().as_secs_f64());
     }
 
     /// Counts one answered request.

@@ -137,13 +137,14 @@ pub(super) struct Pace {
 ///
 /// Log entries wait while `pace.in_flight` epochs are in the dataflow, and then go as one
 /// epoch (a side change or a slice that is due takes them along at once: the bound only
-/// ever delays entries, so it never changes what the dataflow computes). Sending each journal group as its own epoch cost freshness under a steady load: a
-/// small epoch costs the dataflow nearly what a larger one does (every arrangement it
-/// touches builds and merges a batch, every reduce runs once per time), so at a few
-/// thousand signals a second, in epochs of a dozen, the worker fell behind and each epoch
-/// queued behind the ones before it (commit to complete: p50 up to 51 ms, p99 up to 102 ms,
-/// of which the worker's own work for it was a couple of milliseconds). Waiting for the
-/// dataflow lets epochs grow exactly as much as the load needs.
+/// ever delays entries, so it never changes what the dataflow computes). Sending each
+/// journal group as its own epoch cost freshness under a steady load: a small epoch costs
+/// the dataflow nearly what a larger one does (every arrangement it touches builds and
+/// merges a batch, every reduce runs once per time), so at a few thousand signals a second,
+/// in epochs of a dozen, the worker fell behind and each epoch queued behind the ones
+/// before it (commit to complete: p50 up to 51 ms, p99 up to 102 ms, of which the worker's
+/// own work for it was a couple of milliseconds). Waiting for the dataflow lets epochs
+/// grow exactly as much as the load needs.
 ///
 /// While a reprocess reaches back over history (see `trailspark_operators::rules::book`),
 /// a slice of it follows a round of log epochs, or goes when the log is quiet, once the
@@ -181,8 +182,10 @@ pub(super) fn run(queue: &FeedQueue, inputs: &mut Inputs, pace: Pace) {
         let mut epoch = Vec::with_capacity(epoch_entries.min(total));
         // When the oldest entry of the epoch being filled was handed over.
         let mut oldest = None;
+        if let Some((_, at)) = batch.first() {
+            crate::metrics::since(&crate::metrics::METRICS.freshness.taken, *at);
+        }
         for (chunk, at) in &batch {
-            crate::metrics::METRICS.fresh("taken", *at);
             for entry in chunk.iter() {
                 oldest.get_or_insert(*at);
                 epoch.push(entry);
@@ -292,7 +295,7 @@ impl Inputs {
         self.upto = upto;
         self.send(epoch);
         if let Some(at) = committed {
-            crate::metrics::METRICS.fresh("fed", at);
+            crate::metrics::since(&crate::metrics::METRICS.freshness.fed, at);
         }
     }
 

@@ -187,7 +187,7 @@ impl Engine {
             let queue = queue.clone();
             read.on_progress(Box::new(move |epochs, committed| {
                 for at in committed {
-                    crate::metrics::METRICS.fresh("applied", *at);
+                    crate::metrics::since(&crate::metrics::METRICS.freshness.applied, *at);
                 }
                 queue.state.lock().unwrap().applied += epochs;
                 queue.not_empty.notify_one();

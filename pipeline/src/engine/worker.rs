@@ -174,7 +174,7 @@ pub(super) fn run(
                     .epoch_duration
                     .observe(fed_at.elapsed().as_secs_f64());
                 if let Some(at) = marker.committed {
-                    metrics.fresh("complete", at);
+                    crate::metrics::since(&metrics.freshness.complete, at);
                 }
                 let _ = tx.send(Update::Applied(marker));
             }
